@@ -1,0 +1,131 @@
+"""The `hedit` command line: a thin layer over the Python API."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import click
+
+from . import __version__
+from .errors import HeditError
+
+
+class _Group(click.Group):
+    """Prints a HeditError as one line on stderr and exits 1, with no traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except HeditError as e:
+            click.echo(f"hedit: error: {e}", err=True)
+            sys.exit(1)
+
+
+def _alpha(ctx, param, value):
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"must be a finite number, got {value}")
+    return value
+
+
+SOURCE = click.argument("source", type=click.Path(path_type=str))
+NEURONS = click.option("--neurons", "neurons", required=True, type=click.Path(path_type=str),
+                       help="Neuron-set file (neurons.json).")
+ALPHA = click.option("--alpha", type=float, default=None, callback=_alpha,
+                     help="Scale for chosen neurons (0 silences, 1 leaves unchanged). "
+                          "A neuron's own alpha in the file overrides it.")
+NEG = click.option("--allow-negative-alpha", "allow_negative", is_flag=True,
+                   help="Accept a negative alpha (flips the neurons' sign).")
+OVERWRITE = click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hedit")
+def main():
+    """Find H-neurons in chat LLMs and write edited models that carry the fix with them."""
+
+
+@main.command()
+@SOURCE
+@NEURONS
+@ALPHA
+@click.option("--out", required=True, type=click.Path(path_type=str), help="Output folder (created).")
+@OVERWRITE
+@NEG
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def edit(source, neurons, alpha, out, overwrite, allow_negative, quiet):
+    """Fold alpha into down_proj columns of SOURCE (a safetensors checkpoint folder), streaming."""
+    from .edit import edit_checkpoint
+
+    path = edit_checkpoint(source, neurons, out, alpha, overwrite, allow_negative, progress=not quiet)
+    click.echo(f"wrote edited checkpoint to {path}")
+
+
+@main.command("export-adapter")
+@SOURCE
+@NEURONS
+@ALPHA
+@click.option("--format", "fmt", type=click.Choice(["lora", "ia3"]), default="lora", show_default=True)
+@click.option("--out", required=True, type=click.Path(path_type=str), help="Output folder (created).")
+@OVERWRITE
+@NEG
+def export_adapter(source, neurons, alpha, fmt, out, overwrite, allow_negative):
+    """Write a PEFT adapter (exact LoRA or IA3) that applies the edit on top of SOURCE."""
+    from .adapters import export_adapter as run
+
+    path = run(source, neurons, out, fmt, alpha, overwrite, allow_negative)
+    info = json.loads((path / "hedit.json").read_text())
+    msg = f"wrote {fmt} adapter to {path}"
+    if fmt == "lora":
+        msg += f" (rank {info['lora_rank']}; vLLM: --max-lora-rank {info['vllm_max_lora_rank']})"
+    click.echo(msg)
+
+
+@main.command()
+@SOURCE
+@NEURONS
+@ALPHA
+@click.option("--edited", type=click.Path(path_type=str), help="Edited checkpoint from `hedit edit`.")
+@click.option("--adapter", type=click.Path(path_type=str), help="Adapter from `hedit export-adapter`.")
+@click.option("--runtime", type=click.Choice(["transformers", "vllm"]), default="transformers",
+              show_default=True, help="Where to load the artifact.")
+@click.option("--tolerance", type=float, default=None,
+              help="Max abs logit (transformers, default 1e-4) or logprob (vllm, default 1e-3) difference.")
+@click.option("--new-tokens", type=click.IntRange(1, 512), default=8, show_default=True)
+@click.option("--vllm-python", type=click.Path(path_type=str), help="Python of the vLLM environment.")
+@NEG
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def verify(source, neurons, alpha, edited, adapter, runtime, tolerance, new_tokens, vllm_python,
+           allow_negative, as_json):
+    """Check in float32 that an artifact equals SOURCE with the runtime intervention."""
+    if runtime == "vllm":
+        from .runtimes.vllm_check import LOGPROB_TOLERANCE, verify_vllm
+
+        res = verify_vllm(source, neurons, alpha, edited, adapter, allow_negative, new_tokens, vllm_python,
+                          tolerance if tolerance is not None else LOGPROB_TOLERANCE)
+        line = (f"vllm: greedy-token agreement {res.token_agreement:.1%}, "
+                f"max abs logprob diff {res.max_abs_logprob_diff:.2e} (tolerance {res.tolerance:g}), "
+                f"edit effect {res.effect:.2e}")
+    else:
+        from .verify import TOLERANCE, verify as run
+
+        res = run(source, neurons, alpha, edited, adapter, allow_negative, new_tokens,
+                  tolerance if tolerance is not None else TOLERANCE)
+        line = (f"transformers: max abs logit diff {res.max_abs_logit_diff:.2e} (tolerance {res.tolerance:g}), "
+                f"greedy-token agreement {res.token_agreement:.1%}, edit effect {res.effect:.2e}")
+    click.echo(json.dumps(res.to_dict(), indent=2) if as_json else f"{'PASS' if res.passed else 'FAIL'} {line}")
+    sys.exit(0 if res.passed else 1)
+
+
+@main.command()
+def architectures():
+    """List the supported model_types and where their down-projections live."""
+    from .registry import architectures as archs
+
+    for a in archs().values():
+        click.echo(f"{a.model_type:12s} {a.layers_module}.N.{a.down_proj}")
+
+
+if __name__ == "__main__":
+    main()

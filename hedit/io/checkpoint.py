@@ -1,0 +1,122 @@
+"""A local Hugging Face checkpoint folder, inspected without loading any tensor."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import HeditError
+from ..registry import Architecture, get_architecture
+from .safetensors_header import Header, TensorInfo, read_header
+
+INDEX = "model.safetensors.index.json"
+SINGLE = "model.safetensors"
+# Weight formats that are never copied next to edited weights: they would carry the unedited model.
+STALE_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx", ".gguf", ".safetensors")
+# Files hedit writes itself into every output folder.
+OWN_FILES = ("README.md", "hedit.json", INDEX)
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    config: dict[str, Any]
+    arch: Architecture
+    num_layers: int
+    intermediate_size: int
+    weight_files: list[str]  # shard file names, in index order
+    headers: dict[str, Header]
+    down_proj: dict[int, tuple[str, TensorInfo]]  # layer -> (file name, tensor)
+
+    @property
+    def model_type(self) -> str:
+        return self.arch.model_type
+
+    @property
+    def hidden_size(self) -> int:
+        _, info = next(iter(self.down_proj.values()))
+        return info.shape[0]
+
+    def aux_files(self) -> list[Path]:
+        """Top-level files to copy beside the weights: config, generation config, tokenizer, template."""
+        out = []
+        for p in sorted(self.path.iterdir()):
+            if not p.is_file() or p.name.startswith("."):
+                continue
+            if p.name in OWN_FILES or p.name.endswith(STALE_WEIGHTS):
+                continue
+            out.append(p)
+        return out
+
+    def skipped_entries(self) -> list[str]:
+        """What aux_files() leaves out, other than the weights hedit writes (for provenance)."""
+        kept = {p.name for p in self.aux_files()} | set(self.weight_files) | set(OWN_FILES)
+        return sorted(p.name for p in self.path.iterdir() if p.name not in kept and not p.name.startswith("."))
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    cfg = path / "config.json"
+    if not cfg.is_file():
+        raise HeditError(f"{path} has no config.json; not a Hugging Face checkpoint folder")
+    try:
+        return json.loads(cfg.read_text())
+    except json.JSONDecodeError as e:
+        raise HeditError(f"{cfg} is not valid JSON: {e}") from None
+
+
+def weight_files(path: Path) -> list[str]:
+    """Shard names from the index, or the single model.safetensors."""
+    index = path / INDEX
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise HeditError(f"{index} is not a valid safetensors index") from None
+        files = list(dict.fromkeys(weight_map.values()))
+        missing = [f for f in files if not (path / f).is_file()]
+        if missing:
+            raise HeditError(f"{path}: shard {missing[0]} named in {INDEX} is missing")
+        return files
+    if (path / SINGLE).is_file():
+        return [SINGLE]
+    if any(p.suffix in (".bin", ".pt", ".pth") for p in path.iterdir()):
+        raise HeditError(
+            f"{path} has only PyTorch pickle weights (.bin); hedit reads safetensors only. Convert it first, "
+            "e.g. load it in transformers and save_pretrained(..., safe_serialization=True)"
+        )
+    raise HeditError(f"{path} has no safetensors weights (no {SINGLE} or {INDEX})")
+
+
+def open_checkpoint(source: str | Path) -> Checkpoint:
+    path = Path(source)
+    if not path.exists():
+        raise HeditError(f"source not found: {source}")
+    if not path.is_dir():
+        raise HeditError(f"source must be a checkpoint folder: {source}")
+    config = read_config(path)
+    arch = get_architecture(config.get("model_type"))
+    num_layers, inter = arch.shape(config)
+    files = weight_files(path)
+    headers = {f: read_header(path / f) for f in files}
+    down: dict[int, tuple[str, TensorInfo]] = {}
+    for f, h in headers.items():
+        for name, info in h.tensors.items():
+            layer = arch.layer_of_tensor(name)
+            if layer is None:
+                continue
+            if layer in down:
+                raise HeditError(f"{path}: layer {layer} has two down_proj tensors")
+            if len(info.shape) != 2 or info.shape[1] != inter:
+                raise HeditError(
+                    f"{name} has shape {list(info.shape)}, expected [hidden, {inter}] from config.json"
+                )
+            down[layer] = (f, info)
+    if sorted(down) != list(range(num_layers)):
+        missing = sorted(set(range(num_layers)) - set(down))
+        raise HeditError(
+            f"{path}: down_proj weights for layers {missing[:5]} not found "
+            f"(config says {num_layers} layers of {arch.model_type})"
+        )
+    return Checkpoint(path, config, arch, num_layers, inter, files, headers, down)

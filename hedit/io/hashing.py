@@ -1,0 +1,94 @@
+"""SHA-256 of source weight files, with a stat-keyed cache so repeated edits of a model are cheap.
+
+Files inside a Hugging Face cache snapshot are links to ``blobs/<sha256>``; for those the digest is
+read from the link target, which the Hub client checked on download.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+CHUNK = 8 << 20
+_BLOB = re.compile(r"^[0-9a-f]{64}$")
+
+
+def cache_file() -> Path:
+    root = os.environ.get("HEDIT_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "hedit"
+    )
+    return Path(root) / "sha256.json"
+
+
+def _key(path: Path) -> str:
+    st = path.stat()
+    return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
+
+
+def _load_cache() -> dict[str, str]:
+    try:
+        return json.loads(cache_file().read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _store_cache(new: dict[str, str]) -> None:
+    if not new:
+        return
+    f = cache_file()
+    try:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        data = _load_cache()
+        data.update(new)
+        tmp = f.with_name(f"{f.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, f)
+    except OSError:
+        pass  # a read-only home is no reason to fail an edit
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)  # releases the GIL: runs beside the copy
+    return h.hexdigest()
+
+
+def _known(path: Path, cache: dict[str, str]) -> str | None:
+    if path.is_symlink():
+        target = os.path.basename(os.readlink(path))
+        if _BLOB.match(target) and path.resolve().parent.name == "blobs":
+            return target
+    return cache.get(_key(path))
+
+
+class Hasher:
+    """Hashes files in background threads; ``result()`` waits and stores new digests in the cache."""
+
+    def __init__(self, paths: list[Path], threads: int = 2):
+        cache = _load_cache()
+        self._pool = ThreadPoolExecutor(max_workers=threads)
+        self._jobs: dict[str, Future[str] | str] = {}
+        self._new: dict[str, str] = {}
+        for p in paths:
+            known = _known(p, cache)
+            self._jobs[p.name] = known if known else self._pool.submit(self._run, p)
+
+    def _run(self, p: Path) -> str:
+        digest = sha256_file(p)
+        self._new[_key(p)] = digest
+        return digest
+
+    def result(self) -> dict[str, str]:
+        out = {name: (j if isinstance(j, str) else j.result()) for name, j in self._jobs.items()}
+        self._pool.shutdown()
+        _store_cache(self._new)
+        return out
+
+    def cancel(self) -> None:
+        self._pool.shutdown(cancel_futures=True)

@@ -1,0 +1,1 @@
+"""Checks of hedit's artifacts in other inference stacks."""

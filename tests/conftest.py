@@ -1,0 +1,77 @@
+"""Shared fixtures: tiny random checkpoints (built once per session) and neuron-set files."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from hedit.cli import main
+from hedit.neurons import ModelInfo, Neuron, NeuronSet
+from hedit.registry import architectures
+from hedit.tiny import TEXT, random_neurons, save_tiny_model
+
+ARCHS = sorted(architectures())
+LAYERS, INTER = TEXT["num_hidden_layers"], TEXT["intermediate_size"]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("HEDIT_CACHE", str(tmp_path_factory.mktemp("hedit-cache")))
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory):
+    """checkpoint(model_type, dtype=float32, shards=False, tie=None) -> folder, built once per key."""
+    made: dict[tuple, Path] = {}
+
+    def make(model_type: str = "llama", dtype: torch.dtype = torch.float32, shards: bool = False,
+             tie: bool | None = None) -> Path:
+        key = (model_type, dtype, shards, tie)
+        if key not in made:
+            path = tmp_path_factory.mktemp(f"{model_type}-{str(dtype)[6:]}{'-sharded' if shards else ''}")
+            save_tiny_model(path, model_type, dtype, max_shard_size="40KB" if shards else None,
+                            tie_word_embeddings=tie)
+            for p in path.iterdir():  # sources are read-only: any write to them fails loudly
+                p.chmod(0o444)
+            made[key] = path
+        return made[key]
+
+    return make
+
+
+def neuron_set(model_type: str = "llama", per_layer: int = 4, layers=None, seed: int = 0,
+               alpha: float | None = None, num_layers: int = LAYERS, inter: int = INTER) -> NeuronSet:
+    pairs = random_neurons(num_layers, inter, per_layer, seed, layers)
+    return NeuronSet(ModelInfo(model_type, num_layers, inter, f"tiny-{model_type}"),
+                     [Neuron(layer, index) for layer, index in pairs], alpha=alpha)
+
+
+@pytest.fixture
+def neurons_file(tmp_path):
+    """neurons_file(model_type, **kw) -> path of a neurons.json written for the tiny model."""
+
+    def make(model_type: str = "llama", name: str = "neurons.json", **kw) -> Path:
+        path = tmp_path / name
+        neuron_set(model_type, **kw).save(path)
+        return path
+
+    return make
+
+
+def tree_digest(path: Path) -> dict[str, str]:
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def run_cli(*args: str):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def leftovers(parent: Path) -> list[str]:
+    """Temporary folders hedit left beside its outputs."""
+    return [p for p in os.listdir(parent) if ".hedit-" in p]

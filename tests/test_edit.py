@@ -1,0 +1,132 @@
+import json
+import os
+
+import pytest
+import torch
+
+from hedit.edit import edit_checkpoint
+from hedit.errors import HeditError
+from hedit.io.checkpoint import open_checkpoint
+from hedit.io.safetensors_header import read_header, read_tensor
+
+from conftest import ARCHS, leftovers, neuron_set, tree_digest
+
+
+def tensors(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return {name: read_tensor(fd, info) for name, info in read_header(path).tensors.items()}
+    finally:
+        os.close(fd)
+
+
+def check_edit(src, out, plan_layers):
+    """Edited columns == original * alpha (float32, cast back); every other byte identical."""
+    ck = open_checkpoint(src)
+    edited_tensors = {ck.down_proj[layer][1].name: pairs for layer, pairs in plan_layers.items()}
+    assert sorted(os.listdir(out)) == sorted(os.listdir(src) + ["README.md", "hedit.json"])
+    for f in ck.weight_files:
+        h = read_header(src / f)
+        a, b = (src / f).read_bytes(), (out / f).read_bytes()
+        assert len(a) == len(b) and a[: h.data_start] == b[: h.data_start]  # header byte-identical
+        before, after = tensors(src / f), tensors(out / f)
+        for name, info in h.tensors.items():
+            if name not in edited_tensors:
+                assert a[info.start: info.end] == b[info.start: info.end], name
+                continue
+            cols, alphas = zip(*edited_tensors[name])
+            want = before[name].clone()
+            for c, al in zip(cols, alphas):
+                want[:, c] = (before[name][:, c].to(torch.float32) * al).to(want.dtype)
+            assert torch.equal(after[name], want), name
+            assert not torch.equal(after[name], before[name])
+    for name in os.listdir(src):
+        if not name.endswith(".safetensors"):
+            assert (src / name).read_bytes() == (out / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("model_type", ARCHS)
+def test_every_architecture(checkpoint, tmp_path, model_type):
+    src = checkpoint(model_type)
+    before = tree_digest(src)
+    ns = neuron_set(model_type, per_layer=5, layers=[0, 2])
+    edit_checkpoint(src, ns, tmp_path / "out", alpha=0.5, progress=False)
+    check_edit(src, tmp_path / "out", ns.plan(0.5))
+    assert tree_digest(src) == before
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("shards", [False, True])
+def test_dtypes_and_shards(checkpoint, tmp_path, dtype, shards):
+    src = checkpoint("llama", dtype, shards)
+    ns = neuron_set("llama", per_layer=7)
+    edit_checkpoint(src, ns, tmp_path / "out", alpha=0.3, progress=False)
+    check_edit(src, tmp_path / "out", ns.plan(0.3))
+    if shards:
+        assert (tmp_path / "out" / "model.safetensors.index.json").read_bytes() == \
+            (src / "model.safetensors.index.json").read_bytes()
+
+
+def test_sharded_multimodal(checkpoint, tmp_path):
+    src = checkpoint("gemma3", shards=True)
+    ns = neuron_set("gemma3", per_layer=3)
+    edit_checkpoint(src, ns, tmp_path / "out", alpha=2.0, progress=False)
+    check_edit(src, tmp_path / "out", ns.plan(2.0))
+
+
+@pytest.mark.parametrize("model_type, tie", [("llama", True), ("gemma2", None)])
+def test_tied_embeddings_stay_tied_and_untouched(checkpoint, tmp_path, model_type, tie):
+    src = checkpoint(model_type, tie=tie)
+    assert json.loads((src / "config.json").read_text())["tie_word_embeddings"] is True
+    names = read_header(src / "model.safetensors").tensors
+    assert "lm_head.weight" not in names  # tied: only the embedding is stored
+    ns = neuron_set(model_type)
+    edit_checkpoint(src, ns, tmp_path / "out", alpha=0.0, progress=False)
+    check_edit(src, tmp_path / "out", ns.plan(0.0))
+    from transformers import AutoModelForCausalLM
+
+    m = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+    assert m.lm_head.weight.data_ptr() == m.get_input_embeddings().weight.data_ptr()
+
+
+def test_per_neuron_alpha_overrides_cli(checkpoint, tmp_path):
+    from dataclasses import replace
+
+    src = checkpoint("qwen2")
+    ns = neuron_set("qwen2", per_layer=2, layers=[1])
+    ns.neurons[0] = replace(ns.neurons[0], alpha=3.0)
+    edit_checkpoint(src, ns, tmp_path / "out", alpha=0.0, progress=False)
+    plan = ns.plan(0.0)
+    assert sorted(a for _, a in plan[1]) == [0.0, 3.0]
+    check_edit(src, tmp_path / "out", plan)
+    info = json.loads((tmp_path / "out" / "hedit.json").read_text())
+    assert info["alphas_used"] == [0.0, 3.0] and info["alpha"] == 0.0
+
+
+def test_provenance_and_card(checkpoint, tmp_path, neurons_file):
+    import hashlib
+
+    src = checkpoint("llama", shards=True)
+    nf = neurons_file("llama", per_layer=2, layers=[0, 1])
+    edit_checkpoint(src, nf, tmp_path / "out", alpha=0.0, progress=False)
+    info = json.loads((tmp_path / "out" / "hedit.json").read_text())
+    ck = open_checkpoint(src)
+    assert info["source"]["weight_sha256"] == {
+        f: hashlib.sha256((src / f).read_bytes()).hexdigest() for f in ck.weight_files}
+    assert info["neurons"]["per_layer"] == {"0": 2, "1": 2} and info["neurons"]["count"] == 4
+    assert info["neurons"]["file"] == str(nf.resolve()) and info["kind"] == "edit"
+    card = (tmp_path / "out" / "README.md").read_text()
+    front = card.split("---")[1]
+    assert "library_name: transformers" in front and "- hedit" in front and "base_model:" in front
+    assert "4 MLP neurons in 2 of 3 layers" in card and "vllm serve out" in card
+
+
+def test_output_inside_source_is_refused(checkpoint, tmp_path):
+    import shutil
+
+    src = tmp_path / "src"
+    shutil.copytree(checkpoint("llama"), src)
+    for out in (src, src / "sub"):
+        with pytest.raises(HeditError, match="inside the source"):
+            edit_checkpoint(src, neuron_set(), out, alpha=0.0, overwrite=True, progress=False)
+    assert leftovers(src) == [] and leftovers(tmp_path) == []

@@ -1,0 +1,40 @@
+import hashlib
+import os
+
+from hedit.io import hashing
+from hedit.io.hashing import Hasher
+
+
+def test_digests_are_sha256_and_cached(tmp_path, monkeypatch):
+    files = []
+    for i in range(3):
+        p = tmp_path / f"w{i}.safetensors"
+        p.write_bytes(os.urandom(100_000 + i))
+        files.append(p)
+    want = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+    assert Hasher(files).result() == want
+    assert hashing.cache_file().is_file()
+
+    def boom(path):
+        raise AssertionError("should have come from the cache")
+
+    monkeypatch.setattr(hashing, "sha256_file", boom)
+    assert Hasher(files).result() == want
+
+
+def test_changed_file_is_hashed_again(tmp_path):
+    p = tmp_path / "w.safetensors"
+    p.write_bytes(b"one")
+    Hasher([p]).result()
+    p.write_bytes(b"two!")
+    assert Hasher([p]).result()[p.name] == hashlib.sha256(b"two!").hexdigest()
+
+
+def test_hub_cache_blob_names_are_trusted(tmp_path, monkeypatch):
+    digest = "ab" * 32
+    (tmp_path / "blobs").mkdir()
+    (tmp_path / "blobs" / digest).write_bytes(b"data")
+    (tmp_path / "snap").mkdir()
+    (tmp_path / "snap" / "model.safetensors").symlink_to(f"../blobs/{digest}")
+    monkeypatch.setattr(hashing, "sha256_file", lambda p: "computed")
+    assert Hasher([tmp_path / "snap" / "model.safetensors"]).result() == {"model.safetensors": digest}

@@ -1,0 +1,54 @@
+import pytest
+
+from hedit.errors import HeditError
+from hedit.intervention import down_proj_module, model_shape
+from hedit.registry import architectures, get_architecture
+from hedit.tiny import tiny_model
+
+from conftest import ARCHS, INTER, LAYERS
+
+REQUIRED = {"llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "gemma3", "phi3"}
+
+
+def test_required_architectures_are_registered():
+    assert REQUIRED <= set(architectures())
+
+
+@pytest.mark.parametrize("model_type", ARCHS)
+def test_registry_paths_match_real_models(model_type):
+    """The data in the registry points at the real down_proj modules and tensor names."""
+    model = tiny_model(model_type)
+    arch = get_architecture(model_type)
+    assert model_shape(model) == (model_type, LAYERS, INTER)
+    for layer in range(LAYERS):
+        mod = down_proj_module(model, layer)
+        assert tuple(mod.weight.shape) == (model.config.get_text_config().hidden_size, INTER)
+    names = [n for n in model.state_dict() if arch.layer_of_tensor(n) is not None]
+    # state_dict names (new layout) match, one per layer, and never a vision-tower tensor
+    assert sorted(arch.layer_of_tensor(n) for n in names) == list(range(LAYERS))
+    assert not any("vision" in n for n in names)
+
+
+def test_gemma3_matches_both_checkpoint_layouts_and_never_the_vision_tower():
+    arch = get_architecture("gemma3")
+    assert arch.layer_of_tensor("language_model.model.layers.7.mlp.down_proj.weight") == 7
+    assert arch.layer_of_tensor("model.language_model.layers.7.mlp.down_proj.weight") == 7
+    assert arch.layer_of_tensor("vision_tower.vision_model.encoder.layers.0.mlp.fc2.weight") is None
+    assert arch.layer_of_tensor("model.vision_tower.encoder.layers.0.mlp.down_proj.weight") is None
+    assert arch.shape({"text_config": {"num_hidden_layers": 34, "intermediate_size": 10240}}) == (34, 10240)
+
+
+def test_unknown_and_moe_architectures_are_named_in_the_error():
+    with pytest.raises(HeditError, match="'gpt2' is not supported; supported: gemma2"):
+        get_architecture("gpt2")
+    with pytest.raises(HeditError, match="'mixtral' is not supported: it is a mixture-of-experts"):
+        get_architecture("mixtral")
+    with pytest.raises(HeditError, match="no model_type"):
+        get_architecture(None)
+
+
+def test_config_without_layer_count_is_an_error():
+    with pytest.raises(HeditError, match="num_hidden_layers"):
+        get_architecture("llama").shape({"intermediate_size": 8})
+    with pytest.raises(HeditError, match="per-layer intermediate sizes"):
+        get_architecture("llama").shape({"num_hidden_layers": 2, "intermediate_size": [8, 8]})

@@ -1,0 +1,50 @@
+"""Runtime intervention == edited checkpoint == base + LoRA == base + IA3, in float32, on every architecture."""
+
+import pytest
+
+from hedit.adapters import export_adapter
+from hedit.edit import edit_checkpoint
+from hedit.errors import HeditError
+from hedit.verify import verify
+
+from conftest import ARCHS, neuron_set
+
+
+@pytest.mark.parametrize("model_type", ARCHS)
+def test_all_artifacts_equal_the_intervention(checkpoint, tmp_path, model_type):
+    src = checkpoint(model_type)
+    ns = neuron_set(model_type, per_layer=8, seed=1)
+    edit_checkpoint(src, ns, tmp_path / "edited", alpha=0.0, progress=False)
+    export_adapter(src, ns, tmp_path / "lora", "lora", alpha=0.0)
+    export_adapter(src, ns, tmp_path / "ia3", "ia3", alpha=0.0)
+    results = [verify(src, ns, 0.0, edited=tmp_path / "edited", new_tokens=4),
+               verify(src, ns, 0.0, adapter=tmp_path / "lora", new_tokens=4),
+               verify(src, ns, 0.0, adapter=tmp_path / "ia3", new_tokens=4)]
+    for r in results:
+        assert r.passed and r.max_abs_logit_diff < 1e-4, r
+        assert r.token_agreement == 1.0
+        assert r.effect > 1e-2  # the edit changes the logits: equality is not vacuous
+
+
+def test_bf16_source_compares_in_float32(checkpoint, tmp_path):
+    src = checkpoint("llama", dtype=__import__("torch").bfloat16)
+    ns = neuron_set("llama", per_layer=8)
+    # alpha 0.5 is exact in bf16, so the folded weights carry no rounding
+    edit_checkpoint(src, ns, tmp_path / "edited", alpha=0.5, progress=False)
+    r = verify(src, ns, 0.5, edited=tmp_path / "edited", new_tokens=4)
+    assert r.passed and r.max_abs_logit_diff < 1e-4 and r.effect > 1e-3
+
+
+def test_a_wrong_artifact_fails(checkpoint, tmp_path):
+    src = checkpoint("llama")
+    ns = neuron_set("llama", per_layer=8)
+    edit_checkpoint(src, ns, tmp_path / "edited", alpha=2.0, progress=False)
+    r = verify(src, ns, 0.0, edited=tmp_path / "edited", new_tokens=4)
+    assert not r.passed and r.max_abs_logit_diff > 1e-2
+
+
+def test_needs_exactly_one_artifact(checkpoint, tmp_path):
+    with pytest.raises(HeditError, match="exactly one of --edited or --adapter"):
+        verify(checkpoint("llama"), neuron_set(), 0.0)
+    with pytest.raises(HeditError, match="artifact not found"):
+        verify(checkpoint("llama"), neuron_set(), 0.0, edited=tmp_path / "nope")
