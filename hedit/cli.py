@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 
 import click
 
 from . import __version__
 from .errors import HeditError
+from .neurons import check_alpha
 
 
 class _Group(click.Group):
@@ -18,14 +18,14 @@ class _Group(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except HeditError as e:
+        except (HeditError, OSError) as e:
             click.echo(f"hedit: error: {e}", err=True)
             sys.exit(1)
 
 
 def _alpha(ctx, param, value):
-    if value is not None and not math.isfinite(value):
-        raise click.BadParameter(f"must be a finite number, got {value}")
+    if value is not None:
+        check_alpha(value, allow_negative=True)  # the sign is checked with --allow-negative-alpha later
     return value
 
 

@@ -91,9 +91,13 @@ def verify(source: str | Path, neurons: str | Path | NeuronSet, alpha: float | N
         plain.append(logits(base, seq))
 
     if adapter is not None:
+        import warnings
+
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(base, str(adapter)).eval()
+        with warnings.catch_warnings():  # deprecation chatter between peft and transformers versions
+            warnings.simplefilter("ignore", FutureWarning)
+            model = PeftModel.from_pretrained(base, str(adapter)).eval()
     else:
         del base
         model = load_model(edited, torch.float32, trust_remote_code)

@@ -10,10 +10,11 @@ import hashlib
 import json
 import os
 import re
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-CHUNK = 8 << 20
+CHUNK = 1 << 20  # 1 MiB: stays in cache while one thread hashes and another writes it
 _BLOB = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -65,6 +66,45 @@ def _known(path: Path, cache: dict[str, str]) -> str | None:
         if _BLOB.match(target) and path.resolve().parent.name == "blobs":
             return target
     return cache.get(_key(path))
+
+
+def known_sha256(path: Path) -> str | None:
+    """The digest without reading the file: from a Hub-cache blob name or hedit's stat-keyed cache."""
+    return _known(path, _load_cache())
+
+
+def remember(digests: dict[Path, str]) -> None:
+    """Store digests computed elsewhere (by copy_with_sha256) in the cache."""
+    _store_cache({_key(p): d for p, d in digests.items()})
+
+
+def copy_with_sha256(src: Path, dst: Path, chunk: int = CHUNK) -> str:
+    """Copy ``src`` to ``dst`` reading each byte once; a second thread hashes a chunk while it is written.
+
+    Three buffers rotate: chunk i reuses the buffer of chunk i-3, whose hash is waited for first.
+    """
+    h = hashlib.sha256()
+    bufs = [bytearray(chunk) for _ in range(3)]
+    pending: deque[Future] = deque()
+    with ThreadPoolExecutor(max_workers=1) as pool, open(src, "rb", buffering=0) as fi, \
+            open(dst, "wb", buffering=0) as fo:
+        i = 0
+        while True:
+            while len(pending) > 2:
+                pending.popleft().result()
+            buf = bufs[i % 3]
+            n = fi.readinto(buf)
+            if not n:
+                break
+            view = memoryview(buf)[:n]
+            pending.append(pool.submit(h.update, view))  # FIFO on one thread: hashed in order
+            done = 0
+            while done < n:
+                done += fo.write(view[done:])
+            i += 1
+        for f in pending:
+            f.result()
+    return h.hexdigest()
 
 
 class Hasher:

@@ -25,7 +25,7 @@ LOGPROB_TOLERANCE = 1e-3
 def find_vllm_python(explicit: str | None = None) -> str:
     for cand in (explicit, os.environ.get("HEDIT_VLLM_PYTHON"), ".venv-vllm/bin/python"):
         if cand and Path(cand).is_file():
-            return str(cand)
+            return os.path.abspath(cand)  # not resolve(): the venv python is a symlink
     raise HeditError(
         "no vLLM environment found: pass --vllm-python or set HEDIT_VLLM_PYTHON "
         "(`make vllm-env` builds one in .venv-vllm)"

@@ -1,0 +1,138 @@
+"""The command line: outputs, and every bad input as one line, a non-zero exit and nothing on disk."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import leftovers, neuron_set, run_cli, tree_digest
+
+
+def fails(tmp_path, *args, message):
+    r = run_cli(*args)
+    assert r.exit_code != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hedit: error: "), r.stderr
+    assert message in lines[0], lines[0]
+    assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
+
+
+def test_edit_export_verify_happy_path(checkpoint, tmp_path, neurons_file):
+    src, nf = checkpoint("mistral"), neurons_file("mistral")
+    r = run_cli("edit", src, "--neurons", nf, "--alpha", "0", "--out", tmp_path / "ed", "--quiet")
+    assert r.exit_code == 0 and "wrote edited checkpoint" in r.stdout
+    r = run_cli("export-adapter", src, "--neurons", nf, "--alpha", "0", "--out", tmp_path / "lora")
+    assert r.exit_code == 0 and "rank 4; vLLM: --max-lora-rank 8" in r.stdout
+    r = run_cli("verify", src, "--neurons", nf, "--alpha", "0", "--adapter", tmp_path / "lora", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["passed"] is True
+    r = run_cli("verify", src, "--neurons", nf, "--alpha", "0", "--edited", tmp_path / "ed")
+    assert r.exit_code == 0 and r.stdout.startswith("PASS transformers: max abs logit diff")
+    r = run_cli("verify", src, "--neurons", nf, "--alpha", "1", "--edited", tmp_path / "ed")
+    assert r.exit_code == 1 and r.stdout.startswith("FAIL")
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing_source", "source not found"),
+    ("no_safetensors", "has no safetensors weights"),
+    ("bin_only", "only PyTorch pickle weights (.bin)"),
+    ("unsupported", "model_type 'gpt2' is not supported"),
+    ("layer_range", "layer 3 out of range: the model has 3 layers"),
+    ("index_range", "neuron index 96 in layer 0 out of range"),
+    ("other_shape", "neurons file was made for another model"),
+    ("nan", "alpha must be a finite number, got nan"),
+    ("inf", "alpha must be a finite number, got inf"),
+    ("negative", "pass --allow-negative-alpha"),
+    ("no_alpha", "no alpha: pass --alpha"),
+    ("empty_set", "lists no neurons"),
+])
+@pytest.mark.parametrize("command", ["edit", "export-adapter"])
+def test_bad_input(checkpoint, tmp_path, neurons_file, command, case, message):
+    src = tmp_path / "src"
+    shutil.copytree(checkpoint("llama"), src)
+    nf, alpha = neurons_file("llama"), "0"
+    config = json.loads((src / "config.json").read_text())
+    if case == "missing_source":
+        src = tmp_path / "nope"
+    elif case == "no_safetensors":
+        (src / "model.safetensors").unlink()
+    elif case == "bin_only":
+        (src / "model.safetensors").rename(src / "pytorch_model.bin")
+    elif case == "unsupported":
+        (src / "config.json").write_text(json.dumps(config | {"model_type": "gpt2"}))
+    elif case in ("layer_range", "index_range", "empty_set"):
+        data = json.loads(nf.read_text())
+        data["neurons"] = {"layer_range": [{"layer": 3, "index": 0}], "index_range": [{"layer": 0, "index": 96}],
+                           "empty_set": []}[case]
+        nf.write_text(json.dumps(data))
+    elif case == "other_shape":
+        neuron_set(num_layers=30, inter=1536).save(nf)
+    elif case in ("nan", "inf", "negative", "no_alpha"):
+        alpha = {"nan": "nan", "inf": "inf", "negative": "-1", "no_alpha": None}[case]
+    before = tree_digest(src) if src.exists() else None
+    args = [command, src, "--neurons", nf, "--out", tmp_path / "out"] + (["--alpha", alpha] if alpha else [])
+    fails(tmp_path, *args, message=message)
+    if before is not None:
+        assert tree_digest(src) == before
+
+
+def test_negative_alpha_with_flag(checkpoint, tmp_path, neurons_file):
+    r = run_cli("edit", checkpoint("llama"), "--neurons", neurons_file(), "--alpha", "-1", "--out",
+                tmp_path / "out", "--allow-negative-alpha", "--quiet")
+    assert r.exit_code == 0 and (tmp_path / "out" / "model.safetensors").is_file()
+
+
+def test_existing_output_and_overwrite(checkpoint, tmp_path, neurons_file):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep").write_text("mine")
+    args = ["edit", checkpoint("llama"), "--neurons", neurons_file(), "--alpha", "0", "--out", tmp_path / "out"]
+    r = run_cli(*args)
+    assert r.exit_code == 1 and "already exists; pass --overwrite" in r.stderr
+    assert (tmp_path / "out" / "keep").read_text() == "mine"
+    r = run_cli(*args, "--overwrite", "--quiet")
+    assert r.exit_code == 0 and not (tmp_path / "out" / "keep").exists()
+    assert (tmp_path / "out" / "hedit.json").is_file() and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("command", ["edit", "export-adapter"])
+def test_write_failing_half_way_leaves_nothing(checkpoint, tmp_path, neurons_file, monkeypatch, command):
+    """A disk that fills up in the middle of the job: one-line error, no output, no temp folder."""
+    import hedit.adapters
+
+    src = checkpoint("llama", shards=True)
+    before = tree_digest(src)
+    if command == "edit":
+        import hedit.edit
+
+        real, calls = hedit.edit.write_tensor, []
+
+        def flaky(fd, info, tensor):
+            calls.append(info.name)
+            if len(calls) == 2:
+                raise OSError(28, "No space left on device")
+            real(fd, info, tensor)
+
+        monkeypatch.setattr(hedit.edit, "write_tensor", flaky)
+    else:
+        def full(*a, **k):
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(hedit.adapters, "write_provenance", full)
+    quiet = ["--quiet"] if command == "edit" else []
+    fails(tmp_path, command, src, "--neurons", neurons_file(), "--alpha", "0", "--out", tmp_path / "out",
+          *quiet, message="No space left on device")
+    assert tree_digest(src) == before
+
+
+def test_console_script_exit_code(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "hedit.cli", "edit", str(tmp_path / "nope"), "--neurons",
+                        str(tmp_path / "n.json"), "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    assert r.returncode == 1 and r.stderr.strip() == f"hedit: error: source not found: {tmp_path / 'nope'}"
+
+
+def test_architectures_lists_the_registry():
+    r = run_cli("architectures")
+    assert r.exit_code == 0
+    assert "gemma3       model.language_model.layers.N.mlp.down_proj" in r.stdout.splitlines()
+

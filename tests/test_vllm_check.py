@@ -1,0 +1,59 @@
+"""The edited checkpoint and the LoRA adapter load in vLLM (CPU, float32) and match transformers.
+
+Needs the vLLM environment (`make vllm-env`). `make test` sets HEDIT_REQUIRE_VLLM=1, so there a
+missing environment fails instead of skipping.
+"""
+
+import os
+
+import pytest
+
+from hedit.adapters import export_adapter
+from hedit.edit import edit_checkpoint
+from hedit.errors import HeditError
+from hedit.runtimes.vllm_check import find_vllm_python, verify_vllm
+from hedit.tiny import save_tiny_model
+
+from conftest import neuron_set
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def vllm_python():
+    try:
+        return find_vllm_python()
+    except HeditError as e:
+        if os.environ.get("HEDIT_REQUIRE_VLLM") == "1":
+            pytest.fail(str(e))
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("vllm")
+    # vLLM's CPU attention needs a head size it has kernels for (64)
+    src = save_tiny_model(root / "src", "llama", hidden_size=128, num_attention_heads=2,
+                          num_key_value_heads=1, head_dim=64)
+    ns = neuron_set("llama", per_layer=6)
+    edit_checkpoint(src, ns, root / "edited", alpha=0.0, progress=False)
+    export_adapter(src, ns, root / "lora", "lora", alpha=0.0)
+    return src, ns, root
+
+
+@pytest.mark.parametrize("kind", ["edited", "adapter"])
+def test_vllm_matches_transformers(vllm_python, artifacts, kind):
+    src, ns, root = artifacts
+    artifact = {"edited": {"edited": root / "edited"}, "adapter": {"adapter": root / "lora"}}[kind]
+    r = verify_vllm(src, ns, 0.0, vllm_python=vllm_python, new_tokens=8, **artifact)
+    assert r.token_agreement == 1.0, r
+    assert r.max_abs_logprob_diff < 1e-3, r
+    assert r.effect > 1e-2  # without the edit, vLLM's logprobs would be off by this much
+    assert r.passed
+
+
+def test_missing_vllm_environment_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.delenv("HEDIT_VLLM_PYTHON", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(HeditError, match="no vLLM environment found"):
+        find_vllm_python()
