@@ -75,3 +75,23 @@ def run_cli(*args: str):
 def leftovers(parent: Path) -> list[str]:
     """Temporary folders hedit left beside its outputs."""
     return [p for p in os.listdir(parent) if ".hedit-" in p]
+
+
+def add_tokenizer(path: Path) -> Path:
+    """Give a tiny checkpoint a real (word-level) tokenizer with a chat template, built offline."""
+    import re
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from hedit.verify import PROMPTS
+
+    words = sorted(set(re.findall(r"\w+|[^\w\s]", " ".join(PROMPTS))))
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3} | {w: i + 4 for i, w in enumerate(words)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                   unk_token="<unk>")
+    fast.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    fast.save_pretrained(str(path))
+    return path

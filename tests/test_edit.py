@@ -130,3 +130,25 @@ def test_output_inside_source_is_refused(checkpoint, tmp_path):
         with pytest.raises(HeditError, match="inside the source"):
             edit_checkpoint(src, neuron_set(), out, alpha=0.0, overwrite=True, progress=False)
     assert leftovers(src) == [] and leftovers(tmp_path) == []
+
+
+def test_tokenizer_and_chat_template_are_copied(tmp_path):
+    from conftest import add_tokenizer
+    from hedit.tiny import save_tiny_model
+    from hedit.verify import verify
+
+    src = add_tokenizer(save_tiny_model(tmp_path / "src", "llama"))
+    tok_files = {p.name for p in src.iterdir()} - {"model.safetensors", "config.json", "generation_config.json"}
+    assert "tokenizer.json" in tok_files and any("chat_template" in f or f == "tokenizer_config.json"
+                                                 for f in tok_files)
+    ns = neuron_set("llama")
+    edit_checkpoint(src, ns, tmp_path / "out", alpha=0.0, progress=False)
+    for name in tok_files:
+        assert (tmp_path / "out" / name).read_bytes() == (src / name).read_bytes(), name
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tmp_path / "out")
+    chat = tok.apply_chat_template([{"role": "user", "content": "Water boils"}], tokenize=False)
+    assert chat == "user: Water boils\n"
+    r = verify(src, ns, 0.0, edited=tmp_path / "out", new_tokens=3)  # prompts go through the tokenizer
+    assert r.passed and r.effect > 1e-2
