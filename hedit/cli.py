@@ -119,6 +119,61 @@ def verify(source, neurons, alpha, edited, adapter, runtime, tolerance, new_toke
 
 
 @main.command()
+@click.argument("model", type=str)
+@click.option("--questions", type=click.Path(path_type=str), default=None,
+              help="Question file (.jsonl, .csv, .parquet). Default: the bundled trivia set's train split.")
+@click.option("--split", default=None, help="Use only this split of the question file.")
+@click.option("--out", required=True, type=click.Path(path_type=str), help="Responses file (JSONL, appended).")
+@click.option("--samples", type=click.IntRange(1), default=10, show_default=True)
+@click.option("--temperature", type=float, default=1.0, show_default=True)
+@click.option("--top-p", type=float, default=0.9, show_default=True)
+@click.option("--top-k", type=int, default=50, show_default=True)
+@click.option("--max-new-tokens", type=click.IntRange(1), default=50, show_default=True)
+@click.option("--suffix", default=None, help="Appended to each question (default: the paper's).")
+@click.option("--no-chat-template", is_flag=True, help="Plain 'Question: ... Answer:' prompts.")
+@click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True, help="Questions per batch.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N questions.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def collect(model, questions, split, out, samples, temperature, top_p, top_k, max_new_tokens, suffix,
+            no_chat_template, batch_size, limit, seed, quiet):
+    """Sample answers of MODEL (folder or built-in name) to questions, judge them; resumable."""
+    from .collect import SUFFIX, SamplingConfig, collect as run
+    from .models import load_model, load_tokenizer
+    from .models_builtin import resolve_model
+    from .questions import bundled_questions, load_questions
+
+    path = resolve_model(model)
+    qs = load_questions(questions, split) if questions else bundled_questions(split or "train")
+    qs = qs[:limit] if limit else qs
+    cfg = SamplingConfig(samples, temperature, top_p, top_k, max_new_tokens,
+                         SUFFIX if suffix is None else suffix, not no_chat_template, seed)
+    run(load_model(path), load_tokenizer(path), qs, out, cfg, batch_size, str(model), not quiet)
+    click.echo(f"wrote responses for {len(qs)} questions to {out}")
+
+
+@main.command("filter")
+@click.argument("responses", type=click.Path(path_type=str))
+@click.option("--out", required=True, type=click.Path(path_type=str))
+@click.option("--balance/--no-balance", "do_balance", default=True, show_default=True,
+              help="Keep as many correct as hallucinated questions.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def filter_cmd(responses, out, do_balance, seed):
+    """Keep questions answered consistently right or consistently wrong; balance the two classes."""
+    from .collect import balance, class_counts, consistent, read_responses
+
+    header, records = read_responses(responses)
+    if header is None:
+        raise HeditError(f"responses file not found: {responses}")
+    kept = consistent(records)
+    kept = balance(kept, seed) if do_balance else kept
+    with open(out, "w", encoding="utf-8") as f:
+        f.write(json.dumps(header | {"filtered": {"balance": do_balance, "seed": seed}}) + "\n")
+        f.writelines(json.dumps(r) + "\n" for r in kept)
+    click.echo(f"kept {len(kept)} of {len(records)} questions {class_counts(kept)} -> {out}")
+
+
+@main.command()
 def architectures():
     """List the supported model_types and where their down-projections live."""
     from .registry import architectures as archs

@@ -14,15 +14,14 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from ..paths import cache_dir
+
 CHUNK = 1 << 20  # 1 MiB: stays in cache while one thread hashes and another writes it
 _BLOB = re.compile(r"^[0-9a-f]{64}$")
 
 
 def cache_file() -> Path:
-    root = os.environ.get("HEDIT_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "hedit"
-    )
-    return Path(root) / "sha256.json"
+    return cache_dir() / "sha256.json"
 
 
 def _key(path: Path) -> str:

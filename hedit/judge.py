@@ -1,0 +1,53 @@
+"""Rule judge: normalized alias match, plus uncertainty phrases.
+
+Normalization (TriviaQA's): lowercase, accents removed, punctuation to spaces, the articles a/an/the
+dropped, whitespace collapsed. A response is **correct** when any normalized alias occurs in the
+normalized response as a run of whole words (a substring match on word boundaries, so that "au" does
+not match inside "australia"); **uncertain** when it is not correct and says it does not know (the
+phrases below); otherwise **incorrect** (a hallucination).
+"""
+
+from __future__ import annotations
+
+import re
+import string
+import unicodedata
+
+CORRECT, INCORRECT, UNCERTAIN = "correct", "incorrect", "uncertain"
+
+UNCERTAINTY_PHRASES = (
+    "i don't know", "i do not know", "i'm not sure", "i am not sure", "not sure", "i'm unsure", "i am unsure",
+    "i cannot answer", "i can't answer", "unable to answer", "unable to determine", "i don't have",
+    "i do not have", "no information", "not enough information", "i'm not aware", "i am not aware",
+    "i cannot determine", "i can't determine", "unknown", "i'm sorry", "i am sorry", "cannot be determined",
+)
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCT = str.maketrans({c: " " for c in string.punctuation + "‘’“”–—"})
+
+
+def normalize(text: str) -> str:
+    text = unicodedata.normalize("NFKD", text)
+    text = "".join(c for c in text if not unicodedata.combining(c)).lower()
+    text = _ARTICLES.sub(" ", text.translate(_PUNCT))
+    return " ".join(text.split())
+
+
+def matched_alias(response: str, aliases: tuple[str, ...] | list[str]) -> str | None:
+    """The first alias (longest first) that occurs in the response, or None."""
+    padded = f" {normalize(response)} "
+    for alias in sorted(aliases, key=len, reverse=True):
+        norm = normalize(alias)
+        if norm and f" {norm} " in padded:
+            return alias
+    return None
+
+
+def is_uncertain(response: str) -> bool:
+    text = response.lower().replace("’", "'")
+    return any(p in text for p in UNCERTAINTY_PHRASES)
+
+
+def judge(response: str, aliases: tuple[str, ...] | list[str]) -> str:
+    if matched_alias(response, aliases) is not None:
+        return CORRECT
+    return UNCERTAIN if is_uncertain(response) else INCORRECT

@@ -1,0 +1,147 @@
+import json
+
+import pytest
+
+import hedit.collect as collect_mod
+from hedit.collect import SamplingConfig, balance, build_prompt, class_counts, collect, consistent, read_responses
+from hedit.errors import HeditError
+from hedit.models import load_model, load_tokenizer
+from hedit.questions import Question
+from hedit.tiny import save_tiny_model
+
+from conftest import add_tokenizer, run_cli
+
+QS = [Question(f"q{i}", f"What is the capital of France {i}", ("Paris",)) for i in range(7)]
+CFG = SamplingConfig(samples=3, max_new_tokens=5)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    path = add_tokenizer(save_tiny_model(tmp_path_factory.mktemp("m") / "m", "llama"))
+    return path, load_model(path), load_tokenizer(path)
+
+
+def test_collect_writes_prompts_responses_and_labels(tiny, tmp_path):
+    path, model, tok = tiny
+    out = collect(model, tok, QS, tmp_path / "r.jsonl", CFG, batch_size=3, progress=False)
+    header, recs = read_responses(out)
+    assert header["config"]["samples"] == 3 and header["config"]["top_k"] == 50
+    assert [r["question_id"] for r in recs] == [q.qid for q in QS]
+    for r, q in zip(recs, QS):
+        assert r["prompt_ids"] == build_prompt(tok, q.question, CFG)
+        assert len(r["samples"]) == 3
+        for s in r["samples"]:
+            assert 0 < len(s["response_ids"]) <= 5 and s["label"] in ("correct", "incorrect", "uncertain")
+            assert s["response"] == tok.decode(s["response_ids"], skip_special_tokens=True)
+
+
+def test_left_padding_gives_the_same_samples_as_unpadded(tiny):
+    """A short prompt batched with a long one decodes like the short prompt alone (same seed)."""
+    path, model, tok = tiny
+    cfg = SamplingConfig(samples=1, max_new_tokens=4, temperature=1e-4)  # near-greedy: padding must not matter
+    short = build_prompt(tok, "Paris", cfg)
+    long = build_prompt(tok, "What is the capital of France ? Water boils", cfg)
+    ends = collect_mod.end_ids(model, tok)
+    tok.padding_side = "left"
+    alone = collect_mod.sample_batch(model, tok, [short], cfg, 0, ends)[0]
+    batched = collect_mod.sample_batch(model, tok, [long, short], cfg, 0, ends)[1]
+    assert alone == batched
+
+
+def test_same_seed_same_samples(tiny, tmp_path):
+    _, model, tok = tiny
+    a = collect(model, tok, QS[:3], tmp_path / "a.jsonl", CFG, progress=False)
+    b = collect(model, tok, QS[:3], tmp_path / "b.jsonl", CFG, progress=False)
+    assert read_responses(a)[1] == read_responses(b)[1]
+
+
+def test_resume_after_interruption(tiny, tmp_path, monkeypatch):
+    _, model, tok = tiny
+    out = tmp_path / "r.jsonl"
+    real, calls = collect_mod.sample_batch, []
+
+    def dies_on_second_batch(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(collect_mod, "sample_batch", dies_on_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        collect(model, tok, QS, out, CFG, batch_size=3, progress=False)
+    first = read_responses(out)[1]
+    assert [r["question_id"] for r in first] == ["q0", "q1", "q2"]  # only the batch in flight is lost
+    with open(out, "a") as f:
+        f.write('{"question_id": "q3", "trunc')  # a torn write from a crash
+    monkeypatch.setattr(collect_mod, "sample_batch", real)
+    collect(model, tok, QS, out, CFG, batch_size=3, progress=False)
+    header, recs = read_responses(out)
+    assert [r["question_id"] for r in recs] == [q.qid for q in QS]
+    assert recs[:3] == first and out.read_text().count('"_hedit"') == 1
+
+
+def test_other_settings_refuse_to_resume(tiny, tmp_path):
+    _, model, tok = tiny
+    collect(model, tok, QS[:1], tmp_path / "r.jsonl", CFG, progress=False)
+    with pytest.raises(HeditError, match="collected with other settings"):
+        collect(model, tok, QS[:1], tmp_path / "r.jsonl", SamplingConfig(samples=2), progress=False)
+
+
+def test_no_chat_template(tmp_path):
+    path = save_tiny_model(tmp_path / "m", "llama")
+    add_tokenizer(path)
+    cfg = json.loads((path / "tokenizer_config.json").read_text())
+    cfg.pop("chat_template", None)
+    (path / "tokenizer_config.json").write_text(json.dumps(cfg))
+    for f in path.glob("chat_template*"):
+        f.unlink()
+    tok = load_tokenizer(path)
+    with pytest.raises(HeditError, match="no chat template; pass --no-chat-template"):
+        build_prompt(tok, "Q", SamplingConfig())
+    assert build_prompt(tok, "Water", SamplingConfig(chat_template=False)) == tok("Question: Water " + CFG.suffix + "\nAnswer:")["input_ids"]
+
+
+def rec(qid, labels):
+    return {"question_id": qid, "samples": [{"label": lab} for lab in labels]}
+
+
+def test_consistency_filter_and_balance():
+    recs = [rec("a", ["correct"] * 3), rec("b", ["incorrect"] * 3), rec("c", ["correct", "incorrect", "correct"]),
+            rec("d", ["incorrect", "uncertain", "incorrect"]), rec("e", ["correct"] * 3), rec("f", ["correct"] * 3)]
+    kept = consistent(recs)
+    assert [(r["question_id"], r["class"]) for r in kept] == [("a", "correct"), ("b", "hallucinated"),
+                                                              ("e", "correct"), ("f", "correct")]
+    bal = balance(kept, seed=1)
+    assert class_counts(bal) == {"correct": 1, "hallucinated": 1}
+    assert "b" in [r["question_id"] for r in bal]  # the only hallucinated question is always kept
+    assert balance(kept, seed=1) == bal  # seeded
+
+
+def test_cli_collect_and_filter(tiny, tmp_path):
+    path, _, _ = tiny
+    qfile = tmp_path / "q.jsonl"
+    qfile.write_text("".join(json.dumps({"question": q.question, "answers": list(q.aliases)}) + "\n" for q in QS[:2]))
+    r = run_cli("collect", path, "--questions", qfile, "--out", tmp_path / "r.jsonl", "--samples", "2",
+                "--max-new-tokens", "3", "--quiet")
+    assert r.exit_code == 0, r.stderr
+    assert len(read_responses(tmp_path / "r.jsonl")[1]) == 2
+    r = run_cli("filter", tmp_path / "r.jsonl", "--out", tmp_path / "f.jsonl")
+    assert r.exit_code == 0 and "kept" in r.stdout
+    r = run_cli("collect", tmp_path / "nope", "--out", tmp_path / "x.jsonl")
+    assert r.exit_code == 1 and "model not found" in r.stderr
+
+
+@pytest.mark.slow
+def test_embedded_model_collect_on_a_few_questions(tmp_path):
+    """The real embedded SmolLM2: converted from its GGUF, it answers easy questions, mostly right."""
+    from hedit.models_builtin import resolve_model
+
+    path = resolve_model("smollm2-135m-instruct")
+    assert (path / "chat_template.jinja").exists() or "chat_template" in (path / "tokenizer_config.json").read_text()
+    model, tok = load_model(path), load_tokenizer(path)
+    qs = [Question("fr", "What is the capital of France?", ("Paris",)),
+          Question("jp", "What is the capital of Japan?", ("Tokyo",))]
+    out = collect(model, tok, qs, tmp_path / "r.jsonl", SamplingConfig(samples=4, max_new_tokens=20), progress=False)
+    recs = read_responses(out)[1]
+    labels = [s["label"] for r in recs for s in r["samples"]]
+    assert labels.count("correct") >= 4  # it knows these; sampling at temperature 1 makes some miss
