@@ -174,6 +174,119 @@ def filter_cmd(responses, out, do_balance, seed):
 
 
 @main.command()
+@click.argument("model", type=str)
+@click.argument("responses", type=click.Path(path_type=str))
+@click.option("--out", required=True, type=click.Path(path_type=str), help="Features folder (created).")
+@click.option("--regions", default="answer,other", show_default=True, help="Token regions: answer, output, other.")
+@click.option("--samples-per-question", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True,
+              help="Model compute dtype (CETT itself is always accumulated in float32).")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ...")
+@click.option("--quiet", is_flag=True)
+def features(model, responses, out, regions, samples_per_question, batch_size, dtype, device, quiet):
+    """CETT of every neuron, averaged per token region, for filtered RESPONSES of MODEL."""
+    from .collect import consistent, read_responses
+    from .features import extract
+    from .models import DTYPES, load_model, load_tokenizer
+    from .models_builtin import resolve_model
+    from .spans import REGIONS
+
+    names = tuple(r.strip() for r in regions.split(",") if r.strip())
+    bad = [r for r in names if r not in REGIONS]
+    if bad or not names:
+        raise HeditError(f"unknown region {bad[0] if bad else regions!r}; choose from {', '.join(REGIONS)}")
+    header, records = read_responses(responses)
+    if header is None:
+        raise HeditError(f"responses file not found: {responses}")
+    if records and "class" not in records[0]:
+        records = consistent(records)
+    path = resolve_model(model)
+    lm = load_model(path, DTYPES[dtype], device=device)
+    extract(lm, load_tokenizer(path), records, out, str(model), names, samples_per_question, batch_size, device,
+            not quiet)
+    click.echo(f"wrote features to {out}")
+
+
+@main.command()
+@click.argument("features_dir", type=click.Path(path_type=str))
+@click.option("--out", required=True, type=click.Path(path_type=str), help="neurons.json to write.")
+@click.option("--mode", type=click.Choice(["3-vs-1", "1-vs-1"]), default="3-vs-1", show_default=True)
+@click.option("--c", "c_values", default=None, help="Comma-separated C grid (default 0.01,0.03,0.1,0.3,1,3).")
+@click.option("--random-draws", type=click.IntRange(1), default=5, show_default=True)
+@click.option("--model", "for_model", default=None, help="Refuse features made from another model (name or folder).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--quiet", is_flag=True)
+def probe(features_dir, out, mode, c_values, random_draws, for_model, seed, quiet):
+    """Fit the sparse L1 probe on FEATURES_DIR and write the H-neurons."""
+    from .features import open_features
+    from .probe import C_GRID, run_probe
+
+    if for_model is not None:
+        meta = open_features(features_dir)[0]
+        from .io.checkpoint import read_config
+        from .models_builtin import resolve_model
+        from .registry import get_architecture
+
+        cfg = read_config(resolve_model(for_model))
+        arch = get_architecture(cfg.get("model_type"))
+        shape = (arch.model_type, *arch.shape(cfg))
+        if shape != (meta["model_type"], meta["num_layers"], meta["intermediate_size"]):
+            raise HeditError(f"features in {features_dir} come from another model: {meta['model_type']} "
+                             f"{meta['num_layers']}x{meta['intermediate_size']}, not {shape[0]} {shape[1]}x{shape[2]}")
+    grid = _floats(c_values) if c_values else C_GRID
+    r = run_probe(features_dir, out, mode, grid, random_draws, seed, not quiet)
+    _probe_summary(r, out)
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        vals = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise HeditError(f"not a comma-separated list of numbers: {text!r}") from None
+    if not vals or any(v <= 0 for v in vals):
+        raise HeditError("C values must be positive")
+    return vals
+
+
+def _probe_summary(r: dict, out: str) -> None:
+    h, rnd = r["h_neurons_only"], r["random_neurons_only"]
+    click.echo(f"{r['h_neurons']} H-neurons ({r['fraction_of_neurons']:.3%} of neurons), C={r['C']:g}, {r['mode']}")
+    click.echo(f"held-out: accuracy {r['heldout']['accuracy']:.3f}, AUROC {r['heldout']['auroc']:.3f}")
+    click.echo(f"H-neurons only {h['accuracy']:.3f} vs random neurons {rnd['accuracy']['mean']:.3f} "
+               f"+- {rnd['accuracy']['std']:.3f} (accuracy, {rnd['draws']} draws)")
+    click.echo(f"wrote {out}, report.json, neurons_per_layer.png, c_sweep.png")
+
+
+@main.command()
+@click.argument("model", type=str, default="smollm2-135m-instruct")
+@click.option("--questions", type=click.Path(path_type=str), default=None,
+              help="Question file; default: the bundled trivia set (train split for collect).")
+@click.option("--work", default="hedit-work", show_default=True, type=click.Path(path_type=str),
+              help="Folder for the cached stages.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N questions.")
+@click.option("--samples", type=click.IntRange(1), default=10, show_default=True)
+@click.option("--temperature", type=float, default=1.0, show_default=True)
+@click.option("--max-new-tokens", type=click.IntRange(1), default=50, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
+@click.option("--mode", type=click.Choice(["3-vs-1", "1-vs-1"]), default="3-vs-1", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--quiet", is_flag=True)
+def identify(model, questions, work, limit, samples, temperature, max_new_tokens, batch_size, mode, seed, quiet):
+    """Find the H-neurons of MODEL: collect, filter, features, probe (each stage cached in --work)."""
+    from .collect import SamplingConfig
+    from .identify import IdentifyConfig, identify as run
+    from .questions import bundled_questions, load_questions
+
+    qs = load_questions(questions) if questions else bundled_questions()
+    qs = qs[:limit] if limit else qs
+    cfg = IdentifyConfig(SamplingConfig(samples=samples, temperature=temperature, max_new_tokens=max_new_tokens,
+                                        seed=seed), batch_size, mode, seed=seed)
+    r = run(model, qs, work, cfg, not quiet, log=click.echo)
+    _probe_summary(r, f"{work}/neurons.json")
+
+
+@main.command()
 def architectures():
     """List the supported model_types and where their down-projections live."""
     from .registry import architectures as archs

@@ -53,7 +53,7 @@ def items(tokenizer, records: list[dict], regions: tuple[str, ...], samples_per_
             if not sample["response_ids"]:
                 continue
             pos = region_positions(tokenizer, rec, sample)
-            if not pos["answer"]:
+            if not all(pos[r] for r in regions):  # e.g. a response of only filler has no answer tokens
                 continue
             meta = {"question_id": rec["question_id"], "sample": s_i, "class": rec.get("class"),
                     "label": sample["label"], "split": rec.get("split")}
@@ -120,7 +120,7 @@ def extract(model: torch.nn.Module, tokenizer, records: list[dict], out: str | P
 
     todo = items(tokenizer, records, regions, samples_per_question)
     if not todo:
-        raise HeditError("no responses with answer tokens to extract features from")
+        raise HeditError(f"no responses with tokens in every region ({', '.join(regions)}) to extract features from")
     sig = model_signature(model, model_name)
     width = sig["num_layers"] * sig["intermediate_size"]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

@@ -1,0 +1,72 @@
+"""`hedit identify`: collect, filter, features and probe, each stage cached in a work folder.
+
+    <work>/responses.jsonl   collect (resumable: a rerun continues where it stopped)
+    <work>/filtered.jsonl    consistency filter + balanced classes
+    <work>/features/         CETT matrix (skipped when present and made from the same filtered file)
+    <work>/neurons.json      the H-neurons, with report.json and PNG plots beside it
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .collect import SamplingConfig, balance, class_counts, collect, consistent, read_responses
+from .errors import HeditError
+from .features import META, extract
+from .models import load_model, load_tokenizer
+from .models_builtin import resolve_model
+from .probe import C_GRID, run_probe
+from .questions import Question
+
+
+@dataclass
+class IdentifyConfig:
+    sampling: SamplingConfig = SamplingConfig()
+    batch_size: int = 8
+    mode: str = "3-vs-1"
+    c_grid: tuple[float, ...] = C_GRID
+    random_draws: int = 5
+    seed: int = 0
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def identify(model: str, questions: list[Question], work: str | Path, cfg: IdentifyConfig = IdentifyConfig(),
+             progress: bool = True, log=print) -> dict[str, Any]:
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    path = resolve_model(model)
+    lm, tok = load_model(path), load_tokenizer(path)
+    if tok is None:
+        raise HeditError(f"{path} has no tokenizer; identify needs one")
+
+    responses = collect(lm, tok, questions, work / "responses.jsonl", cfg.sampling, cfg.batch_size, str(model),
+                        progress)
+    header, records = read_responses(responses)
+    records = [r for r in records if r["question_id"] in {q.qid for q in questions}]
+    kept = consistent(records)
+    log(f"collect: {len(records)} questions, {class_counts(kept)} answered consistently")
+    kept = balance(kept, cfg.seed)
+    filtered = work / "filtered.jsonl"
+    filtered.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    if min(class_counts(kept).values(), default=0) < 4:
+        raise HeditError(f"too few consistent questions to probe ({class_counts(kept)}); use more questions "
+                         "or fewer --samples")
+
+    feats = work / "features"
+    stamp = {"filtered_sha256": _digest(filtered), "model": str(model)}
+    meta = json.loads((feats / META).read_text()) if (feats / META).is_file() else {}
+    if meta.get("stamp") != stamp:
+        extract(lm, tok, kept, feats, str(model), batch_size=cfg.batch_size, progress=progress)
+        meta = json.loads((feats / META).read_text())
+        (feats / META).write_text(json.dumps(meta | {"stamp": stamp}, indent=2) + "\n")
+    else:
+        log(f"features: cached in {feats}")
+    report = run_probe(feats, work / "neurons.json", cfg.mode, cfg.c_grid, cfg.random_draws, cfg.seed, progress)
+    return report | {"work": str(work), "model_path": str(path)}

@@ -1,0 +1,213 @@
+"""`hedit probe`: the sparse probe that names the H-neurons.
+
+Labels ("3-vs-1", the paper's): hallucinated answer tokens = 1; faithful answer tokens and every
+"other"-region row = 0. "1-vs-1": answer rows only, hallucinated = 1 against faithful = 0.
+An L1 logistic regression (scikit-learn, liblinear, classes weighted to balance) is fitted for each C of a grid on the train
+questions; the C with the best held-out accuracy wins (ties: the sparser probe). The neurons with
+positive weight are the H-neurons.
+
+Held-out metrics are for detection on answer rows (hallucinated vs faithful): accuracy, precision,
+recall, F1 and AUROC. The paper's central claim is checked against a baseline: a logistic regression
+on the H-neurons alone against the same on as many random neurons (several draws, mean and spread).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import HeditError
+from .features import open_features
+from .neurons import ModelInfo, Neuron, NeuronSet
+from .progress import bar
+
+C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+MODES = ("3-vs-1", "1-vs-1")
+
+
+@dataclass
+class Dataset:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray  # held-out answer rows
+    y_test: np.ndarray
+    split: str  # how train and held-out questions were separated
+
+
+def labels(rows: list[dict], mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """(row indices used, 0/1 labels) for a probe mode."""
+    if mode not in MODES:
+        raise HeditError(f"unknown probe mode {mode!r}; choose {' or '.join(MODES)}")
+    idx, y = [], []
+    for i, r in enumerate(rows):
+        if r["class"] not in ("correct", "hallucinated"):
+            continue
+        if r["region"] == "answer":
+            idx.append(i)
+            y.append(int(r["class"] == "hallucinated"))
+        elif r["region"] == "other" and mode == "3-vs-1":
+            idx.append(i)
+            y.append(0)
+    return np.array(idx, dtype=np.int64), np.array(y, dtype=np.int64)
+
+
+def split_questions(rows: list[dict], heldout_fraction: float, seed: int, use_file: bool = True
+                    ) -> tuple[set[str], str]:
+    """Held-out question ids: the rows' own 'heldout' split when present, else a seeded draw
+    stratified by class (so both classes are held out)."""
+    cls = {r["question_id"]: r["class"] for r in rows}
+    held = {r["question_id"] for r in rows if r.get("split") == "heldout"}
+    if use_file and held and len(held) < len(cls):
+        return held, "the question file's split"
+    rng = random.Random(seed)
+    out: set[str] = set()
+    for c in sorted(set(cls.values())):
+        ids = sorted(q for q, k in cls.items() if k == c)
+        out |= set(rng.sample(ids, max(1, round(len(ids) * heldout_fraction))))
+    return out, f"seeded draw of {heldout_fraction:.0%} of questions per class (seed {seed})"
+
+
+def dataset(rows: list[dict], mat: np.ndarray, mode: str, heldout_fraction: float = 0.2, seed: int = 0) -> Dataset:
+    idx, y = labels(rows, mode)
+    counts = {c: sum(1 for r in rows if r["region"] == "answer" and r["class"] == c)
+              for c in ("correct", "hallucinated")}
+    if min(counts.values()) == 0:
+        raise HeditError(
+            f"all responses are in one class ({counts['correct']} correct, {counts['hallucinated']} hallucinated); "
+            "the probe needs both: collect more questions"
+        )
+    for use_file in (True, False):
+        held, how = split_questions(rows, heldout_fraction, seed, use_file)
+        is_held = np.array([rows[i]["question_id"] in held for i in idx])
+        is_answer = np.array([rows[i]["region"] == "answer" for i in idx])
+        train, test = idx[~is_held], idx[is_held & is_answer]
+        y_train, y_test = y[~is_held], y[is_held & is_answer]
+        if len(set(y_train.tolist())) == 2 and len(set(y_test.tolist())) == 2:
+            break
+    else:
+        raise HeditError("train or held-out questions have only one class; collect more questions")
+    return Dataset(np.asarray(mat[np.sort(train)]), y_train[np.argsort(train)],
+                   np.asarray(mat[np.sort(test)]), y_test[np.argsort(test)], how)
+
+
+def metrics(y: np.ndarray, score: np.ndarray) -> dict[str, float]:
+    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
+
+    pred = (score >= 0.5).astype(int)
+    return {"accuracy": float(accuracy_score(y, pred)), "precision": float(precision_score(y, pred, zero_division=0)),
+            "recall": float(recall_score(y, pred, zero_division=0)), "f1": float(f1_score(y, pred, zero_division=0)),
+            "auroc": float(roc_auc_score(y, score))}
+
+
+def fit_l1(x: np.ndarray, y: np.ndarray, c: float, seed: int = 0):
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(l1_ratio=1.0, solver="liblinear", C=c, class_weight="balanced", max_iter=1000,
+                              random_state=seed).fit(x, y)
+
+
+def subset_metrics(ds: Dataset, columns: np.ndarray, seed: int = 0) -> dict[str, float]:
+    """A plain (L2) logistic regression on the given neurons only (standardized, classes balanced),
+    scored on the held-out rows: the same model for H-neurons and for random neurons."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    m = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=2000, random_state=seed))
+    m.fit(ds.x_train[:, columns], ds.y_train)
+    return metrics(ds.y_test, m.predict_proba(ds.x_test[:, columns])[:, 1])
+
+
+def baseline(ds: Dataset, k: int, width: int, draws: int, seed: int) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    runs = [subset_metrics(ds, np.sort(rng.choice(width, size=k, replace=False)), seed) for _ in range(draws)]
+    return {key: {"mean": float(np.mean([r[key] for r in runs])), "std": float(np.std([r[key] for r in runs]))}
+            for key in runs[0]} | {"draws": draws}
+
+
+def run_probe(features: str | Path, out: str | Path, mode: str = "3-vs-1", c_grid: tuple[float, ...] = C_GRID,
+              random_draws: int = 5, seed: int = 0, progress: bool = True, plots: bool = True) -> dict[str, Any]:
+    """Fit, choose C, write ``out`` (neurons.json), ``report.json`` and plots beside it."""
+    meta, rows, mat = open_features(features)
+    ds = dataset(rows, mat, mode, seed=seed)
+    layers, inter = meta["num_layers"], meta["intermediate_size"]
+    sweep = []
+    with bar(len(c_grid), "probe", "C", progress) as pbar:
+        for c in c_grid:
+            model = fit_l1(ds.x_train, ds.y_train, c, seed)
+            coef = model.coef_[0]
+            sweep.append({"C": c, "positive": int((coef > 0).sum()), "nonzero": int((coef != 0).sum()),
+                          "heldout": metrics(ds.y_test, model.predict_proba(ds.x_test)[:, 1]), "coef": coef})
+            pbar.update(1)
+    usable = [s for s in sweep if s["positive"] > 0]
+    if not usable:
+        raise HeditError("no C in the grid gives any positive weight; try larger C values (--c)")
+    best = max(usable, key=lambda s: (s["heldout"]["accuracy"], -s["nonzero"]))
+    coef = best["coef"]
+    cols = np.flatnonzero(coef > 0)
+    neurons = [Neuron(int(j // inter), int(j % inter), weight=float(coef[j])) for j in cols]
+    report = {
+        "mode": mode, "C": best["C"], "split": ds.split,
+        "rows": {"train": int(len(ds.y_train)), "heldout_answers": int(len(ds.y_test)),
+                 "train_positive": int(ds.y_train.sum()), "heldout_positive": int(ds.y_test.sum())},
+        "h_neurons": len(neurons), "fraction_of_neurons": len(neurons) / (layers * inter),
+        "heldout": best["heldout"],
+        "h_neurons_only": subset_metrics(ds, cols, seed),
+        "random_neurons_only": baseline(ds, len(cols), layers * inter, random_draws, seed),
+        "c_sweep": [{k: v for k, v in s.items() if k != "coef"} for s in sweep],
+        "per_layer": {str(layer): n for layer, n in sorted(_per_layer(neurons).items())},
+    }
+    ns = NeuronSet(ModelInfo(meta["model_type"], layers, inter, meta.get("name") or None), neurons,
+                   provenance={"probe": {k: report[k] for k in ("mode", "C", "split", "heldout", "h_neurons_only",
+                                                               "random_neurons_only")},
+                               "features": str(Path(features).resolve())})
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ns.save(out)
+    (out.parent / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    if plots:
+        _plots(report, layers, out.parent)
+    return report
+
+
+def _per_layer(neurons: list[Neuron]) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for n in neurons:
+        counts[n.layer] = counts.get(n.layer, 0) + 1
+    return counts
+
+
+def _plots(report: dict[str, Any], layers: int, folder: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    per = report["per_layer"]
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    ax.bar(range(layers), [per.get(str(i), 0) for i in range(layers)], color="#c0392b")
+    ax.set(xlabel="layer", ylabel="H-neurons", title=f"{report['h_neurons']} H-neurons per layer (C={report['C']:g})")
+    fig.tight_layout()
+    fig.savefig(folder / "neurons_per_layer.png", dpi=120)
+    plt.close(fig)
+
+    sweep = report["c_sweep"]
+    cs = [s["C"] for s in sweep]
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot(cs, [s["heldout"]["accuracy"] for s in sweep], "o-", label="held-out accuracy")
+    ax.plot(cs, [s["heldout"]["auroc"] for s in sweep], "s--", label="held-out AUROC")
+    ax.set(xscale="log", xlabel="C (inverse L1 strength)", ylabel="score", ylim=(0, 1.02))
+    ax2 = ax.twinx()
+    ax2.plot(cs, [s["positive"] for s in sweep], "^:", color="#c0392b", label="positive weights")
+    ax2.set(ylabel="H-neurons")
+    ax.axvline(report["C"], color="grey", lw=0.8)
+    fig.legend(loc="lower right", fontsize=8)
+    ax.set_title(f"C sweep ({report['mode']})")
+    fig.tight_layout()
+    fig.savefig(folder / "c_sweep.png", dpi=120)
+    plt.close(fig)

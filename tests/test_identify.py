@@ -1,0 +1,80 @@
+"""identify end to end on a tiny random model; the judge is replaced so that both classes occur."""
+
+import json
+
+import pytest
+
+import hedit.collect
+import hedit.identify
+from hedit.collect import SamplingConfig
+from hedit.errors import HeditError
+from hedit.identify import IdentifyConfig, identify
+from hedit.neurons import NeuronSet
+from hedit.questions import Question
+from hedit.tiny import save_tiny_model
+
+from conftest import INTER, LAYERS, add_tokenizer, run_cli
+
+QS = [Question(f"q{i:02d}", f"Water boils {i}", ("yes" if i % 2 else "no",), "heldout" if i % 5 == 0 else "train")
+      for i in range(40)]
+CFG = IdentifyConfig(SamplingConfig(samples=2, max_new_tokens=4), batch_size=8, random_draws=2,
+                     c_grid=(0.1, 1.0, 10.0))
+
+
+@pytest.fixture
+def model_dir(tmp_path, monkeypatch):
+    monkeypatch.setattr(hedit.collect, "judge", lambda text, aliases: "correct" if aliases[0] == "yes" else "incorrect")
+    return add_tokenizer(save_tiny_model(tmp_path / "m", "llama"))
+
+
+def test_identify_runs_every_stage_and_caches(model_dir, tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    report = identify(str(model_dir), QS, work, CFG, progress=False, log=lambda *a: None)
+    for name in ("responses.jsonl", "filtered.jsonl", "features/meta.json", "neurons.json", "report.json",
+                 "neurons_per_layer.png", "c_sweep.png"):
+        assert (work / name).exists(), name
+    ns = NeuronSet.load(work / "neurons.json")
+    assert (ns.model.num_layers, ns.model.intermediate_size) == (LAYERS, INTER)
+    assert len(ns.neurons) == report["h_neurons"] > 0 and all(n.weight > 0 for n in ns.neurons)
+    rows = [json.loads(line) for line in (work / "features" / "rows.jsonl").read_text().splitlines()]
+    held = [r for r in rows if r["region"] == "answer" and r["split"] == "heldout"]
+    assert report["split"] == "the question file's split" and report["rows"]["heldout_answers"] == len(held) > 0
+
+    def no(*a, **k):
+        raise AssertionError("cached stage was recomputed")
+
+    monkeypatch.setattr(hedit.identify, "extract", no)
+    monkeypatch.setattr(hedit.collect, "sample_batch", no)
+    again = identify(str(model_dir), QS, work, CFG, progress=False, log=lambda *a: None)
+    assert again["h_neurons"] == report["h_neurons"]
+
+    r = run_cli("probe", work / "features", "--out", tmp_path / "p" / "n.json", "--model", model_dir, "--quiet",
+                "--random-draws", "2")
+    assert r.exit_code == 0 and "H-neurons only" in r.stdout
+    other = save_tiny_model(tmp_path / "other", "qwen2", num_hidden_layers=2)
+    r = run_cli("probe", work / "features", "--out", tmp_path / "p" / "n.json", "--model", other)
+    assert r.exit_code == 1 and "come from another model" in r.stderr
+    r = run_cli("probe", work / "features", "--out", tmp_path / "p" / "n.json", "--c", "0,x")
+    assert r.exit_code == 1 and "not a comma-separated list" in r.stderr
+
+
+def test_too_few_consistent_questions(model_dir, tmp_path):
+    with pytest.raises(HeditError, match="too few consistent questions"):
+        identify(str(model_dir), QS[:4], tmp_path / "w", CFG, progress=False, log=lambda *a: None)
+
+
+def test_features_cli_bad_region(model_dir, tmp_path):
+    identify_responses = tmp_path / "r.jsonl"
+    hedit.collect.collect(*_load(model_dir), QS[:2], identify_responses, CFG.sampling, progress=False)
+    r = run_cli("features", model_dir, identify_responses, "--out", tmp_path / "f", "--regions", "answer,bogus")
+    assert r.exit_code == 1 and "unknown region 'bogus'" in r.stderr
+    r = run_cli("features", model_dir, identify_responses, "--out", tmp_path / "f", "--regions", "output",
+                "--quiet")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads((tmp_path / "f" / "meta.json").read_text())["regions"] == ["output"]
+
+
+def _load(path):
+    from hedit.models import load_model, load_tokenizer
+
+    return load_model(path), load_tokenizer(path)

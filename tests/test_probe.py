@@ -1,0 +1,93 @@
+import json
+
+import numpy as np
+import pytest
+
+from hedit.errors import HeditError
+from hedit.features import FEATURES, META, ROWS
+from hedit.neurons import NeuronSet
+from hedit.probe import labels, run_probe
+
+LAYERS, INTER = 3, 40
+PLANTED = [(1, 7), (2, 30)]  # neurons whose CETT is higher on hallucinated answers
+
+
+def synthetic(folder, n_questions=120, seed=0, classes=("correct", "hallucinated"), split=True):
+    """A features folder with a planted signal in two neurons and noise everywhere else."""
+    rng = np.random.default_rng(seed)
+    rows, mats = [], []
+    for q in range(n_questions):
+        cls = classes[q % len(classes)]
+        for region in ("answer", "other"):
+            x = rng.random(LAYERS * INTER).astype(np.float32) * 0.1
+            if region == "answer" and cls == "hallucinated":
+                for layer, j in PLANTED:
+                    x[layer * INTER + j] += 0.15
+            mats.append(x)
+            rows.append({"question_id": f"q{q}", "sample": 0, "class": cls, "label": "x", "region": region,
+                         "split": ("heldout" if q % 5 == 0 else "train") if split else None})
+    folder.mkdir()
+    np.asarray(mats, dtype=np.float32).tofile(folder / FEATURES)
+    (folder / ROWS).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / META).write_text(json.dumps({"name": "synthetic", "model_type": "llama", "num_layers": LAYERS,
+                                           "intermediate_size": INTER, "rows": len(rows),
+                                           "columns": LAYERS * INTER, "regions": ["answer", "other"]}))
+    return folder
+
+
+def test_label_modes():
+    rows = [{"class": "hallucinated", "region": "answer"}, {"class": "correct", "region": "answer"},
+            {"class": "hallucinated", "region": "other"}, {"class": "correct", "region": "other"}]
+    idx, y = labels(rows, "3-vs-1")
+    assert idx.tolist() == [0, 1, 2, 3] and y.tolist() == [1, 0, 0, 0]
+    idx, y = labels(rows, "1-vs-1")
+    assert idx.tolist() == [0, 1] and y.tolist() == [1, 0]
+    with pytest.raises(HeditError, match="unknown probe mode"):
+        labels(rows, "2-vs-2")
+
+
+@pytest.mark.parametrize("mode", ["3-vs-1", "1-vs-1"])
+def test_probe_finds_the_planted_neurons(tmp_path, mode):
+    feats = synthetic(tmp_path / "f")
+    report = run_probe(feats, tmp_path / "out" / "neurons.json", mode, random_draws=3, progress=False)
+    ns = NeuronSet.load(tmp_path / "out" / "neurons.json")
+    found = {(n.layer, n.index) for n in ns.neurons}
+    assert set(PLANTED) <= found and len(found) < 0.2 * LAYERS * INTER
+    top = sorted(ns.neurons, key=lambda n: -n.weight)[:2]
+    assert {(n.layer, n.index) for n in top} == set(PLANTED)
+    assert report["heldout"]["accuracy"] > 0.9 and report["heldout"]["auroc"] > 0.95
+    assert report["h_neurons_only"]["accuracy"] > report["random_neurons_only"]["accuracy"]["mean"] + 0.2
+    assert report["split"] == "the question file's split" and report["rows"]["heldout_answers"] == 24
+    assert ns.model.num_layers == LAYERS and ns.provenance["probe"]["mode"] == mode
+    for png in ("neurons_per_layer.png", "c_sweep.png"):
+        assert (tmp_path / "out" / png).stat().st_size > 5000
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["per_layer"] == report["per_layer"]
+
+
+def test_seeded_split_when_the_file_has_none(tmp_path):
+    report = run_probe(synthetic(tmp_path / "f", split=False), tmp_path / "n.json", random_draws=2,
+                       progress=False, plots=False)
+    assert report["split"].startswith("seeded draw of 20% of questions per class")
+    assert report["rows"]["heldout_answers"] == 24  # 12 questions of each class
+
+
+def test_one_class_held_out_by_the_file_falls_back_to_a_stratified_split(tmp_path):
+    feats = synthetic(tmp_path / "f")
+    rows = [json.loads(line) for line in (feats / ROWS).read_text().splitlines()]
+    for r in rows:  # the file holds out only correct questions
+        r["split"] = "heldout" if r["class"] == "correct" and int(r["question_id"][1:]) % 4 == 0 else "train"
+    (feats / ROWS).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = run_probe(feats, tmp_path / "n.json", random_draws=2, progress=False, plots=False)
+    assert report["split"].startswith("seeded draw") and report["heldout"]["accuracy"] > 0.9
+
+
+def test_one_class_is_an_error_before_fitting(tmp_path):
+    feats = synthetic(tmp_path / "f", classes=("correct",))
+    with pytest.raises(HeditError, match=r"one class \(120 correct, 0 hallucinated\)"):
+        run_probe(feats, tmp_path / "n.json", progress=False)
+    assert not (tmp_path / "n.json").exists()
+
+
+def test_not_a_features_folder(tmp_path):
+    with pytest.raises(HeditError, match="not a hedit features folder"):
+        run_probe(tmp_path, tmp_path / "n.json", progress=False)
