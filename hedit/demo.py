@@ -25,16 +25,17 @@ DEMO = IdentifyConfig(SamplingConfig(samples=5, temperature=0.7, max_new_tokens=
 QUESTIONS = 480
 
 
-def main(out: str = "demo-out", questions: int = QUESTIONS) -> int:
+def main(out: str = "demo-out", questions: int = QUESTIONS, model: str = DEFAULT_MODEL,
+         cfg: IdentifyConfig = DEMO, progress: bool = True) -> int:
     root = Path(out)
     t0 = time.time()
-    print(f"1/3 identify: {DEFAULT_MODEL} on {questions} bundled trivia questions "
-          f"({DEMO.sampling.samples} samples each, temperature {DEMO.sampling.temperature})", flush=True)
-    report = identify(DEFAULT_MODEL, bundled_questions()[:questions], root / "identify", DEMO)
+    print(f"1/3 identify: {model} on {questions} bundled trivia questions "
+          f"({cfg.sampling.samples} samples each, temperature {cfg.sampling.temperature})", flush=True)
+    report = identify(model, bundled_questions()[:questions], root / "identify", cfg, progress)
     src = Path(report["model_path"])
     neurons = root / "identify" / "neurons.json"
     rnd = report["random_neurons_only"]["accuracy"]
-    print(f"    {report['h_neurons']} H-neurons ({report['fraction_of_neurons']:.3%} of {DEFAULT_MODEL}'s MLP "
+    print(f"    {report['h_neurons']} H-neurons ({report['fraction_of_neurons']:.3%} of {model}'s MLP "
           f"neurons); held-out accuracy {report['heldout']['accuracy']:.3f}, AUROC {report['heldout']['auroc']:.3f}; "
           f"H-neurons alone {report['h_neurons_only']['accuracy']:.3f} vs random neurons "
           f"{rnd['mean']:.3f} +- {rnd['std']:.3f}", flush=True)

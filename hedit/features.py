@@ -40,7 +40,7 @@ class Item:
 def region_positions(tokenizer, record: dict, sample: dict) -> dict[str, list[int]]:
     p, r = len(record["prompt_ids"]), sample["response_ids"]
     alias = matched_alias(sample["response"], record["aliases"]) if sample["label"] == "correct" else None
-    ans = [p + k for k in answer_positions(tokenizer, r, sample["label"], alias)]
+    ans = [p + k for k in answer_positions(tokenizer, r, sample["label"], alias, record.get("question", ""))]
     ans_set = set(ans)
     return {"answer": ans, "output": list(range(p, p + len(r))),
             "other": [k for k in range(p + len(r)) if k not in ans_set]}

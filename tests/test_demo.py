@@ -1,12 +1,27 @@
+import hedit.collect
 import hedit.demo
+from hedit.collect import SamplingConfig
+from hedit.identify import IdentifyConfig
 from hedit.questions import bundled_questions
+from hedit.tiny import save_tiny_model
+
+from conftest import add_tokenizer
 
 
-def test_demo_settings_and_question_mix():
-    """The demo's own settings; the full demo run (minutes, the real model) is `make demo`."""
-    cfg = hedit.demo.DEMO
-    assert (cfg.sampling.samples, cfg.sampling.temperature, cfg.mode) == (5, 0.7, "3-vs-1")
+def test_demo_pipeline_on_a_tiny_model(tmp_path, monkeypatch, capsys):
+    """The whole demo (identify, edit, LoRA, verify) on a tiny model; `make demo` runs it on SmolLM2.
+    The judge is replaced so that a random model gives both classes."""
+    monkeypatch.setattr(hedit.collect, "judge",
+                        lambda text, aliases: "correct" if len(aliases[0]) % 2 else "incorrect")
+    model = add_tokenizer(save_tiny_model(tmp_path / "m", "llama"))
+    cfg = IdentifyConfig(SamplingConfig(samples=2, max_new_tokens=4), batch_size=16, random_draws=2)
+    assert hedit.demo.main(str(tmp_path / "demo"), 60, str(model), cfg, progress=False) == 0
+    out = capsys.readouterr().out
+    assert out.count("PASS: max abs logit diff") == 2 and "FAIL" not in out and "H-neurons (" in out
+    for p in ("identify/neurons.json", "identify/c_sweep.png", "edited/hedit.json", "lora/adapter_config.json"):
+        assert (tmp_path / "demo" / p).exists(), p
+
+
+def test_demo_questions_mix_domains():
     qs = bundled_questions()[: hedit.demo.QUESTIONS]
-    assert len(qs) == hedit.demo.QUESTIONS
-    assert len({q.domain for q in qs}) >= 12  # the bundled order mixes domains, so a prefix does too
-    assert {q.split for q in qs} == {"train", "heldout"}
+    assert len({q.domain for q in qs}) >= 12 and {q.split for q in qs} == {"train", "heldout"}

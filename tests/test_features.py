@@ -77,7 +77,7 @@ def test_extract_writes_a_memmap_and_row_index(tmp_path):
             record("b", "hallucinated", "incorrect", enc("capital of France"), enc("Water boils"), "Water boils")]
     its = items(tok, recs, ("answer", "other"), 1)
     assert its[0].masks["answer"] == [len(recs[0]["prompt_ids"])]  # just "Juliet", not the "."
-    assert its[1].masks["answer"] == [3, 4]  # both content tokens of the wrong answer
+    assert its[1].masks["answer"] == [3, 4]  # "Water boils": nothing echoed from a question, both kept
     out = extract(model, tok, recs, tmp_path / "feat", "tiny", progress=False)
     meta, rows, mat = open_features(out)
     assert meta["rows"] == 4 and meta["columns"] == LAYERS * INTER and meta["model_type"] == "llama"

@@ -35,10 +35,15 @@ def test_correct_answer_is_the_alias_tokens(tok):
     assert [tok.decode([ids[k]]) for k in answer_positions(tok, ids, "correct", "juliet")] == ["Juliet"]
 
 
-def test_wrong_answer_is_content_without_filler_or_special(tok):
-    ids = ids_of(tok, "The largest planet ?") + [tok.eos_token_id]
+def test_wrong_answer_is_the_claim_without_filler_echo_or_special(tok):
+    ids = ids_of(tok, "The largest planet is Juliet ?") + [tok.eos_token_id]
     pos = content_positions(tok, ids)
-    assert [tok.decode([ids[k]]) for k in pos] == ["The", "largest", "planet"]
-    assert answer_positions(tok, ids, "incorrect", None) == pos
-    # a correct label whose alias is not found falls back to the content tokens
-    assert answer_positions(tok, ids, "correct", "Paris") == pos
+    assert [tok.decode([ids[k]]) for k in pos] == ["The", "largest", "planet", "is", "Juliet"]
+    question = "What is the largest planet in the solar system?"
+    claim = answer_positions(tok, ids, "incorrect", None, question)
+    assert [tok.decode([ids[k]]) for k in claim] == ["Juliet"]  # echo and function words dropped
+    # a correct label whose alias is not found falls back to the same rule
+    assert answer_positions(tok, ids, "correct", "Paris", question) == claim
+    # nothing but echo left: the content tokens
+    echo = ids_of(tok, "The largest planet")
+    assert answer_positions(tok, echo, "incorrect", None, question) == [0, 1, 2]
