@@ -91,3 +91,20 @@ def test_one_class_is_an_error_before_fitting(tmp_path):
 def test_not_a_features_folder(tmp_path):
     with pytest.raises(HeditError, match="not a hedit features folder"):
         run_probe(tmp_path, tmp_path / "n.json", progress=False)
+
+
+def test_working_set_fit_equals_the_full_liblinear_fit():
+    """The screened fit (working set + KKT check on every feature) gives liblinear's full solution."""
+    from hedit.probe import _liblinear, fit_l1
+
+    rng = np.random.default_rng(0)
+    x = rng.random((300, 2000), dtype=np.float32) * 0.2
+    y = (rng.random(300) < 0.3).astype(np.int64)
+    for j in (3, 500, 1999):
+        x[y == 1, j] += 0.1
+    for c in (0.3, 3.0):
+        full = _liblinear(x, y, c, 0).coef_[0]
+        screened = fit_l1(x, y, c, working=50)
+        assert screened.rounds >= 1  # the working set was really used
+        assert set(np.flatnonzero(screened.coef)) == set(np.flatnonzero(full))
+        assert np.allclose(screened.coef, full, atol=1e-3 * np.abs(full).max())
