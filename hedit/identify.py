@@ -49,7 +49,8 @@ def identify(model: str, questions: list[Question], work: str | Path, cfg: Ident
     responses = collect(lm, tok, questions, work / "responses.jsonl", cfg.sampling, cfg.batch_size, str(model),
                         progress)
     header, records = read_responses(responses)
-    records = [r for r in records if r["question_id"] in {q.qid for q in questions}]
+    wanted = {q.qid for q in questions}
+    records = [r for r in records if r["question_id"] in wanted]
     kept = consistent(records)
     log(f"collect: {len(records)} questions, {class_counts(kept)} answered consistently")
     kept = balance(kept, cfg.seed)
