@@ -50,12 +50,13 @@ def edit_checkpoint(source: str | Path, neurons: str | Path | NeuronSet, out: st
         by_file.setdefault(ckpt.down_proj[layer][0], []).append(layer)
 
     with atomic_dir(out, overwrite) as tmp:
+        known = known_sha256([ckpt.path / f for f in ckpt.weight_files])
         digests, computed = {}, {}
         total = sum((ckpt.path / f).stat().st_size for f in ckpt.weight_files)
         with bar(total, "edit", "B", progress) as pbar:
             for f in ckpt.weight_files:
                 src = ckpt.path / f
-                digests[f] = known_sha256(src)
+                digests[f] = known[src]
                 if digests[f] is None:  # one read: hashed while copied
                     digests[f] = computed[src] = copy_with_sha256(src, tmp / f)
                 else:  # kernel copy

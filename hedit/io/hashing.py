@@ -67,9 +67,11 @@ def _known(path: Path, cache: dict[str, str]) -> str | None:
     return cache.get(_key(path))
 
 
-def known_sha256(path: Path) -> str | None:
-    """The digest without reading the file: from a Hub-cache blob name or hedit's stat-keyed cache."""
-    return _known(path, _load_cache())
+def known_sha256(paths: list[Path]) -> dict[Path, str | None]:
+    """Digests found without reading the files (a Hub-cache blob name or hedit's stat-keyed cache);
+    None for a file that must be hashed. The cache is read once for all files."""
+    cache = _load_cache()
+    return {p: _known(p, cache) for p in paths}
 
 
 def remember(digests: dict[Path, str]) -> None:
