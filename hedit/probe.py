@@ -111,7 +111,12 @@ class L1Fit:
     rounds: int  # working-set rounds until every feature met the optimality (KKT) conditions
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-(x @ self.coef.astype(np.float32) + self.intercept)))
+        return _probability(x, self.coef, self.intercept)
+
+
+def _probability(x: np.ndarray, coef: np.ndarray, intercept: float) -> np.ndarray:
+    """Logistic probability of class 1; float32 products so a wide x is never copied to float64."""
+    return 1.0 / (1.0 + np.exp(-(x @ coef.astype(np.float32) + intercept)))
 
 
 def _liblinear(x: np.ndarray, y: np.ndarray, c: float, seed: int):
@@ -151,7 +156,7 @@ def fit_l1(x: np.ndarray, y: np.ndarray, c: float, seed: int = 0, working: int =
     for rounds in range(1, 50):
         m = _liblinear(np.ascontiguousarray(x[:, active]), y, c, seed)
         w = m.coef_[0]
-        p = 1.0 / (1.0 + np.exp(-(x[:, active] @ w.astype(np.float32) + m.intercept_[0])))
+        p = _probability(x[:, active], w, m.intercept_[0])
         grad = np.abs(_gradient(x, sw * (p - y)))
         grad[active] = 0.0
         broken = np.flatnonzero(grad > 1.0 + tol)
