@@ -109,7 +109,8 @@ def export_adapter(source, neurons, alpha, fmt, out, overwrite, allow_negative):
 @click.option("--runtime", type=click.Choice(["transformers", "vllm"]), default="transformers",
               show_default=True, help="Where to load the artifact.")
 @click.option("--tolerance", type=float, default=None,
-              help="Max abs logit (transformers, default 1e-4) or logprob (vllm, default 1e-3) difference.")
+              help="Max abs logit (transformers; default 1e-4, or 1e-5 of the largest logit if more) or "
+                   "logprob (vllm, default 1e-3) difference.")
 @click.option("--new-tokens", type=click.IntRange(1, 512), default=8, show_default=True)
 @click.option("--vllm-python", type=click.Path(path_type=str), help="Python of the vLLM environment.")
 @NEG
@@ -126,10 +127,9 @@ def verify(source, neurons, alpha, edited, adapter, runtime, tolerance, new_toke
                 f"max abs logprob diff {res.max_abs_logprob_diff:.2e} (tolerance {res.tolerance:g}), "
                 f"edit effect {res.effect:.2e}")
     else:
-        from .verify import TOLERANCE, verify as run
+        from .verify import verify as run
 
-        res = run(source, neurons, alpha, edited, adapter, allow_negative, new_tokens,
-                  tolerance if tolerance is not None else TOLERANCE)
+        res = run(source, neurons, alpha, edited, adapter, allow_negative, new_tokens, tolerance)
         line = (f"transformers: max abs logit diff {res.max_abs_logit_diff:.2e} (tolerance {res.tolerance:g}), "
                 f"greedy-token agreement {res.token_agreement:.1%}, edit effect {res.effect:.2e}")
     click.echo(json.dumps(res.to_dict(), indent=2) if as_json else f"{'PASS' if res.passed else 'FAIL'} {line}")

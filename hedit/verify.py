@@ -2,7 +2,10 @@
 
 In float32, the source model with the intervention and the artifact (edited checkpoint, or base plus
 adapter) run on a fixed set of prompts: greedy continuations from the reference, then the logits of
-both over the same token sequences. Passes when the max absolute logit difference is within ``tol``.
+both over the same token sequences. Passes when the max absolute logit difference is within the
+tolerance: by default ``max(TOLERANCE, RTOL * max|reference logit|)``, because float32 round-off in a
+LoRA's ``W x - B A x`` grows with the size of the logits (on SmolLM2-135M it reaches 9.9e-5 for logits
+up to ~25, at the bare 1e-4); a tolerance given by the caller is absolute.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ PROMPTS = (
     "The largest planet in the solar system is",
 )
 TOLERANCE = 1e-4
+RTOL = 1e-5  # relative to the largest reference logit; see the module docstring
 
 
 @dataclass
@@ -71,7 +75,7 @@ def logits(model: torch.nn.Module, seq: list[int]) -> torch.Tensor:
 
 def verify(source: str | Path, neurons: str | Path | NeuronSet, alpha: float | None = None,
            edited: str | Path | None = None, adapter: str | Path | None = None, allow_negative: bool = False,
-           new_tokens: int = 8, tolerance: float = TOLERANCE, trust_remote_code: bool = False) -> VerifyResult:
+           new_tokens: int = 8, tolerance: float | None = None, trust_remote_code: bool = False) -> VerifyResult:
     if (edited is None) == (adapter is None):
         raise HeditError("give exactly one of --edited or --adapter")
     artifact = Path(edited or adapter)
@@ -109,6 +113,8 @@ def verify(source: str | Path, neurons: str | Path | NeuronSet, alpha: float | N
         got = greedy(model, ids, new_tokens)
         agree += sum(a == b for a, b in zip(got[len(ids):], seq[len(ids):]))
     effect = max((p - r).abs().max().item() for p, r in zip(plain, ref))
+    if tolerance is None:
+        tolerance = max(TOLERANCE, RTOL * max(r.abs().max().item() for r in ref))
     return VerifyResult(str(artifact), diff, agree / (new_tokens * len(prompts)), effect,
                         len(prompts), new_tokens, tolerance)
 

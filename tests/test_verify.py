@@ -48,3 +48,43 @@ def test_needs_exactly_one_artifact(checkpoint, tmp_path):
         verify(checkpoint("llama"), neuron_set(), 0.0)
     with pytest.raises(HeditError, match="artifact not found"):
         verify(checkpoint("llama"), neuron_set(), 0.0, edited=tmp_path / "nope")
+
+
+def _max_reference_logit(src, ns, alpha) -> float:
+    import torch
+
+    from hedit.intervention import scale_neurons
+    from hedit.models import load_model
+    from hedit.plan import make_plan
+    from hedit.verify import greedy, logits, prompt_ids
+
+    plan = make_plan(src, ns, alpha)
+    model = load_model(src, torch.float32)
+    with scale_neurons(model, plan.layers):
+        return max(logits(model, greedy(model, ids, 4)).abs().max().item()
+                   for ids in prompt_ids(src, model.config.vocab_size))
+
+
+def test_default_tolerance_grows_with_the_logits(checkpoint, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    src = checkpoint("llama", tie=False)
+    ns = neuron_set("llama", per_layer=8)
+    export_adapter(src, ns, tmp_path / "lora", "lora", alpha=0.0)
+    small = verify(src, ns, 0.0, adapter=tmp_path / "lora", new_tokens=4)
+    assert _max_reference_logit(src, ns, 0.0) * 1e-5 < 1e-4 and small.tolerance == 1e-4
+
+    # the same model with logits 1e5 times larger: the bound follows them, an explicit one does not
+    big = tmp_path / "big"
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(1e5)
+    model.save_pretrained(big)
+    export_adapter(big, ns, tmp_path / "lora-big", "lora", alpha=0.0)
+    r = verify(big, ns, 0.0, adapter=tmp_path / "lora-big", new_tokens=4)
+    top = _max_reference_logit(big, ns, 0.0)
+    assert top > 1e2 and r.tolerance == pytest.approx(1e-5 * top, rel=1e-6)
+    assert r.passed and r.max_abs_logit_diff > 1e-4  # round-off at this scale passes only the relative bound
+    fixed = verify(big, ns, 0.0, adapter=tmp_path / "lora-big", new_tokens=4, tolerance=1e-4)
+    assert fixed.tolerance == 1e-4 and not fixed.passed
