@@ -44,6 +44,17 @@ def checkpoint(tmp_path_factory):
     return make
 
 
+@pytest.fixture(scope="session")
+def tiny_chat(tmp_path_factory):
+    """(path, model, tokenizer) of a read-only tiny Llama with a word-level tokenizer and chat template."""
+    from hedit.models import load_model, load_tokenizer
+
+    path = add_tokenizer(save_tiny_model(tmp_path_factory.mktemp("chat") / "m", "llama"))
+    for p in path.iterdir():
+        p.chmod(0o444)
+    return path, load_model(path), load_tokenizer(path)
+
+
 def neuron_set(model_type: str = "llama", per_layer: int = 4, layers=None, seed: int = 0,
                alpha: float | None = None, num_layers: int = LAYERS, inter: int = INTER) -> NeuronSet:
     pairs = random_neurons(num_layers, inter, per_layer, seed, layers)

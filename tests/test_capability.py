@@ -4,16 +4,6 @@ import torch
 from hedit.capability import accuracy, mean_kl, neutral_texts, next_token_logprobs, qa_accuracy
 from hedit.generate import Decoding
 from hedit.intervention import scale_neurons
-from hedit.models import load_model, load_tokenizer
-from hedit.tiny import save_tiny_model
-
-from conftest import add_tokenizer
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    path = add_tokenizer(save_tiny_model(tmp_path_factory.mktemp("c") / "m", "llama"))
-    return load_model(path), load_tokenizer(path)
 
 
 def test_mean_kl_matches_torch_kl_div():
@@ -25,8 +15,8 @@ def test_mean_kl_matches_torch_kl_div():
     assert mean_kl(p, p) == 0.0
 
 
-def test_padded_batches_give_each_text_its_own_distributions(tiny):
-    model, tok = tiny
+def test_padded_batches_give_each_text_its_own_distributions(tiny_chat):
+    _, model, tok = tiny_chat
     texts = ["The capital of France is", "Water", "The largest planet in the solar system is"]
     batched = next_token_logprobs(model, tok, texts, batch_size=3)
     for t, lp in zip(texts, batched):
@@ -34,8 +24,8 @@ def test_padded_batches_give_each_text_its_own_distributions(tiny):
         assert lp.shape == alone.shape and (lp - alone).abs().max() < 1e-5
 
 
-def test_kl_is_zero_unedited_and_grows_with_the_edit(tiny):
-    model, tok = tiny
+def test_kl_is_zero_unedited_and_grows_with_the_edit(tiny_chat):
+    _, model, tok = tiny_chat
     texts = neutral_texts()[:6]
     ref = next_token_logprobs(model, tok, texts)
     layers = {1: [(i, 0.0) for i in range(0, 96, 2)]}
@@ -52,8 +42,8 @@ def test_neutral_texts_are_bundled():
     assert len(texts) == 40 and all(len(t.split()) >= 8 for t in texts)
 
 
-def test_qa_accuracy_counts_alias_matches(tiny, monkeypatch):
-    model, tok = tiny
+def test_qa_accuracy_counts_alias_matches(tiny_chat, monkeypatch):
+    _, model, tok = tiny_chat
     import hedit.capability as cap
 
     replies = iter(["Paris", "I think it is Lyon", "paris, France"])

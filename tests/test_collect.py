@@ -15,14 +15,8 @@ QS = [Question(f"q{i}", f"What is the capital of France {i}", ("Paris",)) for i 
 CFG = SamplingConfig(samples=3, max_new_tokens=5)
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    path = add_tokenizer(save_tiny_model(tmp_path_factory.mktemp("m") / "m", "llama"))
-    return path, load_model(path), load_tokenizer(path)
-
-
-def test_collect_writes_prompts_responses_and_labels(tiny, tmp_path):
-    path, model, tok = tiny
+def test_collect_writes_prompts_responses_and_labels(tiny_chat, tmp_path):
+    path, model, tok = tiny_chat
     out = collect(model, tok, QS, tmp_path / "r.jsonl", CFG, batch_size=3, progress=False)
     header, recs = read_responses(out)
     assert header["config"]["samples"] == 3 and header["config"]["top_k"] == 50
@@ -35,9 +29,9 @@ def test_collect_writes_prompts_responses_and_labels(tiny, tmp_path):
             assert s["response"] == tok.decode(s["response_ids"], skip_special_tokens=True)
 
 
-def test_left_padding_gives_the_same_samples_as_unpadded(tiny):
+def test_left_padding_gives_the_same_samples_as_unpadded(tiny_chat):
     """A short prompt batched with a long one decodes like the short prompt alone (same seed)."""
-    path, model, tok = tiny
+    path, model, tok = tiny_chat
     cfg = SamplingConfig(samples=1, max_new_tokens=4, temperature=1e-4)  # near-greedy: padding must not matter
     short = build_prompt(tok, "Paris", cfg)
     long = build_prompt(tok, "What is the capital of France ? Water boils", cfg)
@@ -48,15 +42,15 @@ def test_left_padding_gives_the_same_samples_as_unpadded(tiny):
     assert alone == batched
 
 
-def test_same_seed_same_samples(tiny, tmp_path):
-    _, model, tok = tiny
+def test_same_seed_same_samples(tiny_chat, tmp_path):
+    _, model, tok = tiny_chat
     a = collect(model, tok, QS[:3], tmp_path / "a.jsonl", CFG, progress=False)
     b = collect(model, tok, QS[:3], tmp_path / "b.jsonl", CFG, progress=False)
     assert read_responses(a)[1] == read_responses(b)[1]
 
 
-def test_resume_after_interruption(tiny, tmp_path, monkeypatch):
-    _, model, tok = tiny
+def test_resume_after_interruption(tiny_chat, tmp_path, monkeypatch):
+    _, model, tok = tiny_chat
     out = tmp_path / "r.jsonl"
     real, calls = collect_mod.sample_batch, []
 
@@ -80,8 +74,8 @@ def test_resume_after_interruption(tiny, tmp_path, monkeypatch):
     assert recs[:3] == first and out.read_text().count('"_hedit"') == 1
 
 
-def test_other_settings_refuse_to_resume(tiny, tmp_path):
-    _, model, tok = tiny
+def test_other_settings_refuse_to_resume(tiny_chat, tmp_path):
+    _, model, tok = tiny_chat
     collect(model, tok, QS[:1], tmp_path / "r.jsonl", CFG, progress=False)
     with pytest.raises(HeditError, match="collected with other settings"):
         collect(model, tok, QS[:1], tmp_path / "r.jsonl", SamplingConfig(samples=2), progress=False)
@@ -117,8 +111,8 @@ def test_consistency_filter_and_balance():
     assert balance(kept, seed=1) == bal  # seeded
 
 
-def test_cli_collect_and_filter(tiny, tmp_path):
-    path, _, _ = tiny
+def test_cli_collect_and_filter(tiny_chat, tmp_path):
+    path, _, _ = tiny_chat
     qfile = tmp_path / "q.jsonl"
     qfile.write_text("".join(json.dumps({"question": q.question, "answers": list(q.aliases)}) + "\n" for q in QS[:2]))
     r = run_cli("collect", path, "--questions", qfile, "--out", tmp_path / "r.jsonl", "--samples", "2",

@@ -4,13 +4,11 @@ import pytest
 
 from hedit.errors import HeditError
 from hedit.generate import Decoding
-from hedit.models import load_model, load_tokenizer
 from hedit.neurons import Neuron, NeuronSet
 from hedit.sweep import SweepConfig
-from hedit.tiny import save_tiny_model
 from hedit.tune import Bounds, choose_alpha, tune
 
-from conftest import add_tokenizer, neuron_set, run_cli
+from conftest import neuron_set, run_cli
 
 
 def summary(rows):
@@ -53,14 +51,8 @@ def test_needs_alpha_1_and_capability():
         choose_alpha(s | {"capability": []})
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    path = add_tokenizer(save_tiny_model(tmp_path_factory.mktemp("t") / "m", "llama"))
-    return path, load_model(path), load_tokenizer(path)
-
-
-def test_tune_writes_alpha_and_evidence_that_edit_uses(tiny, tmp_path):
-    path, model, tok = tiny
+def test_tune_writes_alpha_and_evidence_that_edit_uses(tiny_chat, tmp_path):
+    path, model, tok = tiny_chat
     nf = tmp_path / "neurons.json"
     neuron_set("llama", per_layer=3).save(nf)
     before = NeuronSet.load(nf)
@@ -79,8 +71,8 @@ def test_tune_writes_alpha_and_evidence_that_edit_uses(tiny, tmp_path):
     assert all(a == d["alpha"] for pairs in plan.values() for _, a in pairs)
 
 
-def test_tune_refuses_per_neuron_alphas(tiny, tmp_path):
-    path, model, tok = tiny
+def test_tune_refuses_per_neuron_alphas(tiny_chat, tmp_path):
+    path, model, tok = tiny_chat
     ns = neuron_set("llama", per_layer=2)
     ns.neurons[0] = Neuron(ns.neurons[0].layer, ns.neurons[0].index, alpha=0.3)
     nf = tmp_path / "n.json"
@@ -89,8 +81,8 @@ def test_tune_refuses_per_neuron_alphas(tiny, tmp_path):
         tune(str(path), nf, tmp_path / "w", loaded=(model, tok), progress=False)
 
 
-def test_cli_tune_out_file(tiny, tmp_path):
-    path, _, _ = tiny
+def test_cli_tune_out_file(tiny_chat, tmp_path):
+    path, _, _ = tiny_chat
     nf = tmp_path / "n.json"
     neuron_set("llama", per_layer=2).save(nf)
     original = nf.read_bytes()
