@@ -36,6 +36,12 @@ def _alpha(ctx, param, value):
     return value
 
 
+def _device(ctx, param, value):
+    from .models import check_device
+
+    return check_device(value)
+
+
 SOURCE = click.argument("source", type=click.Path(path_type=str))
 NEURONS = click.option("--neurons", "neurons", required=True, type=click.Path(path_type=str),
                        help="Neuron-set file (neurons.json).")
@@ -45,6 +51,8 @@ ALPHA = click.option("--alpha", type=float, default=None, callback=_alpha,
 NEG = click.option("--allow-negative-alpha", "allow_negative", is_flag=True,
                    help="Accept a negative alpha (flips the neurons' sign).")
 OVERWRITE = click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
+DEVICE = click.option("--device", default="cpu", show_default=True, callback=_device,
+                      help="cpu, cuda, cuda:1, mps; checked before any work starts.")
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -181,10 +189,11 @@ def _grader(url, model, key_env):
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True, help="Questions per batch.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N questions.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@DEVICE
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_judge_options
 def collect(model, questions, split, out, samples, temperature, top_p, top_k, max_new_tokens, suffix,
-            no_chat_template, batch_size, limit, seed, quiet, judge_url, judge_model, judge_key_env):
+            no_chat_template, batch_size, limit, seed, device, quiet, judge_url, judge_model, judge_key_env):
     """Sample answers of MODEL (built-in name, folder or Hub id) to questions, judge them; resumable."""
     from .collect import SUFFIX, SamplingConfig, collect as run
     from .models import load_model, load_tokenizer
@@ -197,7 +206,8 @@ def collect(model, questions, split, out, samples, temperature, top_p, top_k, ma
     cfg = SamplingConfig(samples, temperature, top_p, top_k, max_new_tokens,
                          SUFFIX if suffix is None else suffix, not no_chat_template, seed)
     grader = _grader(judge_url, judge_model, judge_key_env)
-    run(load_model(path), load_tokenizer(path), qs, out, cfg, batch_size, str(model), not quiet, grader)
+    run(load_model(path, device=device), load_tokenizer(path), qs, out, cfg, batch_size, str(model), not quiet,
+        grader)
     click.echo(f"wrote responses for {len(qs)} questions to {out}")
 
 
@@ -231,7 +241,7 @@ def filter_cmd(responses, out, do_balance, seed):
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True,
               help="Model compute dtype (CETT itself is always accumulated in float32).")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ...")
+@DEVICE
 @click.option("--quiet", is_flag=True)
 def features(model, responses, out, regions, samples_per_question, batch_size, dtype, device, quiet):
     """CETT of every neuron, averaged per token region, for filtered RESPONSES of MODEL."""
@@ -352,7 +362,7 @@ def _probe_summary(r: dict, out: str) -> None:
 @click.option("--qa-check", is_flag=True,
               help="Choose C also by held-out QA accuracy with the neurons silenced (see `hedit probe --qa-model`).")
 @click.option("--max-qa-drop", type=float, default=2.0, show_default=True)
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ...")
+@DEVICE
 @click.option("--quiet", is_flag=True)
 @_judge_options
 def identify(model, questions, work, limit, samples, temperature, max_new_tokens, batch_size, mode, seed, qa_check,
@@ -386,7 +396,7 @@ def _suite_options(f):
         click.option("--no-chat-template", is_flag=True, help="Plain 'Question: ... Answer:' prompts."),
         click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True),
         click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ..."),
+        DEVICE,
         click.option("--quiet", is_flag=True, help="No progress bar."),
     ]
     for o in reversed(opts):

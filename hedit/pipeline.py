@@ -25,17 +25,20 @@ from .identify import IdentifyConfig, identify
 from .io.atomic import atomic_write_text
 from .io.hashing import sha256_file
 from .io.stamps import Stamps
+from .models import check_device
 from .neurons import NeuronSet
 from .questions import bundled_questions, load_questions
 from .recipe import Recipe
 from .sweep import SweepConfig, run_sweep
 from .tune import Bounds, tune
 
+
 def _folder_digest(path: Path) -> dict[str, str]:
     return {str(p.relative_to(path)): sha256_file(p) for p in sorted(path.rglob("*")) if p.is_file()}
 
 
 def run_recipe(recipe: Recipe, progress: bool = True, log=print, grader=None) -> dict[str, Any]:
+    check_device(recipe.device)  # a recipe written for a GPU box fails here, not after the first stage
     work = Path(recipe.work)
     work.mkdir(parents=True, exist_ok=True)
     stamps = Stamps(work)

@@ -144,3 +144,20 @@ def test_help_lists_commands_in_pipeline_order():
     r = run_cli("--help")
     listed = [line.split()[0] for line in r.output.split("Commands:")[1].splitlines() if line.strip()]
     assert listed == list(type(main).ORDER) and set(listed) == set(main.commands)
+
+
+@pytest.mark.parametrize("command", [
+    ["collect", "M", "--out", "r.jsonl"],
+    ["features", "M", "r.jsonl", "--out", "feats"],
+    ["identify", "M", "--work", "w"],
+    ["sweep", "M", "--neurons", "n.json", "--out", "s"],
+    ["tune", "M", "--neurons", "n.json"],
+])
+def test_a_missing_gpu_is_one_line_before_any_work(tmp_path, monkeypatch, command):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    monkeypatch.chdir(tmp_path)
+    for device, message in [("cuda", "device 'cuda': torch sees no CUDA GPU on this machine"),
+                            ("gpu", "unknown device 'gpu' (cpu, cuda, cuda:1, mps, ...)")]:
+        r = run_cli(*command, "--device", device)
+        assert r.exit_code == 1 and r.output == f"hedit: error: {message}\n", r.output
+    assert list(tmp_path.iterdir()) == []

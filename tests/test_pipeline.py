@@ -103,3 +103,11 @@ def test_unknown_key_from_the_command_line(setup):
     recipe, _ = setup
     r = run_cli("run", str(recipe), "--set", "tune.alfa=0")
     assert r.exit_code == 1 and "unknown recipe key 'tune.alfa'" in r.output
+
+
+def test_a_device_this_machine_lacks_stops_before_any_work(setup, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    recipe, work = setup
+    r = run_cli("run", str(recipe), "--set", "device=cuda")
+    assert r.exit_code == 1 and r.output.strip() == "hedit: error: device 'cuda': torch sees no CUDA GPU on this machine"
+    assert not work.exists()
