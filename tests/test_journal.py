@@ -49,3 +49,10 @@ def test_records_include_what_was_appended(tmp_path):
     with j:
         j.append([{"x": 2}])
         assert j.records == [{"x": 1}, {"x": 2}] == read_journal(p, "sweep")[1]
+
+
+def test_missing_folders_are_created(tmp_path):
+    path = tmp_path / "new" / "deeper" / "j.jsonl"
+    with Journal(path, "responses", {"k": 1}) as j:
+        j.append([{"question_id": "a"}])
+    assert read_journal(path, "responses") == ({"_hedit": "responses", "config": {"k": 1}}, [{"question_id": "a"}])

@@ -55,6 +55,7 @@ class Journal:
             if not data.endswith(b"\n"):
                 with open(self.path, "r+b") as f:
                     f.truncate(data.rfind(b"\n") + 1)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._f = open(self.path, "a", encoding="utf-8")
         if self.header is None:
             self.header = self._new_header
