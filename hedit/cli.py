@@ -282,9 +282,12 @@ def features(model, responses, out, regions, samples_per_question, batch_size, d
 @click.option("--qa-limit", type=click.IntRange(1), default=None, help="Only the first N QA questions.")
 @click.option("--max-qa-drop", type=float, default=2.0, show_default=True,
               help="Pass over a C whose silenced neurons cost more QA accuracy than this (points).")
+@click.option("--test-features", multiple=True, type=click.Path(path_type=str),
+              help="Features of the same model on other questions (repeatable): score the probe, the H-neurons "
+                   "alone and random neurons on them.")
 @click.option("--quiet", is_flag=True)
 def probe(features_dir, out, mode, c_values, random_draws, for_model, seed, qa_model, qa_questions, qa_limit,
-          max_qa_drop, quiet):
+          max_qa_drop, test_features, quiet):
     """Fit the sparse L1 probe on FEATURES_DIR and write the H-neurons."""
     from .features import open_features
     from .probe import C_GRID, run_probe
@@ -316,7 +319,8 @@ def probe(features_dir, out, mode, c_values, random_draws, for_model, seed, qa_m
         if tok is None:
             raise HeditError(f"{path} has no tokenizer; the QA check needs one")
         qa = qa_checker(load_model(path), tok, [(q.question, q.aliases) for q in qs])
-    r = run_probe(features_dir, out, mode, grid, random_draws, seed, not quiet, qa=qa, max_qa_drop=max_qa_drop)
+    r = run_probe(features_dir, out, mode, grid, random_draws, seed, not quiet, qa=qa, max_qa_drop=max_qa_drop,
+                  test_features=test_features)
     _probe_summary(r, out)
 
 
@@ -330,10 +334,15 @@ def _floats(text: str) -> tuple[float, ...]:
     return vals
 
 
+def _auroc(m: dict) -> str:
+    lo, hi = m["auroc_ci95"]
+    return f"{m['auroc']:.3f} [{lo:.2f}, {hi:.2f}]"
+
+
 def _probe_summary(r: dict, out: str) -> None:
     h, rnd = r["h_neurons_only"], r["random_neurons_only"]
     click.echo(f"{r['h_neurons']} H-neurons ({r['fraction_of_neurons']:.3%} of neurons), C={r['C']:g}, {r['mode']}")
-    click.echo(f"held-out: accuracy {r['heldout']['accuracy']:.3f}, AUROC {r['heldout']['auroc']:.3f}")
+    click.echo(f"held-out: accuracy {r['heldout']['accuracy']:.3f}, AUROC {_auroc(r['heldout'])}")
     if r.get("qa_check"):
         q = r["qa_check"]
         chosen = next(s for s in r["c_sweep"] if s["C"] == r["C"])
@@ -343,6 +352,11 @@ def _probe_summary(r: dict, out: str) -> None:
             click.echo(f"warning: {q['warning']}")
     click.echo(f"H-neurons only {h['accuracy']:.3f} vs random neurons {rnd['accuracy']['mean']:.3f} "
                f"+- {rnd['accuracy']['std']:.3f} (accuracy, {rnd['draws']} draws)")
+    for name, t in r.get("transfer", {}).items():
+        tr = t["random_neurons_only"]["auroc"]
+        click.echo(f"on {name} ({t['answers']} answers, {t['hallucinated']} hallucinated): probe AUROC "
+                   f"{_auroc(t['probe'])}; H-neurons only {_auroc(t['h_neurons_only'])} vs random neurons "
+                   f"{tr['mean']:.3f} +- {tr['std']:.3f}")
     click.echo(f"wrote {out}, report.json, neurons_per_layer.png, c_sweep.png")
 
 

@@ -35,8 +35,10 @@ def main(out: str = "demo-out", questions: int = QUESTIONS, model: str = DEFAULT
     src = Path(report["model_path"])
     neurons = root / "identify" / "neurons.json"
     rnd = report["random_neurons_only"]["accuracy"]
+    lo, hi = report["heldout"]["auroc_ci95"]
     print(f"    {report['h_neurons']} H-neurons ({report['fraction_of_neurons']:.3%} of {model}'s MLP "
-          f"neurons); held-out accuracy {report['heldout']['accuracy']:.3f}, AUROC {report['heldout']['auroc']:.3f}; "
+          f"neurons); held-out accuracy {report['heldout']['accuracy']:.3f}, AUROC {report['heldout']['auroc']:.3f} "
+          f"[{lo:.2f}, {hi:.2f}]; "
           f"H-neurons alone {report['h_neurons_only']['accuracy']:.3f} vs random neurons "
           f"{rnd['mean']:.3f} +- {rnd['std']:.3f}", flush=True)
 

@@ -23,7 +23,7 @@ from .io.hashing import sha256_file
 from .io.stamps import Stamps
 from .models import load_model, load_tokenizer
 from .models_builtin import resolve_model
-from .probe import C_GRID, run_probe
+from .probe import C_GRID, REPORT_FORMAT, run_probe
 from .questions import Question, bundled_questions
 
 
@@ -71,8 +71,9 @@ def identify(model: str, questions: list[Question], work: str | Path, cfg: Ident
     else:
         extract(lm, tok, kept, feats, str(model), batch_size=cfg.batch_size, device=cfg.device, progress=progress)
         stamps.done("features", stamp)
-    probe_stamp = {"features": stamp, "mode": cfg.mode, "c_grid": list(cfg.c_grid), "random_draws": cfg.random_draws,
-                   "seed": cfg.seed, "qa_check": cfg.qa_check, "max_qa_drop": cfg.max_qa_drop}
+    probe_stamp = {"features": stamp, "report_format": REPORT_FORMAT, "mode": cfg.mode, "c_grid": list(cfg.c_grid),
+                   "random_draws": cfg.random_draws, "seed": cfg.seed, "qa_check": cfg.qa_check,
+                   "max_qa_drop": cfg.max_qa_drop}
     if stamps.fresh("probe", probe_stamp, neurons, work / "report.json"):
         log(f"probe: cached in {neurons}")
         report = json.loads((work / "report.json").read_text())

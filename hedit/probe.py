@@ -28,6 +28,7 @@ from .progress import bar
 
 C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 MODES = ("3-vs-1", "1-vs-1")
+REPORT_FORMAT = 2  # bumped when report.json gains or changes fields: cached probe stages rerun
 
 
 @dataclass
@@ -170,36 +171,84 @@ def fit_l1(x: np.ndarray, y: np.ndarray, c: float, seed: int = 0, working: int =
     raise HeditError("the L1 probe did not converge on its working set; try a smaller C")
 
 
-def subset_metrics(ds: Dataset, columns: np.ndarray, seed: int = 0) -> dict[str, float]:
+def auroc_interval(y: np.ndarray, score: np.ndarray, resamples: int = 1000, seed: int = 0) -> list[float]:
+    """Percentile 95% interval of the AUROC, resampling hallucinated and faithful rows separately (so
+    every resample has both classes). AUROC by ranks (Mann-Whitney, ties averaged), all resamples at once."""
+    from scipy.stats import rankdata
+
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    idx = np.concatenate([rng.choice(pos, (resamples, len(pos))), rng.choice(neg, (resamples, len(neg)))], axis=1)
+    ranks = rankdata(score[idx], axis=1)
+    auc = (ranks[:, :len(pos)].sum(axis=1) - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg))
+    return [float(v) for v in np.percentile(auc, [2.5, 97.5])]
+
+
+def subset_scores(ds: Dataset, columns: np.ndarray, seed: int = 0) -> np.ndarray:
     """A plain (L2) logistic regression on the given neurons only (standardized, classes balanced),
-    scored on the held-out rows: the same model for H-neurons and for random neurons."""
+    fitted on the training rows; its probabilities on the held-out rows. The same model for H-neurons
+    and for random neurons."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     m = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=2000, random_state=seed))
     m.fit(ds.x_train[:, columns], ds.y_train)
-    return metrics(ds.y_test, m.predict_proba(ds.x_test[:, columns])[:, 1])
+    return m.predict_proba(ds.x_test[:, columns])[:, 1]
+
+
+def with_interval(y: np.ndarray, score: np.ndarray, seed: int) -> dict[str, Any]:
+    return metrics(y, score) | {"auroc_ci95": auroc_interval(y, score, seed=seed)}
 
 
 def baseline(ds: Dataset, k: int, width: int, draws: int, seed: int) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
-    runs = [subset_metrics(ds, np.sort(rng.choice(width, size=k, replace=False)), seed) for _ in range(draws)]
+    runs = [metrics(ds.y_test, subset_scores(ds, np.sort(rng.choice(width, size=k, replace=False)), seed))
+            for _ in range(draws)]
     return {key: {"mean": float(np.mean([r[key] for r in runs])), "std": float(np.std([r[key] for r in runs]))}
             for key in runs[0]} | {"draws": draws}
 
 
+def answer_rows(features: str | Path, meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(answer rows, 1 = hallucinated) of a features folder that must come from the model of ``meta``."""
+    tmeta, rows, mat = open_features(features)
+    shape = lambda m: f"{m['model_type']} {m['num_layers']}x{m['intermediate_size']}"  # noqa: E731
+    if shape(tmeta) != shape(meta):
+        raise HeditError(f"test features {features} come from another model: {shape(tmeta)}, not {shape(meta)}")
+    idx, y = labels(rows, "1-vs-1")
+    if len(set(y.tolist())) < 2:
+        raise HeditError(f"test features {features} need both correct and hallucinated answers "
+                         f"({int(y.sum())} hallucinated of {len(y)})")
+    return np.asarray(mat[idx]), y
+
+
+def transfer(ds: Dataset, fit: L1Fit, cols: np.ndarray, x: np.ndarray, y: np.ndarray, width: int, draws: int,
+             seed: int) -> dict[str, Any]:
+    """Scores on another dataset's answer rows: the chosen probe as fitted, and plain probes on the
+    H-neurons alone and on random neurons trained on ``ds``'s training rows."""
+    ext = Dataset(ds.x_train, ds.y_train, x, y, "external")
+    return {"answers": int(len(y)), "hallucinated": int(y.sum()),
+            "probe": with_interval(y, fit.predict_proba(x), seed),
+            "h_neurons_only": with_interval(y, subset_scores(ext, cols, seed), seed),
+            "random_neurons_only": baseline(ext, len(cols), width, draws, seed)}
+
+
 def run_probe(features: str | Path, out: str | Path, mode: str = "3-vs-1", c_grid: tuple[float, ...] = C_GRID,
               random_draws: int = 5, seed: int = 0, progress: bool = True, plots: bool = True,
-              qa=None, max_qa_drop: float = 2.0) -> dict[str, Any]:
+              qa=None, max_qa_drop: float = 2.0, test_features: tuple[str | Path, ...] = ()) -> dict[str, Any]:
     """Fit, choose C, write ``out`` (neurons.json), ``report.json`` and plots beside it.
 
     ``qa`` (optional): a function of {layer: [(index, alpha)]} giving held-out QA accuracy with those
     neurons scaled (``hedit.capability.qa_checker``). Then each C's H-neurons are silenced (alpha 0), and
     a C whose neurons cost more than ``max_qa_drop`` points of QA accuracy is passed over.
+
+    ``test_features``: feature folders of the same model on other questions (another dataset). The
+    chosen probe, and probes on the H-neurons alone and on random neurons (fitted on this folder's
+    training rows), are scored on their answer rows: does what was found here carry over?
     """
     meta, rows, mat = open_features(features)
     ds = dataset(rows, mat, mode, seed=seed)
+    tests = {str(t): answer_rows(t, meta) for t in test_features}  # bad input fails before any fitting
     layers, inter = meta["num_layers"], meta["intermediate_size"]
     sweep = []
     with bar(len(c_grid), "probe", "C", progress) as pbar:
@@ -207,7 +256,7 @@ def run_probe(features: str | Path, out: str | Path, mode: str = "3-vs-1", c_gri
             model = fit_l1(ds.x_train, ds.y_train, c, seed)
             coef = model.coef
             sweep.append({"C": c, "positive": int((coef > 0).sum()), "nonzero": int((coef != 0).sum()),
-                          "heldout": metrics(ds.y_test, model.predict_proba(ds.x_test)), "coef": coef,
+                          "heldout": metrics(ds.y_test, model.predict_proba(ds.x_test)), "fit": model,
                           "working_set_rounds": model.rounds})
             pbar.update(1)
     usable = [s for s in sweep if s["positive"] > 0]
@@ -217,7 +266,7 @@ def run_probe(features: str | Path, out: str | Path, mode: str = "3-vs-1", c_gri
     if qa is not None:
         usable, qa_report = _qa_criterion(usable, qa, inter, max_qa_drop, progress)
     best = max(usable, key=lambda s: (s["heldout"]["accuracy"], -s["nonzero"]))
-    coef = best["coef"]
+    coef = best["fit"].coef
     cols = np.flatnonzero(coef > 0)
     neurons = [Neuron(int(j // inter), int(j % inter), weight=float(coef[j])) for j in cols]
     report = {
@@ -225,15 +274,19 @@ def run_probe(features: str | Path, out: str | Path, mode: str = "3-vs-1", c_gri
         "rows": {"train": int(len(ds.y_train)), "heldout_answers": int(len(ds.y_test)),
                  "train_positive": int(ds.y_train.sum()), "heldout_positive": int(ds.y_test.sum())},
         "h_neurons": len(neurons), "fraction_of_neurons": len(neurons) / (layers * inter),
-        "heldout": best["heldout"], "qa_check": qa_report,
-        "h_neurons_only": subset_metrics(ds, cols, seed),
+        "heldout": with_interval(ds.y_test, best["fit"].predict_proba(ds.x_test), seed), "qa_check": qa_report,
+        "h_neurons_only": with_interval(ds.y_test, subset_scores(ds, cols, seed), seed),
         "random_neurons_only": baseline(ds, len(cols), layers * inter, random_draws, seed),
-        "c_sweep": [{k: v for k, v in s.items() if k != "coef"} for s in sweep],
+        "c_sweep": [{k: v for k, v in s.items() if k != "fit"} for s in sweep],
         "per_layer": {str(layer): n for layer, n in sorted(_per_layer(neurons).items())},
     }
+    if tests:
+        report["transfer"] = {name: transfer(ds, best["fit"], cols, x, y, layers * inter, random_draws, seed)
+                              for name, (x, y) in tests.items()}
     ns = NeuronSet(ModelInfo(meta["model_type"], layers, inter, meta.get("name") or None), neurons,
                    provenance={"probe": {k: report[k] for k in ("mode", "C", "split", "heldout", "qa_check",
-                                                               "h_neurons_only", "random_neurons_only")},
+                                                               "h_neurons_only", "random_neurons_only")}
+                               | ({"transfer": report["transfer"]} if tests else {}),
                                "features": str(Path(features).resolve())})
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -253,7 +306,7 @@ def _qa_criterion(usable: list[dict], qa, inter: int, max_drop: float, progress:
         pbar.update(1)
         for s in usable:
             layers: dict[int, list[tuple[int, float]]] = {}
-            for j in np.flatnonzero(s["coef"] > 0):
+            for j in np.flatnonzero(s["fit"].coef > 0):
                 layers.setdefault(int(j // inter), []).append((int(j % inter), 0.0))
             s["qa_accuracy_silenced"] = qa(layers)
             s["qa_drop_points"] = round(100 * (base - s["qa_accuracy_silenced"]), 3)

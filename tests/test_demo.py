@@ -18,7 +18,7 @@ def test_demo_pipeline_on_a_tiny_model(tmp_path, monkeypatch, capsys):
     cfg = IdentifyConfig(SamplingConfig(samples=2, max_new_tokens=4), batch_size=16, random_draws=2)
     assert hedit.demo.main(str(tmp_path / "demo"), 60, str(model), cfg, progress=False) == 0
     out = capsys.readouterr().out
-    assert out.count("PASS: max abs logit diff") == 2 and "FAIL" not in out and "H-neurons (" in out
+    assert out.count("PASS: max abs logit diff") == 2 and "FAIL" not in out and "H-neurons (" in out and "AUROC " in out
     for p in ("identify/neurons.json", "identify/c_sweep.png", "edited/hedit.json", "lora/adapter_config.json"):
         assert (tmp_path / "demo" / p).exists(), p
 

@@ -49,6 +49,13 @@ def test_identify_runs_every_stage_and_caches(model_dir, tmp_path, monkeypatch):
     again = identify(str(model_dir), QS, work, CFG, progress=False, log=lambda *a: None)
     assert again["h_neurons"] == report["h_neurons"]
 
+    # a report written by an older hedit (another report format) is rebuilt, the features are not
+    monkeypatch.setattr(hedit.identify, "REPORT_FORMAT", hedit.identify.REPORT_FORMAT + 1)
+    refit = []
+    monkeypatch.setattr(hedit.identify, "run_probe", lambda *a, **k: refit.append(a) or report)
+    identify(str(model_dir), QS, work, CFG, progress=False, log=lambda *a: None)
+    assert len(refit) == 1
+
     r = run_cli("probe", work / "features", "--out", tmp_path / "p" / "n.json", "--model", model_dir, "--quiet",
                 "--random-draws", "2")
     assert r.exit_code == 0 and "H-neurons only" in r.stdout

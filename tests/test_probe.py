@@ -12,16 +12,17 @@ LAYERS, INTER = 3, 40
 PLANTED = [(1, 7), (2, 30)]  # neurons whose CETT is higher on hallucinated answers
 
 
-def synthetic(folder, n_questions=120, seed=0, classes=("correct", "hallucinated"), split=True):
+def synthetic(folder, n_questions=120, seed=0, classes=("correct", "hallucinated"), split=True, planted=PLANTED,
+              layers=LAYERS):
     """A features folder with a planted signal in two neurons and noise everywhere else."""
     rng = np.random.default_rng(seed)
     rows, mats = [], []
     for q in range(n_questions):
         cls = classes[q % len(classes)]
         for region in ("answer", "other"):
-            x = rng.random(LAYERS * INTER).astype(np.float32) * 0.1
+            x = rng.random(layers * INTER).astype(np.float32) * 0.1
             if region == "answer" and cls == "hallucinated":
-                for layer, j in PLANTED:
+                for layer, j in planted:
                     x[layer * INTER + j] += 0.15
             mats.append(x)
             rows.append({"question_id": f"q{q}", "sample": 0, "class": cls, "label": "x", "region": region,
@@ -29,9 +30,9 @@ def synthetic(folder, n_questions=120, seed=0, classes=("correct", "hallucinated
     folder.mkdir()
     np.asarray(mats, dtype=np.float32).tofile(folder / FEATURES)
     (folder / ROWS).write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (folder / META).write_text(json.dumps({"name": "synthetic", "model_type": "llama", "num_layers": LAYERS,
+    (folder / META).write_text(json.dumps({"name": "synthetic", "model_type": "llama", "num_layers": layers,
                                            "intermediate_size": INTER, "rows": len(rows),
-                                           "columns": LAYERS * INTER, "regions": ["answer", "other"]}))
+                                           "columns": layers * INTER, "regions": ["answer", "other"]}))
     return folder
 
 
@@ -137,3 +138,67 @@ def test_qa_criterion_passes_over_c_values_that_cost_qa_accuracy(tmp_path):
     strict = run_probe(feats, tmp_path / "c" / "neurons.json", c_grid=(1.0, 3.0), random_draws=2, progress=False,
                        qa=qa, max_qa_drop=3.0)
     assert "warning" in strict["qa_check"] and strict["qa_check"]["kept_C"] == [] and strict["C"] == 1.0
+
+
+def test_transfer_to_other_questions(tmp_path):
+    """Features of the same model on another question set: the signal carries over where it is the same
+    neurons, and not where the other set's hallucinations live in other neurons."""
+    same = synthetic(tmp_path / "same", n_questions=60, seed=1, split=False)
+    other = synthetic(tmp_path / "other", n_questions=60, seed=2, split=False, planted=[(0, 3), (1, 20)])
+    r = run_probe(synthetic(tmp_path / "f"), tmp_path / "out" / "neurons.json", random_draws=4, progress=False,
+                  test_features=(same, other))
+    t, u = r["transfer"][str(same)], r["transfer"][str(other)]
+    assert t["answers"] == 60 and t["hallucinated"] == 30
+    assert t["probe"]["auroc"] > 0.95 and t["h_neurons_only"]["auroc"] > 0.95
+    assert t["random_neurons_only"]["auroc"]["mean"] < 0.75 and t["random_neurons_only"]["draws"] == 4
+    assert u["probe"]["auroc"] < 0.8 and u["h_neurons_only"]["auroc"] < 0.8
+    for m in (t["probe"], t["h_neurons_only"], u["probe"], u["h_neurons_only"], r["heldout"], r["h_neurons_only"]):
+        lo, hi = m["auroc_ci95"]
+        assert lo <= m["auroc"] <= hi
+    assert NeuronSet.load(tmp_path / "out" / "neurons.json").provenance["probe"]["transfer"] == r["transfer"]
+
+
+def test_transfer_refuses_other_models_and_one_class(tmp_path):
+    feats = synthetic(tmp_path / "f")
+    wide = synthetic(tmp_path / "wide", n_questions=20, layers=LAYERS + 1)
+    with pytest.raises(HeditError, match=r"test features .*wide come from another model: llama 4x40, not llama 3x40"):
+        run_probe(feats, tmp_path / "o" / "n.json", progress=False, test_features=(wide,))
+    one = synthetic(tmp_path / "one", n_questions=20, classes=("correct",))
+    with pytest.raises(HeditError, match=r"need both correct and hallucinated answers \(0 hallucinated of 20\)"):
+        run_probe(feats, tmp_path / "o" / "n.json", progress=False, test_features=(one,))
+    assert not (tmp_path / "o").exists()  # refused before fitting or writing
+
+
+def test_cli_prints_the_transfer_scores(tmp_path):
+    from conftest import run_cli
+
+    same = synthetic(tmp_path / "same", n_questions=40, seed=1, split=False)
+    r = run_cli("probe", synthetic(tmp_path / "f"), "--out", tmp_path / "o" / "n.json", "--test-features", same,
+                "--random-draws", "2", "--quiet")
+    assert r.exit_code == 0, r.output
+    line = next(x for x in r.output.splitlines() if x.startswith(f"on {same} "))
+    report = json.loads((tmp_path / "o" / "report.json").read_text())["transfer"][str(same)]
+    lo, hi = report["probe"]["auroc_ci95"]
+    assert f"(40 answers, 20 hallucinated): probe AUROC {report['probe']['auroc']:.3f} [{lo:.2f}, {hi:.2f}]" in line
+
+
+def test_auroc_interval_matches_scikit_learn_and_brackets_the_estimate():
+    from sklearn.metrics import roc_auc_score
+
+    from hedit.probe import auroc_interval
+
+    rng = np.random.default_rng(0)
+    y = np.array([1] * 30 + [0] * 50)
+    score = np.round(rng.normal(y * 0.8, 1.0), 1)  # rounded: ties between the classes
+    # one resample, redrawn the same way, equals scikit-learn's AUROC of those rows (ties included)
+    g = np.random.default_rng(5)
+    rows = np.concatenate([g.choice(np.arange(30), (1, 30)), g.choice(np.arange(30, 80), (1, 50))], axis=1)[0]
+    lo, hi = auroc_interval(y, score, resamples=1, seed=5)
+    assert lo == hi == pytest.approx(roc_auc_score(y[rows], score[rows]), abs=1e-12)
+    point = roc_auc_score(y, score)
+    lo, hi = auroc_interval(y, score)
+    assert lo < point < hi and 0.1 < hi - lo < 0.35
+    big = np.tile(np.arange(80), 16)
+    lo2, hi2 = auroc_interval(y[big], score[big])
+    assert hi2 - lo2 < (hi - lo) / 2  # 16x the rows: about a quarter of the width
+    assert auroc_interval(np.array([1, 1, 0, 0]), np.array([0.9, 0.8, 0.2, 0.1])) == [1.0, 1.0]
