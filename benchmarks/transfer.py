@@ -7,7 +7,7 @@
    a probe on the H-neurons alone, and probes on random neurons of the same number (the paper's claim,
    out of distribution).
 
-Every stage is resumable or cached in --work. On 2 CPU cores with the defaults: ~20 minutes.
+Every stage is resumable or cached in --work. On 2 CPU cores with the defaults: 23 minutes (17 with --demo).
 
     python benchmarks/transfer.py [--demo demo-out] [--work transfer-out] [--limit N] [DATA.jsonl ...]
 """
