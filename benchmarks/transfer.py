@@ -7,7 +7,8 @@
    a probe on the H-neurons alone, and probes on random neurons of the same number (the paper's claim,
    out of distribution).
 
-Every stage is resumable or cached in --work. On 2 CPU cores with the defaults: 23 minutes (17 with --demo).
+Every stage is resumable or cached in --work. On 2 CPU cores with the defaults: about 29 minutes,
+23 when --demo reuses identify.
 
     python benchmarks/transfer.py [--demo demo-out] [--work transfer-out] [--limit N] [DATA.jsonl ...]
 """

@@ -109,5 +109,6 @@ def test_a_device_this_machine_lacks_stops_before_any_work(setup, monkeypatch):
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     recipe, work = setup
     r = run_cli("run", str(recipe), "--set", "device=cuda")
-    assert r.exit_code == 1 and r.output.strip() == "hedit: error: device 'cuda': torch sees no CUDA GPU on this machine"
+    assert r.exit_code == 1
+    assert r.output.strip() == "hedit: error: device 'cuda': torch sees no CUDA GPU on this machine"
     assert not work.exists()
