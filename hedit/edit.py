@@ -3,7 +3,8 @@
 The model is never loaded. Each weight file is copied by the kernel, then only the down_proj tensors
 that hold chosen neurons are read from the source, scaled in float32, cast back and written over their
 bytes in the copy. Everything else, headers included, stays byte-identical; memory is bounded by the
-largest edited tensor.
+largest edited tensor. The SHA-256 of each source file (for ``hedit.json``) is computed by background
+threads while the kernel copies, unless it is already known.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from .card import edited_card, provenance, write_provenance
 from .errors import HeditError
 from .io.atomic import atomic_dir
 from .io.checkpoint import INDEX
-from .io.hashing import copy_with_sha256, known_sha256, remember
+from .io.hashing import Hasher
 from .io.safetensors_header import read_tensor, write_tensor
 from .neurons import NeuronSet
 from .plan import EditPlan, make_plan
@@ -50,27 +51,24 @@ def edit_checkpoint(source: str | Path, neurons: str | Path | NeuronSet, out: st
     for layer in plan.layers:
         by_file.setdefault(ckpt.down_proj[layer][0], []).append(layer)
 
-    with atomic_dir(out, overwrite) as tmp:
-        known = known_sha256([ckpt.path / f for f in ckpt.weight_files])
-        digests, computed = {}, {}
-        total = sum((ckpt.path / f).stat().st_size for f in ckpt.weight_files)
-        with bar(total, "edit", "B", progress) as pbar:
-            for f in ckpt.weight_files:
-                src = ckpt.path / f
-                digests[f] = known[src]
-                if digests[f] is None:  # one read: hashed while copied
-                    digests[f] = computed[src] = copy_with_sha256(src, tmp / f)
-                else:  # kernel copy
-                    shutil.copyfile(src, tmp / f)
-                _scale_in_place(plan, src, tmp / f, by_file.get(f, []))
-                pbar.update(src.stat().st_size)
-        if (ckpt.path / INDEX).is_file():
-            shutil.copyfile(ckpt.path / INDEX, tmp / INDEX)
-        copy_aux_files(plan, tmp)
-        neurons_path = None if isinstance(neurons, NeuronSet) else str(Path(neurons).resolve())
-        write_provenance(tmp, provenance(plan, "edit", digests, neurons_path))
-        (tmp / "README.md").write_text(edited_card(plan, out.name))
-    remember(computed)
+    hasher = Hasher([ckpt.path / f for f in ckpt.weight_files])  # beside the copy, on the other core(s)
+    try:
+        with atomic_dir(out, overwrite) as tmp:
+            total = sum((ckpt.path / f).stat().st_size for f in ckpt.weight_files)
+            with bar(total, "edit", "B", progress) as pbar:
+                for f in ckpt.weight_files:
+                    src = ckpt.path / f
+                    shutil.copyfile(src, tmp / f)  # kernel copy
+                    _scale_in_place(plan, src, tmp / f, by_file.get(f, []))
+                    pbar.update(src.stat().st_size)
+            if (ckpt.path / INDEX).is_file():
+                shutil.copyfile(ckpt.path / INDEX, tmp / INDEX)
+            copy_aux_files(plan, tmp)
+            neurons_path = None if isinstance(neurons, NeuronSet) else str(Path(neurons).resolve())
+            write_provenance(tmp, provenance(plan, "edit", hasher.result(), neurons_path))
+            (tmp / "README.md").write_text(edited_card(plan, out.name))
+    finally:
+        hasher.cancel()
     return out
 
 

@@ -40,26 +40,13 @@ def test_hub_cache_blob_names_are_trusted(tmp_path, monkeypatch):
     assert Hasher([tmp_path / "snap" / "model.safetensors"]).result() == {"model.safetensors": digest}
 
 
-def test_copy_with_sha256_copies_and_hashes_in_one_pass(tmp_path):
-    from hedit.io.hashing import copy_with_sha256
-
-    for size in (0, 1, 1000, 3 * 1024 + 7):  # with a 1 KiB chunk: empty, partial, several rotations
-        data = os.urandom(size)
-        (tmp_path / "a").write_bytes(data)
-        digest = copy_with_sha256(tmp_path / "a", tmp_path / "b", chunk=1024)
-        assert digest == hashlib.sha256(data).hexdigest() and (tmp_path / "b").read_bytes() == data
-
-
 def test_edit_fills_the_cache(checkpoint, tmp_path, monkeypatch):
     from hedit.edit import edit_checkpoint
     from conftest import neuron_set
 
     src = checkpoint("llama", shards=True)
     edit_checkpoint(src, neuron_set(), tmp_path / "a", alpha=0.0, progress=False)
-    import hedit.edit
-
-    monkeypatch.setattr(hedit.edit, "copy_with_sha256", None)  # a second edit must not hash again
-    monkeypatch.setattr(hashing, "sha256_file", None)
+    monkeypatch.setattr(hashing, "sha256_file", None)  # a second edit must not hash again
     edit_checkpoint(src, neuron_set(), tmp_path / "b", alpha=0.0, progress=False)
     assert (tmp_path / "a" / "hedit.json").read_text().split('"weight_sha256"')[1].split("}")[0] == \
         (tmp_path / "b" / "hedit.json").read_text().split('"weight_sha256"')[1].split("}")[0]
