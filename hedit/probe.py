@@ -3,8 +3,8 @@
 Labels ("3-vs-1", the paper's): hallucinated answer tokens = 1; faithful answer tokens and every
 "other"-region row = 0. "1-vs-1": answer rows only, hallucinated = 1 against faithful = 0.
 An L1 logistic regression (scikit-learn, liblinear, classes weighted to balance) is fitted for each
-C of a grid on the train questions; the C with the best held-out accuracy wins (ties: the sparser probe). The neurons with
-positive weight are the H-neurons.
+C of a grid on the train questions; the C with the best held-out accuracy wins (ties: the sparser
+probe). The neurons with positive weight are the H-neurons.
 
 Held-out metrics are for detection on answer rows (hallucinated vs faithful): accuracy, precision,
 recall, F1 and AUROC. The paper's central claim is checked against a baseline: a logistic regression
