@@ -289,21 +289,18 @@ def features(model, responses, out, regions, samples_per_question, batch_size, d
 def probe(features_dir, out, mode, c_values, random_draws, for_model, seed, qa_model, qa_questions, qa_limit,
           max_qa_drop, test_features, quiet):
     """Fit the sparse L1 probe on FEATURES_DIR and write the H-neurons."""
-    from .features import open_features
+    from .features import check_features_model, open_features
     from .probe import C_GRID, run_probe
 
     if for_model is not None:
-        meta = open_features(features_dir)[0]
         from .io.checkpoint import read_config
         from .models_builtin import resolve_model
         from .registry import get_architecture
 
         cfg = read_config(resolve_model(for_model))
         arch = get_architecture(cfg.get("model_type"))
-        shape = (arch.model_type, *arch.shape(cfg))
-        if shape != (meta["model_type"], meta["num_layers"], meta["intermediate_size"]):
-            raise HeditError(f"features in {features_dir} come from another model: {meta['model_type']} "
-                             f"{meta['num_layers']}x{meta['intermediate_size']}, not {shape[0]} {shape[1]}x{shape[2]}")
+        check_features_model(open_features(features_dir)[0], (arch.model_type, *arch.shape(cfg)),
+                             f"features in {features_dir}")
     grid = _floats(c_values) if c_values else C_GRID
     qa = None
     if qa_model is not None:

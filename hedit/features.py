@@ -152,6 +152,14 @@ def extract(model: torch.nn.Module, tokenizer, records: list[dict], out: str | P
     return Path(out)
 
 
+def check_features_model(meta: dict[str, Any], expected: tuple[str, int, int], what: str) -> None:
+    """Refuse features whose model (type, layers, intermediate size) is not ``expected``."""
+    got = (meta["model_type"], meta["num_layers"], meta["intermediate_size"])
+    if got != expected:
+        raise HeditError(f"{what} come from another model: {got[0]} {got[1]}x{got[2]}, "
+                         f"not {expected[0]} {expected[1]}x{expected[2]}")
+
+
 def open_features(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]], np.memmap]:
     path = Path(path)
     if not (path / META).is_file():

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .errors import HeditError
-from .features import open_features
+from .features import check_features_model, open_features
 from .neurons import ModelInfo, Neuron, NeuronSet
 from .progress import bar
 
@@ -214,9 +214,8 @@ def baseline(ds: Dataset, k: int, width: int, draws: int, seed: int) -> dict[str
 def answer_rows(features: str | Path, meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """(answer rows, 1 = hallucinated) of a features folder that must come from the model of ``meta``."""
     tmeta, rows, mat = open_features(features)
-    shape = lambda m: f"{m['model_type']} {m['num_layers']}x{m['intermediate_size']}"  # noqa: E731
-    if shape(tmeta) != shape(meta):
-        raise HeditError(f"test features {features} come from another model: {shape(tmeta)}, not {shape(meta)}")
+    check_features_model(tmeta, (meta["model_type"], meta["num_layers"], meta["intermediate_size"]),
+                         f"test features {features}")
     idx, y = labels(rows, "1-vs-1")
     if len(set(y.tolist())) < 2:
         raise HeditError(f"test features {features} need both correct and hallucinated answers "

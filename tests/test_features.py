@@ -87,3 +87,13 @@ def test_extract_writes_a_memmap_and_row_index(tmp_path):
     assert (mat >= 0).all() and np.isfinite(mat).all()
     with pytest.raises(HeditError, match="not a hedit features folder"):
         open_features(tmp_path)
+
+
+def test_check_features_model_names_both_shapes():
+    from hedit.errors import HeditError
+    from hedit.features import check_features_model
+
+    meta = {"model_type": "llama", "num_layers": 3, "intermediate_size": 96}
+    check_features_model(meta, ("llama", 3, 96), "features in f")
+    with pytest.raises(HeditError, match=r"^features in f come from another model: llama 3x96, not qwen3 3x96$"):
+        check_features_model(meta, ("qwen3", 3, 96), "features in f")
