@@ -14,8 +14,7 @@ import shutil
 from pathlib import Path
 
 from .card import edited_card, provenance, write_provenance
-from .errors import HeditError
-from .io.atomic import atomic_dir
+from .io.atomic import atomic_dir, check_target
 from .io.checkpoint import INDEX
 from .io.hashing import Hasher
 from .io.safetensors_header import read_tensor, write_tensor
@@ -23,13 +22,6 @@ from .neurons import NeuronSet
 from .plan import EditPlan, make_plan
 from .progress import bar
 from .scaling import scale_columns_
-
-
-def check_output(source: Path, out: Path) -> None:
-    """Refuse an output that is, or is inside, the source: the source is never modified."""
-    src, dst = source.resolve(), out.resolve()
-    if dst == src or src in dst.parents:
-        raise HeditError(f"output {out} is inside the source {source}; the source is never modified")
 
 
 def copy_aux_files(plan: EditPlan, dst: Path) -> None:
@@ -45,7 +37,7 @@ def edit_checkpoint(source: str | Path, neurons: str | Path | NeuronSet, out: st
     source, out = Path(source), Path(out)
     plan = make_plan(source, neurons, alpha, allow_negative)
     source = plan.checkpoint.path
-    check_output(source, out)
+    check_target(out, [source], overwrite)
     ckpt = plan.checkpoint
     by_file: dict[str, list[int]] = {}
     for layer in plan.layers:
@@ -53,7 +45,7 @@ def edit_checkpoint(source: str | Path, neurons: str | Path | NeuronSet, out: st
 
     hasher = Hasher([ckpt.path / f for f in ckpt.weight_files])  # beside the copy, on the other core(s)
     try:
-        with atomic_dir(out, overwrite) as tmp:
+        with atomic_dir(out, overwrite, [source]) as tmp:
             total = sum((ckpt.path / f).stat().st_size for f in ckpt.weight_files)
             with bar(total, "edit", "B", progress) as pbar:
                 for f in ckpt.weight_files:
@@ -83,7 +75,7 @@ def _scale_in_place(plan: EditPlan, src: Path, dst: Path, layers: list[int]) -> 
                 info = plan.checkpoint.down_proj[layer][1]
                 weight = read_tensor(sfd, info)
                 cols, alphas = zip(*plan.layers[layer])
-                write_tensor(dfd, info, scale_columns_(weight, list(cols), list(alphas)))
+                write_tensor(dfd, info, scale_columns_(weight, list(cols), list(alphas), info.name))
                 del weight
         finally:
             os.close(dfd)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import __version__
 from .errors import HeditError
 from .intervention import down_proj_module, model_shape
 from .judge import matched_alias
@@ -145,7 +146,7 @@ def extract(model: torch.nn.Module, tokenizer, records: list[dict], out: str | P
             for it in todo:
                 for region in regions:
                     f.write(json.dumps(it.row | {"region": region}) + "\n")
-        (tmp / META).write_text(json.dumps(sig | {"rows": len(todo) * len(regions), "columns": width,
+        (tmp / META).write_text(json.dumps(sig | {"hedit_version": __version__, "rows": len(todo) * len(regions), "columns": width,
                                                   "regions": list(regions), "dtype": "float32",
                                                   "layout": "row-major [rows, layers * intermediate]"},
                                            indent=2) + "\n")

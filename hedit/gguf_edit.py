@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import numpy as np
 
 from . import __version__
 from .errors import HeditError
+from .io.atomic import SIDECAR, atomic_file, atomic_write_text, check_target
 from .gguf_quants import QUANTIZERS, quantize_k
 from .neurons import NeuronSet
 from .progress import bar
@@ -87,7 +87,16 @@ def _scaled_exact(raw: np.ndarray, qtype, scale: np.ndarray) -> tuple[np.ndarray
     from gguf import quants
 
     vals = quants.dequantize(raw, qtype).astype(np.float32)
-    return quants.quantize(vals * scale, qtype), 0.0
+    with np.errstate(over="ignore"):
+        out = quants.quantize(vals * scale, qtype)
+    _check_finite(quants.dequantize(out, qtype), qtype.name, scale)
+    return out, 0.0
+
+
+def _check_finite(values: np.ndarray, type_name: str, scale: np.ndarray) -> None:
+    if not np.isfinite(values).all():
+        big = scale[np.argmax(np.abs(scale))]
+        raise HeditError(f"ffn_down ({type_name}): alpha {big:g} makes values that overflow; use a smaller alpha")
 
 
 def _scaled_blocks(raw: np.ndarray, qtype, scale: np.ndarray, columns: list[int]) -> tuple[np.ndarray, int, float]:
@@ -100,7 +109,9 @@ def _scaled_blocks(raw: np.ndarray, qtype, scale: np.ndarray, columns: list[int]
     blocks = sorted({c // block for c in columns})
     for b in blocks:
         cols = slice(b * size, (b + 1) * size)
-        ideal = quants.dequantize(raw[:, cols], qtype).astype(np.float32) * scale[b * block:(b + 1) * block]
+        with np.errstate(over="ignore"):
+            ideal = quants.dequantize(raw[:, cols], qtype).astype(np.float32) * scale[b * block:(b + 1) * block]
+        _check_finite(ideal, qtype.name, scale)
         try:
             q = quants.quantize(ideal, qtype)
         except NotImplementedError:
@@ -123,12 +134,7 @@ def edit_gguf(source: str | Path, neurons: str | Path | NeuronSet, out: str | Pa
         raise HeditError(f"source not found: {source}")
     if out.suffix != ".gguf":
         raise HeditError(f"a GGUF source needs a .gguf output, got {out}")
-    if out.exists() and not overwrite:
-        raise HeditError(f"output {out} already exists; pass --overwrite to replace it")
-    if out.exists() and out.resolve() == source.resolve():
-        raise HeditError("the output is the source; the source is never modified")
-    if not out.absolute().parent.is_dir():
-        raise HeditError(f"folder {out.absolute().parent} does not exist")
+    check_target(out, [source], overwrite)
     try:
         reader = GGUFReader(str(source))
     except (ValueError, OSError) as e:
@@ -146,10 +152,8 @@ def edit_gguf(source: str | Path, neurons: str | Path | NeuronSet, out: str | Pa
         if name not in tensors:
             raise HeditError(f"{source} has no tensor {name}")
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.hedit-", dir=out.absolute().parent)
-    os.close(fd)
     edits = []
-    try:
+    with atomic_file(out, overwrite, [source]) as tmp:
         shutil.copyfile(source, tmp)
         with open(tmp, "r+b") as f, bar(len(plan), "edit gguf", "layer", progress) as pbar:
             for layer, pairs in plan.items():
@@ -171,14 +175,9 @@ def edit_gguf(source: str | Path, neurons: str | Path | NeuronSet, out: str | Pa
                 pbar.update(1)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     report = GgufEditReport(str(out), edits)
     sidecar = {"hedit_version": __version__, "kind": "gguf-edit", "source": str(source.resolve()),
                "model_type": arch.model_type, "alpha": alpha, "neurons": len(ns.neurons),
                "max_abs_requantization_error": report.max_abs_error, "tensors": [asdict(e) for e in edits]}
-    Path(f"{out}.hedit.json").write_text(json.dumps(sidecar, indent=2) + "\n")
+    atomic_write_text(f"{out}{SIDECAR}", json.dumps(sidecar, indent=2) + "\n")
     return report

@@ -63,7 +63,7 @@ def materialize(builtin: Builtin) -> Path:
     model.hf_quantizer.remove_quantization_config(model)
     model.config._name_or_path = builtin.hub_id
     out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_dir(out, overwrite=True) as tmp:
+    with atomic_dir(out, checked=False) as tmp:
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
     return out

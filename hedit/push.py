@@ -13,13 +13,36 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .adapters import ADAPTER_CONFIG, read_adapter
 from .errors import HeditError
 from .hub import endpoint, hub_errors, is_repo_id
 from .io.checkpoint import open_checkpoint
-from .io.safetensors_header import read_header
 
-PICKLES = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt")
-ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
+# Extensions of formats that can run code when loaded (pickle and its containers), in any letter case.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".npy", ".npz", ".dill", ".pkl.gz")
+
+
+def is_pickle(path: Path) -> bool:
+    """A pickle by name (any case of ``PICKLE_SUFFIXES``) or by content: pickle's protocol 2-5 opcode,
+    or a zip archive holding a ``.pkl`` member (``torch.save``'s format)."""
+    if path.name.lower().endswith(PICKLE_SUFFIXES):
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return False
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return True
+    if head == b"PK\x03\x04":
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(path) as z:
+                return any(n.lower().endswith((".pkl", ".pickle")) for n in z.namelist())
+        except (zipfile.BadZipFile, OSError):
+            return False
+    return False
 
 
 @dataclass
@@ -41,20 +64,14 @@ def check_folder(folder: str | Path, force: bool = False) -> str:
             if not (folder / name).is_file():
                 raise HeditError(f"{folder} has no {name} ({what}); it was not written by hedit. "
                                  "Pass --force to push it anyway")
-    pickles = sorted(p.name for pattern in PICKLES for p in folder.glob(pattern))
+    for p in folder.rglob("*"):
+        if p.is_symlink() and folder.resolve() not in p.resolve().parents:
+            raise HeditError(f"{folder}: {p.relative_to(folder)} is a link to outside the folder; not pushed")
+    pickles = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and is_pickle(p))
     if pickles:
         raise HeditError(f"{folder} holds pickle files ({', '.join(pickles)}); hedit pushes safetensors only")
     if (folder / ADAPTER_CONFIG).is_file():
-        from peft import PeftConfig
-
-        try:
-            PeftConfig.from_pretrained(str(folder))
-        except Exception as e:  # peft raises several types for a bad config
-            raise HeditError(f"{folder / ADAPTER_CONFIG} is not a PEFT adapter config: {str(e).splitlines()[0]}") \
-                from None
-        if not (folder / ADAPTER_WEIGHTS).is_file():
-            raise HeditError(f"{folder} has {ADAPTER_CONFIG} but no {ADAPTER_WEIGHTS}")
-        read_header(folder / ADAPTER_WEIGHTS)
+        read_adapter(folder)
         return "adapter"
     open_checkpoint(folder)  # config, shards and index, down_proj tensors per the registry
     return "checkpoint"
@@ -75,6 +92,5 @@ def push(folder: str | Path, repo_id: str, private: bool = False, revision: str 
         if revision and revision != "main":
             api.create_branch(repo_id, branch=revision, exist_ok=True)
         info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, revision=revision,
-                                 commit_message=commit_message or f"hedit: upload {kind}",
-                                 ignore_patterns=list(PICKLES))
+                                 commit_message=commit_message or f"hedit: upload {kind}")
     return PushResult(repo_id, revision or "main", str(info), kind, files)

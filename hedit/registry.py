@@ -54,10 +54,13 @@ class Architecture:
             layers, inter = text["num_hidden_layers"], text["intermediate_size"]
         except KeyError as e:
             raise HeditError(f"config.json has no {e.args[0]!r} for model_type {self.model_type!r}") from None
-        if not isinstance(layers, int) or not isinstance(inter, int):
+        if isinstance(inter, list):
             raise HeditError(
                 f"{self.model_type}: per-layer intermediate sizes are not supported (intermediate_size={inter!r})"
             )
+        for key, value in (("num_hidden_layers", layers), ("intermediate_size", inter)):
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise HeditError(f"config.json: {key} must be a positive integer, got {value!r}")
         return layers, inter
 
 
@@ -91,6 +94,8 @@ def get_architecture(model_type: str | None) -> Architecture:
     """The registry entry for ``model_type``, or a HeditError that names it."""
     if not model_type:
         raise HeditError("config.json has no model_type; cannot tell the architecture")
+    if not isinstance(model_type, str):
+        raise HeditError(f"config.json: model_type must be a string, got {type(model_type).__name__}")
     archs = architectures()
     if model_type in archs:
         return archs[model_type]

@@ -10,6 +10,7 @@ up to ~25, at the bare 1e-4); a tolerance given by the caller is absolute.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,19 +35,69 @@ RTOL = 1e-5  # relative to the largest reference logit; see the module docstring
 @dataclass
 class VerifyResult:
     artifact: str
-    max_abs_logit_diff: float
-    token_agreement: float  # fraction of greedy tokens the artifact generates identically
+    max_abs_logit_diff: float  # inf when the artifact's logits are not all finite
+    token_agreement: float  # fraction of the reference's greedy tokens that are also the artifact's argmax
     effect: float  # max abs logit difference between the source without and with the edit
     prompts: int
     new_tokens: int
     tolerance: float
+    untied_disagreements: int = 0  # greedy tokens the artifact changes where the reference has no near-tie
 
     @property
     def passed(self) -> bool:
-        return self.max_abs_logit_diff <= self.tolerance
+        return math.isfinite(self.max_abs_logit_diff) and self.max_abs_logit_diff <= self.tolerance \
+            and self.untied_disagreements == 0
 
     def to_dict(self) -> dict:
         return asdict(self) | {"passed": self.passed}
+
+
+def compare_logits(got: torch.Tensor, ref: torch.Tensor, seq: list[int], start: int, tolerance: float
+                   ) -> tuple[float, int, int]:
+    """(max abs difference, greedy tokens agreed, untied disagreements) of the artifact's logits ``got``
+    against the reference's ``ref`` over ``seq``, whose greedy tokens begin at ``start``. Non-finite
+    logits give an infinite difference. A greedy token the artifact does not pick is a tie when the
+    reference's own logits for the two tokens are within 2 x tolerance (two logits each within tolerance
+    of the reference can swap there), else an untied disagreement."""
+    diff = (got - ref).abs().max().item() if bool(torch.isfinite(got).all()) else math.inf
+    agreed = untied = 0
+    for p in range(start - 1, len(seq) - 1):
+        want, pick = seq[p + 1], int(got[p].argmax())
+        if pick == want:
+            agreed += 1
+        elif not math.isfinite(diff) or (ref[p, want] - ref[p, pick]).item() > 2 * tolerance:
+            untied += 1
+    return diff, agreed, untied
+
+
+def check_tolerance(tolerance: float | None) -> None:
+    if tolerance is not None and (not math.isfinite(tolerance) or tolerance < 0):
+        raise HeditError(f"--tolerance must be a finite number >= 0, got {tolerance}")
+
+
+def check_artifact(plan: EditPlan, edited: str | Path | None, adapter: str | Path | None) -> None:
+    """Exactly one artifact, and one made for this source: an edited checkpoint with the source's tensors
+    (names, shapes, dtypes), or a PEFT adapter whose modules and shapes fit the source."""
+    if (edited is None) == (adapter is None):
+        raise HeditError("give exactly one of --edited or --adapter")
+    if adapter is not None:
+        from .adapters import read_adapter
+
+        read_adapter(adapter, plan.checkpoint)
+        return
+    from .io.checkpoint import open_checkpoint
+
+    path = Path(edited)
+    if not path.is_dir():
+        raise HeditError(f"edited checkpoint not found: {edited}")
+    if (path / "adapter_config.json").is_file():
+        raise HeditError(f"{edited} is an adapter; pass it with --adapter")
+    got = {n: (t.shape, t.dtype) for h in open_checkpoint(path).headers.values() for n, t in h.tensors.items()}
+    want = {n: (t.shape, t.dtype) for h in plan.checkpoint.headers.values() for n, t in h.tensors.items()}
+    for name in sorted(set(got) | set(want)):
+        if got.get(name) != want.get(name):
+            side = "lacks" if name not in got else "has an extra" if name not in want else "differs in"
+            raise HeditError(f"{edited} is not an edit of {plan.checkpoint.path}: it {side} tensor {name}")
 
 
 def prompt_ids(source: str | Path, vocab_size: int, trust_remote_code: bool = False) -> list[list[int]]:
@@ -78,10 +129,10 @@ def verify(source: str | Path, neurons: str | Path | NeuronSet, alpha: float | N
            new_tokens: int = 8, tolerance: float | None = None, trust_remote_code: bool = False) -> VerifyResult:
     if (edited is None) == (adapter is None):
         raise HeditError("give exactly one of --edited or --adapter")
-    artifact = Path(edited or adapter)
-    if not artifact.is_dir():
-        raise HeditError(f"artifact not found: {artifact}")
+    check_tolerance(tolerance)
     plan = make_plan(source, neurons, alpha, allow_negative)
+    check_artifact(plan, edited, adapter)
+    artifact = Path(edited or adapter)
     source = plan.checkpoint.path
     base = load_model(source, torch.float32, trust_remote_code)
     prompts = prompt_ids(source, base.config.get_text_config().vocab_size, trust_remote_code)
@@ -107,16 +158,15 @@ def verify(source: str | Path, neurons: str | Path | NeuronSet, alpha: float | N
         del base
         model = load_model(edited, torch.float32, trust_remote_code)
 
-    diff, agree = 0.0, 0
-    for ids, seq, r in zip(prompts, seqs, ref):
-        diff = max(diff, (logits(model, seq) - r).abs().max().item())
-        got = greedy(model, ids, new_tokens)
-        agree += sum(a == b for a, b in zip(got[len(ids):], seq[len(ids):]))
-    effect = max((p - r).abs().max().item() for p, r in zip(plain, ref))
     if tolerance is None:
         tolerance = max(TOLERANCE, RTOL * max(r.abs().max().item() for r in ref))
+    diff, agree, untied = 0.0, 0, 0
+    for ids, seq, r in zip(prompts, seqs, ref):
+        d, a, u = compare_logits(logits(model, seq), r, seq, len(ids), tolerance)
+        diff, agree, untied = max(diff, d), agree + a, untied + u
+    effect = max((p - r).abs().max().item() for p, r in zip(plain, ref))
     return VerifyResult(str(artifact), diff, agree / (new_tokens * len(prompts)), effect,
-                        len(prompts), new_tokens, tolerance)
+                        len(prompts), new_tokens, tolerance, untied)
 
 
 def reference_generation(plan: EditPlan, prompts: list[list[int]], new_tokens: int,

@@ -91,6 +91,13 @@ def test_existing_output_and_overwrite(checkpoint, tmp_path, neurons_file):
     assert r.exit_code == 1 and "already exists; pass --overwrite" in r.stderr
     assert (tmp_path / "out" / "keep").read_text() == "mine"
     r = run_cli(*args, "--overwrite", "--quiet")
+    assert r.exit_code == 1 and "is not a hedit output; --overwrite only replaces what hedit wrote" in r.stderr
+    assert (tmp_path / "out" / "keep").read_text() == "mine"
+    (tmp_path / "out" / "keep").unlink()
+    (tmp_path / "out").rmdir()
+    assert run_cli(*args, "--quiet").exit_code == 0
+    (tmp_path / "out" / "keep").write_text("stale")
+    r = run_cli(*args, "--overwrite", "--quiet")
     assert r.exit_code == 0 and not (tmp_path / "out" / "keep").exists()
     assert (tmp_path / "out" / "hedit.json").is_file() and leftovers(tmp_path) == []
 
@@ -121,7 +128,7 @@ def test_write_failing_half_way_leaves_nothing(checkpoint, tmp_path, neurons_fil
         monkeypatch.setattr(hedit.adapters, "write_provenance", full)
     quiet = ["--quiet"] if command == "edit" else []
     fails(tmp_path, command, src, "--neurons", neurons_file(), "--alpha", "0", "--out", tmp_path / "out",
-          *quiet, message="No space left on device")
+          *quiet, message="no space left on the device")
     assert tree_digest(src) == before
 
 

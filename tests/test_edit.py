@@ -1,3 +1,4 @@
+import re
 import json
 import os
 
@@ -127,7 +128,7 @@ def test_output_inside_source_is_refused(checkpoint, tmp_path):
     src = tmp_path / "src"
     shutil.copytree(checkpoint("llama"), src)
     for out in (src, src / "sub"):
-        with pytest.raises(HeditError, match="inside the source"):
+        with pytest.raises(HeditError, match="is the source|is inside the source"):
             edit_checkpoint(src, neuron_set(), out, alpha=0.0, overwrite=True, progress=False)
     assert leftovers(src) == [] and leftovers(tmp_path) == []
 
@@ -152,3 +153,37 @@ def test_tokenizer_and_chat_template_are_copied(tmp_path):
     assert chat == "user: Water boils\n"
     r = verify(src, ns, 0.0, edited=tmp_path / "out", new_tokens=3)  # prompts go through the tokenizer
     assert r.passed and r.effect > 1e-2
+
+
+def test_a_shard_path_outside_the_folder_is_refused_and_nothing_escapes(checkpoint, tmp_path):
+    import shutil
+
+    src = tmp_path / "src"
+    shutil.copytree(checkpoint("llama", shards=True), src)
+    index = json.loads((src / "model.safetensors.index.json").read_text())
+    victim = tmp_path / "victim.safetensors"
+    victim.write_text("precious")
+    first = next(iter(index["weight_map"]))
+    shard = index["weight_map"][first]
+    shutil.copyfile(src / shard, victim)
+    victim_bytes = victim.read_bytes()
+    for bad in ("../victim.safetensors", str(victim), "sub/../../victim.safetensors"):
+        index["weight_map"][first] = bad
+        (src / "model.safetensors.index.json").write_text(json.dumps(index))
+        with pytest.raises(HeditError, match="points outside"):
+            edit_checkpoint(src, neuron_set(), tmp_path / "out" / "ed", alpha=0.0, progress=False)
+    assert victim.read_bytes() == victim_bytes and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("dtype, alpha", [(torch.float32, 1e40), (torch.float16, 1e6), (torch.bfloat16, 1e39)])
+def test_a_finite_alpha_that_overflows_the_dtype_is_refused(checkpoint, tmp_path, dtype, alpha):
+    from hedit.adapters import export_adapter
+
+    src = checkpoint("llama", dtype)
+    with pytest.raises(HeditError, match=re.escape(f"alpha {alpha:g} makes values that overflow")):
+        edit_checkpoint(src, neuron_set(), tmp_path / "out", alpha=alpha, progress=False)
+    if dtype == torch.float32:
+        for fmt in ("lora", "ia3"):
+            with pytest.raises(HeditError, match="overflow float32"):
+                export_adapter(src, neuron_set(), tmp_path / fmt, fmt, alpha=alpha)
+    assert os.listdir(tmp_path) == []

@@ -118,7 +118,7 @@ def test_refusals_send_nothing(hub, artifacts, tmp_path):
         (broken / name).write_text("{}")
     with pytest.raises(HeditError, match="no config.json"):
         push(broken, "team/x")
-    (broken / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
+    (broken / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2, "lora_alpha": 2}))
     with pytest.raises(HeditError, match="no adapter_model.safetensors"):
         push(broken, "team/x")
     with pytest.raises(HeditError, match="owner/name"):
@@ -126,3 +126,40 @@ def test_refusals_send_nothing(hub, artifacts, tmp_path):
     with pytest.raises(HeditError, match="not a folder"):
         push(tmp_path / "nope", "team/x")
     assert hub.requests == [] and not os.path.exists(tmp_path / "hub-cache" / "x")
+
+
+@pytest.mark.parametrize("name, content", [
+    ("PYTORCH_MODEL.BIN", b"x"), ("weights.Pickle", b"x"), ("opt.PT", b"x"), ("x.pth", b"x"), ("m.ckpt", b"x"),
+    ("m.joblib", b"x"), ("a.npy", b"x"), ("a.NPZ", b"x"), ("sub/deep.pkl", b"x"),
+    ("innocent.dat", b"\x80\x04\x95\x05\x00"),  # pickle protocol 4 by its magic bytes
+])
+def test_pickles_are_refused_by_name_in_any_case_or_by_content(hub, artifacts, tmp_path, name, content):
+    import shutil
+
+    edited, _ = artifacts
+    folder = tmp_path / "f"
+    shutil.copytree(edited, folder)
+    (folder / name).parent.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_bytes(content)
+    with pytest.raises(HeditError, match="pickle files"):
+        push(folder, "team/x")
+    assert hub.requests == []
+
+
+def test_a_torch_zip_is_a_pickle_and_links_out_are_refused(hub, artifacts, tmp_path):
+    import shutil
+    import zipfile
+
+    edited, _ = artifacts
+    folder = tmp_path / "f"
+    shutil.copytree(edited, folder)
+    with zipfile.ZipFile(folder / "weights.dat", "w") as z:
+        z.writestr("archive/data.pkl", b"\x80\x02.")
+    with pytest.raises(HeditError, match="pickle files"):
+        push(folder, "team/x")
+    (folder / "weights.dat").unlink()
+    (tmp_path / "secret").write_text("key")
+    (folder / "notes.txt").symlink_to(tmp_path / "secret")
+    with pytest.raises(HeditError, match="link to outside the folder"):
+        push(folder, "team/x")
+    assert hub.requests == []

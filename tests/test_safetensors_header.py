@@ -67,7 +67,7 @@ def test_bad_files_are_clear_errors(tmp_path):
     with pytest.raises(HeditError, match="bad header length"):
         read_header(p)
     p.write_bytes(struct.pack("<Q", 4) + b"nope")
-    with pytest.raises(HeditError, match="header is not JSON"):
+    with pytest.raises(HeditError, match="header is not valid JSON"):
         read_header(p)
 
 

@@ -46,7 +46,7 @@ def test_a_wrong_artifact_fails(checkpoint, tmp_path):
 def test_needs_exactly_one_artifact(checkpoint, tmp_path):
     with pytest.raises(HeditError, match="exactly one of --edited or --adapter"):
         verify(checkpoint("llama"), neuron_set(), 0.0)
-    with pytest.raises(HeditError, match="artifact not found"):
+    with pytest.raises(HeditError, match="edited checkpoint not found"):
         verify(checkpoint("llama"), neuron_set(), 0.0, edited=tmp_path / "nope")
 
 
@@ -88,3 +88,66 @@ def test_default_tolerance_grows_with_the_logits(checkpoint, tmp_path):
     assert r.passed and r.max_abs_logit_diff > 1e-4  # round-off at this scale passes only the relative bound
     fixed = verify(big, ns, 0.0, adapter=tmp_path / "lora-big", new_tokens=4, tolerance=1e-4)
     assert fixed.tolerance == 1e-4 and not fixed.passed
+
+
+def test_an_artifact_that_makes_nan_fails(checkpoint, tmp_path):
+    """Reproduces the landed bug: NaN in model.norm.weight passed with 0% token agreement."""
+    import os
+
+    import torch
+
+    from hedit.io.safetensors_header import read_header, write_tensor
+
+    src = checkpoint("llama")
+    ns = neuron_set("llama", per_layer=8)
+    edit_checkpoint(src, ns, tmp_path / "edited", alpha=0.0, progress=False)
+    f = tmp_path / "edited" / "model.safetensors"
+    info = read_header(f).tensors["model.norm.weight"]
+    fd = os.open(f, os.O_WRONLY)
+    write_tensor(fd, info, torch.full(info.shape, float("nan")))
+    os.close(fd)
+    r = verify(src, ns, 0.0, edited=tmp_path / "edited", new_tokens=4)
+    assert not r.passed and r.max_abs_logit_diff == float("inf") and r.untied_disagreements > 0
+    assert r.to_dict()["passed"] is False
+
+
+def test_greedy_disagreements_fail_unless_the_reference_is_tied():
+    import torch
+
+    from hedit.verify import compare_logits
+
+    ref = torch.tensor([[0.0, 5.0, 1.0], [0.0, 1.0, 1.0 + 1e-5], [3.0, 0.0, 0.0]])
+    seq = [9, 1, 2, 0]  # prompt [9]; greedy tokens 1, 2, 0 are the reference's argmax
+    assert compare_logits(ref.clone(), ref, seq, 1, 1e-4) == (0.0, 3, 0)
+    tied = ref.clone()
+    tied[1, 1] += 2e-5  # flips a near-tie of the reference: allowed
+    assert compare_logits(tied, ref, seq, 1, 1e-4)[1:] == (2, 0)
+    wrong = ref.clone()
+    wrong[0, 2] = 9.0  # a clear winner changes: an untied disagreement even under a loose tolerance
+    assert compare_logits(wrong, ref, seq, 1, 1.0) == (8.0, 2, 1)
+    assert compare_logits(wrong, ref, seq, 1, 10.0)[2] == 0  # within 2 x tolerance: a tie at that scale
+
+
+def test_artifacts_of_another_model_and_bad_tolerances_are_refused(checkpoint, tmp_path):
+    from hedit.tiny import save_tiny_model
+
+    src = checkpoint("llama")
+    ns = neuron_set("llama", per_layer=2)
+    wide = save_tiny_model(tmp_path / "wide", "llama", intermediate_size=128)
+    export_adapter(wide, neuron_set("llama", per_layer=2, inter=128), tmp_path / "lora-wide", "lora", alpha=0.0)
+    export_adapter(checkpoint("mistral"), neuron_set("mistral", per_layer=2), tmp_path / "lora-mistral", "lora",
+                   alpha=0.0)
+    export_adapter(src, ns, tmp_path / "ia3", "ia3", alpha=0.0)
+    with pytest.raises(HeditError, match="was not made for this model: .*lora_A.weight has shape"):
+        verify(src, ns, 0.0, adapter=tmp_path / "lora-wide")
+    with pytest.raises(HeditError, match="was made from a mistral model, not llama"):
+        verify(src, ns, 0.0, adapter=tmp_path / "lora-mistral")
+    with pytest.raises(HeditError, match="is a checkpoint: pass it with --edited"):
+        verify(src, ns, 0.0, adapter=src)
+    with pytest.raises(HeditError, match="is an adapter; pass it with --adapter"):
+        verify(src, ns, 0.0, edited=tmp_path / "ia3")
+    with pytest.raises(HeditError, match="is not an edit of"):
+        verify(src, ns, 0.0, edited=checkpoint("llama", tie=True))
+    for bad in (float("nan"), -1.0, float("inf")):
+        with pytest.raises(HeditError, match="--tolerance must be a finite number >= 0"):
+            verify(src, ns, 0.0, adapter=tmp_path / "ia3", tolerance=bad)

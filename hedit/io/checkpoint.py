@@ -9,6 +9,7 @@ from typing import Any
 
 from ..errors import HeditError
 from ..registry import Architecture, get_architecture
+from .jsonfile import read_json
 from .safetensors_header import Header, TensorInfo, read_header
 
 INDEX = "model.safetensors.index.json"
@@ -60,21 +61,36 @@ def read_config(path: Path) -> dict[str, Any]:
     cfg = path / "config.json"
     if not cfg.is_file():
         raise HeditError(f"{path} has no config.json; not a Hugging Face checkpoint folder")
-    try:
-        return json.loads(cfg.read_text())
-    except json.JSONDecodeError as e:
-        raise HeditError(f"{cfg} is not valid JSON: {e}") from None
+    data = read_json(cfg)
+    if not isinstance(data, dict):
+        raise HeditError(f"{cfg} must hold a JSON object, not {type(data).__name__}")
+    return data
+
+
+def contained(root: Path, name: Any, what: str) -> str:
+    """``name`` when it is a plain relative path inside ``root`` (no absolute path, no '..'), else an error."""
+    if not isinstance(name, str) or not name or "\0" in name:
+        raise HeditError(f"{what}: {name!r} is not a file name")
+    p = Path(name)
+    if p.is_absolute() or ".." in p.parts or name.startswith("~"):
+        raise HeditError(f"{what}: {name!r} points outside {root}")
+    if root.resolve() not in (root / p).resolve().parents:
+        raise HeditError(f"{what}: {name!r} resolves outside {root} (a link?)")
+    return name
 
 
 def weight_files(path: Path) -> list[str]:
     """Shard names from the index, or the single model.safetensors."""
     index = path / INDEX
     if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise HeditError(f"{index} is not a valid safetensors index") from None
-        files = list(dict.fromkeys(weight_map.values()))
+        data = read_json(index)
+        weight_map = data.get("weight_map") if isinstance(data, dict) else None
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise HeditError(f"{index} is not a valid safetensors index (no 'weight_map' object)")
+        files = list(dict.fromkeys(contained(path, f, f"{index.name}: shard") for f in weight_map.values()))
+        bad = [f for f in files if not f.endswith(".safetensors")]
+        if bad:
+            raise HeditError(f"{index.name}: shard {bad[0]!r} is not a .safetensors file")
         missing = [f for f in files if not (path / f).is_file()]
         if missing:
             raise HeditError(f"{path}: shard {missing[0]} named in {INDEX} is missing")

@@ -10,7 +10,8 @@ import hashlib
 import json
 import os
 import re
-from concurrent.futures import Future, ThreadPoolExecutor
+import threading
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from pathlib import Path
 
 from ..paths import cache_dir
@@ -50,11 +51,13 @@ def _store_cache(new: dict[str, str]) -> None:
         pass  # a read-only home is no reason to fail an edit
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: Path, stop: threading.Event | None = None) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK):
             h.update(chunk)  # releases the GIL: threads hash beside a kernel copy
+            if stop is not None and stop.is_set():
+                raise CancelledError
     return h.hexdigest()
 
 
@@ -76,6 +79,7 @@ class Hasher:
     def __init__(self, paths: list[Path], threads: int = 2):
         cache = _load_cache()
         self._pool = ThreadPoolExecutor(max_workers=threads)
+        self._stop = threading.Event()
         self._jobs: dict[str, Future[str] | str] = {}
         self._new: dict[str, str] = {}
         for p in paths:
@@ -83,7 +87,7 @@ class Hasher:
             self._jobs[p.name] = known if known else self._pool.submit(self._run, p)
 
     def _run(self, p: Path) -> str:
-        digest = sha256_file(p)
+        digest = sha256_file(p, self._stop)
         self._new[_key(p)] = digest
         return digest
 
@@ -94,4 +98,6 @@ class Hasher:
         return out
 
     def cancel(self) -> None:
-        self._pool.shutdown(cancel_futures=True)
+        """Stop: queued files are dropped and running ones stop at their next chunk."""
+        self._stop.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)

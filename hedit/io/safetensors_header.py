@@ -6,7 +6,7 @@ tensor's ``data_offsets`` are relative to the start of the data buffer.
 
 from __future__ import annotations
 
-import json
+import math
 import os
 import struct
 from dataclasses import dataclass
@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from ..errors import HeditError
+from .jsonfile import loads
 
 DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -43,34 +44,70 @@ class Header:
     data_start: int
 
 
+# Bytes per element of every safetensors dtype (quantized checkpoints store I8/U8/I32/F8 tensors).
+ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4,
+            "U16": 2, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1}
+
+
+def parse_header(raw: bytes, size: int, name: str) -> tuple[dict[str, TensorInfo], dict[str, str], int]:
+    """Tensors, metadata and data start from a header's JSON bytes, for a file of ``size`` bytes.
+    Every entry is checked: known dtype, whole-number shape, offsets that agree with shape and dtype,
+    inside the file, no two tensors overlapping."""
+    data = loads(raw, f"{name}: safetensors header")
+    if not isinstance(data, dict):
+        raise HeditError(f"{name} is not a safetensors file (header is not a JSON object)")
+    data_start = 8 + len(raw)
+    meta = data.get("__metadata__") or {}
+    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        raise HeditError(f"{name}: __metadata__ must map strings to strings")
+    tensors = {}
+    for tname, info in data.items():
+        if tname == "__metadata__":
+            continue
+        where = f"{name}: tensor {tname!r}"
+        if not isinstance(info, dict):
+            raise HeditError(f"{where}: header entry is not an object")
+        dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+        if dtype not in ITEMSIZE:
+            raise HeditError(f"{where}: unknown dtype {dtype!r}")
+        if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
+            raise HeditError(f"{where}: shape must be a list of whole numbers")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_count(o) for o in offsets)
+                and offsets[0] <= offsets[1]):
+            raise HeditError(f"{where}: data_offsets must be two whole numbers, begin <= end")
+        t = TensorInfo(tname, dtype, tuple(shape), data_start + offsets[0], data_start + offsets[1])
+        if t.nbytes != math.prod(t.shape) * ITEMSIZE[dtype]:
+            raise HeditError(f"{where}: {t.nbytes} bytes disagree with shape {list(t.shape)} of {dtype}")
+        if t.end > size:
+            raise HeditError(f"{where}: lies outside the file (truncated?)")
+        tensors[tname] = t
+    spans = sorted((t.start, t.end, t.name) for t in tensors.values() if t.nbytes)
+    for (_, end, a), (start, _, b) in zip(spans, spans[1:]):
+        if start < end:
+            raise HeditError(f"{name}: tensors {a!r} and {b!r} overlap")
+    return tensors, meta, data_start
+
+
+def _is_count(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
 def read_header(path: str | Path) -> Header:
     path = Path(path)
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise HeditError(f"{path.name} is not a safetensors file (too short)")
-        (n,) = struct.unpack("<Q", head)
-        if n > MAX_HEADER or 8 + n > size:
-            raise HeditError(f"{path.name} is not a safetensors file (bad header length)")
-        try:
-            raw = json.loads(f.read(n))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise HeditError(f"{path.name} is not a safetensors file (header is not JSON)") from None
-    data_start = 8 + n
-    tensors = {}
-    for name, info in raw.items():
-        if name == "__metadata__":
-            continue
-        try:
-            begin, end = info["data_offsets"]
-            t = TensorInfo(name, info["dtype"], tuple(info["shape"]), data_start + begin, data_start + end)
-        except (KeyError, TypeError, ValueError):
-            raise HeditError(f"{path.name}: malformed header entry for tensor {name!r}") from None
-        if not (data_start <= t.start <= t.end <= size):
-            raise HeditError(f"{path.name}: tensor {name!r} lies outside the file (truncated?)")
-        tensors[name] = t
-    return Header(path, tensors, raw.get("__metadata__") or {}, data_start)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise HeditError(f"{path.name} is not a safetensors file (too short)")
+            (n,) = struct.unpack("<Q", head)
+            if n > MAX_HEADER or 8 + n > size:
+                raise HeditError(f"{path.name} is not a safetensors file (bad header length)")
+            raw = f.read(n)
+    except OSError as e:
+        raise HeditError(f"cannot read {path}: {e.strerror}") from None
+    tensors, meta, data_start = parse_header(raw, size, path.name)
+    return Header(path, tensors, meta, data_start)
 
 
 def torch_dtype(info: TensorInfo) -> torch.dtype:

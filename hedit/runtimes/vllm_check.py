@@ -8,6 +8,7 @@ current folder.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import tempfile
@@ -17,7 +18,9 @@ from pathlib import Path
 from ..errors import HeditError
 from ..neurons import NeuronSet
 from ..plan import make_plan
-from ..verify import prompt_ids, reference_generation
+from ..adapters import read_adapter
+from ..adapters.lora import vllm_max_lora_rank
+from ..verify import check_artifact, check_tolerance, prompt_ids, reference_generation
 
 LOGPROB_TOLERANCE = 1e-3
 
@@ -50,7 +53,8 @@ class VllmResult:
 
     @property
     def passed(self) -> bool:
-        return self.token_agreement == 1.0 and self.max_abs_logprob_diff <= self.tolerance
+        return self.token_agreement == 1.0 and math.isfinite(self.max_abs_logprob_diff) \
+            and self.max_abs_logprob_diff <= self.tolerance
 
     def to_dict(self) -> dict:
         return asdict(self) | {"passed": self.passed}
@@ -60,21 +64,22 @@ def verify_vllm(source: str | Path, neurons: str | Path | NeuronSet, alpha: floa
                 edited: str | Path | None = None, adapter: str | Path | None = None,
                 allow_negative: bool = False, new_tokens: int = 8, vllm_python: str | None = None,
                 tolerance: float = LOGPROB_TOLERANCE, timeout: int = 900) -> VllmResult:
-    if (edited is None) == (adapter is None):
-        raise HeditError("give exactly one of --edited or --adapter")
-    artifact = Path(edited or adapter)
-    if not artifact.is_dir():
-        raise HeditError(f"artifact not found: {artifact}")
+    check_tolerance(tolerance)
     python = find_vllm_python(vllm_python)
     plan = make_plan(source, neurons, alpha, allow_negative)
+    check_artifact(plan, edited, adapter)
+    artifact = Path(edited or adapter)
+    request = {"model": str(Path(edited or plan.checkpoint.path).resolve()), "max_tokens": new_tokens}
+    if adapter is not None:
+        cfg = read_adapter(artifact, plan.checkpoint)
+        if cfg["peft_type"] != "LORA":
+            raise HeditError(f"vLLM serves LoRA adapters, not {cfg['peft_type']}: {artifact}")
+        request |= {"adapter": str(artifact.resolve()), "max_lora_rank": vllm_max_lora_rank(cfg["r"])}
     source = plan.checkpoint.path
     prompts = prompt_ids(source, plan.checkpoint.arch.text_config_dict(plan.checkpoint.config)["vocab_size"])
     ref_tokens, ref_logprobs, effect = reference_generation(plan, prompts, new_tokens)
 
-    request = {"model": str(Path(edited or source).resolve()), "prompts": prompts, "max_tokens": new_tokens}
-    if adapter is not None:
-        cfg = json.loads((artifact / "hedit.json").read_text())
-        request |= {"adapter": str(artifact.resolve()), "max_lora_rank": cfg.get("vllm_max_lora_rank", 512)}
+    request["prompts"] = prompts
     worker = Path(__file__).with_name("vllm_worker.py")
     with tempfile.TemporaryDirectory(prefix="hedit-vllm-") as tmp:
         req, res = Path(tmp) / "request.json", Path(tmp) / "result.json"
@@ -87,5 +92,6 @@ def verify_vllm(source: str | Path, neurons: str | Path | NeuronSet, alpha: floa
         out = json.loads(res.read_text())
     total = sum(len(t) for t in ref_tokens)
     agree = sum(a == b for r, g in zip(ref_tokens, out["tokens"]) for a, b in zip(r, g))
-    diff = max(abs(a - b) for r, g in zip(ref_logprobs, out["logprobs"]) for a, b in zip(r, g))
+    diffs = [abs(a - b) for r, g in zip(ref_logprobs, out["logprobs"]) for a, b in zip(r, g)]
+    diff = max(diffs) if diffs and all(math.isfinite(d) for d in diffs) else math.inf
     return VllmResult(str(artifact), agree / total, diff, effect, len(prompts), new_tokens, tolerance)
