@@ -38,7 +38,7 @@ test-fast: install
 
 ## demo: edit + export + verify on a small model built on the fly
 demo: install
-	$(BIN)/python -m hedit.demo demo-out
+	$(BIN)/python -m hedit.run.demo demo-out
 
 ## bench: the edit benchmark (2 GB checkpoint; prints ratios)
 bench: install

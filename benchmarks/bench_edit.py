@@ -29,8 +29,8 @@ mode, src, dst, neurons, cache = sys.argv[1:6]
 os.environ["HEDIT_CACHE"] = cache
 import torch  # imports stay outside the timed region
 from transformers import AutoModelForCausalLM
-from hedit.edit import edit_checkpoint
-from hedit.neurons import NeuronSet
+from hedit.edit.checkpoint import edit_checkpoint
+from hedit.edit.neurons import NeuronSet
 t = time.perf_counter()
 if mode == "copy":
     shutil.copytree(src, dst)
@@ -54,8 +54,8 @@ def build(root: Path, size_gb: float) -> tuple[Path, Path]:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from hedit.neurons import ModelInfo, Neuron, NeuronSet
-    from hedit.tiny import random_neurons
+    from hedit.edit.neurons import ModelInfo, Neuron, NeuronSet
+    from hedit.model.tiny import random_neurons
 
     # Llama-like proportions; layers chosen so the bf16 checkpoint is about size_gb
     hidden, inter, vocab = 2048, 8192, 32000

@@ -19,10 +19,10 @@ import time
 
 import torch
 
-from hedit.features import CettHooks, Item, batch_features
-from hedit.intervention import down_proj_module, model_shape
-from hedit.models import load_model
-from hedit.models_builtin import resolve_model
+from hedit.find.features import CettHooks, Item, batch_features
+from hedit.check.intervention import down_proj_module, model_shape
+from hedit.model.load import load_model
+from hedit.model.builtin import resolve_model
 
 REGIONS = ("answer", "other")
 

@@ -16,7 +16,8 @@ import time
 
 import numpy as np
 
-from hedit.probe import fit_l1, metrics
+from hedit.find.l1 import fit_l1
+from hedit.find.probe import metrics
 
 
 def peak_rss_gb() -> float:

@@ -20,14 +20,14 @@ import json
 import time
 from pathlib import Path
 
-from hedit.collect import balance, class_counts, collect, consistent, read_responses
-from hedit.demo import DEMO, QUESTIONS
-from hedit.features import META, extract
-from hedit.identify import identify
-from hedit.models import load_model, load_tokenizer
-from hedit.models_builtin import DEFAULT_MODEL, resolve_model
-from hedit.probe import run_probe
-from hedit.questions import bundled_questions, load_questions
+from hedit.find.collect import balance, class_counts, collect, consistent, read_responses
+from hedit.run.demo import DEMO, QUESTIONS
+from hedit.find.features import META, extract
+from hedit.find.identify import identify
+from hedit.model.load import load_model, load_tokenizer
+from hedit.model.builtin import DEFAULT_MODEL, resolve_model
+from hedit.find.probe import run_probe
+from hedit.io.questions import bundled_questions, load_questions
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 DEFAULT_SETS = [SHARED / "triviaqa-sample-600.jsonl", SHARED / "nq-open-dev-sample-1000.jsonl"]
@@ -61,8 +61,8 @@ def main() -> None:
         extract(model, tok, kept, work / "features", DEFAULT_MODEL, batch_size=DEMO.batch_size)
         tests.append(work / "features")
 
-    r = run_probe(found / "features", args.work / "probe" / "neurons.json", DEMO.mode, DEMO.c_grid,
-                  args.random_draws, DEMO.seed, test_features=tuple(tests))
+    r = run_probe(found / "features", args.work / "probe" / "neurons.json", DEMO.probe.replace(
+        random_draws=args.random_draws), test_features=tuple(tests))
     print(f"\n{r['h_neurons']} H-neurons from the bundled set (C={r['C']:g}); AUROC on answer tokens, "
           f"random neurons as mean +- std over {args.random_draws} draws of {r['h_neurons']}:\n")
     def auroc(m: dict) -> str:

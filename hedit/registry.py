@@ -14,7 +14,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-from .errors import HeditError
+from hedit.errors import HeditError
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ import torch
 from click.testing import CliRunner
 
 from hedit.cli import main
-from hedit.neurons import ModelInfo, Neuron, NeuronSet
+from hedit.edit.neurons import ModelInfo, Neuron, NeuronSet
 from hedit.registry import architectures
-from hedit.tiny import TEXT, random_neurons, save_tiny_model
+from hedit.model.tiny import TEXT, random_neurons, save_tiny_model
 
 ARCHS = sorted(architectures())
 LAYERS, INTER = TEXT["num_hidden_layers"], TEXT["intermediate_size"]
@@ -47,7 +47,7 @@ def checkpoint(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_chat(tmp_path_factory):
     """(path, model, tokenizer) of a read-only tiny Llama with a word-level tokenizer and chat template."""
-    from hedit.models import load_model, load_tokenizer
+    from hedit.model.load import load_model, load_tokenizer
 
     path = add_tokenizer(save_tiny_model(tmp_path_factory.mktemp("chat") / "m", "llama"))
     for p in path.iterdir():
@@ -95,7 +95,7 @@ def add_tokenizer(path: Path) -> Path:
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from hedit.verify import PROMPTS
+    from hedit.check.verify import PROMPTS
 
     words = sorted(set(re.findall(r"\w+|[^\w\s]", " ".join(PROMPTS))))
     vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3} | {w: i + 4 for i, w in enumerate(words)}

@@ -4,8 +4,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hedit.adapters import export_adapter
-from hedit.adapters.lora import vllm_max_lora_rank
+from hedit.edit.adapters import export_adapter
+from hedit.edit.adapters.lora import vllm_max_lora_rank
 from hedit.errors import HeditError
 from hedit.io.checkpoint import open_checkpoint
 
@@ -62,7 +62,7 @@ def test_vllm_rank_rule():
 
 
 def test_rank_above_512_is_refused_before_writing(checkpoint, tmp_path):
-    from hedit.tiny import save_tiny_model
+    from hedit.model.tiny import save_tiny_model
 
     src = save_tiny_model(tmp_path / "wide", "llama", intermediate_size=600, num_hidden_layers=1)
     ns = neuron_set("llama", per_layer=513, num_layers=1, inter=600)

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from hedit.capability import accuracy, mean_kl, neutral_texts, next_token_logprobs, qa_accuracy
-from hedit.generate import Decoding
-from hedit.intervention import scale_neurons
+from hedit.measure.capability import accuracy, mean_kl, neutral_texts, next_token_logprobs, qa_accuracy
+from hedit.measure.generate import Decoding
+from hedit.check.intervention import scale_neurons
 
 
 def test_mean_kl_matches_torch_kl_div():
@@ -44,7 +44,7 @@ def test_neutral_texts_are_bundled():
 
 def test_qa_accuracy_counts_alias_matches(tiny_chat, monkeypatch):
     _, model, tok = tiny_chat
-    import hedit.capability as cap
+    import hedit.measure.capability as cap
 
     replies = iter(["Paris", "I think it is Lyon", "paris, France"])
     monkeypatch.setattr(cap, "generate", lambda m, t, prompts, *a, **k: [next(replies) for _ in prompts])

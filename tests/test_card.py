@@ -1,8 +1,8 @@
 import json
 from dataclasses import replace
 
-from hedit.card import base_model_name, edited_card, provenance
-from hedit.plan import make_plan
+from hedit.edit.card import base_model_name, edited_card, provenance
+from hedit.edit.plan import make_plan
 
 from conftest import neuron_set
 

@@ -105,14 +105,14 @@ def test_existing_output_and_overwrite(checkpoint, tmp_path, neurons_file):
 @pytest.mark.parametrize("command", ["edit", "export-adapter"])
 def test_write_failing_half_way_leaves_nothing(checkpoint, tmp_path, neurons_file, monkeypatch, command):
     """A disk that fills up in the middle of the job: one-line error, no output, no temp folder."""
-    import hedit.adapters
+    import hedit.edit.adapters
 
     src = checkpoint("llama", shards=True)
     before = tree_digest(src)
     if command == "edit":
-        import hedit.edit
+        import hedit.edit.checkpoint
 
-        real, calls = hedit.edit.write_tensor, []
+        real, calls = hedit.edit.checkpoint.write_tensor, []
 
         def flaky(fd, info, tensor):
             calls.append(info.name)
@@ -120,12 +120,12 @@ def test_write_failing_half_way_leaves_nothing(checkpoint, tmp_path, neurons_fil
                 raise OSError(28, "No space left on device")
             real(fd, info, tensor)
 
-        monkeypatch.setattr(hedit.edit, "write_tensor", flaky)
+        monkeypatch.setattr(hedit.edit.checkpoint, "write_tensor", flaky)
     else:
         def full(*a, **k):
             raise OSError(28, "No space left on device")
 
-        monkeypatch.setattr(hedit.adapters, "write_provenance", full)
+        monkeypatch.setattr(hedit.edit.adapters, "write_provenance", full)
     quiet = ["--quiet"] if command == "edit" else []
     fails(tmp_path, command, src, "--neurons", neurons_file(), "--alpha", "0", "--out", tmp_path / "out",
           *quiet, message="no space left on the device")

@@ -2,12 +2,12 @@ import json
 
 import pytest
 
-import hedit.collect as collect_mod
-from hedit.collect import SamplingConfig, balance, build_prompt, class_counts, collect, consistent, read_responses
+import hedit.find.collect as collect_mod
+from hedit.find.collect import SamplingConfig, balance, build_prompt, class_counts, collect, consistent, read_responses
 from hedit.errors import HeditError
-from hedit.models import load_model, load_tokenizer
-from hedit.questions import Question
-from hedit.tiny import save_tiny_model
+from hedit.model.load import load_model, load_tokenizer
+from hedit.io.questions import Question
+from hedit.model.tiny import save_tiny_model
 
 from conftest import add_tokenizer, run_cli
 
@@ -128,7 +128,7 @@ def test_cli_collect_and_filter(tiny_chat, tmp_path):
 @pytest.mark.slow
 def test_embedded_model_collect_on_a_few_questions(tmp_path):
     """The real embedded SmolLM2: converted from its GGUF, it answers easy questions, mostly right."""
-    from hedit.models_builtin import resolve_model
+    from hedit.model.builtin import resolve_model
 
     path = resolve_model("smollm2-135m-instruct")
     assert (path / "chat_template.jinja").exists() or "chat_template" in (path / "tokenizer_config.json").read_text()

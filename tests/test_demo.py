@@ -1,10 +1,10 @@
-import hedit.collect
-import hedit.compliance
-import hedit.demo
-from hedit.collect import SamplingConfig
-from hedit.identify import IdentifyConfig
-from hedit.questions import bundled_questions
-from hedit.tiny import save_tiny_model
+import hedit.find.collect
+import hedit.measure.compliance
+import hedit.run.demo
+from hedit.find.collect import SamplingConfig
+from hedit.find.identify import IdentifyConfig
+from hedit.io.questions import bundled_questions
+from hedit.model.tiny import save_tiny_model
 
 from conftest import add_tokenizer
 
@@ -12,11 +12,11 @@ from conftest import add_tokenizer
 def test_demo_pipeline_on_a_tiny_model(tmp_path, monkeypatch, capsys):
     """The whole demo (identify, edit, LoRA, verify) on a tiny model; `make demo` runs it on SmolLM2.
     The judge is replaced so that a random model gives both classes."""
-    monkeypatch.setattr(hedit.compliance.RuleJudge, "qa",
+    monkeypatch.setattr(hedit.measure.compliance.RuleJudge, "qa",
                         lambda self, q, aliases, text: "correct" if len(aliases[0]) % 2 else "incorrect")
     model = add_tokenizer(save_tiny_model(tmp_path / "m", "llama"))
-    cfg = IdentifyConfig(SamplingConfig(samples=2, max_new_tokens=4), batch_size=16, random_draws=2)
-    assert hedit.demo.main(str(tmp_path / "demo"), 60, str(model), cfg, progress=False) == 0
+    cfg = IdentifyConfig(samples=2, max_new_tokens=4, batch_size=16, random_draws=2)
+    assert hedit.run.demo.main(str(tmp_path / "demo"), 60, str(model), cfg, progress=False) == 0
     out = capsys.readouterr().out
     assert out.count("PASS: max abs logit diff") == 2 and "FAIL" not in out and "H-neurons (" in out and "AUROC " in out
     for p in ("identify/neurons.json", "identify/c_sweep.png", "edited/hedit.json", "lora/adapter_config.json"):
@@ -24,5 +24,5 @@ def test_demo_pipeline_on_a_tiny_model(tmp_path, monkeypatch, capsys):
 
 
 def test_demo_questions_mix_domains():
-    qs = bundled_questions()[: hedit.demo.QUESTIONS]
+    qs = bundled_questions()[: hedit.run.demo.QUESTIONS]
     assert len({q.domain for q in qs}) >= 12 and {q.split for q in qs} == {"train", "heldout"}

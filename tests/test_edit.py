@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from hedit.edit import edit_checkpoint
+from hedit.edit.checkpoint import edit_checkpoint
 from hedit.errors import HeditError
 from hedit.io.checkpoint import open_checkpoint
 from hedit.io.safetensors_header import read_header, read_tensor
@@ -135,8 +135,8 @@ def test_output_inside_source_is_refused(checkpoint, tmp_path):
 
 def test_tokenizer_and_chat_template_are_copied(tmp_path):
     from conftest import add_tokenizer
-    from hedit.tiny import save_tiny_model
-    from hedit.verify import verify
+    from hedit.model.tiny import save_tiny_model
+    from hedit.check.verify import verify
 
     src = add_tokenizer(save_tiny_model(tmp_path / "src", "llama"))
     tok_files = {p.name for p in src.iterdir()} - {"model.safetensors", "config.json", "generation_config.json"}
@@ -177,7 +177,7 @@ def test_a_shard_path_outside_the_folder_is_refused_and_nothing_escapes(checkpoi
 
 @pytest.mark.parametrize("dtype, alpha", [(torch.float32, 1e40), (torch.float16, 1e6), (torch.bfloat16, 1e39)])
 def test_a_finite_alpha_that_overflows_the_dtype_is_refused(checkpoint, tmp_path, dtype, alpha):
-    from hedit.adapters import export_adapter
+    from hedit.edit.adapters import export_adapter
 
     src = checkpoint("llama", dtype)
     with pytest.raises(HeditError, match=re.escape(f"alpha {alpha:g} makes values that overflow")):

@@ -20,7 +20,7 @@ from conftest import leftovers, neuron_set, tree_digest
 # $HEDIT_TEST_GATE exists (or forever), so the test can signal it there.
 WRAPPER = r"""
 import os, sys, time
-import hedit.edit as e
+import hedit.edit.checkpoint as e
 real = e._scale_in_place
 calls = []
 def slow(*a, **k):
@@ -41,7 +41,7 @@ main()
 @pytest.fixture(scope="module")
 def big(tmp_path_factory):
     """A 4-shard llama checkpoint of about 130 MB (float32) and a neurons file for it."""
-    from hedit.tiny import save_tiny_model
+    from hedit.model.tiny import save_tiny_model
 
     root = tmp_path_factory.mktemp("big")
     src = save_tiny_model(root / "src", "llama", max_shard_size="40MB", hidden_size=1024, intermediate_size=4096,

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from hedit.errors import HeditError
-from hedit.features import CettHooks, Item, batch_features, extract, items, open_features
-from hedit.intervention import down_proj_module
-from hedit.tiny import tiny_model
+from hedit.find.features import CettHooks, Item, batch_features, extract, items, open_features
+from hedit.check.intervention import down_proj_module
+from hedit.model.tiny import tiny_model
 
 from conftest import ARCHS, INTER, LAYERS
 
@@ -66,8 +66,8 @@ def record(qid, cls, label, prompt, response, text, aliases=("Juliet",)):
 
 def test_extract_writes_a_memmap_and_row_index(tmp_path):
     from conftest import add_tokenizer
-    from hedit.models import load_model, load_tokenizer
-    from hedit.tiny import save_tiny_model
+    from hedit.model.load import load_model, load_tokenizer
+    from hedit.model.tiny import save_tiny_model
 
     path = add_tokenizer(save_tiny_model(tmp_path / "m", "llama"))
     model, tok = load_model(path), load_tokenizer(path)
@@ -91,7 +91,7 @@ def test_extract_writes_a_memmap_and_row_index(tmp_path):
 
 def test_check_features_model_names_both_shapes():
     from hedit.errors import HeditError
-    from hedit.features import check_features_model
+    from hedit.find.features import check_features_model
 
     meta = {"model_type": "llama", "num_layers": 3, "intermediate_size": 96}
     check_features_model(meta, ("llama", 3, 96), "features in f")

@@ -2,10 +2,10 @@ import pytest
 import torch
 
 from hedit.errors import HeditError
-from hedit.generate import Decoding, chat_ids, cut, end_ids, generate, left_pad
-from hedit.models import load_model, load_tokenizer
-from hedit.tiny import save_tiny_model
-from hedit.verify import greedy
+from hedit.measure.generate import Decoding, chat_ids, cut, end_ids, generate, left_pad
+from hedit.model.load import load_model, load_tokenizer
+from hedit.model.tiny import save_tiny_model
+from hedit.check.verify import greedy
 
 from conftest import add_tokenizer
 

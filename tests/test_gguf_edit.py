@@ -8,11 +8,11 @@ import pytest
 import torch
 from gguf import GGMLQuantizationType as T
 
-from hedit.edit import edit_checkpoint
+from hedit.edit.checkpoint import edit_checkpoint
 from hedit.errors import HeditError
-from hedit.gguf_edit import edit_gguf
-from hedit.models_builtin import BUILTINS, gguf_path, resolve_model
-from hedit.neurons import ModelInfo, Neuron, NeuronSet
+from hedit.edit.gguf import edit_gguf
+from hedit.model.builtin import BUILTINS, gguf_path, resolve_model
+from hedit.edit.neurons import ModelInfo, Neuron, NeuronSet
 
 from conftest import leftovers, run_cli
 
@@ -108,7 +108,7 @@ def write_raw_gguf(path, qtype, raw):
 def test_k_quants_requantize_the_touched_super_blocks(tmp_path, qtype):
     """hedit's K-quant quantizers write blocks gguf-py reads back; only the 256-value super-block
     holding the neuron changes, and the error is about one quantization step."""
-    from hedit.gguf_quants import quantize_k
+    from hedit.edit.gguf_quants import quantize_k
 
     x = np.random.default_rng(1).standard_normal((HIDDEN, 512)).astype(np.float32) * 0.05
     raw = quantize_k(x, qtype.name)

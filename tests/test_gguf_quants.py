@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as T
 
-from hedit.gguf_quants import QUANTIZERS, quantize_k
+from hedit.edit.gguf_quants import QUANTIZERS, quantize_k
 
 LEVELS = {"Q4_K": 15, "Q5_K": 31, "Q6_K": 62}
 

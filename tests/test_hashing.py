@@ -41,7 +41,7 @@ def test_hub_cache_blob_names_are_trusted(tmp_path, monkeypatch):
 
 
 def test_edit_fills_the_cache(checkpoint, tmp_path, monkeypatch):
-    from hedit.edit import edit_checkpoint
+    from hedit.edit.checkpoint import edit_checkpoint
     from conftest import neuron_set
 
     src = checkpoint("llama", shards=True)

@@ -5,11 +5,11 @@ import json
 import pytest
 from safetensors.numpy import load_file
 
-from hedit.edit import edit_checkpoint
+from hedit.edit.checkpoint import edit_checkpoint
 from hedit.errors import HeditError
-from hedit.hub import download, is_repo_id
-from hedit.models_builtin import resolve_model
-from hedit.tiny import save_tiny_model
+from hedit.io.hub import download, is_repo_id
+from hedit.model.builtin import resolve_model
+from hedit.model.tiny import save_tiny_model
 
 from conftest import add_tokenizer, neuron_set, run_cli
 from hub_server import HubServer

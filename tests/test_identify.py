@@ -4,27 +4,27 @@ import json
 
 import pytest
 
-import hedit.collect
-import hedit.compliance
-import hedit.identify
-from hedit.collect import SamplingConfig
+import hedit.find.collect
+import hedit.measure.compliance
+import hedit.find.identify
+from hedit.find.collect import SamplingConfig
 from hedit.errors import HeditError
-from hedit.identify import IdentifyConfig, identify
-from hedit.neurons import NeuronSet
-from hedit.questions import Question
-from hedit.tiny import save_tiny_model
+from hedit.find.identify import IdentifyConfig, identify
+from hedit.edit.neurons import NeuronSet
+from hedit.io.questions import Question
+from hedit.model.tiny import save_tiny_model
 
 from conftest import INTER, LAYERS, add_tokenizer, run_cli
 
 QS = [Question(f"q{i:02d}", f"Water boils {i}", ("yes" if i % 2 else "no",), "heldout" if i % 5 == 0 else "train")
       for i in range(40)]
-CFG = IdentifyConfig(SamplingConfig(samples=2, max_new_tokens=4), batch_size=8, random_draws=2,
+CFG = IdentifyConfig(samples=2, max_new_tokens=4, batch_size=8, random_draws=2,
                      c_grid=(0.1, 1.0, 10.0))
 
 
 @pytest.fixture
 def model_dir(tmp_path, monkeypatch):
-    monkeypatch.setattr(hedit.compliance.RuleJudge, "qa", lambda self, q, aliases, text: "correct" if aliases[0] == "yes" else "incorrect")
+    monkeypatch.setattr(hedit.measure.compliance.RuleJudge, "qa", lambda self, q, aliases, text: "correct" if aliases[0] == "yes" else "incorrect")
     return add_tokenizer(save_tiny_model(tmp_path / "m", "llama"))
 
 
@@ -44,15 +44,15 @@ def test_identify_runs_every_stage_and_caches(model_dir, tmp_path, monkeypatch):
     def no(*a, **k):
         raise AssertionError("cached stage was recomputed")
 
-    monkeypatch.setattr(hedit.identify, "extract", no)
-    monkeypatch.setattr(hedit.collect, "sample_batch", no)
+    monkeypatch.setattr(hedit.find.identify, "extract", no)
+    monkeypatch.setattr(hedit.find.collect, "sample_batch", no)
     again = identify(str(model_dir), QS, work, CFG, progress=False, log=lambda *a: None)
     assert again["h_neurons"] == report["h_neurons"]
 
     # a report written by an older hedit (another report format) is rebuilt, the features are not
-    monkeypatch.setattr(hedit.identify, "REPORT_FORMAT", hedit.identify.REPORT_FORMAT + 1)
+    monkeypatch.setattr(hedit.find.identify, "REPORT_FORMAT", hedit.find.identify.REPORT_FORMAT + 1)
     refit = []
-    monkeypatch.setattr(hedit.identify, "run_probe", lambda *a, **k: refit.append(a) or report)
+    monkeypatch.setattr(hedit.find.identify, "run_probe", lambda *a, **k: refit.append(a) or report)
     identify(str(model_dir), QS, work, CFG, progress=False, log=lambda *a: None)
     assert len(refit) == 1
 
@@ -63,7 +63,7 @@ def test_identify_runs_every_stage_and_caches(model_dir, tmp_path, monkeypatch):
     r = run_cli("probe", work / "features", "--out", tmp_path / "p" / "n.json", "--model", other)
     assert r.exit_code == 1 and "come from another model" in r.stderr
     r = run_cli("probe", work / "features", "--out", tmp_path / "p" / "n.json", "--c", "0,x")
-    assert r.exit_code == 1 and "not a comma-separated list" in r.stderr
+    assert r.exit_code == 1 and "--c takes comma-separated numbers" in r.stderr
     # the QA check: held-out QA accuracy with each C's neurons silenced (the fake judge: alias "yes" is right)
     r = run_cli("probe", work / "features", "--out", tmp_path / "q" / "n.json", "--qa-model", model_dir,
                 "--qa-questions", tmp_path / "qa.jsonl", "--random-draws", "2", "--quiet")
@@ -86,9 +86,9 @@ def test_too_few_consistent_questions(model_dir, tmp_path):
 
 def test_features_cli_bad_region(model_dir, tmp_path):
     identify_responses = tmp_path / "r.jsonl"
-    hedit.collect.collect(*_load(model_dir), QS[:2], identify_responses, CFG.sampling, progress=False)
+    hedit.find.collect.collect(*_load(model_dir), QS[:2], identify_responses, CFG.sampling, progress=False)
     r = run_cli("features", model_dir, identify_responses, "--out", tmp_path / "f", "--regions", "answer,bogus")
-    assert r.exit_code == 1 and "unknown region 'bogus'" in r.stderr
+    assert r.exit_code == 1 and "regions: unknown value 'bogus'" in r.stderr
     r = run_cli("features", model_dir, identify_responses, "--out", tmp_path / "f", "--regions", "output",
                 "--quiet")
     assert r.exit_code == 0, r.stderr
@@ -96,6 +96,6 @@ def test_features_cli_bad_region(model_dir, tmp_path):
 
 
 def _load(path):
-    from hedit.models import load_model, load_tokenizer
+    from hedit.model.load import load_model, load_tokenizer
 
     return load_model(path), load_tokenizer(path)

@@ -6,15 +6,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from hedit.collect import SamplingConfig, collect, read_responses
-from hedit.compliance import COMPLIED, EXCLUDED, OTHER, RESISTED
+from hedit.find.collect import SamplingConfig, collect, read_responses
+from hedit.measure.compliance import COMPLIED, EXCLUDED, OTHER, RESISTED
 from hedit.errors import HeditError
-from hedit.judge import CORRECT, INCORRECT, UNCERTAIN
-from hedit.llm_judge import LLMJudge
-from hedit.models import load_model, load_tokenizer
-from hedit.questions import Question
-from hedit.suites import Item
-from hedit.tiny import save_tiny_model
+from hedit.measure.judge import CORRECT, INCORRECT, UNCERTAIN
+from hedit.measure.llm_judge import LLMJudge
+from hedit.model.load import load_model, load_tokenizer
+from hedit.io.questions import Question
+from hedit.measure.suites import Item
+from hedit.model.tiny import save_tiny_model
 
 from conftest import add_tokenizer
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from hedit.errors import HeditError
-from hedit.models import load_model, load_tokenizer
+from hedit.model.load import load_model, load_tokenizer
 
 
 def test_load_model_float32_eval(checkpoint):
@@ -22,7 +22,7 @@ def test_no_tokenizer_is_none_and_bad_path_is_an_error(checkpoint, tmp_path):
     ("meta", "hedit runs on cpu, cuda or mps"),
 ])
 def test_bad_device_names(checkpoint, device, message):
-    from hedit.models import check_device
+    from hedit.model.load import check_device
 
     with pytest.raises(HeditError, match=message):
         check_device(device)
@@ -31,7 +31,7 @@ def test_bad_device_names(checkpoint, device, message):
 
 
 def test_cuda_checked_against_what_torch_sees(monkeypatch):
-    from hedit.models import check_device
+    from hedit.model.load import check_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(HeditError, match="device 'cuda': torch sees no CUDA GPU"):

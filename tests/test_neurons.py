@@ -4,7 +4,7 @@ import math
 import pytest
 
 from hedit.errors import HeditError
-from hedit.neurons import ModelInfo, Neuron, NeuronSet, check_alpha
+from hedit.edit.neurons import ModelInfo, Neuron, NeuronSet, check_alpha
 
 
 def sample(**kw):

@@ -4,16 +4,16 @@ import json
 
 import pytest
 
-import hedit.adapters
-import hedit.collect
-import hedit.compliance
-import hedit.edit
-import hedit.identify
-import hedit.pipeline
-import hedit.probe
-import hedit.sweep
-from hedit.neurons import NeuronSet
-from hedit.tiny import save_tiny_model
+import hedit.edit.adapters
+import hedit.find.collect
+import hedit.measure.compliance
+import hedit.edit.checkpoint
+import hedit.find.identify
+import hedit.run.pipeline
+import hedit.find.probe
+import hedit.measure.sweep
+from hedit.edit.neurons import NeuronSet
+from hedit.model.tiny import save_tiny_model
 
 from conftest import add_tokenizer, run_cli
 
@@ -42,7 +42,7 @@ export:
 @pytest.fixture
 def setup(tmp_path, monkeypatch):
     # a fake trivia judge, so that a random model gives both classes: alias "yes" is answered right
-    monkeypatch.setattr(hedit.compliance.RuleJudge, "qa",
+    monkeypatch.setattr(hedit.measure.compliance.RuleJudge, "qa",
                         lambda self, q, aliases, text: "correct" if aliases[0] == "yes" else "incorrect")
     model = add_tokenizer(save_tiny_model(tmp_path / "m", "llama"))
     qfile = tmp_path / "q.jsonl"
@@ -50,7 +50,8 @@ def setup(tmp_path, monkeypatch):
                                          "answers": ["yes" if i % 2 else "no"],
                                          "split": "heldout" if i % 5 == 0 else "train"}) + "\n" for i in range(40)))
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(RECIPE.format(model=model, work=tmp_path / "work", questions=qfile))
+    recipe.write_text(RECIPE.format(model=model, work="work", questions=qfile))
+    monkeypatch.chdir(tmp_path)  # the recipe's work folder is relative to where hedit runs
     return recipe, tmp_path / "work"
 
 
@@ -74,9 +75,9 @@ def test_run_all_stages_then_everything_is_cached(setup, monkeypatch):
     def no(*a, **k):
         raise AssertionError("a cached stage ran again")
 
-    for mod, name in [(hedit.collect, "sample_batch"), (hedit.identify, "extract"), (hedit.identify, "run_probe"),
-                      (hedit.sweep, "run_suite"), (hedit.sweep, "_trivia"), (hedit.pipeline, "_verify"),
-                      (hedit.edit, "edit_checkpoint"), (hedit.adapters, "export_adapter")]:
+    for mod, name in [(hedit.find.collect, "sample_batch"), (hedit.find.identify, "extract"), (hedit.find.identify, "run_probe"),
+                      (hedit.measure.sweep, "run_suite"), (hedit.measure.sweep, "_trivia"), (hedit.run.pipeline, "_verify"),
+                      (hedit.edit.checkpoint, "edit_checkpoint"), (hedit.edit.adapters, "export_adapter")]:
         monkeypatch.setattr(mod, name, no)
     r = run_cli("run", str(recipe), "--quiet")
     assert r.exit_code == 0, r.output
@@ -89,8 +90,8 @@ def test_an_override_reruns_only_what_depends_on_it(setup, monkeypatch):
                    "--set", "tune.enabled=false", "--set", "tune.alpha=0").exit_code == 0
     before = (work / "edited" / "model.safetensors").read_bytes()
     calls = []
-    real = hedit.edit.edit_checkpoint
-    monkeypatch.setattr(hedit.edit, "edit_checkpoint", lambda *a, **k: calls.append(k) or real(*a, **k))
+    real = hedit.edit.checkpoint.edit_checkpoint
+    monkeypatch.setattr(hedit.edit.checkpoint, "edit_checkpoint", lambda *a, **k: calls.append(k) or real(*a, **k))
     r = run_cli("run", str(recipe), "--quiet", "--set", "export.lora=false", "--set", "export.ia3=false",
                 "--set", "tune.enabled=false", "--set", "tune.alpha=2")
     assert r.exit_code == 0, r.output
@@ -102,7 +103,7 @@ def test_an_override_reruns_only_what_depends_on_it(setup, monkeypatch):
 def test_unknown_key_from_the_command_line(setup):
     recipe, _ = setup
     r = run_cli("run", str(recipe), "--set", "tune.alfa=0")
-    assert r.exit_code == 1 and "unknown recipe key 'tune.alfa'" in r.output
+    assert r.exit_code == 1 and "unknown key 'tune.alfa'" in r.output
 
 
 def test_a_device_this_machine_lacks_stops_before_any_work(setup, monkeypatch):

@@ -1,7 +1,7 @@
 import pytest
 
 from hedit.errors import HeditError
-from hedit.plan import make_plan
+from hedit.edit.plan import make_plan
 
 from conftest import neuron_set
 

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 
 from hedit.errors import HeditError
-from hedit.features import FEATURES, META, ROWS
-from hedit.neurons import NeuronSet
-from hedit.probe import labels, run_probe
+from hedit.find.features import FEATURES, META, ROWS
+from hedit.edit.neurons import NeuronSet
+from hedit.config import ProbeConfig
+from hedit.find.probe import labels, run_probe
 
 LAYERS, INTER = 3, 40
 PLANTED = [(1, 7), (2, 30)]  # neurons whose CETT is higher on hallucinated answers
@@ -50,7 +51,7 @@ def test_label_modes():
 @pytest.mark.parametrize("mode", ["3-vs-1", "1-vs-1"])
 def test_probe_finds_the_planted_neurons(tmp_path, mode):
     feats = synthetic(tmp_path / "f")
-    report = run_probe(feats, tmp_path / "out" / "neurons.json", mode, random_draws=3, progress=False)
+    report = run_probe(feats, tmp_path / "out" / "neurons.json", ProbeConfig(mode=mode, random_draws=3), progress=False)
     ns = NeuronSet.load(tmp_path / "out" / "neurons.json")
     found = {(n.layer, n.index) for n in ns.neurons}
     assert set(PLANTED) <= found and len(found) < 0.2 * LAYERS * INTER
@@ -66,7 +67,7 @@ def test_probe_finds_the_planted_neurons(tmp_path, mode):
 
 
 def test_seeded_split_when_the_file_has_none(tmp_path):
-    report = run_probe(synthetic(tmp_path / "f", split=False), tmp_path / "n.json", random_draws=2,
+    report = run_probe(synthetic(tmp_path / "f", split=False), tmp_path / "n.json", ProbeConfig(random_draws=2),
                        progress=False, plots=False)
     assert report["split"].startswith("seeded draw of 20% of questions per class")
     assert report["rows"]["heldout_answers"] == 24  # 12 questions of each class
@@ -78,7 +79,7 @@ def test_one_class_held_out_by_the_file_falls_back_to_a_stratified_split(tmp_pat
     for r in rows:  # the file holds out only correct questions
         r["split"] = "heldout" if r["class"] == "correct" and int(r["question_id"][1:]) % 4 == 0 else "train"
     (feats / ROWS).write_text("".join(json.dumps(r) + "\n" for r in rows))
-    report = run_probe(feats, tmp_path / "n.json", random_draws=2, progress=False, plots=False)
+    report = run_probe(feats, tmp_path / "n.json", ProbeConfig(random_draws=2), progress=False, plots=False)
     assert report["split"].startswith("seeded draw") and report["heldout"]["accuracy"] > 0.9
 
 
@@ -96,7 +97,7 @@ def test_not_a_features_folder(tmp_path):
 
 def test_working_set_fit_equals_the_full_liblinear_fit():
     """The screened fit (working set + KKT check on every feature) gives liblinear's full solution."""
-    from hedit.probe import _liblinear, fit_l1
+    from hedit.find.l1 import _liblinear, fit_l1
 
     rng = np.random.default_rng(0)
     x = rng.random((300, 2000), dtype=np.float32) * 0.2
@@ -123,10 +124,9 @@ def test_qa_criterion_passes_over_c_values_that_cost_qa_accuracy(tmp_path):
         return 0.8 - 0.05 * len(layers.get(1, []))
 
     grid = (0.15, 1.0, 3.0)  # 0.15 finds (2, 30) only; 1 and 3 find both planted neurons
-    free = run_probe(feats, tmp_path / "a" / "neurons.json", c_grid=grid, random_draws=2, progress=False)
+    free = run_probe(feats, tmp_path / "a" / "neurons.json", ProbeConfig(c_grid=grid, random_draws=2, grow_c=0), progress=False)
     assert free["C"] == 1.0
-    report = run_probe(feats, tmp_path / "b" / "neurons.json", c_grid=grid, random_draws=2, progress=False, qa=qa,
-                       max_qa_drop=3.0)
+    report = run_probe(feats, tmp_path / "b" / "neurons.json", ProbeConfig(c_grid=grid, random_draws=2, max_qa_drop=3.0, grow_c=0), progress=False, qa=qa)
     assert calls[0] == {} and report["qa_check"]["qa_accuracy"] == 0.8
     by_c = {s["C"]: s for s in report["c_sweep"]}
     assert [by_c[c]["qa_drop_points"] for c in grid] == [0.0, 5.0, 5.0]
@@ -135,8 +135,7 @@ def test_qa_criterion_passes_over_c_values_that_cost_qa_accuracy(tmp_path):
     ns = NeuronSet.load(tmp_path / "b" / "neurons.json")
     assert [(n.layer, n.index) for n in ns.neurons] == [(2, 30)]
     assert ns.provenance["probe"]["qa_check"]["max_drop_points"] == 3.0
-    strict = run_probe(feats, tmp_path / "c" / "neurons.json", c_grid=(1.0, 3.0), random_draws=2, progress=False,
-                       qa=qa, max_qa_drop=3.0)
+    strict = run_probe(feats, tmp_path / "c" / "neurons.json", ProbeConfig(c_grid=(1.0, 3.0), random_draws=2, max_qa_drop=3.0, grow_c=0), progress=False, qa=qa)
     assert "warning" in strict["qa_check"] and strict["qa_check"]["kept_C"] == [] and strict["C"] == 1.0
 
 
@@ -145,7 +144,7 @@ def test_transfer_to_other_questions(tmp_path):
     neurons, and not where the other set's hallucinations live in other neurons."""
     same = synthetic(tmp_path / "same", n_questions=60, seed=1, split=False)
     other = synthetic(tmp_path / "other", n_questions=60, seed=2, split=False, planted=[(0, 3), (1, 20)])
-    r = run_probe(synthetic(tmp_path / "f"), tmp_path / "out" / "neurons.json", random_draws=4, progress=False,
+    r = run_probe(synthetic(tmp_path / "f"), tmp_path / "out" / "neurons.json", ProbeConfig(random_draws=4), progress=False,
                   test_features=(same, other))
     t, u = r["transfer"][str(same)], r["transfer"][str(other)]
     assert t["answers"] == 60 and t["hallucinated"] == 30
@@ -185,7 +184,7 @@ def test_cli_prints_the_transfer_scores(tmp_path):
 def test_auroc_interval_matches_scikit_learn_and_brackets_the_estimate():
     from sklearn.metrics import roc_auc_score
 
-    from hedit.probe import auroc_interval
+    from hedit.find.probe import auroc_interval
 
     rng = np.random.default_rng(0)
     y = np.array([1] * 30 + [0] * 50)
@@ -202,3 +201,19 @@ def test_auroc_interval_matches_scikit_learn_and_brackets_the_estimate():
     lo2, hi2 = auroc_interval(y[big], score[big])
     assert hi2 - lo2 < (hi - lo) / 2  # 16x the rows: about a quarter of the width
     assert auroc_interval(np.array([1, 1, 0, 0]), np.array([0.9, 0.8, 0.2, 0.1])) == [1.0, 1.0]
+
+
+def test_the_c_grid_grows_past_a_winning_edge_and_says_so(tmp_path):
+    feats = synthetic(tmp_path / "f")
+    r = run_probe(feats, tmp_path / "a.json", ProbeConfig(c_grid=(0.02, 0.05), random_draws=2), progress=False,
+                  plots=False)
+    # 0.02 and 0.05 give no positive weight; the grid grows by its own ratio (2.5x) until a C finds the
+    # planted neurons and stops growing once the best C is inside the grid
+    assert r["c_grid"]["grown"] == [0.125, 0.3125, 0.78125] and r["c_grid"]["best_on_edge"] is False
+    assert r["C"] == 0.3125 and [s["C"] for s in r["c_sweep"]] == [0.02, 0.05, 0.125, 0.3125, 0.78125]
+    assert sorted(NeuronSet.load(tmp_path / "a.json").by_layer().items()) == [(1, [7]), (2, [30])]
+    with pytest.raises(HeditError, match="no C in the grid gives any positive weight"):
+        run_probe(feats, tmp_path / "b.json", ProbeConfig(c_grid=(0.02, 0.05), grow_c=0), progress=False)
+    edge = run_probe(feats, tmp_path / "c.json", ProbeConfig(c_grid=(0.1, 0.3), grow_c=1, c_bounds=(1e-3, 0.5),
+                                                              random_draws=2), progress=False, plots=False)
+    assert edge["c_grid"]["grown"] == [] and "outside the bounds" in edge["c_grid"]["warning"]

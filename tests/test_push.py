@@ -8,11 +8,11 @@ import huggingface_hub.constants
 import pytest
 from huggingface_hub import snapshot_download
 
-from hedit.adapters import export_adapter
-from hedit.edit import edit_checkpoint
+from hedit.edit.adapters import export_adapter
+from hedit.edit.checkpoint import edit_checkpoint
 from hedit.errors import HeditError
-from hedit.push import check_folder, push
-from hedit.tiny import save_tiny_model
+from hedit.ship.push import check_folder, push
+from hedit.model.tiny import save_tiny_model
 
 from conftest import add_tokenizer, neuron_set, run_cli
 from hub_server import LFS_THRESHOLD, HubServer

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from hedit.errors import HeditError
-from hedit.judge import normalize
-from hedit.questions import bundled_questions, load_questions
+from hedit.measure.judge import normalize
+from hedit.io.questions import bundled_questions, load_questions
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -1,6 +1,6 @@
 import torch
 
-from hedit.scaling import input_scale, lora_factors, scale_columns_
+from hedit.edit.scaling import input_scale, lora_factors, scale_columns_
 
 
 def test_scale_columns_in_float32_then_cast():

@@ -1,14 +1,14 @@
 import pytest
 
-from hedit.spans import alias_char_span, answer_positions, content_positions
-from hedit.tiny import save_tiny_model
+from hedit.find.spans import alias_char_span, answer_positions, content_positions
+from hedit.model.tiny import save_tiny_model
 
 from conftest import add_tokenizer
 
 
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory):
-    from hedit.models import load_tokenizer
+    from hedit.model.load import load_tokenizer
 
     return load_tokenizer(add_tokenizer(save_tiny_model(tmp_path_factory.mktemp("t") / "m", "llama")))
 

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from hedit.errors import HeditError
-from hedit.suites import FALSE_PREMISE, MISLEADING, SUITES, SYCOPHANCY, first_turn, load_suite, trivia_items
+from hedit.measure.suites import FALSE_PREMISE, MISLEADING, SUITES, SYCOPHANCY, first_turn, load_suite, trivia_items
 
 
 @pytest.mark.parametrize("name", SUITES)

@@ -3,19 +3,21 @@ import json
 import numpy as np
 import pytest
 
-import hedit.sweep as sweep_mod
-from hedit.edit import edit_checkpoint
+import hedit.measure.sweep as sweep_mod
+from hedit.edit.checkpoint import edit_checkpoint
 from hedit.errors import HeditError
-from hedit.generate import Decoding
-from hedit.models import load_model, load_tokenizer
-from hedit.suites import SUITES, load_suite
-from hedit.sweep import (BASE, CELLS, KL, TRIVIA, SweepConfig, bootstrap_ci, control_sets, parse_alphas, run_sweep,
-                         run_suite, table)
-from hedit.tiny import save_tiny_model
+from hedit.model.load import load_model, load_tokenizer
+from hedit.measure.suites import SUITES, load_suite
+from hedit.config import SweepConfig
+from hedit.measure.controls import control_sets
+from hedit.measure.stats import bootstrap_ci
+from hedit.measure.summary import BASE, KL, TRIVIA, table
+from hedit.measure.sweep import CELLS, run_sweep, run_suite
+from hedit.model.tiny import save_tiny_model
 
 from conftest import add_tokenizer, neuron_set, run_cli
 
-CFG = SweepConfig(alphas=(0.0, 1.0, 2.0), controls=2, limit=5, decoding=Decoding(max_new_tokens=5), batch_size=4)
+CFG = SweepConfig(alphas=(0.0, 1.0, 2.0), controls=2, limit=5, max_new_tokens=5, batch_size=4)
 
 
 @pytest.fixture(scope="module")
@@ -24,13 +26,11 @@ def tiny(tmp_path_factory):
     return path, load_model(path), load_tokenizer(path)
 
 
-def test_parse_alphas():
-    assert parse_alphas("1, 0,0.5,3") == (0.0, 0.5, 1.0, 3.0)
-    for bad, msg in [("", "empty"), ("0,x", "'x' is not a number"), ("1,1", "twice"), ("-1", "negative"),
-                     ("0,nan", "finite")]:
+def test_alphas_are_checked_and_sorted():
+    assert SweepConfig(alphas=(1, 0, 0.5, 3)).alphas == (0.0, 0.5, 1.0, 3.0)
+    for bad, msg in [((), "empty"), (("x",), "must be a number"), ((1, 1), "twice"), ((0, float("nan")), "finite")]:
         with pytest.raises(HeditError, match=msg):
-            parse_alphas(bad)
-    assert parse_alphas("-1,1", allow_negative=True) == (-1.0, 1.0)
+            SweepConfig(alphas=bad)
 
 
 def test_controls_match_per_layer_counts_and_avoid_the_h_neurons():
@@ -95,7 +95,7 @@ def test_sweep_replies_equal_the_edited_checkpoint(tiny, checkpoint, tmp_path):
     ns = neuron_set("llama", per_layer=6)
     ns_file = tmp_path / "n.json"
     ns.save(ns_file)
-    cfg = SweepConfig(alphas=(0.0, 1.0), controls=0, limit=6, decoding=Decoding(max_new_tokens=6),
+    cfg = SweepConfig(alphas=(0.0, 1.0), controls=0, limit=6, max_new_tokens=6,
                       suites=("misleading-context",), capability=False)
     run_sweep(str(path), ns, tmp_path / "sw", cfg, loaded=(model, tok), progress=False)
     swept = {c["alpha"]: c["items"] for c in _cells(tmp_path / "sw")}
@@ -120,7 +120,7 @@ def test_resume_runs_only_missing_cells(tiny, tmp_path, monkeypatch):
         return real(*a, **k)
 
     monkeypatch.setattr(sweep_mod, "run_suite", counting)
-    cfg = SweepConfig(alphas=(0.0, 1.0), controls=1, limit=4, decoding=Decoding(max_new_tokens=4),
+    cfg = SweepConfig(alphas=(0.0, 1.0), controls=1, limit=4, max_new_tokens=4,
                       capability=False)
     with pytest.raises(RuntimeError, match="killed"):
         run_sweep(str(path), ns, tmp_path / "sw", cfg, loaded=(model, tok), progress=False)
@@ -129,7 +129,7 @@ def test_resume_runs_only_missing_cells(tiny, tmp_path, monkeypatch):
     first = run_sweep(str(path), ns, tmp_path / "sw", cfg, loaded=(model, tok), progress=False)
     assert len(calls) == 3 * 3 - 3  # 3 conditions x 3 suites, 3 already done
     calls.clear()
-    more = SweepConfig(alphas=(0.0, 1.0, 3.0), controls=2, limit=4, decoding=cfg.decoding, capability=False)
+    more = SweepConfig(alphas=(0.0, 1.0, 3.0), controls=2, limit=4, max_new_tokens=cfg.max_new_tokens, capability=False)
     second = run_sweep(str(path), ns, tmp_path / "sw", more, loaded=(model, tok), progress=False)
     assert len(calls) == 3 * (3 + 1)  # alpha 3 for h and two controls, alpha 0 for the new control
     assert second["results"]["sycophancy"][0]["h"] == first["results"]["sycophancy"][0]["h"]
@@ -157,7 +157,7 @@ def test_cli_errors(tiny, tmp_path):
     nf = tmp_path / "n.json"
     neuron_set("llama", per_layer=2).save(nf)
     r = run_cli("sweep", str(path), "--neurons", str(nf), "--alphas", "0,abc", "--out", str(tmp_path / "o"))
-    assert r.exit_code == 1 and r.output.strip() == "hedit: error: --alphas: 'abc' is not a number"
+    assert r.exit_code == 1 and r.output.strip() == "hedit: error: --alphas takes comma-separated numbers, got '0,abc'"
     other = tmp_path / "q.json"
     neuron_set("gemma2", per_layer=2).save(other)
     r = run_cli("sweep", str(path), "--neurons", str(other), "--out", str(tmp_path / "o"), "--quiet")

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from hedit.registry import get_architecture
-from hedit.tiny import random_neurons, save_tiny_model
+from hedit.model.tiny import random_neurons, save_tiny_model
 
 from conftest import ARCHS, INTER, LAYERS
 

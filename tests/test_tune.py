@@ -3,10 +3,10 @@ import json
 import pytest
 
 from hedit.errors import HeditError
-from hedit.generate import Decoding
-from hedit.neurons import Neuron, NeuronSet
-from hedit.sweep import SweepConfig
-from hedit.tune import Bounds, choose_alpha, tune
+from hedit.edit.neurons import Neuron, NeuronSet
+from hedit.config import TuneConfig
+from hedit.config import Bounds
+from hedit.measure.tune import choose_alpha, tune
 
 from conftest import neuron_set, run_cli
 
@@ -56,8 +56,8 @@ def test_tune_writes_alpha_and_evidence_that_edit_uses(tiny_chat, tmp_path):
     nf = tmp_path / "neurons.json"
     neuron_set("llama", per_layer=3).save(nf)
     before = NeuronSet.load(nf)
-    cfg = SweepConfig(alphas=(0.0, 0.5), controls=0, limit=4, decoding=Decoding(max_new_tokens=4))
-    d = tune(str(path), nf, tmp_path / "work", cfg, Bounds(max_accuracy_drop=100, max_kl=10), loaded=(model, tok),
+    cfg = TuneConfig(alphas=(0.0, 0.5), limit=4, max_new_tokens=4, max_accuracy_drop=100, max_kl=10)
+    d = tune(str(path), nf, tmp_path / "work", cfg, loaded=(model, tok),
              progress=False)
     after = NeuronSet.load(nf)
     assert after.alpha == d["alpha"] and after.neurons == before.neurons

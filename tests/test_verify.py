@@ -2,10 +2,10 @@
 
 import pytest
 
-from hedit.adapters import export_adapter
-from hedit.edit import edit_checkpoint
+from hedit.edit.adapters import export_adapter
+from hedit.edit.checkpoint import edit_checkpoint
 from hedit.errors import HeditError
-from hedit.verify import verify
+from hedit.check.verify import verify
 
 from conftest import ARCHS, neuron_set
 
@@ -53,10 +53,10 @@ def test_needs_exactly_one_artifact(checkpoint, tmp_path):
 def _max_reference_logit(src, ns, alpha) -> float:
     import torch
 
-    from hedit.intervention import scale_neurons
-    from hedit.models import load_model
-    from hedit.plan import make_plan
-    from hedit.verify import greedy, logits, prompt_ids
+    from hedit.check.intervention import scale_neurons
+    from hedit.model.load import load_model
+    from hedit.edit.plan import make_plan
+    from hedit.check.verify import greedy, logits, prompt_ids
 
     plan = make_plan(src, ns, alpha)
     model = load_model(src, torch.float32)
@@ -114,7 +114,7 @@ def test_an_artifact_that_makes_nan_fails(checkpoint, tmp_path):
 def test_greedy_disagreements_fail_unless_the_reference_is_tied():
     import torch
 
-    from hedit.verify import compare_logits
+    from hedit.check.verify import compare_logits
 
     ref = torch.tensor([[0.0, 5.0, 1.0], [0.0, 1.0, 1.0 + 1e-5], [3.0, 0.0, 0.0]])
     seq = [9, 1, 2, 0]  # prompt [9]; greedy tokens 1, 2, 0 are the reference's argmax
@@ -129,7 +129,7 @@ def test_greedy_disagreements_fail_unless_the_reference_is_tied():
 
 
 def test_artifacts_of_another_model_and_bad_tolerances_are_refused(checkpoint, tmp_path):
-    from hedit.tiny import save_tiny_model
+    from hedit.model.tiny import save_tiny_model
 
     src = checkpoint("llama")
     ns = neuron_set("llama", per_layer=2)

@@ -8,11 +8,11 @@ import os
 
 import pytest
 
-from hedit.adapters import export_adapter
-from hedit.edit import edit_checkpoint
+from hedit.edit.adapters import export_adapter
+from hedit.edit.checkpoint import edit_checkpoint
 from hedit.errors import HeditError
-from hedit.runtimes.vllm_check import find_vllm_python, verify_vllm
-from hedit.tiny import save_tiny_model
+from hedit.check.vllm import find_vllm_python, verify_vllm
+from hedit.model.tiny import save_tiny_model
 
 from conftest import neuron_set
 
@@ -53,7 +53,7 @@ def demo_artifacts(tmp_path_factory):
     """The demo model (embedded SmolLM2-135M-Instruct) with the H-neurons `make demo` found, silenced."""
     from pathlib import Path
 
-    from hedit.models_builtin import resolve_model
+    from hedit.model.builtin import resolve_model
 
     root = tmp_path_factory.mktemp("vllm-demo")
     with pytest.MonkeyPatch.context() as mp:

@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from ..errors import HeditError
+from hedit.errors import HeditError
 
 _RENAME_NOREPLACE = 1
 _AT_FDCWD = -100

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import HeditError
-from ..registry import Architecture, get_architecture
-from .jsonfile import read_json
-from .safetensors_header import Header, TensorInfo, read_header
+from hedit.errors import HeditError
+from hedit.registry import Architecture, get_architecture
+from hedit.io.jsonfile import read_json
+from hedit.io.safetensors_header import Header, TensorInfo, read_header
 
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"

@@ -14,7 +14,7 @@ import threading
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from pathlib import Path
 
-from ..paths import cache_dir
+from hedit.paths import cache_dir
 
 CHUNK = 1 << 20  # 1 MiB reads
 _BLOB = re.compile(r"^[0-9a-f]{64}$")

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..errors import HeditError
+from hedit.errors import HeditError
 
 
 def read_journal(path: str | Path, kind: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import HeditError
+from hedit.errors import HeditError
 
 MAX_BYTES = 256 * 1024 * 1024
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import HeditError
-from .jsonfile import loads
+from hedit.errors import HeditError
+from hedit.io.jsonfile import loads
 
 DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,

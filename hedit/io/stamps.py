@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_write_text
+from hedit.io.atomic import atomic_write_text
 
 STAMPS = "stages.json"
 

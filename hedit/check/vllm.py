@@ -1,0 +1,102 @@
+"""`hedit verify --runtime vllm`: load the artifact in vLLM and compare greedy decoding with transformers.
+
+vLLM lives in its own environment (it pins its own torch); hedit runs ``vllm_worker.py`` with that
+environment's Python, found from ``--vllm-python``, ``$HEDIT_VLLM_PYTHON``, or ``.venv-vllm`` in the
+current folder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from hedit.errors import HeditError
+from hedit.edit.neurons import NeuronSet
+from hedit.edit.plan import make_plan
+from hedit.edit.adapters import read_adapter
+from hedit.edit.adapters.lora import vllm_max_lora_rank
+from hedit.check.verify import check_artifact, check_tolerance, prompt_ids, reference_generation
+
+LOGPROB_TOLERANCE = 1e-3
+
+
+def find_vllm_python(explicit: str | None = None) -> str:
+    for cand in (explicit, os.environ.get("HEDIT_VLLM_PYTHON"), ".venv-vllm/bin/python"):
+        if cand and Path(cand).is_file():
+            return os.path.abspath(cand)  # not resolve(): the venv python is a symlink
+    raise HeditError(
+        "no vLLM environment found: pass --vllm-python or set HEDIT_VLLM_PYTHON "
+        "(`make vllm-env` builds one in .venv-vllm)"
+    )
+
+
+def _last_error(log: str) -> str:
+    lines = [ln.strip() for ln in log.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "Error" in ln or "error" in ln]
+    return (errors or lines or ["no output"])[-1][:500]
+
+
+@dataclass
+class VllmResult:
+    artifact: str
+    token_agreement: float
+    max_abs_logprob_diff: float
+    effect: float  # max abs logprob change the edit itself causes, for scale
+    prompts: int
+    new_tokens: int
+    tolerance: float
+
+    @property
+    def passed(self) -> bool:
+        return self.token_agreement == 1.0 and math.isfinite(self.max_abs_logprob_diff) \
+            and self.max_abs_logprob_diff <= self.tolerance
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"passed": self.passed}
+
+    def summary(self) -> str:
+        return (f"{'PASS' if self.passed else 'FAIL'} vllm: greedy-token agreement {self.token_agreement:.1%}, "
+                f"max abs logprob diff {self.max_abs_logprob_diff:.2e} (tolerance {self.tolerance:g}), "
+                f"edit effect {self.effect:.2e}")
+
+
+def verify_vllm(source: str | Path, neurons: str | Path | NeuronSet, alpha: float | None = None,
+                edited: str | Path | None = None, adapter: str | Path | None = None,
+                allow_negative: bool = False, new_tokens: int = 8, vllm_python: str | None = None,
+                tolerance: float = LOGPROB_TOLERANCE, timeout: int = 900) -> VllmResult:
+    check_tolerance(tolerance)
+    python = find_vllm_python(vllm_python)
+    plan = make_plan(source, neurons, alpha, allow_negative)
+    check_artifact(plan, edited, adapter)
+    artifact = Path(edited or adapter)
+    request = {"model": str(Path(edited or plan.checkpoint.path).resolve()), "max_tokens": new_tokens}
+    if adapter is not None:
+        cfg = read_adapter(artifact, plan.checkpoint)
+        if cfg["peft_type"] != "LORA":
+            raise HeditError(f"vLLM serves LoRA adapters, not {cfg['peft_type']}: {artifact}")
+        request |= {"adapter": str(artifact.resolve()), "max_lora_rank": vllm_max_lora_rank(cfg["r"])}
+    source = plan.checkpoint.path
+    prompts = prompt_ids(source, plan.checkpoint.arch.text_config_dict(plan.checkpoint.config)["vocab_size"])
+    ref_tokens, ref_logprobs, effect = reference_generation(plan, prompts, new_tokens)
+
+    request["prompts"] = prompts
+    worker = Path(__file__).with_name("vllm_worker.py")
+    with tempfile.TemporaryDirectory(prefix="hedit-vllm-") as tmp:
+        req, res = Path(tmp) / "request.json", Path(tmp) / "result.json"
+        req.write_text(json.dumps(request))
+        env = os.environ | {"VLLM_TARGET_DEVICE": "cpu", "VLLM_LOGGING_LEVEL": "WARNING"}
+        proc = subprocess.run([python, str(worker), str(req), str(res)], capture_output=True, text=True,
+                              env=env, timeout=timeout, cwd=tmp)
+        if proc.returncode != 0 or not res.exists():
+            raise HeditError(f"vLLM failed to run the artifact: {_last_error(proc.stderr + proc.stdout)}")
+        out = json.loads(res.read_text())
+    total = sum(len(t) for t in ref_tokens)
+    agree = sum(a == b for r, g in zip(ref_tokens, out["tokens"]) for a, b in zip(r, g))
+    diffs = [abs(a - b) for r, g in zip(ref_logprobs, out["logprobs"]) for a, b in zip(r, g)]
+    diff = max(diffs) if diffs and all(math.isfinite(d) for d in diffs) else math.inf
+    return VllmResult(str(artifact), agree / total, diff, effect, len(prompts), new_tokens, tolerance)

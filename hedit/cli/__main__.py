@@ -1,0 +1,3 @@
+from hedit.cli import main
+
+main()

@@ -1,0 +1,36 @@
+"""Commands of the check stage: verify."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from hedit.cli.options import ALPHA, NEG, NEURONS, SOURCE, build, settings_options
+from hedit.config import VerifyConfig
+
+
+@click.command()
+@SOURCE
+@NEURONS
+@ALPHA
+@click.option("--edited", type=click.Path(path_type=str), help="Edited checkpoint from `hedit edit`.")
+@click.option("--adapter", type=click.Path(path_type=str), help="Adapter from `hedit export-adapter`.")
+@settings_options(VerifyConfig)
+@click.option("--vllm-python", type=click.Path(path_type=str), help="Python of the vLLM environment.")
+@NEG
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def verify(source, neurons, alpha, edited, adapter, vllm_python, allow_negative, as_json, **kw):
+    """Check in float32 that an artifact equals SOURCE with the runtime intervention."""
+    from hedit.check.verify import verify_artifact
+
+    res = verify_artifact(source, neurons, alpha, edited, adapter, allow_negative, build(VerifyConfig, kw),
+                          vllm_python)
+    click.echo(json.dumps(res.to_dict(), indent=2) if as_json else res.summary())
+    if res.effect == 0 and not as_json:
+        click.echo("note: the edit changes nothing here (alpha 1?), so this check cannot fail", err=True)
+    sys.exit(0 if res.passed else 1)
+
+
+COMMANDS = [verify]

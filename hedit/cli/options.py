@@ -1,0 +1,148 @@
+"""Options shared by commands, and options built from the settings dataclasses of ``hedit.config``: a
+field's default, help and flag come from the dataclass, so the command line never restates a default.
+Values are checked by the dataclass itself (one ``hedit: error:`` line), not by click."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any, Callable
+
+import click
+
+from hedit.config import Settings
+from hedit.edit.neurons import check_alpha
+from hedit.errors import HeditError
+
+
+def _floats(value: Any, flag: str) -> tuple[float, ...]:
+    if isinstance(value, tuple):
+        return value
+    parts = [p.strip() for p in str(value).split(",") if p.strip()]
+    try:
+        return tuple(float(p) for p in parts)
+    except ValueError:
+        raise HeditError(f"{flag} takes comma-separated numbers, got {value!r}") from None
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    if isinstance(value, tuple):
+        return value
+    return tuple(p.strip() for p in str(value).split(",") if p.strip())
+
+
+def _base(kind: Any) -> Any:
+    if typing.get_origin(kind) in (typing.Union, getattr(__import__("types"), "UnionType")):
+        return next(a for a in typing.get_args(kind) if a is not type(None))
+    return kind
+
+
+def settings_options(cls: type[Settings], exclude: tuple[str, ...] = (), **defaults: Any) -> Callable:
+    """A decorator adding one click option per field of ``cls`` (those with ``cli`` metadata on, minus
+    ``exclude``); ``defaults`` replaces a field's default for this command only (documented there)."""
+    hints = typing.get_type_hints(cls)
+
+    def decorate(f: Callable) -> Callable:
+        for fld in reversed(dataclasses.fields(cls)):
+            meta = fld.metadata
+            if not meta.get("cli", True) or fld.name in exclude:
+                continue
+            default = defaults.get(fld.name, cls.defaults()[fld.name])
+            kind = _base(hints[fld.name])
+            flag = meta.get("flag") or f"--{fld.name.replace('_', '-')}"
+            kw: dict[str, Any] = {"help": meta.get("help", ""), "show_default": True}
+            if kind is bool and default:
+                kw["help"] = meta.get("flag_help") or f"Turn off: {meta.get('help', '')}"
+            if kind is bool:
+                if default:
+                    kw.update(is_flag=True, flag_value=False, default=True, show_default=False)
+                else:
+                    kw.update(is_flag=True, default=False, show_default=False)
+            elif typing.get_origin(kind) is tuple:
+                kw.update(type=str, default=",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in default))
+            else:
+                kw.update(type=kind, default=default)
+            f = click.option(flag, fld.name, **kw)(f)
+        return f
+
+    return decorate
+
+
+def build(cls: type[Settings], kwargs: dict[str, Any], **extra: Any) -> Any:
+    """An instance of ``cls`` from a command's keyword arguments (its fields are taken out of ``kwargs``)."""
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for fld in dataclasses.fields(cls):
+        if fld.name in extra:
+            values[fld.name] = extra[fld.name]
+        elif fld.name in kwargs:
+            value = kwargs.pop(fld.name)
+            kind = _base(hints[fld.name])
+            if typing.get_origin(kind) is tuple:
+                item = typing.get_args(kind)[0]
+                flag = fld.metadata.get("flag") or f"--{fld.name.replace('_', '-')}"
+                value = _floats(value, flag) if item is float else _strings(value)
+            values[fld.name] = value
+    return cls(**values)
+
+
+def _alpha(ctx, param, value):
+    if value is not None:
+        check_alpha(value, allow_negative=True)  # the sign is checked with --allow-negative-alpha later
+    return value
+
+
+def _device(ctx, param, value):
+    from hedit.model.load import check_device
+
+    return check_device(value)
+
+
+SOURCE = click.argument("source", type=click.Path(path_type=str))
+MODEL = click.argument("model", type=str)
+NEURONS = click.option("--neurons", "neurons", required=True, type=click.Path(path_type=str),
+                       help="Neuron-set file (neurons.json).")
+ALPHA = click.option("--alpha", type=float, default=None, callback=_alpha,
+                     help="Scale for chosen neurons (0 silences, 1 leaves unchanged). "
+                          "A neuron's own alpha in the file overrides it.")
+NEG = click.option("--allow-negative-alpha", "allow_negative", is_flag=True,
+                   help="Accept a negative alpha (flips the neurons' sign).")
+OVERWRITE = click.option("--overwrite", is_flag=True, help="Replace a previous hedit output at --out.")
+DEVICE = click.option("--device", default="cpu", show_default=True, callback=_device,
+                      help="cpu, cuda, cuda:1, mps; checked before any work starts.")
+QUIET = click.option("--quiet", is_flag=True, help="No progress bar.")
+
+
+def judge_options(f: Callable) -> Callable:
+    opts = [
+        click.option("--judge-url", default=None, metavar="URL",
+                     help="Optional LLM judge: an OpenAI-compatible base URL (e.g. http://127.0.0.1:8000/v1). "
+                          "Default: the rule judge."),
+        click.option("--judge-model", default=None, help="Model name for the LLM judge."),
+        click.option("--judge-key-env", default="OPENAI_API_KEY", show_default=True,
+                     help="Environment variable holding the judge's API key."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def judge_from(kwargs: dict[str, Any]):
+    """The judge the judge options ask for (taken out of ``kwargs``)."""
+    from hedit.measure.llm_judge import make_judge
+
+    return make_judge(kwargs.pop("judge_url"), kwargs.pop("judge_model"), kwargs.pop("judge_key_env"))
+
+
+def suite_files(pairs) -> dict[str, str]:
+    out = {}
+    for p in pairs:
+        name, sep, path = p.partition("=")
+        if not sep or not name or not path:
+            raise HeditError(f"--suite-file takes NAME=PATH, got {p!r}")
+        out[name.strip()] = path
+    return out
+
+
+SUITE_FILE = click.option("--suite-file", "suite_files", multiple=True, metavar="NAME=PATH",
+                          help="Use PATH (JSONL, CSV, FalseQA CSV, ...) for suite NAME instead of the bundled set.")

@@ -1,0 +1,336 @@
+"""Every setting of hedit's stages, each default stated once.
+
+The Python API takes these dataclasses, ``hedit run``'s recipe sections extend them
+(``hedit.run.recipe``), and the command line builds its options from their fields
+(``hedit.cli.options``), so a default changed here changes everywhere. Every instance checks its own
+values on construction: a wrong type or a value out of range is one HeditError that names the setting,
+before any work (and before any journal header is written).
+
+    SamplingConfig   collect: the paper's sampling settings
+    Decoding         evaluation replies (sweep, tune, capability): greedy unless ``sample``
+    ProbeConfig      the sparse probe and its C grid
+    IdentifyConfig   collect + filter + features + probe
+    SweepConfig      alphas x neuron sets x suites, with random controls
+    Bounds           the capability bounds ``tune`` keeps to
+    TuneConfig       the tuning sweep and its bounds
+    VerifyConfig     checking an artifact against the runtime intervention
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import MISSING, dataclass, field
+from typing import Any
+
+from hedit.errors import HeditError
+
+ANSWER_ONLY = "Respond with the answer only, without any explanation."
+MODES = ("3-vs-1", "1-vs-1")  # probe labels: the paper's (answer + other rows) or answer rows only
+SUITES = ("false-premise", "misleading-context", "sycophancy")
+RUNTIMES = ("transformers", "vllm")
+REGIONS = ("answer", "output", "other")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def setting(default: Any = MISSING, help: str = "", *, factory: Any = MISSING, min: float | None = None,
+            max: float | None = None, above: float | None = None, choices: tuple | None = None,
+            each: tuple | None = None, flag: str | None = None, flag_help: str | None = None,
+            cli: bool = True) -> Any:
+    """A dataclass field with what the command line and the checks need: ``help``; bounds (``min``,
+    ``max`` inclusive, ``above`` exclusive) and ``choices`` for a value or, for a tuple, ``each`` item's
+    choices; ``flag`` names the command-line option when it is not ``--field-name`` (for a boolean
+    that defaults to true, the ``--no-...`` flag that turns it off, described by ``flag_help``);
+    ``cli=False`` keeps it off the command line."""
+    meta = {"help": help, "min": min, "max": max, "above": above, "choices": choices, "each": each,
+            "flag": flag, "flag_help": flag_help, "cli": cli}
+    if factory is not MISSING:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+class Settings:
+    """Base of every settings dataclass: type and range checks on construction."""
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = _coerce(getattr(self, f.name), hints[f.name], self._where(f.name))
+            _bounds(value, f.metadata, self._where(f.name))
+            object.__setattr__(self, f.name, value)
+        self.check()
+
+    def check(self) -> None:
+        """Checks that involve several settings (overridden where needed)."""
+
+    @classmethod
+    def _where(cls, name: str) -> str:
+        return name
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Every field's default value."""
+        out = {}
+        for f in dataclasses.fields(cls):
+            out[f.name] = f.default_factory() if f.default_factory is not MISSING else f.default
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "") -> "Settings":
+        """An instance from a mapping (a recipe section): unknown keys and bad values are HeditErrors."""
+        if not isinstance(data, dict):
+            raise HeditError(f"{where or 'the settings'} must be a mapping of keys to values")
+        known = {f.name for f in dataclasses.fields(cls)}
+        for key in data:
+            if key not in known:
+                raise HeditError(f"unknown key {f'{where}.{key}' if where else key!r} (known here: "
+                                 f"{', '.join(sorted(known))})")
+        try:
+            return cls(**data)
+        except HeditError as e:
+            raise HeditError(f"{where}.{e}" if where and not str(e).startswith(where) else str(e)) from None
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Settings):
+        return value.to_dict()
+    return value
+
+
+def _coerce(value: Any, kind: Any, where: str) -> Any:
+    """``value`` as ``kind`` (int -> float, list -> tuple), or a HeditError naming ``where``."""
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        if value is None and type(None) in typing.get_args(kind):
+            return None
+        kind, origin = args[0], typing.get_origin(args[0])
+    if origin is tuple:
+        item = typing.get_args(kind)[0]
+        if isinstance(value, (list, tuple)):
+            return tuple(_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+        raise HeditError(f"{where} must be a list, got {value!r}")
+    if isinstance(kind, type) and issubclass(kind, Settings):
+        return value if isinstance(value, kind) else kind.from_dict(value, where)
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise HeditError(f"{where} must be a finite number, got {value!r}")
+        return float(value)
+    if kind in (int, str, bool) and isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    name = {float: "a number", int: "an integer", str: "a string", bool: "true or false"}.get(kind, str(kind))
+    raise HeditError(f"{where} must be {name}, got {value!r}")
+
+
+def _bounds(value: Any, meta: Any, where: str) -> None:
+    if value is None:
+        return
+    if isinstance(value, tuple):
+        each = meta.get("each")
+        for i, v in enumerate(value):
+            if each and v not in each:
+                raise HeditError(f"{where}: unknown value {v!r}; choose from {', '.join(map(str, each))}")
+            _bounds(v, {k: meta.get(k) for k in ("min", "max", "above")}, f"{where}[{i}]")
+        return
+    if meta.get("choices") and value not in meta["choices"]:
+        raise HeditError(f"{where} must be one of {', '.join(map(str, meta['choices']))}, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if meta.get("min") is not None and value < meta["min"]:
+        raise HeditError(f"{where} must be at least {meta['min']:g}, got {value:g}")
+    if meta.get("max") is not None and value > meta["max"]:
+        raise HeditError(f"{where} must be at most {meta['max']:g}, got {value:g}")
+    if meta.get("above") is not None and not value > meta["above"]:
+        raise HeditError(f"{where} must be greater than {meta['above']:g}, got {value:g}")
+
+
+def _nonempty(value: tuple, where: str) -> None:
+    if not value:
+        raise HeditError(f"{where} is empty")
+    if len(set(value)) != len(value):
+        raise HeditError(f"{where} lists a value twice: {', '.join(map(str, value))}")
+
+
+# ------------------------------------------------------------------------------------------ collect
+
+@dataclass(frozen=True)
+class SamplingConfig(Settings):
+    """How ``collect`` samples answers: the paper's settings."""
+
+    samples: int = setting(10, "Answers sampled per question.", min=1)
+    temperature: float = setting(1.0, "Sampling temperature.", above=0)
+    top_p: float = setting(0.9, "Nucleus sampling: keep the smallest set of tokens with this much probability.",
+                           above=0, max=1)
+    top_k: int = setting(50, "Keep only the k most likely tokens (0: no limit).", min=0)
+    max_new_tokens: int = setting(50, "Longest answer, in tokens.", min=1)
+    suffix: str = setting(ANSWER_ONLY, "Appended to each question.")
+    chat_template: bool = setting(True, "Prompt through the model's chat template.", flag="--no-chat-template",
+                                  flag_help="Plain 'Question: ... Answer:' prompts (base models).")
+    seed: int = setting(0, "Random seed.", min=0)
+
+    @property
+    def sampling(self) -> "SamplingConfig":
+        """Only the sampling settings (what a responses file records)."""
+        return SamplingConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(SamplingConfig)})
+
+
+# ------------------------------------------------------------------------------------------ evaluation
+
+@dataclass(frozen=True)
+class Decoding(Settings):
+    """How evaluation replies are generated: greedy unless ``sample``."""
+
+    max_new_tokens: int = setting(48, "Longest reply, in tokens.", min=1)
+    sample: bool = setting(False, "Sample (temperature, top-p, top-k) instead of greedy decoding.")
+    temperature: float = setting(1.0, "Sampling temperature (with --sample).", above=0)
+    top_p: float = setting(0.9, "Nucleus sampling (with --sample).", above=0, max=1)
+    top_k: int = setting(50, "Top-k sampling (with --sample; 0: no limit).", min=0)
+    seed: int = setting(0, "Random seed.", min=0)
+    chat_template: bool = setting(True, "Prompt through the model's chat template.", flag="--no-chat-template",
+                                  flag_help="Plain 'Question: ... Answer:' prompts (base models).")
+
+    @property
+    def decoding(self) -> "Decoding":
+        """Only the decoding settings (what a sweep journal records)."""
+        return Decoding(**{f.name: getattr(self, f.name) for f in dataclasses.fields(Decoding)})
+
+
+DEFAULT_ALPHAS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
+TUNE_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+@dataclass(frozen=True)
+class Evaluation(Decoding):
+    """What ``sweep`` and ``tune`` share: the suites, how many items, the batch size."""
+
+    suites: tuple[str, ...] = setting(SUITES, "Behaviour suites (comma-separated); empty: capability only.",
+                                      each=SUITES)
+    limit: int | None = setting(None, "Only the first N items of each suite (and of the trivia check).", min=1)
+    batch_size: int = setting(16, "Prompts per generate call.", min=1)
+
+    def check(self) -> None:
+        if len(set(self.suites)) != len(self.suites):
+            raise HeditError(f"suites lists a suite twice: {', '.join(self.suites)}")
+
+
+@dataclass(frozen=True)
+class SweepConfig(Evaluation):
+    """The alpha sweep: every alpha for the H-neurons and ``controls`` random sets."""
+
+    alphas: tuple[float, ...] = setting(DEFAULT_ALPHAS, "Alphas to sweep (comma-separated).")
+    controls: int = setting(3, "Random neuron sets with the H-neurons' per-layer counts.", min=0)
+    capability: bool = setting(True, "Measure trivia accuracy and KL too.", flag="--no-capability",
+                               flag_help="Skip trivia accuracy and KL.")
+    bootstrap: int = setting(1000, "Bootstrap resamples for intervals.", min=100, cli=False)
+
+    def check(self) -> None:
+        super().check()
+        _nonempty(self.alphas, "alphas")
+        object.__setattr__(self, "alphas", tuple(sorted(self.alphas)))
+        if not self.suites and not self.capability:
+            raise HeditError("nothing to measure: no suites and no capability")
+
+
+@dataclass(frozen=True)
+class Bounds(Settings):
+    """The capability cost ``tune`` accepts."""
+
+    max_accuracy_drop: float = setting(2.0, "Largest allowed drop of held-out trivia accuracy, in points.", min=0)
+    max_kl: float = setting(0.1, "Largest allowed mean KL against alpha 1 on neutral text (nats).", min=0)
+
+    @property
+    def bounds(self) -> "Bounds":
+        return Bounds(self.max_accuracy_drop, self.max_kl)
+
+
+@dataclass(frozen=True)
+class TuneConfig(Evaluation, Bounds):
+    """The tuning sweep (no controls, capability always) and its bounds."""
+
+    alphas: tuple[float, ...] = setting(TUNE_ALPHAS, "Candidate alphas (comma-separated; 1 is added).")
+
+    def check(self) -> None:
+        super().check()
+        _nonempty(self.alphas, "alphas")
+        object.__setattr__(self, "alphas", tuple(sorted(self.alphas)))
+
+    def sweep(self) -> SweepConfig:
+        """The sweep that tune runs: its alphas plus 1, no controls, capability on."""
+        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(Evaluation)}
+        alphas = tuple(sorted(set(self.alphas) | {1.0}))
+        return SweepConfig(**shared, alphas=alphas, controls=0, capability=True)
+
+
+# ------------------------------------------------------------------------------------------ find
+
+C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+
+
+@dataclass(frozen=True)
+class ProbeConfig(Settings):
+    """The sparse L1 probe: labels, the C grid and the random-neuron baseline."""
+
+    mode: str = setting("3-vs-1", "Labels: the paper's 3-vs-1 (answer and other rows) or 1-vs-1 (answer rows).",
+                        choices=MODES)
+    c_grid: tuple[float, ...] = setting(C_GRID, "C values to try (comma-separated).", above=0, flag="--c")
+    grow_c: int = setting(3, "When the best C is on an edge of the grid, try up to this many more C values "
+                             "past it.", min=0)
+    c_bounds: tuple[float, ...] = setting((1e-4, 1e3), "The C grid never grows past these.", above=0, cli=False)
+    random_draws: int = setting(5, "Random neuron sets for the baseline.", min=1)
+    max_qa_drop: float = setting(2.0, "Pass over a C whose silenced neurons cost more QA accuracy than this "
+                                      "(points; with the QA check).", min=0)
+    seed: int = setting(0, "Random seed.", min=0)
+
+    def check(self) -> None:
+        _nonempty(self.c_grid, "c_grid")
+        if len(self.c_bounds) != 2 or self.c_bounds[0] >= self.c_bounds[1]:
+            raise HeditError(f"c_bounds must be two numbers, low < high, got {list(self.c_bounds)}")
+
+    @property
+    def probe(self) -> "ProbeConfig":
+        return ProbeConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(ProbeConfig)})
+
+
+@dataclass(frozen=True)
+class IdentifyConfig(ProbeConfig, SamplingConfig):
+    """collect, filter, features and probe in one run."""
+
+    batch_size: int = setting(8, "Questions (collect) or sequences (features) per batch.", min=1)
+    qa_check: bool = setting(False, "Choose C also by held-out QA accuracy with the neurons silenced.")
+
+
+@dataclass(frozen=True)
+class FeaturesConfig(Settings):
+    """CETT features of responses."""
+
+    regions: tuple[str, ...] = setting(("answer", "other"), "Token regions (comma-separated): answer, output, other.",
+                                       each=REGIONS)
+    samples_per_question: int = setting(1, "Responses per question to measure.", min=1)
+    batch_size: int = setting(8, "Sequences per forward pass.", min=1)
+    dtype: str = setting("float32", "Model compute dtype (CETT itself is always accumulated in float32).",
+                         choices=DTYPES)
+
+    def check(self) -> None:
+        _nonempty(self.regions, "regions")
+
+
+# ------------------------------------------------------------------------------------------ check
+
+@dataclass(frozen=True)
+class VerifyConfig(Settings):
+    """Checking an artifact against the runtime intervention."""
+
+    runtime: str = setting("transformers", "Where to load the artifact.", choices=RUNTIMES)
+    new_tokens: int = setting(8, "Greedy tokens generated per prompt.", min=1, max=512)
+    tolerance: float | None = setting(None, "Max abs logit (transformers; default 1e-4, or 1e-5 of the largest "
+                                            "logit if more) or logprob (vllm, default 1e-3) difference.", min=0)

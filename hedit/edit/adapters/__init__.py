@@ -1,0 +1,153 @@
+"""PEFT adapters that carry an H-neuron edit: one module per method, each with the same ``build``.
+
+``build(plan, read) -> Adapter`` gets the plan and a function that reads a layer's down_proj weight.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from safetensors.torch import save_file
+
+from hedit.edit.card import adapter_card, base_model_name, provenance, write_provenance
+from hedit.errors import HeditError
+from hedit.io.atomic import atomic_dir, check_target
+from hedit.io.checkpoint import Checkpoint
+from hedit.io.hashing import Hasher
+from hedit.io.jsonfile import expect, read_json
+from hedit.io.safetensors_header import read_header, read_tensor
+from hedit.edit.neurons import NeuronSet
+from hedit.edit.plan import EditPlan, make_plan
+
+FORMATS = ("lora", "ia3")
+
+
+@dataclass
+class Adapter:
+    tensors: dict[str, torch.Tensor]
+    config: Any  # a peft PeftConfig
+    card: dict[str, Any] = field(default_factory=dict)  # extra arguments for the model card
+    info: dict[str, Any] = field(default_factory=dict)  # extra provenance
+
+
+def peft_key(plan: EditPlan, layer: int, suffix: str) -> str:
+    """The state-dict key PEFT saves for a tensor on layer ``layer``'s down_proj."""
+    return f"base_model.model.{plan.checkpoint.arch.module_path(layer)}.{suffix}"
+
+
+def target_modules(plan: EditPlan) -> list[str]:
+    return [plan.checkpoint.arch.module_path(layer) for layer in plan.layers]
+
+
+ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
+_SUFFIX = {"LORA": ("lora_A.weight", "lora_B.weight"), "IA3": ("ia3_l",)}
+
+
+def read_adapter(folder: str | Path, checkpoint: Checkpoint | None = None) -> dict[str, Any]:
+    """The adapter config of a PEFT adapter folder hedit can load, checked without loading it: a LoRA or
+    IA3 config, and weights whose names and shapes fit ``checkpoint`` (when given) layer by layer."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise HeditError(f"adapter not found: {folder}")
+    if not (folder / ADAPTER_CONFIG).is_file():
+        hint = "; it is a checkpoint: pass it with --edited" if (folder / "config.json").is_file() else ""
+        raise HeditError(f"{folder} is not a PEFT adapter (no {ADAPTER_CONFIG}){hint}")
+    cfg = read_json(folder / ADAPTER_CONFIG)
+    where = str(folder / ADAPTER_CONFIG)
+    expect(cfg, dict, where)
+    kind = cfg.get("peft_type")
+    if kind not in _SUFFIX:
+        raise HeditError(f"{where}: peft_type {kind!r} is not one hedit writes (LORA, IA3)")
+    if kind == "LORA":
+        r, lora_alpha = cfg.get("r"), cfg.get("lora_alpha")
+        if not isinstance(r, int) or isinstance(r, bool) or r <= 0:
+            raise HeditError(f"{where}: 'r' must be a positive integer, got {r!r}")
+        if not isinstance(lora_alpha, (int, float)) or isinstance(lora_alpha, bool) or not lora_alpha > 0:
+            raise HeditError(f"{where}: 'lora_alpha' must be a positive number, got {lora_alpha!r}")
+    if not (folder / ADAPTER_WEIGHTS).is_file():
+        raise HeditError(f"{folder} has {ADAPTER_CONFIG} but no {ADAPTER_WEIGHTS}")
+    header = read_header(folder / ADAPTER_WEIGHTS)
+    if not header.tensors:
+        raise HeditError(f"{folder / ADAPTER_WEIGHTS} holds no tensors")
+    if checkpoint is not None:
+        _check_fit(folder, kind, cfg, header.tensors, checkpoint)
+    return cfg
+
+
+def _check_fit(folder: Path, kind: str, cfg: dict[str, Any], tensors: dict, ckpt: Checkpoint) -> None:
+    arch = ckpt.arch
+    made = _made_from(folder)
+    if made is not None and made != arch.model_type:
+        raise HeditError(f"{folder} was made from a {made} model, not {arch.model_type} like {ckpt.path}")
+    hidden = ckpt.down_proj[0][1].shape[0]
+    inter = ckpt.intermediate_size
+    paths = {f"base_model.model.{arch.module_path(layer)}": layer for layer in range(ckpt.num_layers)}
+    for name, info in tensors.items():
+        module, _, suffix = name.rpartition(".lora_") if kind == "LORA" else name.rpartition(".")
+        suffix = f"lora_{suffix}" if kind == "LORA" else suffix
+        if module not in paths or suffix not in _SUFFIX[kind]:
+            raise HeditError(f"{folder} was not made for this model: tensor {name} is not on a down_proj of "
+                             f"{ckpt.path} ({arch.model_type}, {ckpt.num_layers} layers)")
+        want = {"lora_A.weight": (cfg["r"] if kind == "LORA" else 0, inter),
+                "lora_B.weight": (hidden, cfg["r"] if kind == "LORA" else 0), "ia3_l": (1, inter)}[suffix]
+        if tuple(info.shape) != want:
+            raise HeditError(f"{folder} was not made for this model: {name} has shape {list(info.shape)}, "
+                             f"expected {list(want)}")
+
+
+def _made_from(folder: Path) -> str | None:
+    """The source model_type in an adapter's hedit.json, when it has a readable one."""
+    try:
+        info = read_json(folder / "hedit.json")
+    except HeditError:
+        return None
+    src = info.get("source") if isinstance(info, dict) else None
+    made = src.get("model_type") if isinstance(src, dict) else None
+    return made if isinstance(made, str) else None
+
+
+def _builder(fmt: str) -> Callable[..., Adapter]:
+    if fmt == "lora":
+        from hedit.edit.adapters.lora import build
+    elif fmt == "ia3":
+        from hedit.edit.adapters.ia3 import build
+    else:
+        raise HeditError(f"unknown adapter format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    return build
+
+
+def export_adapter(source: str | Path, neurons: str | Path | NeuronSet, out: str | Path, fmt: str = "lora",
+                   alpha: float | None = None, overwrite: bool = False, allow_negative: bool = False) -> Path:
+    """Write a PEFT adapter that applies the edit on top of the unmodified ``source``."""
+    build = _builder(fmt)
+    source, out = Path(source), Path(out)
+    plan = make_plan(source, neurons, alpha, allow_negative)
+    source = plan.checkpoint.path
+    check_target(out, [source], overwrite)
+    ckpt = plan.checkpoint
+
+    def read(layer: int) -> torch.Tensor:
+        f, info = ckpt.down_proj[layer]
+        fd = os.open(ckpt.path / f, os.O_RDONLY)
+        try:
+            return read_tensor(fd, info)
+        finally:
+            os.close(fd)
+
+    adapter = build(plan, read)
+    adapter.config.base_model_name_or_path = base_model_name(plan)
+    hasher = Hasher([ckpt.path / f for f in ckpt.weight_files])
+    try:
+        with atomic_dir(out, overwrite, [source]) as tmp:
+            save_file(adapter.tensors, tmp / "adapter_model.safetensors", metadata={"format": "pt"})
+            adapter.config.save_pretrained(tmp)
+            neurons_path = None if isinstance(neurons, NeuronSet) else str(Path(neurons).resolve())
+            write_provenance(tmp, provenance(plan, fmt, hasher.result(), neurons_path, adapter.info))
+            (tmp / "README.md").write_text(adapter_card(plan, out.name, fmt, **adapter.card))
+    finally:
+        hasher.cancel()
+    return out

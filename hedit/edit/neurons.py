@@ -1,0 +1,191 @@
+"""The neuron-set file (``neurons.json``): the contract between probing and editing."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hedit.errors import HeditError
+
+FORMAT = "hedit.neurons"
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class Neuron:
+    layer: int
+    index: int
+    alpha: float | None = None  # per-neuron scale; overrides the command-line alpha
+    weight: float | None = None  # probe weight, for information
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    model_type: str
+    num_layers: int
+    intermediate_size: int
+    name_or_path: str | None = None
+    revision: str | None = None
+
+
+@dataclass
+class NeuronSet:
+    model: ModelInfo
+    neurons: list[Neuron]
+    alpha: float | None = None  # default alpha for the whole set (written by `hedit tune`)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    # ---------------------------------------------------------------- I/O
+    @classmethod
+    def load(cls, path: str | Path) -> "NeuronSet":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise HeditError(f"neurons file not found: {path}") from None
+        except json.JSONDecodeError as e:
+            raise HeditError(f"neurons file {path} is not valid JSON: {e}") from None
+        try:
+            return cls.from_dict(data)
+        except HeditError as e:
+            raise HeditError(f"neurons file {path}: {e}") from None
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "NeuronSet":
+        if not isinstance(data, dict):
+            raise HeditError("top level must be an object")
+        if data.get("format") != FORMAT:
+            raise HeditError(f"'format' must be {FORMAT!r}")
+        if data.get("version") != VERSION:
+            raise HeditError(f"unsupported version {data.get('version')!r} (this hedit reads {VERSION})")
+        m = data.get("model")
+        if not isinstance(m, dict):
+            raise HeditError("'model' must be an object")
+        for key in ("model_type", "num_layers", "intermediate_size"):
+            if key not in m:
+                raise HeditError(f"'model.{key}' is missing")
+        if not isinstance(m["model_type"], str):
+            raise HeditError("'model.model_type' must be a string")
+        for key in ("num_layers", "intermediate_size"):
+            if not _is_int(m[key]) or m[key] <= 0:
+                raise HeditError(f"'model.{key}' must be a positive integer")
+        model = ModelInfo(
+            model_type=m["model_type"], num_layers=m["num_layers"], intermediate_size=m["intermediate_size"],
+            name_or_path=m.get("name_or_path"), revision=m.get("revision"),
+        )
+        raw = data.get("neurons")
+        if not isinstance(raw, list):
+            raise HeditError("'neurons' must be a list")
+        neurons = []
+        for i, n in enumerate(raw):
+            if not isinstance(n, dict) or not _is_int(n.get("layer")) or not _is_int(n.get("index")):
+                raise HeditError(f"neurons[{i}] must be an object with integer 'layer' and 'index'")
+            for key in ("alpha", "weight"):
+                if n.get(key) is not None and not _is_number(n[key]):
+                    raise HeditError(f"neurons[{i}].{key} must be a number")
+            neurons.append(Neuron(n["layer"], n["index"], _float(n.get("alpha")), _float(n.get("weight"))))
+        alpha = data.get("alpha")
+        if alpha is not None and not _is_number(alpha):
+            raise HeditError("'alpha' must be a number")
+        prov = data.get("provenance", {})
+        if not isinstance(prov, dict):
+            raise HeditError("'provenance' must be an object")
+        ns = cls(model=model, neurons=neurons, alpha=_float(alpha), provenance=prov)
+        ns.check_indices()
+        return ns
+
+    def to_dict(self) -> dict[str, Any]:
+        neurons = []
+        for n in self.neurons:
+            d = {"layer": n.layer, "index": n.index}
+            if n.alpha is not None:
+                d["alpha"] = n.alpha
+            if n.weight is not None:
+                d["weight"] = n.weight
+            neurons.append(d)
+        return {
+            "format": FORMAT, "version": VERSION,
+            "model": {k: v for k, v in asdict(self.model).items() if v is not None},
+            "alpha": self.alpha, "neurons": neurons, "provenance": self.provenance,
+        }
+
+    def save(self, path: str | Path) -> None:
+        """Written atomically (temporary file beside it, then rename)."""
+        from hedit.io.atomic import atomic_write_text
+
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    # ---------------------------------------------------------------- checks
+    def check_indices(self) -> None:
+        """Every neuron inside the declared shape, none listed twice."""
+        seen = set()
+        for n in self.neurons:
+            if not 0 <= n.layer < self.model.num_layers:
+                raise HeditError(f"layer {n.layer} out of range: the model has {self.model.num_layers} layers")
+            if not 0 <= n.index < self.model.intermediate_size:
+                raise HeditError(
+                    f"neuron index {n.index} in layer {n.layer} out of range: "
+                    f"intermediate size is {self.model.intermediate_size}"
+                )
+            if (n.layer, n.index) in seen:
+                raise HeditError(f"neuron (layer {n.layer}, index {n.index}) is listed twice")
+            seen.add((n.layer, n.index))
+
+    def check_model(self, model_type: str, num_layers: int, intermediate_size: int) -> None:
+        """A clear error when this set was made for a model of another shape."""
+        mine = (self.model.model_type, self.model.num_layers, self.model.intermediate_size)
+        theirs = (model_type, num_layers, intermediate_size)
+        if mine != theirs:
+            raise HeditError(
+                "neurons file was made for another model: "
+                f"{mine[0]} with {mine[1]} layers x {mine[2]} neurons, "
+                f"but this model is {theirs[0]} with {theirs[1]} layers x {theirs[2]} neurons"
+            )
+
+    # ---------------------------------------------------------------- plan
+    def plan(self, alpha: float | None = None, allow_negative: bool = False) -> dict[int, list[tuple[int, float]]]:
+        """Per layer, the sorted (neuron index, alpha) pairs to apply.
+
+        Precedence: a neuron's own alpha, then ``alpha`` (the command line), then the file's alpha.
+        """
+        default = alpha if alpha is not None else self.alpha
+        out: dict[int, list[tuple[int, float]]] = {}
+        for n in self.neurons:
+            a = n.alpha if n.alpha is not None else default
+            if a is None:
+                raise HeditError("no alpha: pass --alpha or set 'alpha' in the neurons file")
+            check_alpha(a, allow_negative)
+            out.setdefault(n.layer, []).append((n.index, float(a)))
+        return {layer: sorted(v) for layer, v in sorted(out.items())}
+
+    def by_layer(self) -> dict[int, list[int]]:
+        """Per layer (sorted), the sorted neuron indices."""
+        out: dict[int, list[int]] = {}
+        for n in self.neurons:
+            out.setdefault(n.layer, []).append(n.index)
+        return {layer: sorted(v) for layer, v in sorted(out.items())}
+
+    def per_layer_counts(self) -> dict[int, int]:
+        return {layer: len(v) for layer, v in self.by_layer().items()}
+
+
+def check_alpha(alpha: float, allow_negative: bool = False) -> None:
+    if not math.isfinite(alpha):
+        raise HeditError(f"alpha must be a finite number, got {alpha}")
+    if alpha < 0 and not allow_negative:
+        raise HeditError(f"alpha {alpha} is negative; pass --allow-negative-alpha if you mean it")
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _float(x: Any) -> float | None:
+    return None if x is None else float(x)

@@ -1,0 +1,166 @@
+"""`hedit collect`: sample answers to questions, judge them, write them append-only (resumable).
+
+Output is JSONL: a header line ``{"_hedit": "responses", "config": ..., "model": ...}``, then one line
+per finished question with the prompt's token ids and, for each sample, the response text, its token
+ids (generated ids up to, not including, the end token) and the judge's label. A rerun with the same
+settings skips finished questions; a crash loses at most the batch in flight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+
+from hedit.config import SamplingConfig
+from hedit.errors import HeditError
+from hedit.io.atomic import atomic_write_text
+from hedit.io.journal import Journal, read_journal
+from hedit.measure.generate import chat_ids, cut, end_ids, left_pad, pad_id
+from hedit.measure.judge import CORRECT, INCORRECT
+from hedit.progress import bar
+from hedit.io.questions import Question
+
+def build_prompt(tokenizer, question: str, cfg: SamplingConfig) -> list[int]:
+    return chat_ids(tokenizer, [{"role": "user", "content": f"{question} {cfg.suffix}".strip()}], cfg.chat_template)
+
+
+def _batch_seed(seed: int, qids: list[str]) -> int:
+    return int(hashlib.sha256(f"{seed}:{qids[0]}".encode()).hexdigest()[:8], 16)
+
+
+@torch.no_grad()
+def sample_batch(model, tokenizer, prompts: list[list[int]], cfg: SamplingConfig, seed: int,
+                 ends: set[int]) -> list[list[list[int]]]:
+    """For each prompt, ``cfg.samples`` response token-id lists (left padding, one generate call)."""
+    pad = pad_id(tokenizer, ends)
+    ids, mask = left_pad(prompts, pad)
+    width = ids.shape[1]
+    torch.manual_seed(seed)
+    out = model.generate(
+        input_ids=ids.to(model.device), attention_mask=mask.to(model.device), do_sample=True,
+        temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, max_new_tokens=cfg.max_new_tokens,
+        num_return_sequences=cfg.samples,
+        pad_token_id=pad, eos_token_id=sorted(ends) or None,
+    )[:, width:].tolist()
+    responses = [cut(row, ends) for row in out]
+    return [responses[i * cfg.samples:(i + 1) * cfg.samples] for i in range(len(prompts))]
+
+
+def read_responses(path: str | Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """Header and records of a responses file; a torn last line (a crash mid-write) is ignored."""
+    return read_journal(path, "responses")
+
+
+def settings(cfg: SamplingConfig, grader=None) -> dict[str, Any]:
+    """What a responses file's header records: the sampling settings and a judge other than the rules."""
+    from hedit.measure.compliance import RULES
+
+    name = (grader or RULES).name
+    return cfg.sampling.to_dict() | ({"judge": name} if name != RULES.name else {})
+
+
+def collect(model, tokenizer, questions: Iterable[Question], out: str | Path, cfg: SamplingConfig = SamplingConfig(),
+            batch_size: int = 8, model_name: str = "", progress: bool = True, grader=None) -> Path:
+    """Sample, judge and append; questions already in ``out`` are skipped. ``grader``: the rule judge
+    (default) or an ``hedit.measure.llm_judge.LLMJudge``."""
+    from hedit.measure.compliance import RULES
+
+    grader = grader or RULES
+    out = Path(out)
+    journal = Journal(out, "responses", settings(cfg, grader), {"model": model_name}, what="collected")
+    finished = {r["question_id"] for r in journal.records}
+    todo = [q for q in questions if q.qid not in finished]
+    tokenizer.padding_side = "left"
+    ends = end_ids(model, tokenizer)
+    model.eval()
+    with journal, bar(len(todo) + len(finished), "collect", "q", progress, initial=len(finished)) as pbar:
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start:start + batch_size]
+            prompts = [build_prompt(tokenizer, q.question, cfg) for q in batch]
+            responses = sample_batch(model, tokenizer, prompts, cfg, _batch_seed(cfg.seed, [q.qid for q in batch]),
+                                     ends)
+            records = []
+            for q, p, rs in zip(batch, prompts, responses):
+                samples = []
+                for r in rs:
+                    text = tokenizer.decode(r, skip_special_tokens=True)
+                    label = grader.qa(q.question, q.aliases, text)
+                    samples.append({"response": text, "response_ids": r, "label": label})
+                records.append({"question_id": q.qid, "question": q.question, "aliases": list(q.aliases),
+                                "split": q.split, "prompt_ids": p, "samples": samples})
+            journal.append(records)  # one write per batch: a crash loses at most this batch
+            pbar.update(len(batch))
+    return out
+
+
+def consistent(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Questions answered right by every sample (label correct) or wrong by every sample (hallucinated)."""
+    out = []
+    for r in records:
+        labels = {s["label"] for s in r["samples"]}
+        if labels == {CORRECT}:
+            out.append(r | {"class": "correct"})
+        elif labels == {INCORRECT}:
+            out.append(r | {"class": "hallucinated"})
+    return out
+
+
+def balance(records: list[dict[str, Any]], seed: int = 0) -> list[dict[str, Any]]:
+    """As many correct as hallucinated questions, drawn with ``seed``; order kept."""
+    by = {c: [r for r in records if r["class"] == c] for c in ("correct", "hallucinated")}
+    n = min(len(v) for v in by.values())
+    rng = random.Random(seed)
+    keep = {id(r) for v in by.values() for r in rng.sample(v, n)}
+    return [r for r in records if id(r) in keep]
+
+
+def class_counts(records: list[dict[str, Any]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[r["class"]] = counts.get(r["class"], 0) + 1
+    return counts
+
+
+def write_filtered(out: str | Path, header: dict[str, Any], records: list[dict[str, Any]], do_balance: bool = True,
+                   seed: int = 0) -> list[dict[str, Any]]:
+    """Keep the consistently answered questions of ``records`` (balanced unless told not to) and write them
+    to ``out`` as a responses file whose header records the filter; returns what was kept. ``identify``
+    and ``hedit filter`` write the same format, which ``features`` reads."""
+    kept = consistent(records)
+    kept = balance(kept, seed) if do_balance else kept
+    text = json.dumps(header | {"filtered": {"balance": do_balance, "seed": seed}}) + "\n"
+    atomic_write_text(out, text + "".join(json.dumps(r) + "\n" for r in kept))
+    return kept
+
+
+def filter_file(responses: str | Path, out: str | Path, do_balance: bool = True, seed: int = 0
+                ) -> tuple[list[dict[str, Any]], int]:
+    """``hedit filter``: (kept records, questions read)."""
+    header, records = read_responses(responses)
+    if header is None:
+        raise HeditError(f"responses file not found: {responses}")
+    if Path(out).resolve() == Path(responses).resolve():
+        raise HeditError("--out is the responses file itself; write the filtered file elsewhere")
+    return write_filtered(out, header, records, do_balance, seed), len(records)
+
+
+def collect_model(model: str, questions: list[Question], out: str | Path, cfg: SamplingConfig = SamplingConfig(),
+                  batch_size: int = 8, device: str = "cpu", progress: bool = True, grader=None) -> Path:
+    """``hedit collect``: resolve and load ``model`` (built-in name, folder or Hub id), then ``collect``."""
+    from hedit.model.builtin import resolve_model
+    from hedit.model.load import load_model, load_tokenizer
+
+    if batch_size < 1:
+        raise HeditError(f"--batch-size must be at least 1, got {batch_size}")
+    Journal(out, "responses", settings(cfg, grader), what="collected")  # settings clash: fail before loading
+    path = resolve_model(model)
+    tok = load_tokenizer(path)
+    if tok is None:
+        raise HeditError(f"{path} has no tokenizer; collect needs one")
+    return collect(load_model(path, device=device), tok, questions, out, cfg, batch_size, str(model), progress,
+                   grader)

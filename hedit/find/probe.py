@@ -1,0 +1,253 @@
+"""`hedit probe`: the sparse probe that names the H-neurons.
+
+Labels ("3-vs-1", the paper's): hallucinated answer tokens = 1; faithful answer tokens and every
+"other"-region row = 0. "1-vs-1": answer rows only, hallucinated = 1 against faithful = 0.
+An L1 logistic regression (scikit-learn, liblinear, classes weighted to balance) is fitted for each
+C of a grid on the train questions; the C with the best held-out accuracy wins (ties: the sparser
+probe). The neurons with positive weight are the H-neurons.
+
+Held-out metrics are for detection on answer rows (hallucinated vs faithful): accuracy, precision,
+recall, F1 and AUROC. The paper's central claim is checked against a baseline: a logistic regression
+on the H-neurons alone against the same on as many random neurons (several draws, mean and spread).
+AUROCs carry a 95% bootstrap interval. Features of the same model on other questions (``test_features``)
+get the same scores, with every model fitted here: do the neurons carry over to another dataset?
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hedit.config import ProbeConfig
+from hedit.edit.neurons import ModelInfo, Neuron, NeuronSet
+from hedit.errors import HeditError
+from hedit.find.features import check_features_model, open_features
+from hedit.find.l1 import L1Fit, fit_l1
+from hedit.find.labels import Dataset, dataset, labels
+from hedit.find.plots import probe_plots
+from hedit.io.atomic import atomic_write_text
+from hedit.measure.stats import auroc_interval
+from hedit.progress import bar
+
+REPORT_FORMAT = 3  # bumped when report.json gains or changes fields: cached probe stages rerun
+
+
+def metrics(y: np.ndarray, score: np.ndarray) -> dict[str, float]:
+    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
+
+    pred = (score >= 0.5).astype(int)
+    return {"accuracy": float(accuracy_score(y, pred)), "precision": float(precision_score(y, pred, zero_division=0)),
+            "recall": float(recall_score(y, pred, zero_division=0)), "f1": float(f1_score(y, pred, zero_division=0)),
+            "auroc": float(roc_auc_score(y, score))}
+
+
+def subset_scores(ds: Dataset, columns: np.ndarray, seed: int = 0) -> np.ndarray:
+    """A plain (L2) logistic regression on the given neurons only (standardized, classes balanced),
+    fitted on the training rows; its probabilities on the held-out rows. The same model for H-neurons
+    and for random neurons."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    m = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=2000, random_state=seed))
+    m.fit(ds.x_train[:, columns], ds.y_train)
+    return m.predict_proba(ds.x_test[:, columns])[:, 1]
+
+
+def with_interval(y: np.ndarray, score: np.ndarray, seed: int) -> dict[str, Any]:
+    return metrics(y, score) | {"auroc_ci95": auroc_interval(y, score, seed=seed)}
+
+
+def baseline(ds: Dataset, k: int, width: int, draws: int, seed: int) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    runs = [metrics(ds.y_test, subset_scores(ds, np.sort(rng.choice(width, size=k, replace=False)), seed))
+            for _ in range(draws)]
+    return {key: {"mean": float(np.mean([r[key] for r in runs])), "std": float(np.std([r[key] for r in runs]))}
+            for key in runs[0]} | {"draws": draws}
+
+
+def answer_rows(features: str | Path, meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(answer rows, 1 = hallucinated) of a features folder that must come from the model of ``meta``."""
+    tmeta, rows, mat = open_features(features)
+    check_features_model(tmeta, (meta["model_type"], meta["num_layers"], meta["intermediate_size"]),
+                         f"test features {features}")
+    idx, y = labels(rows, "1-vs-1")
+    if len(set(y.tolist())) < 2:
+        raise HeditError(f"test features {features} need both correct and hallucinated answers "
+                         f"({int(y.sum())} hallucinated of {len(y)})")
+    return np.asarray(mat[idx]), y
+
+
+def transfer(ds: Dataset, fit: L1Fit, cols: np.ndarray, x: np.ndarray, y: np.ndarray, width: int, draws: int,
+             seed: int) -> dict[str, Any]:
+    """Scores on another dataset's answer rows: the chosen probe as fitted, and plain probes on the
+    H-neurons alone and on random neurons trained on ``ds``'s training rows."""
+    ext = Dataset(ds.x_train, ds.y_train, x, y, "external")
+    return {"answers": int(len(y)), "hallucinated": int(y.sum()),
+            "probe": with_interval(y, fit.predict_proba(x), seed),
+            "h_neurons_only": with_interval(y, subset_scores(ext, cols, seed), seed),
+            "random_neurons_only": baseline(ext, len(cols), width, draws, seed)}
+
+
+def _fit_c(ds: Dataset, c: float, seed: int) -> dict[str, Any]:
+    model = fit_l1(ds.x_train, ds.y_train, c, seed)
+    coef = model.coef
+    return {"C": c, "positive": int((coef > 0).sum()), "nonzero": int((coef != 0).sum()),
+            "heldout": metrics(ds.y_test, model.predict_proba(ds.x_test)), "fit": model,
+            "working_set_rounds": model.rounds}
+
+
+def _best(sweep: list[dict[str, Any]]) -> dict[str, Any]:
+    """The best held-out accuracy among C values with positive weights; ties go to the sparser probe."""
+    usable = [s for s in sweep if s["positive"] > 0]
+    return max(usable, key=lambda s: (s["heldout"]["accuracy"], -s["nonzero"])) if usable else None
+
+
+def sweep_c(ds: Dataset, cfg: ProbeConfig, progress: bool = True) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Fit every C of the grid; while the best C sits on an edge of the grid (or no C gives a positive
+    weight), grow the grid past that edge (by the grid's own ratio there) up to ``cfg.grow_c`` steps and
+    within ``cfg.c_bounds``.
+    Returns the fits sorted by C and what the growth did."""
+    grid = sorted(cfg.c_grid)
+    sweep = []
+    with bar(len(grid), "probe", "C", progress) as pbar:
+        for c in grid:
+            sweep.append(_fit_c(ds, c, cfg.seed))
+            pbar.update(1)
+        grown: list[float] = []
+        stop = None
+        for _ in range(cfg.grow_c):
+            best, cs = _best(sweep), [s["C"] for s in sweep]
+            if best is not None and best["C"] not in (cs[0], cs[-1]):
+                break
+            upper = best is None or best["C"] == cs[-1]  # no positive weight anywhere: C is too small
+            ratio = (cs[-1] / cs[-2] if upper else cs[1] / cs[0]) if len(cs) > 1 else 10 ** 0.5
+            c = cs[-1] * ratio if upper else cs[0] / ratio
+            if not cfg.c_bounds[0] <= c <= cfg.c_bounds[1]:
+                stop = f"the next C ({c:.3g}) lies outside the bounds {list(cfg.c_bounds)}"
+                break
+            pbar.total += 1
+            sweep.append(_fit_c(ds, float(f"{c:.6g}"), cfg.seed))
+            sweep.sort(key=lambda s: s["C"])
+            grown.append(sweep[-1]["C"] if upper else sweep[0]["C"])
+            pbar.update(1)
+    best, cs = _best(sweep), [s["C"] for s in sweep]
+    edge = best is not None and len(cs) > 1 and best["C"] in (cs[0], cs[-1])
+    note = {"grown": grown, "best_on_edge": bool(edge)}
+    if edge:
+        note["warning"] = (f"the best C ({best['C']:g}) is still on the edge of the grid "
+                           f"({stop or f'after {cfg.grow_c} added steps'}); a better C may lie beyond it")
+    return sweep, note
+
+
+def run_probe(features: str | Path, out: str | Path, cfg: ProbeConfig = ProbeConfig(), progress: bool = True,
+              plots: bool = True, qa=None, test_features: tuple[str | Path, ...] = ()) -> dict[str, Any]:
+    """Fit, choose C, write ``out`` (neurons.json), ``report.json`` and plots beside it.
+
+    ``qa`` (optional): a function of {layer: [(index, alpha)]} giving held-out QA accuracy with those
+    neurons scaled (``hedit.measure.capability.qa_checker``). Then each C's H-neurons are silenced
+    (alpha 0), and a C whose neurons cost more than ``cfg.max_qa_drop`` points of QA accuracy is passed over.
+
+    ``test_features``: feature folders of the same model on other questions (another dataset). The
+    chosen probe, and probes on the H-neurons alone and on random neurons (fitted on this folder's
+    training rows), are scored on their answer rows: does what was found here carry over?
+    """
+    meta, rows, mat = open_features(features)
+    ds = dataset(rows, mat, cfg.mode, seed=cfg.seed)
+    tests = {str(t): answer_rows(t, meta) for t in test_features}  # bad input fails before any fitting
+    layers, inter = meta["num_layers"], meta["intermediate_size"]
+    sweep, growth = sweep_c(ds, cfg, progress)
+    usable = [s for s in sweep if s["positive"] > 0]
+    if not usable:
+        raise HeditError("no C in the grid gives any positive weight; try larger C values (--c)")
+    qa_report = None
+    if qa is not None:
+        usable, qa_report = _qa_criterion(usable, qa, inter, cfg.max_qa_drop, progress)
+    best = _best(usable)
+    coef = best["fit"].coef
+    cols = np.flatnonzero(coef > 0)
+    neurons = [Neuron(int(j // inter), int(j % inter), weight=float(coef[j])) for j in cols]
+    ns = NeuronSet(ModelInfo(meta["model_type"], layers, inter, meta.get("name") or None), neurons)
+    seed, draws = cfg.seed, cfg.random_draws
+    report = {
+        "mode": cfg.mode, "C": best["C"], "split": ds.split, "c_grid": growth,
+        "rows": {"train": int(len(ds.y_train)), "heldout_answers": int(len(ds.y_test)),
+                 "train_positive": int(ds.y_train.sum()), "heldout_positive": int(ds.y_test.sum())},
+        "h_neurons": len(neurons), "fraction_of_neurons": len(neurons) / (layers * inter),
+        "heldout": with_interval(ds.y_test, best["fit"].predict_proba(ds.x_test), seed), "qa_check": qa_report,
+        "h_neurons_only": with_interval(ds.y_test, subset_scores(ds, cols, seed), seed),
+        "random_neurons_only": baseline(ds, len(cols), layers * inter, draws, seed),
+        "c_sweep": [{k: v for k, v in s.items() if k != "fit"} for s in sweep],
+        "per_layer": {str(layer): n for layer, n in ns.per_layer_counts().items()},
+    }
+    if tests:
+        report["transfer"] = {name: transfer(ds, best["fit"], cols, x, y, layers * inter, draws, seed)
+                              for name, (x, y) in tests.items()}
+    ns.provenance = {"probe": {k: report[k] for k in ("mode", "C", "split", "heldout", "qa_check", "h_neurons_only",
+                                                       "random_neurons_only")}
+                     | ({"transfer": report["transfer"]} if tests else {}),
+                     "features": Path(features).name}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ns.save(out)
+    atomic_write_text(out.parent / "report.json", json.dumps(report, indent=2) + "\n")
+    if plots:
+        probe_plots(report, layers, out.parent)
+    return report
+
+
+def _qa_criterion(usable: list[dict], qa, inter: int, max_drop: float, progress: bool
+                  ) -> tuple[list[dict], dict[str, Any]]:
+    """The C values whose silenced H-neurons keep QA accuracy within ``max_drop`` points of the
+    unedited model (all usable ones, with a warning, when none does)."""
+    with bar(len(usable) + 1, "QA check", "run", progress) as pbar:
+        base = qa({})
+        pbar.update(1)
+        for s in usable:
+            layers: dict[int, list[tuple[int, float]]] = {}
+            for j in np.flatnonzero(s["fit"].coef > 0):
+                layers.setdefault(int(j // inter), []).append((int(j % inter), 0.0))
+            s["qa_accuracy_silenced"] = qa(layers)
+            s["qa_drop_points"] = round(100 * (base - s["qa_accuracy_silenced"]), 3)
+            pbar.update(1)
+    kept = [s for s in usable if s["qa_drop_points"] <= max_drop]
+    report = {"qa_accuracy": base, "max_drop_points": max_drop, "kept_C": [s["C"] for s in kept]}
+    if not kept:
+        report["warning"] = (f"every C's H-neurons cost more than {max_drop} points of QA accuracy when silenced; "
+                             "chose among all C")
+        kept = usable
+    return kept, report
+
+
+def probe_features(features: str | Path, out: str | Path, cfg: ProbeConfig = ProbeConfig(), for_model: str | None = None,
+                   qa_model: str | None = None, qa_questions: str | Path | None = None, qa_limit: int | None = None,
+                   test_features: tuple[str | Path, ...] = (), progress: bool = True, device: str = "cpu"
+                   ) -> dict[str, Any]:
+    """``hedit probe``: refuse features of another model than ``for_model`` (when given), build the QA
+    check on ``qa_model`` (when given), then ``run_probe``."""
+    if for_model is not None:
+        from hedit.io.checkpoint import read_config
+        from hedit.model.builtin import resolve_model
+        from hedit.registry import get_architecture
+
+        config = read_config(resolve_model(for_model))
+        arch = get_architecture(config.get("model_type"))
+        check_features_model(open_features(features)[0], (arch.model_type, *arch.shape(config)),
+                             f"features in {features}")
+    qa = None
+    if qa_model is not None:
+        from hedit.io.questions import select_questions
+        from hedit.measure.capability import qa_checker
+        from hedit.model.builtin import resolve_model
+        from hedit.model.load import load_model, load_tokenizer
+
+        qs = select_questions(qa_questions, None, qa_limit, default_split="heldout")
+        path = resolve_model(qa_model)
+        tok = load_tokenizer(path)
+        if tok is None:
+            raise HeditError(f"{path} has no tokenizer; the QA check needs one")
+        qa = qa_checker(load_model(path, device=device), tok, [(q.question, q.aliases) for q in qs])
+    return run_probe(features, out, cfg, progress, qa=qa, test_features=test_features)

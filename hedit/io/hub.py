@@ -1,0 +1,88 @@
+"""The Hugging Face Hub as a model source: ``owner/name`` (optionally ``owner/name@revision``).
+
+Only safetensors weights, JSON configs and tokenizer files are downloaded (never pickled ``.bin``
+weights), into the usual Hub cache. The endpoint (``HF_ENDPOINT``), cache (``HF_HUB_CACHE``) and token
+(``HF_TOKEN`` or the login cache) are read when called. Offline, or with the Hub out of reach, a model
+already in the cache is used; otherwise a one-line error says why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from pathlib import Path
+from typing import Iterator
+
+from hedit.errors import HeditError
+
+REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+(@[A-Za-z0-9._/-]+)?$")
+ALLOW_PATTERNS = ["*.safetensors", "*.json", "tokenizer.model", "*.tiktoken", "merges.txt", "vocab.txt", "*.jinja"]
+
+
+def is_repo_id(text: str) -> bool:
+    return bool(REPO_ID.match(text)) and not text.startswith((".", "/"))
+
+
+def endpoint() -> str:
+    from huggingface_hub import constants
+
+    return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+
+
+@contextlib.contextmanager
+def hub_errors(repo_id: str, url: str, revision: str | None = None, offline: bool = False) -> Iterator[None]:
+    """Turns the Hub client's errors into one-line HeditErrors (which never carry the token)."""
+    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
+                                        RepositoryNotFoundError, RevisionNotFoundError)
+
+    try:
+        yield
+    except RevisionNotFoundError:
+        raise HeditError(f"{repo_id} on the Hub has no revision {revision!r}") from None
+    except GatedRepoError:
+        raise HeditError(f"{repo_id} is gated on the Hub: accept its terms and log in (HF_TOKEN)") from None
+    except RepositoryNotFoundError as e:
+        if e.response is not None and e.response.status_code == 401 and "Invalid credentials" in str(e):
+            raise HeditError(f"the Hub at {url} refused the credentials (401): set HF_TOKEN or run "
+                             "`hf auth login`") from None
+        raise HeditError(f"no model {repo_id} on the Hub at {url} (a private one needs a token: HF_TOKEN or "
+                         "`hf auth login`)") from None
+    except LocalEntryNotFoundError as e:
+        why = "the Hub is offline (HF_HUB_OFFLINE)" if offline else f"cannot reach the Hub at {url}"
+        cause = str(e.__cause__ or e).splitlines()[0] if not offline else ""
+        raise HeditError(f"{why} and {repo_id} is not in the local cache{': ' + cause if cause else ''}") from None
+    except HfHubHTTPError as e:
+        status = e.response.status_code if e.response is not None else None
+        if status == 401:
+            raise HeditError(f"the Hub at {url} refused the credentials (401): set HF_TOKEN or run "
+                             "`hf auth login`") from None
+        if status == 403:
+            raise HeditError(f"the Hub at {url} does not let this token write to {repo_id} (403)") from None
+        raise HeditError(f"the Hub at {url} answered {status or 'an error'} for {repo_id}") from None
+    except OSError as e:
+        raise HeditError(f"cannot reach the Hub at {url} for {repo_id}: {e}") from None
+    except ValueError as e:
+        if "Invalid metadata in README.md" not in str(e):
+            raise
+        raise HeditError(f"the Hub refused the model card's metadata: {' '.join(str(e).split())}") from None
+    except Exception as e:  # the HTTP client's own errors (a dropped connection, a protocol error)
+        if not type(e).__module__.startswith(("httpx", "httpcore")) and not isinstance(e.__cause__, OSError):
+            raise
+        raise HeditError(f"cannot reach the Hub at {url} for {repo_id}: {type(e).__name__}: {e}") from None
+
+
+def download(spec: str) -> Path:
+    """The local snapshot folder of ``owner/name[@revision]``, downloaded when needed."""
+    from huggingface_hub import snapshot_download
+
+    repo_id, _, revision = spec.partition("@")
+    url = endpoint()
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    with hub_errors(repo_id, url, revision, offline):
+        path = Path(snapshot_download(repo_id, revision=revision or None, allow_patterns=ALLOW_PATTERNS,
+                                      endpoint=url, cache_dir=os.environ.get("HF_HUB_CACHE") or None,
+                                      local_files_only=offline))
+    if not any(path.glob("*.safetensors")):
+        raise HeditError(f"{repo_id} has no safetensors weights (hedit never loads pickled .bin files)")
+    return path

@@ -1,0 +1,145 @@
+"""Question sets: loaders for JSONL, CSV and Parquet in three schemas, and the bundled trivia set.
+
+Schemas, detected per row:
+- TriviaQA: ``question``, ``question_id``, ``answer`` = {``aliases``, ``normalized_aliases``, ...}
+  (in CSV, columns ``answer.aliases`` / ``answer.normalized_aliases``);
+- NQ-Open: ``question``, ``answer`` = [strings];
+- flat: ``question``, ``answers`` = [strings], optional ``question_id``, ``split``, ``domain``.
+In CSV a list cell is JSON (``["a", "b"]``) or ``|``-separated text.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterator
+
+from hedit.errors import HeditError
+
+BUNDLED = "trivia.jsonl"
+
+
+@dataclass(frozen=True)
+class Question:
+    qid: str
+    question: str
+    aliases: tuple[str, ...]
+    split: str | None = None
+    domain: str | None = None
+
+
+def _as_list(value: Any) -> list[str] | None:
+    if isinstance(value, str):
+        value = value.strip()
+        if value.startswith("["):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                return None
+        else:
+            value = [v for v in value.split("|")]
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return [v.strip() for v in value if v.strip()]
+    return None
+
+
+def _aliases(row: dict[str, Any]) -> list[str] | None:
+    answer = row.get("answer")
+    if isinstance(answer, dict):  # TriviaQA
+        found = (_as_list(answer.get("aliases")) or []) + (_as_list(answer.get("normalized_aliases")) or [])
+        value = answer.get("value")
+        if isinstance(value, str):
+            found.insert(0, value)
+        return found or None
+    if "answer.aliases" in row or "answer.normalized_aliases" in row:  # TriviaQA flattened (CSV)
+        found = (_as_list(row.get("answer.aliases")) or []) + (_as_list(row.get("answer.normalized_aliases")) or [])
+        return found or None
+    if answer is not None:  # NQ-Open
+        return _as_list(answer)
+    return _as_list(row.get("answers"))  # flat
+
+
+def parse_row(row: Any, where: str, number: int) -> Question:
+    if not isinstance(row, dict):
+        raise HeditError(f"{where}: not an object")
+    q = row.get("question")
+    if not isinstance(q, str) or not q.strip():
+        raise HeditError(f"{where}: no 'question'")
+    aliases = _aliases(row)
+    if not aliases:
+        raise HeditError(f"{where}: no answers (expected 'answers', 'answer' or 'answer.aliases')")
+    qid = row.get("question_id", row.get("id"))
+    qid = str(qid) if qid not in (None, "") else f"q{number:05d}"
+    return Question(qid, q.strip(), tuple(dict.fromkeys(aliases)), row.get("split") or None,
+                    row.get("domain") or None)
+
+
+def _rows(path: Path) -> Iterator[tuple[int, Any]]:
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    yield n, json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise HeditError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+    elif suffix == ".csv":
+        with open(path, encoding="utf-8", newline="") as f:
+            reader = csv.DictReader(f)
+            for row in reader:
+                yield reader.line_num, row
+    elif suffix == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise HeditError("reading Parquet needs pyarrow: pip install pyarrow") from None
+        for n, row in enumerate(pq.read_table(path).to_pylist(), 1):
+            yield n, row
+    else:
+        raise HeditError(f"{path}: unknown question-file type {suffix!r} (use .jsonl, .csv or .parquet)")
+
+
+def load_questions(path: str | Path, split: str | None = None) -> list[Question]:
+    """All questions of a file; a malformed row is an error naming its line (or row) number."""
+    path = Path(path)
+    if not path.is_file():
+        raise HeditError(f"question file not found: {path}")
+    kind = "row" if path.suffix.lower() == ".parquet" else "line"
+    out = []
+    for n, row in _rows(path):
+        out.append(parse_row(row, f"{path}:{n}" if kind == "line" else f"{path}: row {n}", n))
+    if not out:
+        raise HeditError(f"{path}: no questions")
+    seen: set[str] = set()
+    for q in out:
+        if q.qid in seen:
+            raise HeditError(f"{path}: question_id {q.qid!r} appears twice")
+        seen.add(q.qid)
+    if split is not None:
+        out = [q for q in out if q.split == split]
+    return out
+
+
+def bundled_path() -> Path:
+    return Path(str(resources.files("hedit") / "data" / BUNDLED))
+
+
+def bundled_questions(split: str | None = None) -> list[Question]:
+    """The bundled trivia set (written by the hedit team), optionally one split: train or heldout."""
+    return load_questions(bundled_path(), split)
+
+
+def select_questions(path: str | Path | None = None, split: str | None = None, limit: int | None = None,
+                     default_split: str | None = None) -> list[Question]:
+    """A question file's questions (or the bundled set's ``default_split``), one split, the first ``limit``."""
+    if limit is not None and limit < 1:
+        raise HeditError(f"--limit must be at least 1, got {limit}")
+    qs = load_questions(path, split) if path else bundled_questions(split or default_split)
+    if not qs:
+        raise HeditError(f"{path or 'the bundled set'} has no questions{f' in split {split!r}' if split else ''}")
+    return qs[:limit] if limit else qs

@@ -1,0 +1,105 @@
+"""Capability cost of an edit: trivia accuracy, and KL divergence of next-token distributions.
+
+- **Trivia accuracy**: greedy answers to held-out trivia questions (the probing split), judged by
+  normalized alias match (``hedit.measure.judge``). ``qa_accuracy`` runs it under an intervention.
+- **KL**: on neutral prose (``hedit/data/neutral.txt``, plain text with no chat template), the mean
+  over every token position of KL(p_ref || p_edit), where p_ref is the next-token distribution of the
+  unedited model (alpha = 1). In nats.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Mapping, Sequence
+
+import torch
+
+from hedit.config import ANSWER_ONLY, Decoding
+from hedit.measure.generate import chat_ids, end_ids, generate
+from hedit.check.intervention import scale_neurons
+from hedit.measure.judge import CORRECT
+
+NEUTRAL = "neutral.txt"
+
+
+def neutral_texts() -> list[str]:
+    text = (resources.files("hedit") / "data" / NEUTRAL).read_text(encoding="utf-8")
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _batches(n: int, size: int):
+    for start in range(0, n, size):
+        yield range(start, min(n, start + size))
+
+
+@torch.no_grad()
+def next_token_logprobs(model, tokenizer, texts: Sequence[str], batch_size: int = 8) -> list[torch.Tensor]:
+    """For each text, log-probabilities [tokens, vocab] (float32) of the next token at every position."""
+    out = []
+    for idx in _batches(len(texts), batch_size):
+        enc = [tokenizer(texts[i])["input_ids"] for i in idx]
+        width = max(len(e) for e in enc)
+        ids = torch.zeros((len(enc), width), dtype=torch.long)
+        mask = torch.zeros((len(enc), width), dtype=torch.long)
+        for r, e in enumerate(enc):
+            ids[r, :len(e)] = torch.tensor(e)
+            mask[r, :len(e)] = 1
+        logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
+        lp = torch.log_softmax(logits.to(torch.float32), dim=-1).cpu()
+        out.extend(lp[r, :len(e)] for r, e in enumerate(enc))
+    return out
+
+
+def mean_kl(ref: Sequence[torch.Tensor], new: Sequence[torch.Tensor]) -> float:
+    """Mean over all positions of KL(ref || new), both given as log-probabilities."""
+    total, count = 0.0, 0
+    for p, q in zip(ref, new):
+        kl = (p.exp() * (p - q)).sum(-1).clamp_min(0)
+        total += kl.sum().item()
+        count += kl.numel()
+    return total / max(count, 1)
+
+
+def trivia_prompt(tokenizer, question: str, chat_template: bool = True) -> list[int]:
+    return chat_ids(tokenizer, [{"role": "user", "content": f"{question} {ANSWER_ONLY}"}], chat_template)
+
+
+def answer_questions(model, tokenizer, questions: Sequence[tuple[str, Sequence[str]]], dec: Decoding,
+                     batch_size: int = 16, grader=None, tick=None) -> list[tuple[str, str]]:
+    """(reply, label) for each (question, aliases), generated in batches; ``grader`` (default: the rule
+    judge) has ``qa(question, aliases, reply)``."""
+    from hedit.measure.compliance import RULES
+
+    grader = grader or RULES
+    ends = end_ids(model, tokenizer)
+    tokenizer.padding_side = "left"
+    out = []
+    for idx in _batches(len(questions), batch_size):
+        prompts = [trivia_prompt(tokenizer, questions[i][0], dec.chat_template) for i in idx]
+        for i, reply in zip(idx, generate(model, tokenizer, prompts, dec, ends, seed=dec.seed + idx.start)):
+            out.append((reply, grader.qa(questions[i][0], list(questions[i][1]), reply)))
+        if tick:
+            tick(len(idx))
+    return out
+
+
+def accuracy(labels: Sequence[str]) -> float:
+    return sum(lb == CORRECT for lb in labels) / max(len(labels), 1)
+
+
+def qa_accuracy(model, tokenizer, questions: Sequence[tuple[str, Sequence[str]]],
+                layers: Mapping[int, Sequence[tuple[int, float]]] | None = None,
+                dec: Decoding = Decoding(max_new_tokens=24),
+                batch_size: int = 16) -> float:
+    """Trivia accuracy with the given neurons scaled (``layers``: layer -> [(index, alpha)]), or unedited."""
+    with scale_neurons(model, layers or {}):
+        return accuracy([lb for _, lb in answer_questions(model, tokenizer, questions, dec, batch_size)])
+
+
+def qa_checker(model, tokenizer, questions: Sequence[tuple[str, Sequence[str]]],
+               dec: Decoding = Decoding(max_new_tokens=24), batch_size: int = 16):
+    """A function {layer: [(index, alpha)]} -> trivia accuracy, for the probe's C criterion."""
+    def check(layers: Mapping[int, Sequence[tuple[int, float]]]) -> float:
+        return qa_accuracy(model, tokenizer, questions, layers, dec, batch_size)
+
+    return check

@@ -1,0 +1,181 @@
+"""`hedit sweep`: what alpha does to over-compliance and capability, H-neurons next to random controls.
+
+For each alpha and each neuron set (the H-neurons, and ``controls`` random sets with the same count
+per layer), the model runs every suite under the runtime intervention (``hedit.check.intervention``):
+compliance rate per suite with a bootstrap 95% interval, held-out trivia accuracy, and the mean KL of
+next-token distributions against alpha = 1 on neutral prose. Alpha = 1 is the unedited model, run once.
+
+Results are appended cell by cell ((set, alpha, task) per line) to ``<out>/cells.jsonl``, so a rerun
+skips finished cells and more alphas or controls can be added later; ``<out>/sweep.json`` and
+``<out>/sweep.png`` are rewritten from all cells at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Sequence
+
+from hedit.check.intervention import model_shape, scale_neurons
+from hedit.config import Decoding, SweepConfig
+from hedit.edit.neurons import NeuronSet, check_alpha
+from hedit.errors import HeditError
+from hedit.io.atomic import atomic_write_text
+from hedit.io.journal import Journal
+from hedit.measure.capability import answer_questions, mean_kl, neutral_texts, next_token_logprobs
+from hedit.measure.compliance import RULES
+from hedit.measure.controls import control_sets
+from hedit.measure.generate import chat_ids, end_ids, generate
+from hedit.measure.judge import CORRECT
+from hedit.measure.plots import plot
+from hedit.measure.summary import BASE, KL, TRIVIA, compliance_of, summarize, table  # noqa: F401 (re-exported)
+from hedit.measure.suites import CHALLENGE, SYCOPHANCY, Item, Suite, first_turn, load_suite, trivia_items
+from hedit.progress import bar
+
+CELLS = "cells.jsonl"
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _scale(layers: dict[int, list[int]], alpha: float) -> dict[int, list[tuple[int, float]]]:
+    return {layer: [(i, alpha) for i in idx] for layer, idx in layers.items()}
+
+
+
+
+# ------------------------------------------------------------------------------------------ running
+
+def run_suite(model, tokenizer, suite: str, items: Sequence[Item], dec: Decoding, batch_size: int,
+              judge=RULES, tick=None) -> list[dict[str, Any]]:
+    """Replies and labels for a suite's items (sycophancy: a second turn for correct first answers);
+    ``tick(n)`` is called after each batch of n items."""
+    ends = end_ids(model, tokenizer)
+    tokenizer.padding_side = "left"
+    records = []
+    for start in range(0, len(items), batch_size):
+        batch = items[start:start + batch_size]
+        convs = [[{"role": "user", "content": first_turn(suite, it)}] for it in batch]
+        firsts = generate(model, tokenizer, [chat_ids(tokenizer, c, dec.chat_template) for c in convs], dec, ends,
+                          seed=dec.seed + start)
+        replies = [[f] for f in firsts]
+        if suite == SYCOPHANCY:
+            again = [i for i, (it, f) in enumerate(zip(batch, firsts))
+                     if judge.qa(it.question, it.answers, f) == CORRECT]
+            prompts = [chat_ids(tokenizer, convs[i] + [{"role": "assistant", "content": firsts[i]},
+                                                       {"role": "user", "content": CHALLENGE}], dec.chat_template)
+                       for i in again]
+            for i, second in zip(again, generate(model, tokenizer, prompts, dec, ends, seed=dec.seed + start + 1)):
+                replies[i].append(second)
+        records += [{"id": it.id, "replies": r, "label": judge.suite(suite, it, r)} for it, r in zip(batch, replies)]
+        if tick:
+            tick(len(batch))
+    return records
+
+
+def _trivia(model, tokenizer, items: Sequence[Item], dec: Decoding, batch_size: int, judge=RULES, tick=None
+            ) -> list[dict[str, Any]]:
+    answers = answer_questions(model, tokenizer, [(it.question, it.answers) for it in items], dec, batch_size, judge,
+                               tick)
+    return [{"id": it.id, "replies": [reply], "label": label} for it, (reply, label) in zip(items, answers)]
+
+
+def run_sweep(model_name: str, neurons: str | Path | NeuronSet, out: str | Path, cfg: SweepConfig = SweepConfig(),
+              suite_files: dict[str, str] | None = None, judge=RULES, progress: bool = True, log=print,
+              loaded=None, device: str = "cpu", allow_negative: bool = False) -> dict[str, Any]:
+    """Run (or resume) the sweep into ``out`` and return the summary also written to sweep.json.
+
+    ``judge``: ``hedit.measure.compliance.RULES`` (default) or an ``hedit.measure.llm_judge.LLMJudge``.
+    ``loaded``: an already loaded (model, tokenizer) pair, else the model is resolved and loaded.
+    """
+    from hedit.model.load import load_model, load_tokenizer
+    from hedit.model.builtin import resolve_model
+
+    for a in cfg.alphas:
+        check_alpha(a, allow_negative)
+    ns = neurons if isinstance(neurons, NeuronSet) else NeuronSet.load(neurons)
+    if not ns.neurons:
+        raise HeditError("the neurons file lists no neurons")
+    for name in (suite_files or {}):
+        if name not in cfg.suites:
+            raise HeditError(f"a file is given for suite {name!r}, which is not among --suites")
+    suites = [load_suite(name, (suite_files or {}).get(name)) for name in cfg.suites]
+    suites = [Suite(s.name, s.items[:cfg.limit], s.source) for s in suites]
+    trivia = trivia_items("heldout")[:cfg.limit] if cfg.capability else ()
+    if not suites and not cfg.capability:
+        raise HeditError("nothing to measure: no suites and no capability")
+
+    if loaded is None:
+        path = resolve_model(model_name)
+        model, tok = load_model(path, device=device), load_tokenizer(path)
+        if tok is None:
+            raise HeditError(f"{path} has no tokenizer; sweep needs one")
+    else:
+        model, tok = loaded
+    model_type, num_layers, inter = model_shape(model)
+    ns.check_model(model_type, num_layers, inter)
+
+    h = ns.by_layer()
+    controls = control_sets(ns, cfg.controls, cfg.seed)
+    sets = {"h": h} | {f"control-{k}": c for k, c in enumerate(controls)}
+    settings = {
+        "model": str(model_name), "neurons": _digest(h), "decoding": cfg.decoding.to_dict(), "limit": cfg.limit,
+        "batch_size": cfg.batch_size, "seed": cfg.seed, "judge": judge.name, "capability": cfg.capability,
+        "suites": {s.name: _digest([asdict(i) for i in s.items]) for s in suites},
+    }
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    journal = Journal(out / CELLS, "sweep", settings, what="run")
+    done = {(r["set"], r["alpha"], r["task"]) for r in journal.records}
+
+    conditions = [(BASE, 1.0)] + [(s, a) for a in cfg.alphas if a != 1.0 for s in sets]
+    tasks: list[tuple[str, Sequence[Item]]] = [(s.name, s.items) for s in suites]
+    if cfg.capability:
+        tasks += [(TRIVIA, trivia), (KL, ())]
+    neutral = neutral_texts()
+    todo = [(s, a, t, items) for s, a in conditions for t, items in tasks if (s, a, t) not in done]
+    size = {t: (len(items) if t != KL else len(neutral)) for t, items in tasks}
+    ref = None
+    model.eval()
+    with journal, bar(sum(size[t] for _, _, t, _ in todo), "sweep", "item", progress) as pbar:
+        for set_name, alpha, task, items in todo:
+            pbar.set_postfix_str(f"{set_name} alpha={alpha:g} {task}")
+            layers = {} if set_name == BASE else _scale(sets[set_name], alpha)
+            record = {"set": set_name, "alpha": alpha, "task": task}
+            if task == KL:
+                if ref is None:
+                    ref = next_token_logprobs(model, tok, neutral, cfg.batch_size)
+                with scale_neurons(model, layers):
+                    record["value"] = mean_kl(ref, next_token_logprobs(model, tok, neutral, cfg.batch_size))
+                pbar.update(size[task])
+            else:
+                with scale_neurons(model, layers):
+                    if task == TRIVIA:
+                        record["items"] = _trivia(model, tok, items, cfg.decoding, cfg.batch_size, judge,
+                                                  pbar.update)
+                    else:
+                        record["items"] = run_suite(model, tok, task, items, cfg.decoding, cfg.batch_size, judge,
+                                                    pbar.update)
+            journal.append([record])
+    summary = summarize(journal.records, cfg, sets, suites, trivia)
+    summary |= {"model": str(model_name), "judge": judge.name, "h_neurons": len(ns.neurons),
+                "per_layer": {str(k): len(v) for k, v in h.items()}, "controls_per_layer": "same as H-neurons",
+                "decoding": cfg.decoding.to_dict()}
+    atomic_write_text(out / "sweep.json", json.dumps(summary, indent=2) + "\n")
+    plot(summary, out / "sweep.png")
+    return summary
+
+
+# ------------------------------------------------------------------------------------------ summary
+
+
+
+
+
+
+
+
+

@@ -1,0 +1,72 @@
+"""`hedit tune`: choose alpha from a sweep and write it into the neurons file, with the evidence.
+
+Rule: among the swept alphas whose capability cost is within bounds (held-out trivia accuracy at most
+``max_accuracy_drop`` points below alpha = 1, mean KL at most ``max_kl``), take the one with the lowest
+mean compliance over the suites; ties go to the alpha closest to 1 (the smaller edit). When no alpha
+lowers compliance below alpha = 1 within bounds, alpha = 1 is written (no edit) and the note says so.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hedit.config import Bounds, TuneConfig
+from hedit.edit.neurons import NeuronSet
+from hedit.errors import HeditError
+from hedit.measure.compliance import RULES
+from hedit.measure.summary import compliance_of
+from hedit.measure.sweep import run_sweep
+
+
+def choose_alpha(summary: dict[str, Any], bounds: Bounds = Bounds()) -> dict[str, Any]:
+    """The chosen alpha and, for every alpha, why it was kept or rejected."""
+    cap = {c["alpha"]: c for c in summary.get("capability", [])}
+    if 1.0 not in summary["alphas"]:
+        raise HeditError("tune needs alpha 1 in the sweep (the unedited reference)")
+    if not cap:
+        raise HeditError("tune needs the capability measurements (the sweep ran without them)")
+    base = compliance_of(summary, 1.0)
+    if base is None:
+        raise HeditError("no suite has judged items at alpha 1; nothing to tune against")
+    rows, best = [], None
+    for a in summary["alphas"]:
+        comp, c = compliance_of(summary, a), cap[a]
+        why = []
+        if comp is None:
+            why.append("no judged items")
+        if c["accuracy_drop_points"] is None or c["accuracy_drop_points"] > bounds.max_accuracy_drop:
+            why.append(f"trivia accuracy drop {c['accuracy_drop_points']} points > {bounds.max_accuracy_drop}")
+        if c["kl"] is None or c["kl"] > bounds.max_kl:
+            why.append(f"KL {c['kl']} > {bounds.max_kl}")
+        rows.append({"alpha": a, "compliance": comp, "trivia_accuracy": c["trivia_accuracy"],
+                     "accuracy_drop_points": c["accuracy_drop_points"], "kl": c["kl"],
+                     "within_bounds": not why, "rejected_because": why})
+        if not why and (best is None or (comp, abs(a - 1)) < (best["compliance"], abs(best["alpha"] - 1))):
+            best = rows[-1]
+    if best is None or best["compliance"] >= base:
+        chosen, reason = 1.0, "no alpha lowers compliance below alpha = 1 within the bounds; alpha 1 means no edit"
+    else:
+        chosen = best["alpha"]
+        reason = (f"lowest mean compliance within bounds: {best['compliance']:.3f} against {base:.3f} at alpha 1, "
+                  f"trivia accuracy drop {best['accuracy_drop_points']:.1f} points, KL {best['kl']:.4f}")
+    return {"alpha": chosen, "reason": reason, "compliance_at_1": base,
+            "bounds": {"max_accuracy_drop_points": bounds.max_accuracy_drop, "max_kl": bounds.max_kl},
+            "candidates": rows}
+
+
+def tune(model_name: str, neurons_path: str | Path, work: str | Path, cfg: TuneConfig = TuneConfig(),
+         out: str | Path | None = None, suite_files: dict[str, str] | None = None, judge=None, progress: bool = True,
+         log=print, loaded=None, device: str = "cpu", allow_negative: bool = False) -> dict[str, Any]:
+    """Sweep (resumable, in ``work``), choose alpha, write it into ``out`` (default: the neurons file)."""
+    ns = NeuronSet.load(neurons_path)
+    if any(n.alpha is not None for n in ns.neurons):
+        raise HeditError(f"{neurons_path} sets per-neuron alphas, which would override the tuned one; "
+                         "remove them first")
+    summary = run_sweep(model_name, ns, work, cfg.sweep(), suite_files, judge or RULES, progress=progress, log=log,
+                        loaded=loaded, device=device, allow_negative=allow_negative)
+    decision = choose_alpha(summary, cfg.bounds)
+    ns.alpha = decision["alpha"]
+    ns.provenance = dict(ns.provenance) | {"tune": decision | {"sweep": "sweep.json"}}
+    ns.save(out or neurons_path)
+    return decision

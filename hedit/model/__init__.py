@@ -1,0 +1,1 @@
+"""Models: loading with transformers, built-in models, tiny random models for tests."""

@@ -1,0 +1,1 @@
+"""Running everything: recipes, `hedit run` and the demo."""

@@ -1,0 +1,164 @@
+"""`hedit run RECIPE`: identify, tune, (sweep), edit, export-adapter and verify, each stage cached.
+
+    <work>/identify/        collect, filter, features, probe (each cached by `identify`)
+    <work>/tune/            the tuning sweep (resumable); <work>/neurons.json gets the chosen alpha
+    <work>/sweep/           the full sweep with random controls, when the recipe asks for it
+    <work>/edited/ lora/ ia3/   the artifacts; rebuilt only when neurons.json or the source changed
+    <work>/verify.json      verification results (cached the same way)
+    <work>/reproduce.json   the resolved recipe, versions, and SHA-256 of inputs and outputs
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from hedit import __version__
+from hedit.measure.compliance import RULES
+from hedit.errors import HeditError
+from hedit.io.atomic import atomic_write_text
+from hedit.io.hashing import sha256_file
+from hedit.io.stamps import Stamps
+from hedit.model.load import check_device
+from hedit.edit.neurons import NeuronSet
+from hedit.io.questions import bundled_questions, load_questions
+from hedit.run.recipe import Recipe
+from hedit.find.identify import identify
+from hedit.measure.sweep import run_sweep
+from hedit.measure.tune import tune
+
+
+def _folder_digest(path: Path) -> dict[str, str]:
+    return {str(p.relative_to(path)): sha256_file(p) for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def run_recipe(recipe: Recipe, progress: bool = True, log=print, grader=None) -> dict[str, Any]:
+    check_device(recipe.device)  # a recipe written for a GPU box fails here, not after the first stage
+    work = Path(recipe.work)
+    work.mkdir(parents=True, exist_ok=True)
+    stamps = Stamps(work)
+    out: dict[str, Any] = {"work": str(work)}
+
+    # 1. identify ------------------------------------------------------------------------------------------
+    ic = recipe.identify
+    qs = bundled_questions() if ic.questions == "bundled" else load_questions(ic.questions)
+    qs = qs[:ic.limit] if ic.limit else qs
+    log(f"[1/5] identify {recipe.model} on {len(qs)} questions")
+    report = identify(recipe.model, qs, work / "identify", ic, progress, log, grader, device=recipe.device)
+    source = Path(report["model_path"])
+    found = work / "identify" / "neurons.json"
+    out["identify"] = {k: report[k] for k in ("h_neurons", "C", "heldout", "h_neurons_only", "random_neurons_only")}
+    log(f"      {report['h_neurons']} H-neurons, held-out accuracy {report['heldout']['accuracy']:.3f}")
+
+    # 2. tune ----------------------------------------------------------------------------------------------
+    neurons = work / "neurons.json"
+    tc = recipe.tune
+    if tc.enabled:
+        log(f"[2/5] tune alpha over {tc.alphas} on {', '.join(tc.suites) or 'capability only'}")
+        shutil.copyfile(found, neurons)
+        decision = tune(recipe.model, neurons, work / "tune", tc, judge=grader, progress=progress, log=log,
+                        device=recipe.device)
+        log(f"      alpha = {decision['alpha']:g}: {decision['reason']}")
+        if decision["alpha"] == 1.0:
+            log("      note: with alpha 1 the artifacts equal the source; to edit anyway, "
+                "--set tune.enabled=false --set tune.alpha=0")
+        out["tune"] = {"alpha": decision["alpha"], "reason": decision["reason"]}
+    else:
+        ns = NeuronSet.load(found)
+        ns.alpha = tc.alpha
+        ns.provenance = dict(ns.provenance) | {"alpha": "set by the recipe (tune.enabled: false)"}
+        ns.save(neurons)
+        log(f"[2/5] tune: off, alpha {tc.alpha:g} from the recipe")
+        out["tune"] = {"alpha": tc.alpha, "reason": "set by the recipe"}
+
+    # 3. sweep (optional) ---------------------------------------------------------------------------------
+    sc = recipe.sweep
+    if sc.enabled:
+        log(f"[3/5] sweep alphas {sc.alphas} with {sc.controls} random controls")
+        summary = run_sweep(recipe.model, neurons, work / "sweep", sc, judge=grader or RULES, progress=progress,
+                            log=log, device=recipe.device)
+        out["sweep"] = str(work / "sweep" / "sweep.json")
+        out["sweep_capability"] = summary.get("capability")
+    else:
+        log("[3/5] sweep: off (sweep.enabled: true runs it with random controls)")
+
+    # 4. edit and export ----------------------------------------------------------------------------------
+    from hedit.edit.adapters import export_adapter
+    from hedit.edit.checkpoint import edit_checkpoint
+
+    inputs = {"neurons_sha256": sha256_file(neurons), "source": str(source.resolve())}
+    artifacts: dict[str, Path] = {}
+    wanted = [("edited", recipe.export.edited), ("lora", recipe.export.lora), ("ia3", recipe.export.ia3)]
+    log(f"[4/5] export {', '.join(k for k, on in wanted if on) or 'nothing'}")
+    for kind, on in wanted:
+        if not on:
+            continue
+        target = work / kind
+        if stamps.fresh(f"export:{kind}", inputs, target):
+            log(f"      {kind}: cached in {target}")
+        else:
+            if kind == "edited":
+                edit_checkpoint(source, neurons, target, overwrite=True, progress=progress)
+            else:
+                export_adapter(source, neurons, target, kind, overwrite=True)
+            stamps.done(f"export:{kind}", inputs, _folder_digest(target))
+        artifacts[kind] = target
+    out["artifacts"] = {k: str(v) for k, v in artifacts.items()}
+
+    # 5. verify -------------------------------------------------------------------------------------------
+    vc = recipe.verify
+    results: dict[str, Any] = {}
+    if vc.enabled and artifacts:
+        log(f"[5/5] verify in {vc.runtime}")
+        for kind, target in artifacts.items():
+            vin = inputs | {"artifact": stamps.result(f"export:{kind}"), "runtime": vc.runtime,
+                            "new_tokens": vc.new_tokens}
+            if stamps.fresh(f"verify:{kind}", vin):
+                res = stamps.result(f"verify:{kind}")
+            else:
+                res = _verify(source, neurons, kind, target, vc.runtime, vc.new_tokens)
+                stamps.done(f"verify:{kind}", vin, res)
+            results[kind] = res
+            log(f"      {kind}: {'PASS' if res['passed'] else 'FAIL'}")
+    else:
+        log("[5/5] verify: off")
+    out["verify"] = results
+    atomic_write_text(work / "verify.json", json.dumps(results, indent=2) + "\n")
+    _reproduce(recipe, work, source, neurons, {k: stamps.result(f"export:{k}") for k in artifacts}, out)
+    if results and not all(r["passed"] for r in results.values()):
+        raise HeditError(f"verification failed for {', '.join(k for k, r in results.items() if not r['passed'])}; "
+                         f"see {work / 'verify.json'}")
+    return out
+
+
+def _verify(source: Path, neurons: Path, kind: str, target: Path, runtime: str, new_tokens: int) -> dict[str, Any]:
+    kw = {"edited": target} if kind == "edited" else {"adapter": target}
+    if runtime == "vllm":
+        if kind == "ia3":
+            return {"passed": True, "skipped": "vLLM serves LoRA adapters, not IA3"}
+        from hedit.check.vllm import verify_vllm
+
+        return verify_vllm(source, neurons, new_tokens=new_tokens, **kw).to_dict()
+    from hedit.check.verify import verify
+
+    return verify(source, neurons, new_tokens=new_tokens, **kw).to_dict()
+
+
+def _reproduce(recipe: Recipe, work: Path, source: Path, neurons: Path, artifacts: dict[str, dict[str, str]],
+               out: dict[str, Any]) -> None:
+    import platform
+
+    import torch
+    import transformers
+
+    data = {
+        "hedit_version": __version__, "python": platform.python_version(), "torch": torch.__version__,
+        "transformers": transformers.__version__, "recipe": recipe.to_dict(),
+        "source": {"path": str(source.resolve()), "config_sha256": sha256_file(source / "config.json")},
+        "neurons_sha256": sha256_file(neurons),
+        "artifacts_sha256": artifacts,
+        "results": {k: v for k, v in out.items() if k != "work"},
+    }
+    atomic_write_text(work / "reproduce.json", json.dumps(data, indent=2) + "\n")

@@ -1,0 +1,128 @@
+"""Recipes: one YAML file per model with every setting of `hedit run`, in layers.
+
+    defaults (``hedit.config``)  <  the recipe file  <  command-line overrides (--set a.b=value)
+
+Each section extends the settings dataclass of its stage, so its keys and defaults are that stage's
+(``identify`` takes every setting of ``IdentifyConfig``, ``tune`` of ``TuneConfig``, ...), plus the
+few a recipe adds. Every key is checked: an unknown key, or a value of the wrong type or out of range,
+is an error that names it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hedit.config import IdentifyConfig, Settings, SweepConfig, TuneConfig, VerifyConfig, setting
+from hedit.errors import HeditError
+from hedit.io.jsonfile import expect
+
+
+@dataclass(frozen=True)
+class IdentifySection(IdentifyConfig):
+    questions: str = setting("bundled", "'bundled' (the team's trivia set) or a question file (TriviaQA, NQ-Open, "
+                                        "flat).")
+    limit: int | None = setting(None, "Only the first N questions.", min=1)
+
+
+@dataclass(frozen=True)
+class TuneSection(TuneConfig):
+    enabled: bool = setting(True, "Tune alpha; false: use `alpha` below.")
+    alpha: float = setting(0.0, "The alpha used when tuning is off.")
+
+
+@dataclass(frozen=True)
+class SweepSection(SweepConfig):
+    enabled: bool = setting(False, "Run the full sweep with random controls (slow).")
+
+
+@dataclass(frozen=True)
+class ExportSection(Settings):
+    edited: bool = setting(True, "Write the edited checkpoint.")
+    lora: bool = setting(True, "Write the exact LoRA adapter.")
+    ia3: bool = setting(False, "Write the IA3 adapter.")
+
+
+@dataclass(frozen=True)
+class VerifySection(VerifyConfig):
+    enabled: bool = setting(True, "Verify every artifact against the runtime intervention.")
+
+
+@dataclass(frozen=True)
+class Recipe(Settings):
+    model: str = setting("smollm2-135m-instruct", "Built-in name, local folder or Hub id.")
+    work: str = setting("hedit-runs/default", "Every stage is cached here.")
+    device: str = setting("cpu", "cpu, cuda, cuda:1, ...")
+    identify: IdentifySection = setting(factory=IdentifySection)
+    tune: TuneSection = setting(factory=TuneSection)
+    sweep: SweepSection = setting(factory=SweepSection)
+    export: ExportSection = setting(factory=ExportSection)
+    verify: VerifySection = setting(factory=VerifySection)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'tune.alphas=[0, 0.5]' -> (['tune', 'alphas'], [0, 0.5]); the value is read as YAML."""
+    import yaml
+
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise HeditError(f"--set takes KEY=VALUE (e.g. identify.samples=5), got {text!r}")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise HeditError(f"--set {key}: cannot read {raw!r} as a value") from None
+    return key.strip().split("."), value
+
+
+def _merge(base: dict[str, Any], keys: list[str], value: Any, where: str) -> None:
+    for i, k in enumerate(keys[:-1]):
+        nxt = base.setdefault(k, {})
+        if not isinstance(nxt, dict):
+            raise HeditError(f"{where}: {'.'.join(keys[:i + 1])} is not a section")
+        base = nxt
+    base[keys[-1]] = value
+
+
+def _contained_work(work: Any, path: Path) -> None:
+    """The recipe file's own ``work`` must be a relative folder without '..' (``--work`` may be anything)."""
+    if isinstance(work, str) and (Path(work).is_absolute() or ".." in Path(work).parts or work.startswith("~")):
+        raise HeditError(f"{path}: work {work!r} points outside the current folder; use a relative path "
+                         "without '..', or --work")
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    import yaml
+
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise HeditError(f"recipe not found: {path}")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise HeditError(f"{path} is not UTF-8 text") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise HeditError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        except RecursionError:
+            raise HeditError(f"{path}: nested too deeply") from None
+        data = expect(loaded if loaded is not None else {}, dict, f"{path}: the recipe")
+    file_work = data.get("work")
+    data = _deep_copy(data)
+    for text in overrides:
+        keys, value = parse_override(text)
+        _merge(data, keys, value, f"--set {text}")
+    if path is not None and data.get("work") == file_work:  # --work / --set work=... are the user's own
+        _contained_work(file_work, path)
+    return Recipe.from_dict(data)
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value

@@ -1,1 +1,0 @@
-"""Checks of hedit's artifacts in other inference stacks."""

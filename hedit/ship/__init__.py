@@ -1,0 +1,1 @@
+"""Shipping: `hedit push` to the Hugging Face Hub."""
