@@ -1,7 +1,7 @@
 import json
 from dataclasses import replace
 
-from hedit.edit.card import base_model_name, edited_card, provenance
+from hedit.edit.card import edited_card, evidence, provenance
 from hedit.edit.plan import make_plan
 
 from conftest import neuron_set
@@ -10,25 +10,44 @@ from conftest import neuron_set
 def test_base_model_prefers_a_hub_id(checkpoint):
     src = checkpoint("llama")
     ns = neuron_set()
-    assert base_model_name(make_plan(src, ns, 0.0)) == src.name  # "tiny-llama" is no Hub id
+    assert make_plan(src, ns, 0.0).base_model == src.name  # "tiny-llama" is no Hub id
     ns.model = replace(ns.model, name_or_path="HuggingFaceTB/SmolLM2-135M-Instruct")
-    assert base_model_name(make_plan(src, ns, 0.0)) == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert make_plan(src, ns, 0.0).base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
 def test_card_front_matter_and_text(checkpoint):
     plan = make_plan(checkpoint("llama"), neuron_set(per_layer=2, layers=[1]), 0.0)
     card = edited_card(plan, "my-model")
     front, body = card.split("---\n")[1], card.split("---\n")[2]
-    assert front.splitlines()[:3] == [f"base_model: {plan.checkpoint.path.name}", "library_name: transformers",
-                                      "tags:"]
+    assert front.splitlines()[:3] == [f"base_model: {plan.source.name}", "library_name: transformers", "tags:"]
     assert "- hedit" in front
     assert "2 MLP neurons in 1 of 3 layers" in body and "alpha = 0" in body and "vllm serve my-model" in body
-    assert "arXiv 2512.01797" in body
+    assert "arXiv 2512.01797" in body and "No evidence travels with this edit" in body
 
 
-def test_provenance_is_json_serialisable(checkpoint):
+def test_provenance_is_json_and_holds_no_local_path(checkpoint, tmp_path):
     plan = make_plan(checkpoint("llama"), neuron_set(per_layer=1), 0.5)
-    data = provenance(plan, "edit", {"model.safetensors": "x" * 64}, None, {"lora_rank": 1})
+    data = provenance(plan, "edit", {"model.safetensors": "x" * 64}, str(tmp_path / "deep" / "neurons.json"),
+                      {"lora_rank": 1})
     back = json.loads(json.dumps(data))
     assert back["alpha"] == 0.5 and back["alphas_used"] == [0.5] and back["lora_rank"] == 1
     assert back["source"]["num_layers"] == 3 and back["neurons"]["count"] == 3
+    assert back["neurons"]["file"] == "neurons.json" and back["target"] == "down"
+    text = json.dumps(back)
+    assert str(tmp_path) not in text and str(plan.source.parent) not in text
+
+
+def test_the_evidence_of_the_neurons_file_goes_into_the_card(checkpoint):
+    ns = neuron_set(per_layer=1)
+    ns.provenance = {"probe": {"mode": "3-vs-1", "C": 1.0, "heldout": {"auroc": 0.9, "auroc_ci95": [0.8, 0.97],
+                                                                       "accuracy": 0.85},
+                               "h_neurons_only": {"accuracy": 0.8},
+                               "random_neurons_only": {"accuracy": {"mean": 0.52, "std": 0.04}}},
+                     "tune": {"alpha": 0.5, "reason": "lowest compliance within bounds"},
+                     "features": "/home/someone/features"}
+    plan = make_plan(checkpoint("llama"), ns, 0.5)
+    ev = evidence(ns)
+    assert set(ev) == {"probe", "tune"} and "features" not in json.dumps(ev)
+    card = edited_card(plan, "m", ev, ["c_sweep.png"])
+    assert "AUROC 0.900 [0.80, 0.97]" in card and "against 0.520 ± 0.040 for as many random neurons" in card
+    assert "**Alpha**: 0.5: lowest compliance within bounds" in card and "](evidence/c_sweep.png)" in card

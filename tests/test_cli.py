@@ -125,7 +125,7 @@ def test_write_failing_half_way_leaves_nothing(checkpoint, tmp_path, neurons_fil
         def full(*a, **k):
             raise OSError(28, "No space left on device")
 
-        monkeypatch.setattr(hedit.edit.adapters, "write_provenance", full)
+        monkeypatch.setattr(hedit.edit.adapters, "save_file", full)
     quiet = ["--quiet"] if command == "edit" else []
     fails(tmp_path, command, src, "--neurons", neurons_file(), "--alpha", "0", "--out", tmp_path / "out",
           *quiet, message="no space left on the device")

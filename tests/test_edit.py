@@ -115,11 +115,28 @@ def test_provenance_and_card(checkpoint, tmp_path, neurons_file):
     assert info["source"]["weight_sha256"] == {
         f: hashlib.sha256((src / f).read_bytes()).hexdigest() for f in ck.weight_files}
     assert info["neurons"]["per_layer"] == {"0": 2, "1": 2} and info["neurons"]["count"] == 4
-    assert info["neurons"]["file"] == str(nf.resolve()) and info["kind"] == "edit"
+    assert info["neurons"]["file"] == "neurons.json" and info["kind"] == "edit"
+    assert str(tmp_path) not in (tmp_path / "out" / "hedit.json").read_text()  # no local path is ever pushed
     card = (tmp_path / "out" / "README.md").read_text()
     front = card.split("---")[1]
     assert "library_name: transformers" in front and "- hedit" in front and "base_model:" in front
     assert "4 MLP neurons in 2 of 3 layers" in card and "vllm serve out" in card
+
+
+def test_the_evidence_plots_beside_the_neurons_file_travel_with_the_model(checkpoint, tmp_path):
+    ns = neuron_set("llama", per_layer=2)
+    ns.provenance = {"probe": {"heldout": {"auroc": 0.9, "auroc_ci95": [0.8, 1.0], "accuracy": 0.8}}}
+    (tmp_path / "id").mkdir()
+    ns.save(tmp_path / "id" / "neurons.json")
+    for name in ("neurons_per_layer.png", "c_sweep.png"):
+        (tmp_path / "id" / name).write_bytes(b"\x89PNG" + name.encode())
+    edit_checkpoint(checkpoint("llama"), tmp_path / "id" / "neurons.json", tmp_path / "out", alpha=0.0,
+                    progress=False)
+    assert sorted(p.name for p in (tmp_path / "out" / "evidence").iterdir()) == ["c_sweep.png",
+                                                                                "neurons_per_layer.png"]
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "](evidence/neurons_per_layer.png)" in card and "AUROC 0.900 [0.80, 1.00]" in card
+    assert json.loads((tmp_path / "out" / "hedit.json").read_text())["evidence"]["probe"]["heldout"]["auroc"] == 0.9
 
 
 def test_output_inside_source_is_refused(checkpoint, tmp_path):

@@ -1,60 +1,96 @@
-"""What every hedit output folder carries: ``hedit.json`` (provenance) and ``README.md`` (model card)."""
+"""What every hedit output carries: ``hedit.json`` (provenance and evidence) and ``README.md`` (the model
+card). Neither holds an absolute local path: sources and files are named by Hub id or file name, and
+identified by SHA-256.
+
+The evidence is what the neurons file already knows (the probe's held-out figures against random
+neurons, its confound check, tune's decision with the sweep table) plus the plots found beside it, so a
+person who finds the model on the Hub can tell whether the edit does anything.
+"""
 
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 from hedit import __version__
 from hedit.edit.plan import EditPlan
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+EVIDENCE_PLOTS = ("neurons_per_layer.png", "c_sweep.png", "confounds.png", "sweep.png")
+INTRO = (
+    "H-neurons are the few MLP neurons whose activations predict when a model hallucinates "
+    "(Gao et al., *H-Neurons: On the Existence, Impact, and Origin of Hallucination-Associated Neurons "
+    "in LLMs*, arXiv 2512.01797). Scaling them moves the model's over-compliance."
+)
 
 
-def base_model_name(plan: EditPlan) -> str:
-    """A Hub id for the card's base_model when one is known, else the source folder's name."""
-    for cand in (plan.neurons.model.name_or_path, plan.checkpoint.config.get("_name_or_path")):
-        if isinstance(cand, str) and _HUB_ID.match(cand) and not Path(cand).exists():
-            return cand
-    parts = plan.checkpoint.path.absolute().parts  # a Hub cache snapshot: .../models--owner--name/snapshots/<sha>
-    if len(parts) >= 3 and parts[-2] == "snapshots" and parts[-3].startswith("models--"):
-        return parts[-3][len("models--"):].replace("--", "/", 1)
-    return plan.checkpoint.path.resolve().name
-
-
-def provenance(plan: EditPlan, kind: str, weight_sha256: dict[str, str], neurons_path: str | None,
+def provenance(plan: EditPlan, kind: str, weight_sha256: dict[str, str], neurons_file: str | None,
                extra: dict[str, Any] | None = None) -> dict[str, Any]:
     ns = plan.neurons
     data = {
         "hedit_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "kind": kind,
+        "target": plan.target,
         "source": {
-            "path": str(plan.checkpoint.path.resolve()),
-            "name_or_path": ns.model.name_or_path,
+            "base_model": plan.base_model,
+            "name": plan.source.name,
             "revision": ns.model.revision,
-            "model_type": plan.checkpoint.model_type,
-            "num_layers": plan.checkpoint.num_layers,
-            "intermediate_size": plan.checkpoint.intermediate_size,
+            "model_type": plan.model_type,
+            "num_layers": plan.num_layers,
+            "intermediate_size": plan.intermediate_size,
             "weight_sha256": weight_sha256,
         },
         "neurons": {
-            "file": neurons_path,
+            "file": Path(neurons_file).name if neurons_file else None,
             "sha256": hashlib.sha256(json.dumps(ns.to_dict(), sort_keys=True).encode()).hexdigest(),
             "count": plan.num_neurons,
             "per_layer": {str(layer): len(v) for layer, v in plan.layers.items()},
         },
         "alpha": plan.cli_alpha if plan.cli_alpha is not None else ns.alpha,
         "alphas_used": plan.alphas(),
-        "skipped_source_files": plan.checkpoint.skipped_entries(),
+        "evidence": evidence(ns),
     }
+    if plan.checkpoint is not None:
+        data["skipped_source_files"] = plan.checkpoint.skipped_entries()
     if extra:
         data.update(extra)
     return data
+
+
+def evidence(ns) -> dict[str, Any]:
+    """The neurons file's own record of why these neurons: probe figures and tune's decision."""
+    prov = ns.provenance if isinstance(ns.provenance, dict) else {}
+    out: dict[str, Any] = {}
+    probe = prov.get("probe")
+    if isinstance(probe, dict):
+        out["probe"] = {k: probe[k] for k in ("mode", "C", "heldout", "h_neurons_only", "random_neurons_only",
+                                              "confounds", "transfer") if k in probe}
+    tune = prov.get("tune")
+    if isinstance(tune, dict):
+        out["tune"] = {k: tune[k] for k in ("alpha", "reason", "bounds", "candidates", "paired", "compliance_at_1")
+                       if k in tune}
+    for key in ("sweep", "verify"):
+        if isinstance(prov.get(key), dict):
+            out[key] = prov[key]
+    return out
+
+
+def plots_beside(neurons_file: str | Path | None) -> list[Path]:
+    """The evidence plots that probe, tune or sweep left beside the neurons file (or in its tune/sweep
+    folders), to copy into the artifact."""
+    if neurons_file is None:
+        return []
+    folder = Path(neurons_file).parent
+    found = []
+    for name in EVIDENCE_PLOTS:
+        for where in (folder, folder / "sweep", folder / "tune"):
+            if (where / name).is_file():
+                found.append(where / name)
+                break
+    return found
 
 
 def write_provenance(out: Path, data: dict[str, Any]) -> None:
@@ -75,35 +111,82 @@ def _alpha_text(plan: EditPlan) -> str:
 
 
 def _change_text(plan: EditPlan) -> str:
+    where = ("row *j* of each edited `up_proj.weight` (in a gated MLP the neuron's activation is linear in "
+             "it)" if plan.target == "up" else "column *j* of each edited `down_proj.weight`")
     return (
-        f"{plan.num_neurons} MLP neurons in {len(plan.layers)} of {plan.checkpoint.num_layers} layers "
-        f"of `{base_model_name(plan)}` ({plan.checkpoint.model_type}) are scaled by {_alpha_text(plan)}: "
+        f"{plan.num_neurons} MLP neurons in {len(plan.layers)} of {plan.num_layers} layers "
+        f"of `{plan.base_model}` ({plan.model_type}) are scaled by {_alpha_text(plan)}: "
         "each chosen neuron's activation, the input of `mlp.down_proj`, is multiplied by its alpha "
-        "(0 silences it, 1 leaves it unchanged)."
+        f"(0 silences it, 1 leaves it unchanged). The scale is folded into {where}."
     )
 
 
-INTRO = (
-    "H-neurons are the few MLP neurons whose activations predict when a model hallucinates "
-    "(Gao et al., *H-Neurons: On the Existence, Impact, and Origin of Hallucination-Associated Neurons "
-    "in LLMs*, arXiv 2512.01797). Scaling them moves the model's over-compliance."
-)
+def _evidence_text(ev: dict[str, Any], plots: list[str]) -> str:
+    lines = []
+    probe = ev.get("probe")
+    if probe and "heldout" in probe:
+        h = probe["heldout"]
+        ci = h.get("auroc_ci95") or [float("nan")] * 2
+        line = (f"- **Detection** (the probe on held-out answers): AUROC {h['auroc']:.3f} "
+                f"[{ci[0]:.2f}, {ci[1]:.2f}], accuracy {h['accuracy']:.3f}")
+        only, rnd = probe.get("h_neurons_only"), probe.get("random_neurons_only")
+        if only and rnd:
+            line += (f"; these neurons alone {only['accuracy']:.3f} against {rnd['accuracy']['mean']:.3f} "
+                     f"± {rnd['accuracy']['std']:.3f} for as many random neurons")
+        lines.append(line + ".")
+        conf = probe.get("confounds")
+        if conf and conf.get("length_only"):
+            lines.append(f"- **Confound check**: a length-only classifier reaches AUROC "
+                         f"{conf['length_only']['auroc']:.3f}; on a length-matched subset the probe's AUROC is "
+                         f"{(conf.get('length_matched') or {}).get('auroc', float('nan')):.3f}.")
+    tune = ev.get("tune")
+    if tune:
+        lines.append(f"- **Alpha**: {tune.get('alpha')}: {tune.get('reason', '')}")
+    sweep = ev.get("sweep")
+    if sweep and sweep.get("slopes"):
+        for suite, s in sweep["slopes"].items():
+            h = s.get("h") or {}
+            if h.get("slope") is not None:
+                lines.append(f"- **{suite}**: {100 * h['slope']:+.2f} points of compliance per unit of alpha "
+                             f"[{100 * h['ci95'][0]:+.2f}, {100 * h['ci95'][1]:+.2f}]"
+                             + (f"; random controls {100 * s['controls']['min']:+.2f} to "
+                                f"{100 * s['controls']['max']:+.2f}" if s.get("controls") else ""))
+    verify = ev.get("verify")
+    if verify:
+        for runtime, r in verify.items():
+            lines.append(f"- **Verified in {runtime}**: {'PASS' if r.get('passed') else 'FAIL'} "
+                         f"({', '.join(f'{k} {v:.3g}' for k, v in r.items() if isinstance(v, float))}).")
+    if not lines:
+        return ("No evidence travels with this edit: its neurons file carries no probe or tune record. "
+                "`hedit identify` and `hedit tune` write one.\n")
+    text = "\n".join(lines) + "\n"
+    for p in plots:
+        text += f"\n![{Path(p).stem}](evidence/{Path(p).name})\n"
+    return text
 
 
-def edited_card(plan: EditPlan, out_name: str) -> str:
-    base = base_model_name(plan)
-    return _front_matter(base, "transformers", ["hedit", "h-neurons"]) + f"""
-# {out_name}
+def _card(plan: EditPlan, library: str, tags: list[str], title: str, how: str, use: str, ev: dict[str, Any],
+          plots: list[str]) -> str:
+    return _front_matter(plan.base_model, library, tags) + f"""
+# {title}
 
 {INTRO}
 
 ## What was changed
-{_change_text(plan)} The scale is folded into the weights: column *j* of each edited
-`down_proj.weight` is multiplied by its alpha. Every other tensor is byte-identical to the source.
-Which neurons, the alpha and the sha256 of every source weight file are in `hedit.json`.
+{_change_text(plan)}
 
+{how} Which neurons, the alpha and the SHA-256 of every source weight file are in `hedit.json`.
+
+## Evidence
+{_evidence_text(ev, plots)}
 ## Use
-transformers:
+{use}
+Made with hedit {__version__}.
+"""
+
+
+def edited_card(plan: EditPlan, out_name: str, ev: dict[str, Any] | None = None, plots: list[str] = ()) -> str:
+    use = f"""transformers:
 ```python
 from transformers import AutoModelForCausalLM, AutoTokenizer
 model = AutoModelForCausalLM.from_pretrained("{out_name}")
@@ -113,53 +196,55 @@ vLLM:
 ```bash
 vllm serve {out_name}
 ```
-
-Made with hedit {__version__}.
 """
+    return _card(plan, "transformers", ["hedit", "h-neurons"], out_name,
+                 "Every other tensor is byte-identical to the source.", use, ev or {}, list(plots))
 
 
-def adapter_card(plan: EditPlan, out_name: str, fmt: str, rank: int | None = None,
-                 max_lora_rank: int | None = None) -> str:
-    base = base_model_name(plan)
-    tags = ["hedit", "h-neurons", "peft", fmt]
+def gguf_card(plan: EditPlan, out_name: str, gguf_name: str, ev: dict[str, Any] | None = None,
+              plots: list[str] = ()) -> str:
+    use = f"""llama.cpp:
+```bash
+llama-cli -m {gguf_name} -p "..."
+```
+transformers:
+```python
+from transformers import AutoModelForCausalLM
+model = AutoModelForCausalLM.from_pretrained("{out_name}", gguf_file="{gguf_name}")
+```
+"""
+    how = ("In the GGUF file only the edited tensors' bytes changed (their blocks' scales for the up target); "
+           "metadata, tokenizer and every other tensor are byte-identical to the source.")
+    return _card(plan, "gguf", ["hedit", "h-neurons", "gguf"], out_name, how, use, ev or {}, list(plots))
+
+
+def adapter_card(plan: EditPlan, out_name: str, fmt: str, rank: int | None = None, max_lora_rank: int | None = None,
+                 ev: dict[str, Any] | None = None, plots: list[str] = ()) -> str:
+    base = plan.base_model
+    module = "up_proj" if plan.target == "up" else "down_proj"
     if fmt == "lora":
+        what = "row" if plan.target == "up" else "column"
         how = (
-            f"A LoRA of rank {rank} on `down_proj` whose product B @ A equals W[:, S] diag(alpha - 1) "
-            "exactly (A selects the chosen neurons, B holds their scaled columns; `lora_alpha` = r, so "
-            "the scale is 1). Base plus adapter equals the edited model."
+            f"A LoRA of rank {rank} on `{module}` whose product B @ A adds (alpha - 1) times each chosen {what} "
+            "exactly (one factor selects the chosen neurons, the other holds their scaled weights; `lora_alpha` = "
+            "r, so the scale is 1). Base plus adapter equals the edited model."
         )
-        serve = f"""vLLM (`--max-lora-rank` must be at least {rank}; {max_lora_rank} is the smallest value vLLM accepts):
+        use_vllm = f"""vLLM (`--max-lora-rank` must be at least {rank}; {max_lora_rank} is the smallest value vLLM accepts):
 ```bash
 vllm serve {base} --enable-lora --lora-modules hedit={out_name} --max-lora-rank {max_lora_rank}
 ```
 """
     else:
-        how = (
-            "An IA3 adapter: a vector on each edited layer's `down_proj` input that is 1 everywhere and "
-            "alpha at the chosen neurons. Base plus adapter equals the edited model."
-        )
-        serve = (
-            "vLLM does not serve IA3 adapters: for vLLM use `hedit export-adapter --format lora` "
-            "or the merged checkpoint from `hedit edit`.\n"
-        )
-    return _front_matter(base, "peft", tags) + f"""
-# {out_name}
-
-{INTRO}
-
-## What was changed
-{_change_text(plan)}
-
-{how} Which neurons, the alpha and the sha256 of every source weight file are in `hedit.json`.
-
-## Use
-PEFT:
+        how = ("An IA3 adapter: a vector on each edited layer's `down_proj` input that is 1 everywhere and "
+               "alpha at the chosen neurons. Base plus adapter equals the edited model.")
+        use_vllm = ("vLLM does not serve IA3 adapters: for vLLM use `hedit export-adapter --format lora` "
+                    "or the merged checkpoint from `hedit edit`.\n")
+    use = f"""PEFT:
 ```python
 from transformers import AutoModelForCausalLM
 from peft import PeftModel
 base = AutoModelForCausalLM.from_pretrained("{base}")
 model = PeftModel.from_pretrained(base, "{out_name}")
 ```
-{serve}
-Made with hedit {__version__}.
-"""
+{use_vllm}"""
+    return _card(plan, "peft", ["hedit", "h-neurons", "peft", fmt], out_name, how, use, ev or {}, list(plots))

@@ -13,10 +13,9 @@ import os
 import shutil
 from pathlib import Path
 
-from hedit.edit.card import edited_card, provenance, write_provenance
-from hedit.io.atomic import atomic_dir, check_target
+from hedit.edit.card import edited_card
+from hedit.edit.output import artifact, neurons_path
 from hedit.io.checkpoint import INDEX
-from hedit.io.hashing import Hasher
 from hedit.io.safetensors_header import read_tensor, write_tensor
 from hedit.edit.neurons import NeuronSet
 from hedit.edit.plan import EditPlan, make_plan
@@ -34,34 +33,24 @@ def edit_checkpoint(source: str | Path, neurons: str | Path | NeuronSet, out: st
                     alpha: float | None = None, overwrite: bool = False, allow_negative: bool = False,
                     progress: bool = True) -> Path:
     """Write an edited copy of ``source`` to ``out``; returns ``out``."""
-    source, out = Path(source), Path(out)
     plan = make_plan(source, neurons, alpha, allow_negative)
-    source = plan.checkpoint.path
-    check_target(out, [source], overwrite)
     ckpt = plan.checkpoint
     by_file: dict[str, list[int]] = {}
     for layer in plan.layers:
         by_file.setdefault(ckpt.down_proj[layer][0], []).append(layer)
-
-    hasher = Hasher([ckpt.path / f for f in ckpt.weight_files])  # beside the copy, on the other core(s)
-    try:
-        with atomic_dir(out, overwrite, [source]) as tmp:
-            total = sum((ckpt.path / f).stat().st_size for f in ckpt.weight_files)
-            with bar(total, "edit", "B", progress) as pbar:
-                for f in ckpt.weight_files:
-                    src = ckpt.path / f
-                    shutil.copyfile(src, tmp / f)  # kernel copy
-                    _scale_in_place(plan, src, tmp / f, by_file.get(f, []))
-                    pbar.update(src.stat().st_size)
-            if (ckpt.path / INDEX).is_file():
-                shutil.copyfile(ckpt.path / INDEX, tmp / INDEX)
-            copy_aux_files(plan, tmp)
-            neurons_path = None if isinstance(neurons, NeuronSet) else str(Path(neurons).resolve())
-            write_provenance(tmp, provenance(plan, "edit", hasher.result(), neurons_path))
-            (tmp / "README.md").write_text(edited_card(plan, out.name))
-    finally:
-        hasher.cancel()
-    return out
+    with artifact(out, plan, "edit", overwrite, neurons_path(neurons)) as w:
+        total = sum((ckpt.path / f).stat().st_size for f in ckpt.weight_files)
+        with bar(total, "edit", "B", progress) as pbar:
+            for f in ckpt.weight_files:
+                src = ckpt.path / f
+                shutil.copyfile(src, w.path / f)  # kernel copy
+                _scale_in_place(plan, src, w.path / f, by_file.get(f, []))
+                pbar.update(src.stat().st_size)
+        if (ckpt.path / INDEX).is_file():
+            shutil.copyfile(ckpt.path / INDEX, w.path / INDEX)
+        copy_aux_files(plan, w.path)
+        w.card = edited_card
+    return Path(out)
 
 
 def _scale_in_place(plan: EditPlan, src: Path, dst: Path, layers: list[int]) -> None:

@@ -1,21 +1,39 @@
-"""An edit plan: a checkpoint, a neuron set checked against it, and the alpha of every chosen neuron."""
+"""An edit plan: a source model (checkpoint folder or GGUF file), a neuron set checked against it, the
+alpha of every chosen neuron, and which weight carries the edit (``down``: down_proj columns; ``up``:
+up_proj rows, exact for quantized formats whose scales run along rows)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from hedit.edit.neurons import NeuronSet
 from hedit.errors import HeditError
 from hedit.io.checkpoint import Checkpoint, open_checkpoint
-from hedit.edit.neurons import NeuronSet
+from hedit.registry import Architecture
+
+TARGETS = ("auto", "down", "up")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 @dataclass
 class EditPlan:
-    checkpoint: Checkpoint
+    source: Path  # the checkpoint folder or the GGUF file
+    arch: Architecture
+    num_layers: int
+    intermediate_size: int
     neurons: NeuronSet
     layers: dict[int, list[tuple[int, float]]]  # layer -> sorted (neuron index, alpha)
     cli_alpha: float | None
+    weight_files: list[Path]  # whose SHA-256 the output's hedit.json records
+    known_names: list[str] = field(default_factory=list)  # what the source says it is (config, GGUF metadata)
+    target: str = "down"
+    checkpoint: Checkpoint | None = None  # safetensors sources
+
+    @property
+    def model_type(self) -> str:
+        return self.arch.model_type
 
     @property
     def num_neurons(self) -> int:
@@ -24,14 +42,33 @@ class EditPlan:
     def alphas(self) -> list[float]:
         return sorted({a for v in self.layers.values() for _, a in v})
 
+    @property
+    def base_model(self) -> str:
+        """A Hub id for model cards when one is known, else the source's folder or file name."""
+        for cand in [self.neurons.model.name_or_path, *self.known_names]:
+            if isinstance(cand, str) and _HUB_ID.match(cand) and not Path(cand).exists():
+                return cand
+        parts = self.source.absolute().parts  # a Hub cache snapshot: .../models--owner--name/snapshots/<sha>
+        if len(parts) >= 3 and parts[-2] == "snapshots" and parts[-3].startswith("models--"):
+            return parts[-3][len("models--"):].replace("--", "/", 1)
+        return self.source.resolve().name
+
+
+def load_neurons(neurons: str | Path | NeuronSet) -> NeuronSet:
+    ns = neurons if isinstance(neurons, NeuronSet) else NeuronSet.load(neurons)
+    if not ns.neurons:
+        raise HeditError("the neurons file lists no neurons; nothing to edit")
+    return ns
+
 
 def make_plan(source: str | Path, neurons: str | Path | NeuronSet, alpha: float | None = None,
               allow_negative: bool = False) -> EditPlan:
-    from hedit.model.builtin import resolve_model
+    """The plan for a safetensors checkpoint (a built-in name, a folder or a Hub id)."""
+    from hedit.model.builtin import builtin_hub_id, resolve_model
 
     ckpt = open_checkpoint(resolve_model(source, must_exist=False))
-    ns = neurons if isinstance(neurons, NeuronSet) else NeuronSet.load(neurons)
+    ns = load_neurons(neurons)
     ns.check_model(ckpt.model_type, ckpt.num_layers, ckpt.intermediate_size)
-    if not ns.neurons:
-        raise HeditError("the neurons file lists no neurons; nothing to edit")
-    return EditPlan(ckpt, ns, ns.plan(alpha, allow_negative), alpha)
+    names = [n for n in (builtin_hub_id(str(source)), ckpt.config.get("_name_or_path")) if n]
+    return EditPlan(ckpt.path, ckpt.arch, ckpt.num_layers, ckpt.intermediate_size, ns, ns.plan(alpha, allow_negative),
+                    alpha, [ckpt.path / f for f in ckpt.weight_files], names, checkpoint=ckpt)

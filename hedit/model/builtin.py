@@ -35,6 +35,12 @@ BUILTINS = {
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
 
+def builtin_hub_id(name: str) -> str | None:
+    """The Hub id of a built-in model's weights, for model cards; None for other names."""
+    b = BUILTINS.get(name)
+    return b.hub_id if b else None
+
+
 def gguf_path(builtin: Builtin) -> Path:
     try:
         dist = md.distribution(builtin.distribution)

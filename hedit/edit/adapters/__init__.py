@@ -13,11 +13,10 @@ from typing import Any, Callable
 import torch
 from safetensors.torch import save_file
 
-from hedit.edit.card import adapter_card, base_model_name, provenance, write_provenance
+from hedit.edit.card import adapter_card
+from hedit.edit.output import artifact, neurons_path
 from hedit.errors import HeditError
-from hedit.io.atomic import atomic_dir, check_target
 from hedit.io.checkpoint import Checkpoint
-from hedit.io.hashing import Hasher
 from hedit.io.jsonfile import expect, read_json
 from hedit.io.safetensors_header import read_header, read_tensor
 from hedit.edit.neurons import NeuronSet
@@ -124,10 +123,7 @@ def export_adapter(source: str | Path, neurons: str | Path | NeuronSet, out: str
                    alpha: float | None = None, overwrite: bool = False, allow_negative: bool = False) -> Path:
     """Write a PEFT adapter that applies the edit on top of the unmodified ``source``."""
     build = _builder(fmt)
-    source, out = Path(source), Path(out)
     plan = make_plan(source, neurons, alpha, allow_negative)
-    source = plan.checkpoint.path
-    check_target(out, [source], overwrite)
     ckpt = plan.checkpoint
 
     def read(layer: int) -> torch.Tensor:
@@ -139,15 +135,10 @@ def export_adapter(source: str | Path, neurons: str | Path | NeuronSet, out: str
             os.close(fd)
 
     adapter = build(plan, read)
-    adapter.config.base_model_name_or_path = base_model_name(plan)
-    hasher = Hasher([ckpt.path / f for f in ckpt.weight_files])
-    try:
-        with atomic_dir(out, overwrite, [source]) as tmp:
-            save_file(adapter.tensors, tmp / "adapter_model.safetensors", metadata={"format": "pt"})
-            adapter.config.save_pretrained(tmp)
-            neurons_path = None if isinstance(neurons, NeuronSet) else str(Path(neurons).resolve())
-            write_provenance(tmp, provenance(plan, fmt, hasher.result(), neurons_path, adapter.info))
-            (tmp / "README.md").write_text(adapter_card(plan, out.name, fmt, **adapter.card))
-    finally:
-        hasher.cancel()
-    return out
+    adapter.config.base_model_name_or_path = plan.base_model
+    with artifact(out, plan, fmt, overwrite, neurons_path(neurons)) as w:
+        save_file(adapter.tensors, w.path / ADAPTER_WEIGHTS, metadata={"format": "pt"})
+        adapter.config.save_pretrained(w.path)
+        w.info = adapter.info
+        w.card = lambda plan, name, ev, plots: adapter_card(plan, name, fmt, ev=ev, plots=plots, **adapter.card)
+    return Path(out)

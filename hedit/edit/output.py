@@ -1,0 +1,67 @@
+"""One shape for every artifact hedit writes (edited checkpoint, adapter, GGUF): the output is checked
+before any work (``hedit.io.atomic.check_target``), the source weight files are hashed in background
+threads beside the work, the artifact is built in a temporary folder (or file) beside ``--out`` and
+renamed into place, and ``hedit.json`` (provenance and evidence) and a ``README.md`` model card, with
+the evidence plots under ``evidence/``, go with it. A single-file output (``x.gguf``) gets its
+provenance as ``x.gguf.hedit.json`` beside it and no card; write to a folder for a pushable one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from hedit.edit.card import plots_beside, provenance
+from hedit.edit.plan import EditPlan
+from hedit.io.atomic import SIDECAR, atomic_dir, atomic_file, atomic_write_text, check_target
+from hedit.io.hashing import Hasher
+
+PROVENANCE, CARD = "hedit.json", "README.md"
+
+
+@dataclass
+class Writer:
+    path: Path  # the temporary folder (or file) to write the artifact into
+    info: dict[str, Any] = field(default_factory=dict)  # extra provenance
+    card: Callable[..., str] | None = None  # (plan, out name, evidence, plot names) -> README.md text
+
+
+@contextlib.contextmanager
+def artifact(out: str | Path, plan: EditPlan, kind: str, overwrite: bool = False,
+             neurons_file: str | Path | None = None, folder: bool = True) -> Iterator[Writer]:
+    """Yield a ``Writer`` whose ``path`` the caller fills; on success the artifact, its ``hedit.json`` and
+    its card are in place at ``out``; on any error (or signal) nothing is left."""
+    out = Path(out)
+    check_target(out, [plan.source], overwrite)
+    hasher = Hasher(plan.weight_files)
+    plots = plots_beside(neurons_file)
+    try:
+        if folder:
+            with atomic_dir(out, overwrite, [plan.source]) as tmp:
+                w = Writer(tmp)
+                yield w
+                data = provenance(plan, kind, hasher.result(), str(neurons_file) if neurons_file else None, w.info)
+                if plots and w.card is not None:
+                    (tmp / "evidence").mkdir()
+                    for p in plots:
+                        shutil.copyfile(p, tmp / "evidence" / p.name)
+                (tmp / PROVENANCE).write_text(json.dumps(data, indent=2) + "\n")
+                if w.card is not None:
+                    (tmp / CARD).write_text(w.card(plan, out.name, data["evidence"], [p.name for p in plots]))
+        else:
+            with atomic_file(out, overwrite, [plan.source]) as tmp:
+                w = Writer(tmp)
+                yield w
+                data = provenance(plan, kind, hasher.result(), str(neurons_file) if neurons_file else None, w.info)
+            atomic_write_text(f"{out}{SIDECAR}", json.dumps(data, indent=2) + "\n")
+    finally:
+        hasher.cancel()
+
+
+def neurons_path(neurons: Any) -> str | None:
+    """The neurons file's path when the caller gave one (not a NeuronSet object)."""
+    return None if hasattr(neurons, "neurons") else str(neurons)
