@@ -17,26 +17,62 @@ from typing import Any
 from hedit.errors import HeditError
 
 
+WHICH = ("down", "up")
+
+
 @dataclass(frozen=True)
 class Architecture:
     model_type: str
     layers_module: str  # dotted path of the decoder-layer ModuleList in the transformers model
+    tensor_prefix: str  # regex of a decoder layer's checkpoint tensor names, with a named group `layer`
     down_proj: str  # dotted path of the down-projection inside one decoder layer
-    down_proj_tensor: str  # regex with a named group `layer` matching checkpoint tensor names
+    up_proj: str | None  # the up-projection (None: the MLP is not gated, so no exact up-row edit)
+    up_fused: bool  # gate and up in one tensor, gate rows first (phi3's gate_up_proj): up row j is inter + j
     text_config: str | None  # key of the language-model sub-config (multimodal models), else None
-    weight_layout: str  # "out_in": weight is [hidden, intermediate], neuron j is column j
-    gguf_down_proj: str  # GGUF tensor name template
+    gguf_down_proj: str  # GGUF tensor name templates
+    gguf_up_proj: str
     gguf_arch: str | None = None  # GGUF general.architecture that loads as this model_type
     note: str = ""
 
-    def layer_of_tensor(self, name: str) -> int | None:
-        """Decoder-layer index if ``name`` is that layer's down_proj weight, else None."""
-        m = _compiled(self.down_proj_tensor).match(name)
+    @property
+    def gated(self) -> bool:
+        return self.up_proj is not None
+
+    def module(self, which: str = "down") -> str:
+        """The module inside one decoder layer: ``down`` or ``up``."""
+        if which == "up":
+            if self.up_proj is None:
+                raise HeditError(f"{self.model_type} has no gated MLP: its neurons cannot be edited through up_proj")
+            return self.up_proj
+        return self.down_proj
+
+    def layer_of_tensor(self, name: str, which: str = "down", suffix: str = "weight") -> int | None:
+        """Decoder-layer index if ``name`` is that layer's ``which`` projection tensor ``suffix``, else None."""
+        m = _compiled(self.tensor_prefix + re.escape(f"{self.module(which)}.{suffix}") + "$").match(name)
         return int(m.group("layer")) if m else None
 
-    def module_path(self, layer: int) -> str:
-        """Dotted module name of layer ``layer``'s down_proj in the transformers model."""
-        return f"{self.layers_module}.{layer}.{self.down_proj}"
+    def split_tensor(self, name: str) -> tuple[int, str, str] | None:
+        """(layer, "down"/"up", tensor suffix such as "weight" or "scales") for a projection tensor, else None."""
+        m = _compiled(self.tensor_prefix).match(name)
+        if not m:
+            return None
+        rest = name[m.end():]
+        for which in WHICH:
+            module = self.up_proj if which == "up" else self.down_proj
+            if module and rest.startswith(module + "."):
+                return int(m.group("layer")), which, rest[len(module) + 1:]
+        return None
+
+    def module_path(self, layer: int, which: str = "down") -> str:
+        """Dotted module name of layer ``layer``'s projection in the transformers model."""
+        return f"{self.layers_module}.{layer}.{self.module(which)}"
+
+    def up_row(self, neuron: int, intermediate_size: int) -> int:
+        """The row of the up-projection weight that computes ``neuron`` (fused: after the gate rows)."""
+        return intermediate_size + neuron if self.up_fused else neuron
+
+    def gguf_tensor(self, layer: int, which: str = "down") -> str:
+        return (self.gguf_up_proj if which == "up" else self.gguf_down_proj).format(layer=layer)
 
     def text_config_dict(self, config: dict[str, Any]) -> dict[str, Any]:
         """The part of a config.json dict that describes the language model."""

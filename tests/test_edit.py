@@ -10,7 +10,7 @@ from hedit.errors import HeditError
 from hedit.io.checkpoint import open_checkpoint
 from hedit.io.safetensors_header import read_header, read_tensor
 
-from conftest import ARCHS, leftovers, neuron_set, tree_digest
+from conftest import ARCHS, INTER, leftovers, neuron_set, tree_digest
 
 
 def tensors(path):
@@ -204,3 +204,40 @@ def test_a_finite_alpha_that_overflows_the_dtype_is_refused(checkpoint, tmp_path
             with pytest.raises(HeditError, match="overflow float32"):
                 export_adapter(src, neuron_set(), tmp_path / fmt, fmt, alpha=alpha)
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("model_type", ["llama", "phi3"])
+def test_up_target_scales_up_proj_rows_and_nothing_else(checkpoint, tmp_path, model_type):
+    """Row j of up_proj (phi3: row inter + j of the fused gate_up_proj) times alpha; every other byte kept."""
+    src = checkpoint(model_type)
+    ns = neuron_set(model_type, per_layer=3, layers=[0, 2])
+    edit_checkpoint(src, ns, tmp_path / "out", alpha=0.25, progress=False, target="up")
+    before, after = tensors(src / "model.safetensors"), tensors(tmp_path / "out" / "model.safetensors")
+    offset = INTER if model_type == "phi3" else 0
+    up = "gate_up_proj" if model_type == "phi3" else "up_proj"
+    changed = set()
+    for layer, idx in ns.by_layer().items():
+        name = f"model.layers.{layer}.mlp.{up}.weight"
+        want = before[name].clone()
+        want[[offset + j for j in idx]] *= 0.25
+        assert torch.equal(after[name], want)
+        changed.add(name)
+    assert all(torch.equal(after[n], before[n]) for n in before if n not in changed)
+    info = json.loads((tmp_path / "out" / "hedit.json").read_text())
+    assert info["target"] == "up" and info["format"] == "float" and info["max_abs_error"] == 0.0
+
+
+def test_up_target_needs_a_gated_mlp_and_quantized_sources_refuse_down(checkpoint, tmp_path, monkeypatch):
+    from hedit.edit.plan import resolve_target
+    from hedit.registry import get_architecture
+
+    arch = get_architecture("llama")
+    assert resolve_target("auto", arch, quantized=False) == "down"
+    assert resolve_target("auto", arch, quantized=True) == "up"
+    with pytest.raises(HeditError, match="shares its scales along the rows of down_proj"):
+        resolve_target("down", arch, quantized=True)
+    ungated = arch.__class__(**{**arch.__dict__, "up_proj": None})
+    with pytest.raises(HeditError, match="has no gated MLP"):
+        resolve_target("up", ungated, quantized=False)
+    with pytest.raises(HeditError, match="--target must be one of"):
+        resolve_target("sideways", arch, quantized=False)

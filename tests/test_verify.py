@@ -1,5 +1,7 @@
 """Runtime intervention == edited checkpoint == base + LoRA == base + IA3, in float32, on every architecture."""
 
+import json
+
 import pytest
 
 from hedit.edit.adapters import export_adapter
@@ -10,13 +12,16 @@ from hedit.check.verify import verify
 from conftest import ARCHS, neuron_set
 
 
+@pytest.mark.parametrize("target", ["down", "up"])
 @pytest.mark.parametrize("model_type", ARCHS)
-def test_all_artifacts_equal_the_intervention(checkpoint, tmp_path, model_type):
+def test_all_artifacts_equal_the_intervention(checkpoint, tmp_path, model_type, target):
+    """Both targets (down_proj columns, up_proj rows; phi3's fused gate_up_proj too) in every artifact."""
     src = checkpoint(model_type)
     ns = neuron_set(model_type, per_layer=8, seed=1)
-    edit_checkpoint(src, ns, tmp_path / "edited", alpha=0.0, progress=False)
-    export_adapter(src, ns, tmp_path / "lora", "lora", alpha=0.0)
-    export_adapter(src, ns, tmp_path / "ia3", "ia3", alpha=0.0)
+    edit_checkpoint(src, ns, tmp_path / "edited", alpha=0.0, progress=False, target=target)
+    export_adapter(src, ns, tmp_path / "lora", "lora", alpha=0.0, target=target)
+    export_adapter(src, ns, tmp_path / "ia3", "ia3", alpha=0.0, target=target)
+    assert json.loads((tmp_path / "edited" / "hedit.json").read_text())["target"] == target
     results = [verify(src, ns, 0.0, edited=tmp_path / "edited", new_tokens=4),
                verify(src, ns, 0.0, adapter=tmp_path / "lora", new_tokens=4),
                verify(src, ns, 0.0, adapter=tmp_path / "ia3", new_tokens=4)]

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from hedit.cli.options import ALPHA, NEG, NEURONS, OVERWRITE, QUIET, SOURCE
+from hedit.cli.options import ALPHA, NEG, NEURONS, OVERWRITE, QUIET, SOURCE, TARGET
 
 OUT = click.option("--out", required=True, type=click.Path(path_type=str), help="Output folder (created).")
 
@@ -16,23 +16,25 @@ OUT = click.option("--out", required=True, type=click.Path(path_type=str), help=
 @NEURONS
 @ALPHA
 @OUT
+@TARGET
 @OVERWRITE
 @NEG
 @QUIET
-def edit(source, neurons, alpha, out, overwrite, allow_negative, quiet):
-    """Fold alpha into down_proj columns of SOURCE, streaming: a safetensors checkpoint folder (built-in
-    name, folder or Hub id) gives a folder; a .gguf file gives a .gguf file."""
+def edit(source, neurons, alpha, out, target, overwrite, allow_negative, quiet):
+    """Fold alpha into the weights of SOURCE, streaming: a safetensors checkpoint folder (built-in name,
+    folder or Hub id; float or GPTQ/AWQ/compressed-tensors/FP8) gives a folder; a .gguf file gives a
+    .gguf file (--out x.gguf) or a pushable folder with the GGUF and its model card."""
     from hedit.edit import edit_model
 
-    r = edit_model(source, neurons, out, alpha, overwrite, allow_negative, progress=not quiet)
+    r = edit_model(source, neurons, out, alpha, overwrite, allow_negative, progress=not quiet, target=target)
     if not str(source).endswith(".gguf"):
         click.echo(f"wrote edited checkpoint to {r}")
         return
-    if r.requantized:
-        click.echo(f"requantized the edited blocks of {len(r.tensors)} ffn_down tensors to "
-                   f"{', '.join(r.requantized)}: max abs error {r.max_abs_error:.3g} against the exactly "
-                   "scaled weights (every other block and tensor unchanged)")
-    click.echo(f"wrote edited GGUF to {r.out} (provenance: {r.out}.hedit.json)")
+    what = "scales of the chosen ffn_up rows" if r.target == "up" else "chosen ffn_down values"
+    click.echo(f"edited the {what} in {len(r.tensors)} tensors ({', '.join(r.types)}; {r.changed_bytes} bytes "
+               f"changed): max abs error {r.max_abs_error:.3g} against the exactly scaled dequantized weights")
+    side = "" if r.out != r.file else f" (provenance: {r.out}.hedit.json)"
+    click.echo(f"wrote edited GGUF to {r.file}{side}")
 
 
 @click.command("export-adapter")
@@ -41,13 +43,14 @@ def edit(source, neurons, alpha, out, overwrite, allow_negative, quiet):
 @ALPHA
 @click.option("--format", "fmt", type=click.Choice(["lora", "ia3"]), default="lora", show_default=True)
 @OUT
+@TARGET
 @OVERWRITE
 @NEG
-def export_adapter(source, neurons, alpha, fmt, out, overwrite, allow_negative):
+def export_adapter(source, neurons, alpha, fmt, out, target, overwrite, allow_negative):
     """Write a PEFT adapter (exact LoRA or IA3) that applies the edit on top of SOURCE."""
     from hedit.edit.adapters import export_adapter as run
 
-    path = run(source, neurons, out, fmt, alpha, overwrite, allow_negative)
+    path = run(source, neurons, out, fmt, alpha, overwrite, allow_negative, target)
     info = json.loads((path / "hedit.json").read_text())
     msg = f"wrote {fmt} adapter to {path}"
     if fmt == "lora":

@@ -110,6 +110,10 @@ NEG = click.option("--allow-negative-alpha", "allow_negative", is_flag=True,
 OVERWRITE = click.option("--overwrite", is_flag=True, help="Replace a previous hedit output at --out.")
 DEVICE = click.option("--device", default="cpu", show_default=True, callback=_device,
                       help="cpu, cuda, cuda:1, mps; checked before any work starts.")
+TARGET = click.option("--target", type=click.Choice(["auto", "down", "up"]), default="auto", show_default=True,
+                      help="Which weight carries the edit: down_proj columns, or up_proj rows (exact for quantized "
+                           "formats, through their per-channel or per-block scales). auto: up for quantized "
+                           "sources, down otherwise.")
 QUIET = click.option("--quiet", is_flag=True, help="No progress bar.")
 
 

@@ -1,41 +1,37 @@
 """`hedit edit MODEL.gguf`: the same edit on a GGUF file, written as a GGUF file.
 
-The source is copied byte for byte, then each layer's ``ffn_down`` tensor that holds chosen neurons
-is rewritten in place (same type, same size, same offset): metadata, tokenizer and every other tensor
-stay byte-identical. In GGUF, ffn_down is stored [hidden rows x intermediate columns] with
-quantization blocks running along a row, so neuron j is column j.
+The source is copied byte for byte, then the chosen neurons' bytes are rewritten in place (same type,
+same size, same offset): metadata, tokenizer and every other tensor stay byte-identical.
 
-- F32, F16, BF16: the column is scaled in float32 and cast back, exactly as the safetensors edit.
-- Block-quantized types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, and the K-quants Q4_K, Q5_K, Q6_K): only the
-  blocks that hold a chosen column (32 values, or 256 for K-quants) are dequantized, scaled and
-  quantized again to the same type (gguf-py's reference quantizers; ``hedit.edit.gguf_quants`` for the
-  K-quants, which gguf-py only reads); every other block keeps its bytes. The requantization error
-  against the exactly scaled values is measured per tensor and reported.
-- Other types (Q2_K, Q3_K, the IQ types, ...) are refused with a clear error.
+- ``--target up`` (the default for block-quantized files, any gated MLP): row j of ``ffn_up`` computes
+  neuron j, and every quantization block of a row lies inside the row with its own f16 scale, so only the
+  scale bytes of the chosen rows change (``hedit.edit.gguf_blocks``): exact up to the rounding of each
+  new f16 scale (alpha 0 and powers of two exactly), for every block type with such a scale.
+- ``--target down`` (the default for F32/F16/BF16 files): column j of ``ffn_down``. Float types are scaled
+  exactly; block types keep every scale and re-round only the chosen values (Q4_0, Q4_1, Q5_0, Q5_1,
+  Q8_0, Q4_K, Q5_K, Q6_K), within half a quantization step.
 
-Provenance goes to ``<out>.hedit.json`` beside the file (adding GGUF metadata would move every tensor).
+The error of every edited tensor against the exactly scaled dequantized weights (gguf-py's
+dequantizers) is measured and recorded. ``--out x.gguf`` writes the file with ``x.gguf.hedit.json``
+beside it; ``--out folder`` writes a pushable folder: the GGUF, ``hedit.json`` and a model card.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
 import numpy as np
 
-from hedit import __version__
-from hedit.errors import HeditError
-from hedit.io.atomic import SIDECAR, atomic_file, atomic_write_text, check_target
-from hedit.edit.gguf_quants import QUANTIZERS, quantize_k
+from hedit.edit.card import gguf_card
+from hedit.edit.gguf_blocks import ELEMENT_TYPES, FLOATS, ROW_TYPES, requantize_elements, scale_rows
 from hedit.edit.neurons import NeuronSet
+from hedit.edit.output import artifact, neurons_path
+from hedit.edit.plan import TARGETS, EditPlan, load_neurons
+from hedit.errors import HeditError
 from hedit.progress import bar
 from hedit.registry import Architecture, architecture_for_gguf
-
-EXACT_TYPES = ("F32", "F16", "BF16")
-REQUANTIZABLE = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", *QUANTIZERS)
 
 
 @dataclass
@@ -43,13 +39,15 @@ class TensorEdit:
     name: str
     type: str
     neurons: int
-    requantized_blocks: int  # 0 for F32/F16/BF16
-    max_abs_error: float  # against the exactly scaled values (0 for F32/F16/BF16 up to the cast)
+    changed_bytes: int  # bytes of the file that differ from the source in this tensor
+    max_abs_error: float  # dequantized result against alpha times the dequantized source, over edited values
 
 
 @dataclass
 class GgufEditReport:
     out: str
+    file: str  # the edited GGUF file itself (inside ``out`` when that is a folder)
+    target: str
     tensors: list[TensorEdit]
 
     @property
@@ -57,16 +55,42 @@ class GgufEditReport:
         return max((t.max_abs_error for t in self.tensors), default=0.0)
 
     @property
-    def requantized(self) -> list[str]:
-        return sorted({t.type for t in self.tensors if t.type not in EXACT_TYPES})
+    def types(self) -> list[str]:
+        return sorted({t.type for t in self.tensors})
+
+    @property
+    def changed_bytes(self) -> int:
+        return sum(t.changed_bytes for t in self.tensors)
+
+
+def open_gguf(source: Path):
+    """gguf-py's reader over ``source``; a file it cannot read is one HeditError."""
+    from gguf import GGUFReader
+
+    if not source.is_file():
+        raise HeditError(f"source not found: {source}")
+    try:
+        reader = GGUFReader(str(source))
+        for t in reader.tensors:
+            end = int(t.data_offset) + int(t.n_bytes)
+            if end > source.stat().st_size:
+                raise ValueError(f"tensor {t.name} lies outside the file")
+    except HeditError:
+        raise
+    except Exception as e:  # gguf-py raises many types for a malformed file
+        first = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        raise HeditError(f"{source} is not a readable GGUF file: {first}") from None
+    return reader
 
 
 def _field(reader, key: str):
     f = reader.fields.get(key)
     if f is None:
         return None
-    value = f.contents()
-    return value
+    try:
+        return f.contents()
+    except Exception:  # a field of a type gguf-py cannot turn into Python
+        return None
 
 
 def gguf_shape(reader) -> tuple[Architecture, int, int]:
@@ -78,106 +102,144 @@ def gguf_shape(reader) -> tuple[Architecture, int, int]:
     layers, inter = _field(reader, f"{name}.block_count"), _field(reader, f"{name}.feed_forward_length")
     if isinstance(inter, list):
         raise HeditError(f"{name}: per-layer feed_forward_length is not supported")
-    if not isinstance(layers, int) or not isinstance(inter, int):
+    if not isinstance(layers, int) or not isinstance(inter, int) or layers <= 0 or inter <= 0:
         raise HeditError(f"the GGUF file lacks {name}.block_count or {name}.feed_forward_length")
     return arch, layers, inter
 
 
-def _scaled_exact(raw: np.ndarray, qtype, scale: np.ndarray) -> tuple[np.ndarray, float]:
-    from gguf import quants
-
-    vals = quants.dequantize(raw, qtype).astype(np.float32)
-    with np.errstate(over="ignore"):
-        out = quants.quantize(vals * scale, qtype)
-    _check_finite(quants.dequantize(out, qtype), qtype.name, scale)
-    return out, 0.0
-
-
-def _check_finite(values: np.ndarray, type_name: str, scale: np.ndarray) -> None:
-    if not np.isfinite(values).all():
-        big = scale[np.argmax(np.abs(scale))]
-        raise HeditError(f"ffn_down ({type_name}): alpha {big:g} makes values that overflow; use a smaller alpha")
+def _known_names(reader) -> list[str]:
+    out = []
+    url = _field(reader, "general.base_model.0.repo_url")
+    if isinstance(url, str) and "/" in url:
+        out.append("/".join(url.rstrip("/").split("/")[-2:]))
+    for key in ("general.base_model.0.organization", "general.name"):
+        v = _field(reader, key)
+        if isinstance(v, str):
+            out.append(v)
+    return out
 
 
-def _scaled_blocks(raw: np.ndarray, qtype, scale: np.ndarray, columns: list[int]) -> tuple[np.ndarray, int, float]:
-    """Requantize only the blocks holding ``columns``; returns (new raw rows, blocks, max abs error)."""
-    from gguf import GGML_QUANT_SIZES, quants
+def _resolve_target(target: str, arch: Architecture, tensors: dict, layers: list[int]) -> str:
+    if target not in TARGETS:
+        raise HeditError(f"--target must be one of {', '.join(TARGETS)}, got {target!r}")
+    if target == "up" and not arch.gated:
+        raise HeditError(f"{arch.model_type} has no gated MLP; --target up needs one")
+    if target != "auto":
+        return target
+    down_types = {tensors[arch.gguf_tensor(layer, "down")].tensor_type.name for layer in layers}
+    return "down" if down_types <= set(FLOATS) or not arch.gated else "up"
 
-    block, size = GGML_QUANT_SIZES[qtype]
-    out = raw.copy()
-    err = 0.0
-    blocks = sorted({c // block for c in columns})
-    for b in blocks:
-        cols = slice(b * size, (b + 1) * size)
-        with np.errstate(over="ignore"):
-            ideal = quants.dequantize(raw[:, cols], qtype).astype(np.float32) * scale[b * block:(b + 1) * block]
-        _check_finite(ideal, qtype.name, scale)
-        try:
-            q = quants.quantize(ideal, qtype)
-        except NotImplementedError:
-            if qtype.name not in QUANTIZERS:
-                raise HeditError(f"ffn_down is {qtype.name}, which hedit cannot quantize again (it can: "
-                                 f"{', '.join(REQUANTIZABLE)}); convert the model to F16 or Q8_0 first "
-                                 "(llama.cpp's llama-quantize), edit, then requantize") from None
-            q = quantize_k(ideal, qtype.name)
-        err = max(err, float(np.abs(quants.dequantize(q, qtype) - ideal).max()))
-        out[:, cols] = q
-    return out, len(blocks), err
+
+def _dequant(raw: np.ndarray, type_name: str) -> np.ndarray:
+    from gguf import GGMLQuantizationType, quants
+
+    return quants.dequantize(raw, GGMLQuantizationType[type_name]).astype(np.float32)
+
+
+def _row_edit(t, rows: list[int], alphas: np.ndarray) -> tuple[list[tuple[int, bytes]], TensorEdit]:
+    """(offset, new bytes) writes for rows of an ffn_up tensor, and the measured edit."""
+    type_name = t.tensor_type.name
+    if type_name not in ROW_TYPES:
+        raise HeditError(f"{t.name} is {type_name}, which has no per-block scale hedit can edit")
+    data = np.asarray(t.data)
+    row_bytes = int(t.n_bytes) // data.shape[0]
+    old = np.ascontiguousarray(data[rows]).view(np.uint8).reshape(len(rows), row_bytes)
+    new = scale_rows(old, type_name, alphas)
+    err = float(np.abs(_dequant(new, type_name) - alphas[:, None] * _dequant(old, type_name)).max())
+    base = int(t.data_offset)
+    writes = [(base + r * row_bytes, new[i].tobytes()) for i, r in enumerate(rows)]
+    return writes, TensorEdit(t.name, type_name, len(rows), int((new != old).sum()), err)
+
+
+def _column_edit(t, cols: list[int], alphas: np.ndarray) -> tuple[list[tuple[int, bytes]], TensorEdit]:
+    """(offset, new bytes) writes for columns of an ffn_down tensor, and the measured edit."""
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    type_name = t.tensor_type.name
+    if type_name not in ELEMENT_TYPES:
+        raise HeditError(f"ffn_down is {type_name}, whose values hedit cannot re-round one by one (it can: "
+                         f"{', '.join(ELEMENT_TYPES)}); --target up is exact for every block type")
+    block, size = GGML_QUANT_SIZES[GGMLQuantizationType[type_name]]
+    data = np.asarray(t.data)
+    n_rows = data.shape[0]
+    row_bytes = int(t.n_bytes) // n_rows
+    raw = data.view(np.uint8).reshape(n_rows, row_bytes)
+    by_block: dict[int, list[tuple[int, float]]] = {}
+    for c, a in zip(cols, alphas):
+        by_block.setdefault(c // block, []).append((c % block, float(a)))
+    writes, changed, err = [], 0, 0.0
+    base = int(t.data_offset)
+    for b, edits in sorted(by_block.items()):
+        old = np.ascontiguousarray(raw[:, b * size:(b + 1) * size])
+        pos = np.array([p for p, _ in edits])
+        al = np.array([a for _, a in edits], dtype=np.float32)
+        if type_name in FLOATS:
+            new = _float_columns(old, type_name, pos, al)
+        else:
+            new = requantize_elements(old, type_name, pos, al)
+        want = _dequant(old, type_name)
+        want[:, pos] *= al
+        got = _dequant(new, type_name)
+        err = max(err, float(np.abs(got[:, pos] - want[:, pos]).max()))
+        if not np.array_equal(np.delete(got, pos, axis=1), np.delete(_dequant(old, type_name), pos, axis=1)):
+            raise RuntimeError(f"{t.name}: values other than the chosen ones changed")  # a bug, never input
+        changed += int((new != old).sum())
+        writes += [(base + r * row_bytes + b * size, new[r].tobytes()) for r in range(n_rows)]
+    return writes, TensorEdit(t.name, type_name, len(cols), changed, err)
+
+
+def _float_columns(old: np.ndarray, type_name: str, pos: np.ndarray, alphas: np.ndarray) -> np.ndarray:
+    """Float values (one per element): the chosen columns scaled exactly, cast back."""
+    width = {"F32": 4, "F16": 2, "BF16": 2}[type_name]
+    cols = old.reshape(old.shape[0], -1, width)  # [rows, values, bytes]
+    out = cols.copy()
+    picked = np.ascontiguousarray(cols[:, pos, :]).transpose(1, 0, 2).reshape(len(pos), -1)  # [cols, rows*bytes]
+    scaled = scale_rows(picked, type_name, alphas).reshape(len(pos), old.shape[0], width).transpose(1, 0, 2)
+    out[:, pos, :] = scaled
+    return out.reshape(old.shape)
 
 
 def edit_gguf(source: str | Path, neurons: str | Path | NeuronSet, out: str | Path, alpha: float | None = None,
-              overwrite: bool = False, allow_negative: bool = False, progress: bool = True) -> GgufEditReport:
-    from gguf import GGUFReader
-
+              overwrite: bool = False, allow_negative: bool = False, progress: bool = True,
+              target: str = "auto") -> GgufEditReport:
     source, out = Path(source), Path(out)
-    if not source.is_file():
-        raise HeditError(f"source not found: {source}")
-    if out.suffix != ".gguf":
-        raise HeditError(f"a GGUF source needs a .gguf output, got {out}")
-    check_target(out, [source], overwrite)
-    try:
-        reader = GGUFReader(str(source))
-    except (ValueError, OSError) as e:
-        raise HeditError(f"{source} is not a readable GGUF file: {e}") from None
+    reader = open_gguf(source)
     arch, layers, inter = gguf_shape(reader)
-    ns = neurons if isinstance(neurons, NeuronSet) else NeuronSet.load(neurons)
+    ns = load_neurons(neurons)
     ns.check_model(arch.model_type, layers, inter)
-    if not ns.neurons:
-        raise HeditError("the neurons file lists no neurons; nothing to edit")
-    plan = {layer: [(j, a) for j, a in pairs if a != 1.0] for layer, pairs in ns.plan(alpha, allow_negative).items()}
-    plan = {layer: pairs for layer, pairs in plan.items() if pairs}  # alpha 1 changes nothing: leave those bytes
+    chosen = {layer: [(j, a) for j, a in pairs if a != 1.0] for layer, pairs in ns.plan(alpha, allow_negative).items()}
+    chosen = {layer: pairs for layer, pairs in chosen.items() if pairs}  # alpha 1 changes nothing: bytes stay
     tensors = {t.name: t for t in reader.tensors}
-    for layer in plan:
-        name = arch.gguf_down_proj.format(layer=layer)
-        if name not in tensors:
-            raise HeditError(f"{source} has no tensor {name}")
-
-    edits = []
-    with atomic_file(out, overwrite, [source]) as tmp:
-        shutil.copyfile(source, tmp)
-        with open(tmp, "r+b") as f, bar(len(plan), "edit gguf", "layer", progress) as pbar:
-            for layer, pairs in plan.items():
-                t = tensors[arch.gguf_down_proj.format(layer=layer)]
-                raw = np.asarray(t.data)
-                scale = np.ones(inter, dtype=np.float32)
-                for j, a in pairs:
-                    scale[j] = a
-                if t.tensor_type.name in EXACT_TYPES:
-                    new, err = _scaled_exact(raw, t.tensor_type, scale)
-                    blocks = 0
-                else:
-                    new, blocks, err = _scaled_blocks(raw, t.tensor_type, scale, [j for j, _ in pairs])
-                data = np.ascontiguousarray(new).tobytes()
-                if len(data) != t.n_bytes:
-                    raise HeditError(f"{t.name}: rewritten tensor has {len(data)} bytes, expected {t.n_bytes}")
-                os.pwrite(f.fileno(), data, int(t.data_offset))
-                edits.append(TensorEdit(t.name, t.tensor_type.name, len(pairs), blocks, err))
-                pbar.update(1)
-            f.flush()
-            os.fsync(f.fileno())
-    report = GgufEditReport(str(out), edits)
-    sidecar = {"hedit_version": __version__, "kind": "gguf-edit", "source": str(source.resolve()),
-               "model_type": arch.model_type, "alpha": alpha, "neurons": len(ns.neurons),
-               "max_abs_requantization_error": report.max_abs_error, "tensors": [asdict(e) for e in edits]}
-    atomic_write_text(f"{out}{SIDECAR}", json.dumps(sidecar, indent=2) + "\n")
+    for layer in ns.by_layer():
+        for which in ("down", "up") if arch.gated else ("down",):
+            if arch.gguf_tensor(layer, which) not in tensors and (which == "down" or target == "up"):
+                raise HeditError(f"{source} has no tensor {arch.gguf_tensor(layer, which)}")
+    target = _resolve_target(target, arch, tensors, list(ns.by_layer()))
+    plan = EditPlan(source, arch, layers, inter, ns, ns.plan(alpha, allow_negative), alpha, [source],
+                    _known_names(reader), target=target)
+    folder = out.suffix.lower() != ".gguf"
+    edits: list[TensorEdit] = []
+    with artifact(out, plan, "gguf", overwrite, neurons_path(neurons), folder=folder) as w:
+        dst = w.path / source.name if folder else w.path
+        shutil.copyfile(source, dst)
+        fd = os.open(dst, os.O_WRONLY)
+        try:
+            with bar(len(chosen), "edit gguf", "layer", progress) as pbar:
+                for layer, pairs in chosen.items():
+                    t = tensors[arch.gguf_tensor(layer, target)]
+                    idx = [arch.up_row(j, inter) if target == "up" else j for j, _ in pairs]
+                    alphas = np.array([a for _, a in pairs], dtype=np.float32)
+                    writes, rec = (_row_edit if target == "up" else _column_edit)(t, idx, alphas)
+                    for offset, data in writes:
+                        os.pwrite(fd, data, offset)
+                    edits.append(rec)
+                    pbar.update(1)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        report = GgufEditReport(str(out), str(out / source.name) if folder else str(out), target, edits)
+        w.info = {"format": "gguf", "target": target, "gguf_file": source.name if folder else out.name,
+                  "max_abs_error": report.max_abs_error, "changed_bytes": report.changed_bytes,
+                  "tensors": [asdict(e) for e in edits]}
+        w.card = lambda plan, name, ev, plots: gguf_card(plan, name, source.name, ev, plots)
     return report

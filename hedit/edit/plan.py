@@ -61,8 +61,23 @@ def load_neurons(neurons: str | Path | NeuronSet) -> NeuronSet:
     return ns
 
 
+def resolve_target(target: str, arch: Architecture, quantized: bool) -> str:
+    """``auto``: ``up`` for quantized sources (exact through their per-channel scales), ``down`` otherwise."""
+    if target not in TARGETS:
+        raise HeditError(f"--target must be one of {', '.join(TARGETS)}, got {target!r}")
+    if target == "auto":
+        target = "up" if quantized else "down"
+    if target == "up" and not arch.gated:
+        raise HeditError(f"{arch.model_type} has no gated MLP: --target up needs one (use --target down)")
+    if target == "down" and quantized:
+        raise HeditError("a quantized checkpoint shares its scales along the rows of down_proj, so a down_proj "
+                         "column cannot be scaled exactly; --target up scales the neurons' up_proj channels "
+                         "exactly")
+    return target
+
+
 def make_plan(source: str | Path, neurons: str | Path | NeuronSet, alpha: float | None = None,
-              allow_negative: bool = False) -> EditPlan:
+              allow_negative: bool = False, target: str = "auto") -> EditPlan:
     """The plan for a safetensors checkpoint (a built-in name, a folder or a Hub id)."""
     from hedit.model.builtin import builtin_hub_id, resolve_model
 
@@ -71,4 +86,5 @@ def make_plan(source: str | Path, neurons: str | Path | NeuronSet, alpha: float 
     ns.check_model(ckpt.model_type, ckpt.num_layers, ckpt.intermediate_size)
     names = [n for n in (builtin_hub_id(str(source)), ckpt.config.get("_name_or_path")) if n]
     return EditPlan(ckpt.path, ckpt.arch, ckpt.num_layers, ckpt.intermediate_size, ns, ns.plan(alpha, allow_negative),
-                    alpha, [ckpt.path / f for f in ckpt.weight_files], names, checkpoint=ckpt)
+                    alpha, [ckpt.path / f for f in ckpt.weight_files], names,
+                    resolve_target(target, ckpt.arch, ckpt.quant_method is not None), ckpt)

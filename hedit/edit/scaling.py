@@ -31,6 +31,22 @@ def scale_columns_(weight: torch.Tensor, columns: list[int], alphas: list[float]
     return weight
 
 
+def scale_rows_(weight: torch.Tensor, rows: list[int], alphas: list[float], name: str = "up_proj weight"
+                ) -> torch.Tensor:
+    """Multiply the given rows by their alphas, in float32, cast back to the weight's dtype, in place."""
+    idx = torch.tensor(rows, dtype=torch.long)
+    a = torch.tensor(alphas, dtype=torch.float32).unsqueeze(1)
+    weight[idx] = check_finite((weight[idx].to(torch.float32) * a).to(weight.dtype), name, alphas)
+    return weight
+
+
+def scale_along_(t: torch.Tensor, axis: int, index: list[int], alphas: list[float], name: str) -> torch.Tensor:
+    """Rows (axis 0) or columns (axis 1) of ``t`` times their alphas, in place; a 1-D ``t`` is one column."""
+    if t.dim() == 1:
+        return scale_rows_(t.unsqueeze(1), index, alphas, name).squeeze(1)
+    return scale_rows_(t, index, alphas, name) if axis == 0 else scale_columns_(t, index, alphas, name)
+
+
 def input_scale(intermediate_size: int, columns: list[int], alphas: list[float]) -> torch.Tensor:
     """The IA3-style vector: 1 everywhere, alpha at the chosen neurons (float32)."""
     v = torch.ones(intermediate_size, dtype=torch.float32)

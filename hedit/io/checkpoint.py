@@ -20,6 +20,9 @@ STALE_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx", ".g
 OWN_FILES = ("README.md", "hedit.json", INDEX)
 
 
+Tensors = dict[str, tuple[str, TensorInfo]]  # tensor suffix ("weight", "scales", ...) -> (file name, tensor)
+
+
 @dataclass
 class Checkpoint:
     path: Path
@@ -29,16 +32,19 @@ class Checkpoint:
     intermediate_size: int
     weight_files: list[str]  # shard file names, in index order
     headers: dict[str, Header]
-    down_proj: dict[int, tuple[str, TensorInfo]]  # layer -> (file name, tensor)
+    down_proj: dict[int, tuple[str, TensorInfo]]  # layer -> (file name, weight) of an unquantized checkpoint
+    modules: dict[tuple[int, str], Tensors]  # (layer, "down"/"up") -> every tensor of that projection
+    quant_method: str | None = None  # config.json's quantization_config.quant_method, for quantized checkpoints
 
     @property
     def model_type(self) -> str:
         return self.arch.model_type
 
-    @property
-    def hidden_size(self) -> int:
-        _, info = next(iter(self.down_proj.values()))
-        return info.shape[0]
+    def tensors(self, layer: int, which: str) -> Tensors:
+        try:
+            return self.modules[(layer, which)]
+        except KeyError:
+            raise HeditError(f"{self.path}: layer {layer} has no {self.arch.module(which)} tensors") from None
 
     def aux_files(self) -> list[Path]:
         """Top-level files to copy beside the weights: config, generation config, tokenizer, template."""
@@ -114,25 +120,42 @@ def open_checkpoint(source: str | Path) -> Checkpoint:
     config = read_config(path)
     arch = get_architecture(config.get("model_type"))
     num_layers, inter = arch.shape(config)
+    qc = config.get("quantization_config")
+    quant = qc.get("quant_method") if isinstance(qc, dict) else None
+    if qc is not None and not isinstance(quant, str):
+        raise HeditError(f"{path}/config.json: quantization_config has no quant_method")
     files = weight_files(path)
     headers = {f: read_header(path / f) for f in files}
-    down: dict[int, tuple[str, TensorInfo]] = {}
+    modules: dict[tuple[int, str], Tensors] = {}
     for f, h in headers.items():
         for name, info in h.tensors.items():
-            layer = arch.layer_of_tensor(name)
-            if layer is None:
+            hit = arch.split_tensor(name)
+            if hit is None or hit[0] >= num_layers:
                 continue
-            if layer in down:
-                raise HeditError(f"{path}: layer {layer} has two down_proj tensors")
-            if len(info.shape) != 2 or info.shape[1] != inter:
-                raise HeditError(
-                    f"{name} has shape {list(info.shape)}, expected [hidden, {inter}] from config.json"
-                )
-            down[layer] = (f, info)
-    if sorted(down) != list(range(num_layers)):
-        missing = sorted(set(range(num_layers)) - set(down))
+            layer, which, suffix = hit
+            group = modules.setdefault((layer, which), {})
+            if suffix in group:
+                raise HeditError(f"{path}: tensor {name} appears twice")
+            group[suffix] = (f, info)
+    missing = [layer for layer in range(num_layers) if (layer, "down") not in modules]
+    if missing:
         raise HeditError(
             f"{path}: down_proj weights for layers {missing[:5]} not found "
             f"(config says {num_layers} layers of {arch.model_type})"
         )
-    return Checkpoint(path, config, arch, num_layers, inter, files, headers, down)
+    down: dict[int, tuple[str, TensorInfo]] = {}
+    if quant is None:
+        rows = 2 * inter if arch.up_fused else inter
+        for (layer, which), group in sorted(modules.items()):
+            if "weight" not in group:
+                raise HeditError(f"{path}: layer {layer}'s {arch.module(which)} has no weight "
+                                 f"(tensors: {', '.join(sorted(group))}); a quantized checkpoint needs its "
+                                 "quantization_config in config.json")
+            f, info = group["weight"]
+            want = (None, inter) if which == "down" else (rows, None)
+            if len(info.shape) != 2 or any(w is not None and w != got for w, got in zip(want, info.shape)):
+                expected = f"[hidden, {inter}]" if which == "down" else f"[{rows}, hidden]"
+                raise HeditError(f"{info.name} has shape {list(info.shape)}, expected {expected} from config.json")
+            if which == "down":
+                down[layer] = (f, info)
+    return Checkpoint(path, config, arch, num_layers, inter, files, headers, down, modules, quant)

@@ -120,6 +120,34 @@ def torch_dtype(info: TensorInfo) -> torch.dtype:
         ) from None
 
 
+def read_bytes(fd: int, info: TensorInfo) -> bytearray:
+    """One tensor's bytes, into a fresh, writable buffer."""
+    buf = bytearray(info.nbytes)
+    view = memoryview(buf)
+    got = 0
+    while got < info.nbytes:  # pread may return short reads for very large tensors
+        n = os.preadv(fd, [view[got:]], info.start + got)
+        if n <= 0:
+            raise HeditError(f"unexpected end of file while reading {info.name}")
+        got += n
+    return buf
+
+
+TORCH_ANY = {"I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+             "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "BOOL": torch.bool} | DTYPES
+
+
+def read_any(fd: int, info: TensorInfo) -> torch.Tensor:
+    """Any tensor (quantized integers and FP8 too) as torch, in its own dtype."""
+    dtype = TORCH_ANY.get(info.dtype)
+    if dtype is None:
+        raise HeditError(f"tensor {info.name} has dtype {info.dtype}, which hedit cannot read")
+    buf = read_bytes(fd, info)
+    if info.nbytes == 0:
+        return torch.empty(info.shape, dtype=dtype)
+    return torch.frombuffer(buf, dtype=dtype).reshape(info.shape)
+
+
 def read_tensor(fd: int, info: TensorInfo) -> torch.Tensor:
     """Read one tensor with a single pread into a fresh, writable buffer."""
     dtype = torch_dtype(info)

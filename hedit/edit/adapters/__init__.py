@@ -34,12 +34,18 @@ class Adapter:
 
 
 def peft_key(plan: EditPlan, layer: int, suffix: str) -> str:
-    """The state-dict key PEFT saves for a tensor on layer ``layer``'s down_proj."""
-    return f"base_model.model.{plan.checkpoint.arch.module_path(layer)}.{suffix}"
+    """The state-dict key PEFT saves for a tensor on layer ``layer``'s edited projection."""
+    return f"base_model.model.{plan.arch.module_path(layer, plan.target)}.{suffix}"
 
 
 def target_modules(plan: EditPlan) -> list[str]:
-    return [plan.checkpoint.arch.module_path(layer) for layer in plan.layers]
+    return [plan.arch.module_path(layer, plan.target) for layer in plan.layers]
+
+
+def edited_indices(plan: EditPlan, pairs: list[tuple[int, float]]) -> tuple[list[int], list[float]]:
+    """The weight indices the edit scales (down: columns j; up: rows j, after the gate rows when fused)."""
+    idx = [plan.arch.up_row(j, plan.intermediate_size) if plan.target == "up" else j for j, _ in pairs]
+    return idx, [a for _, a in pairs]
 
 
 ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
@@ -82,17 +88,23 @@ def _check_fit(folder: Path, kind: str, cfg: dict[str, Any], tensors: dict, ckpt
     made = _made_from(folder)
     if made is not None and made != arch.model_type:
         raise HeditError(f"{folder} was made from a {made} model, not {arch.model_type} like {ckpt.path}")
-    hidden = ckpt.down_proj[0][1].shape[0]
-    inter = ckpt.intermediate_size
-    paths = {f"base_model.model.{arch.module_path(layer)}": layer for layer in range(ckpt.num_layers)}
+    down = ckpt.tensors(0, "down")
+    hidden = down["weight"][1].shape[0] if "weight" in down else None
+    inter, r = ckpt.intermediate_size, cfg.get("r", 0)
+    rows = 2 * inter if arch.up_fused else inter
+    paths = {f"base_model.model.{arch.module_path(layer, w)}": w for layer in range(ckpt.num_layers)
+             for w in (("down", "up") if arch.gated else ("down",))}
     for name, info in tensors.items():
         module, _, suffix = name.rpartition(".lora_") if kind == "LORA" else name.rpartition(".")
         suffix = f"lora_{suffix}" if kind == "LORA" else suffix
         if module not in paths or suffix not in _SUFFIX[kind]:
-            raise HeditError(f"{folder} was not made for this model: tensor {name} is not on a down_proj of "
+            raise HeditError(f"{folder} was not made for this model: tensor {name} is not on a projection of "
                              f"{ckpt.path} ({arch.model_type}, {ckpt.num_layers} layers)")
-        want = {"lora_A.weight": (cfg["r"] if kind == "LORA" else 0, inter),
-                "lora_B.weight": (hidden, cfg["r"] if kind == "LORA" else 0), "ia3_l": (1, inter)}[suffix]
+        if paths[module] == "down":
+            want = {"lora_A.weight": (r, inter), "lora_B.weight": (hidden, r), "ia3_l": (1, inter)}[suffix]
+        else:
+            want = {"lora_A.weight": (r, hidden), "lora_B.weight": (rows, r), "ia3_l": (rows, 1)}[suffix]
+        want = tuple(w if w is not None else got for w, got in zip(want, info.shape))
         if tuple(info.shape) != want:
             raise HeditError(f"{folder} was not made for this model: {name} has shape {list(info.shape)}, "
                              f"expected {list(want)}")
@@ -120,14 +132,18 @@ def _builder(fmt: str) -> Callable[..., Adapter]:
 
 
 def export_adapter(source: str | Path, neurons: str | Path | NeuronSet, out: str | Path, fmt: str = "lora",
-                   alpha: float | None = None, overwrite: bool = False, allow_negative: bool = False) -> Path:
+                   alpha: float | None = None, overwrite: bool = False, allow_negative: bool = False,
+                   target: str = "auto") -> Path:
     """Write a PEFT adapter that applies the edit on top of the unmodified ``source``."""
     build = _builder(fmt)
-    plan = make_plan(source, neurons, alpha, allow_negative)
+    plan = make_plan(source, neurons, alpha, allow_negative, target)
     ckpt = plan.checkpoint
+    if ckpt.quant_method is not None:
+        raise HeditError(f"{ckpt.path} is quantized ({ckpt.quant_method}); hedit builds adapters from unquantized "
+                         "weights: export from the unquantized model, or use `hedit edit --target up` here")
 
     def read(layer: int) -> torch.Tensor:
-        f, info = ckpt.down_proj[layer]
+        f, info = ckpt.tensors(layer, plan.target)["weight"]
         fd = os.open(ckpt.path / f, os.O_RDONLY)
         try:
             return read_tensor(fd, info)

@@ -10,7 +10,7 @@ from peft import LoraConfig
 from hedit.errors import HeditError
 from hedit.edit.plan import EditPlan
 from hedit.edit.scaling import lora_factors
-from hedit.edit.adapters import Adapter, peft_key, target_modules
+from hedit.edit.adapters import Adapter, edited_indices, peft_key, target_modules
 
 # The max_lora_rank values vLLM accepts.
 VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -32,8 +32,12 @@ def build(plan: EditPlan, read: Callable[[int], torch.Tensor]) -> Adapter:
     max_rank = vllm_max_lora_rank(rank)
     tensors = {}
     for layer, pairs in plan.layers.items():
-        cols, alphas = (list(x) for x in zip(*pairs))
-        a, b = lora_factors(read(layer), cols, alphas, rank)
+        idx, alphas = edited_indices(plan, pairs)
+        if plan.target == "up":  # rows: the transpose of the column factors
+            b_t, a_t = lora_factors(read(layer).T, idx, alphas, rank)
+            a, b = a_t.T.contiguous(), b_t.T.contiguous()
+        else:
+            a, b = lora_factors(read(layer), idx, alphas, rank)
         tensors[peft_key(plan, layer, "lora_A.weight")] = a
         tensors[peft_key(plan, layer, "lora_B.weight")] = b
     config = LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, bias="none",

@@ -1,0 +1,129 @@
+"""Quantized safetensors checkpoints: how each format stores a projection, where its per-output-channel
+scales live, and reference dequantizers (numpy, read from the formats' documented layouts and checked in
+the tests against the formats' own libraries where those install).
+
+Formats, by the tensors of one projection (W is [out, in]; an output channel of up_proj is one neuron):
+
+- ``gptq`` (AutoGPTQ / optimum layout): ``qweight`` int32 [in/8, out] (4-bit values packed along the
+  input), ``qzeros`` int32 [groups, out/8] (stored minus one), ``scales`` [groups, out], optional
+  ``g_idx`` [in]. W[o, i] = scales[g, o] * (q[i, o] - (z[g, o] + 1)), g = g_idx[i] (default i // group).
+- ``awq`` (AutoAWQ GEMM layout): ``qweight`` int32 [in, out/8] and ``qzeros`` int32 [groups, out/8]
+  packed along the output in AWQ's order (0, 2, 4, 6, 1, 3, 5, 7), ``scales`` [groups, out].
+  W[o, i] = scales[i // group, o] * (q[i, o] - z[i // group, o]).
+- ``pack-quantized`` (compressed-tensors W4A16/W8A16): ``weight_packed`` int32 [out, in * bits / 32]
+  packed along the input, values offset by 2^(bits-1); ``weight_scale`` [out, groups] (or [out, 1]);
+  optional ``weight_zero_point``. W[o, i] = weight_scale[o, g] * (q[o, i] - zp[o, g]).
+- ``fp8`` (compressed-tensors float-quantized, or transformers' FP8): ``weight`` F8_E4M3 [out, in] and
+  ``weight_scale`` (or ``weight_scale_inv``): [out, 1] per channel, [] / [1] per tensor, or
+  [ceil(out/b), ceil(in/b)] per block. W = weight * scale.
+
+In all of them output channel o has scales of its own (``channel_scales``), so multiplying them by
+alpha scales the channel exactly, up to the rounding of the new scale in its dtype. FP8 per-tensor and
+per-block scales are shared by many channels: only alpha 0 is exact there (the row's FP8 bytes zeroed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hedit.errors import HeditError
+from hedit.io.safetensors_header import TensorInfo
+
+AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)  # nibble k of an AWQ word holds output column 8c + AWQ_ORDER[k]
+FP8 = ("F8_E4M3", "F8_E5M2")
+
+
+@dataclass(frozen=True)
+class ChannelScales:
+    """How to scale output channel ``o`` of a quantized projection."""
+
+    format: str
+    scale: str  # suffix of the scale tensor ("scales", "weight_scale", ...)
+    axis: int  # the scale tensor's axis that runs over output channels
+    shared: bool = False  # one scale for many channels (FP8 per tensor / per block): only alpha 0 is exact
+    weight: str = "weight"  # the quantized weight's suffix (zeroed rows for a shared scale and alpha 0)
+
+
+def detect(tensors: dict[str, TensorInfo], quant_method: str | None, where: str) -> ChannelScales | None:
+    """The format of one projection's tensors; None for an unquantized one (a float ``weight``)."""
+    names = set(tensors)
+    if "qweight" in names and "scales" in names:
+        fmt = "awq" if quant_method == "awq" else "gptq"
+        return ChannelScales(fmt, "scales", 1, weight="qweight")
+    if "weight_packed" in names and "weight_scale" in names:
+        return ChannelScales("pack-quantized", "weight_scale", 0, weight="weight_packed")
+    w = tensors.get("weight")
+    if w is not None and w.dtype in FP8:
+        scale = "weight_scale" if "weight_scale" in names else "weight_scale_inv" if "weight_scale_inv" in names \
+            else None
+        if scale is None:
+            raise HeditError(f"{where}: FP8 weight without weight_scale")
+        s = tensors[scale].shape
+        per_channel = len(s) >= 1 and s[0] == w.shape[0] and all(d == 1 for d in s[1:])
+        return ChannelScales("fp8", scale, 0, shared=not per_channel)
+    if w is not None and w.dtype in ("F32", "F16", "BF16"):
+        return None
+    raise HeditError(f"{where}: quantized layout not recognised (tensors: {', '.join(sorted(names))}); hedit edits "
+                     "GPTQ, AWQ, compressed-tensors pack-quantized and FP8 checkpoints")
+
+
+# ------------------------------------------------------------------------------------------ dequantizers
+
+def _unpack_rows(packed: np.ndarray, bits: int = 4) -> np.ndarray:
+    """int32 words packed along axis 0 ([n, c] -> [n * 32/bits, c]), value k of a word at bits k*bits."""
+    per = 32 // bits
+    words = packed.astype(np.uint32)
+    vals = (words[:, None, :] >> (np.arange(per, dtype=np.uint32)[None, :, None] * bits)) & ((1 << bits) - 1)
+    return vals.reshape(-1, packed.shape[1]).astype(np.int32)
+
+
+def _unpack_cols(packed: np.ndarray, bits: int = 4, order: tuple[int, ...] | None = None) -> np.ndarray:
+    """int32 words packed along axis 1 ([r, n] -> [r, n * 32/bits]); ``order``: which column each slot holds."""
+    per = 32 // bits
+    words = packed.astype(np.uint32)
+    vals = (words[:, :, None] >> (np.arange(per, dtype=np.uint32) * bits)) & ((1 << bits) - 1)  # [r, n, slot]
+    if order is not None:
+        out = np.empty_like(vals)
+        out[:, :, list(order)] = vals
+        vals = out
+    return vals.reshape(packed.shape[0], -1).astype(np.int32)
+
+
+def dequant_gptq(qweight: np.ndarray, qzeros: np.ndarray, scales: np.ndarray, g_idx: np.ndarray | None = None,
+                 bits: int = 4) -> np.ndarray:
+    q = _unpack_rows(qweight, bits)  # [in, out]
+    z = _unpack_cols(qzeros, bits) + 1  # [groups, out]
+    in_features = q.shape[0]
+    if g_idx is None:
+        g_idx = np.arange(in_features) // (in_features // scales.shape[0])
+    return (scales.astype(np.float32)[g_idx] * (q - z[g_idx])).T  # [out, in]
+
+
+def dequant_awq(qweight: np.ndarray, qzeros: np.ndarray, scales: np.ndarray, bits: int = 4) -> np.ndarray:
+    q = _unpack_cols(qweight, bits, AWQ_ORDER)  # [in, out]
+    z = _unpack_cols(qzeros, bits, AWQ_ORDER)  # [groups, out]
+    g = np.arange(q.shape[0]) // (q.shape[0] // scales.shape[0])
+    return (scales.astype(np.float32)[g] * (q - z[g])).T
+
+
+def dequant_packed(weight_packed: np.ndarray, weight_scale: np.ndarray, zero_point: np.ndarray | None = None,
+                   bits: int = 4) -> np.ndarray:
+    q = _unpack_cols(weight_packed, bits) - (1 << (bits - 1))  # [out, in], signed
+    groups = weight_scale.shape[1]
+    g = np.arange(q.shape[1]) // (q.shape[1] // groups)
+    zp = 0 if zero_point is None else zero_point.astype(np.int32)[:, g]
+    return weight_scale.astype(np.float32)[:, g] * (q - zp)
+
+
+def dequant_fp8(weight_f32: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """``weight_f32``: the FP8 weight already converted to float32."""
+    s = scale.astype(np.float32)
+    if s.size == 1:
+        return weight_f32 * s.reshape(())
+    if s.shape[0] == weight_f32.shape[0] and s.size == weight_f32.shape[0]:
+        return weight_f32 * s.reshape(-1, 1)
+    bo = -(-weight_f32.shape[0] // s.shape[0])
+    bi = -(-weight_f32.shape[1] // s.shape[1])
+    return weight_f32 * np.repeat(np.repeat(s, bo, axis=0), bi, axis=1)[:weight_f32.shape[0], :weight_f32.shape[1]]
