@@ -21,7 +21,7 @@ from conftest import leftovers, neuron_set, tree_digest
 WRAPPER = r"""
 import os, sys, time
 import hedit.edit.checkpoint as e
-real = e._scale_in_place
+real = e._apply
 calls = []
 def slow(*a, **k):
     real(*a, **k)
@@ -31,7 +31,7 @@ def slow(*a, **k):
         gate = os.environ.get("HEDIT_TEST_GATE", "")
         while not (gate and os.path.exists(gate)):
             time.sleep(0.05)
-e._scale_in_place = slow
+e._apply = slow
 from hedit.cli import main
 sys.argv = ["hedit"] + sys.argv[1:]
 main()
