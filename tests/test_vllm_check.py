@@ -11,7 +11,7 @@ import pytest
 from hedit.edit.adapters import export_adapter
 from hedit.edit.checkpoint import edit_checkpoint
 from hedit.errors import HeditError
-from hedit.check.vllm import find_vllm_python, verify_vllm
+from hedit.check.runtime_vllm import find_vllm_python, verify_vllm
 from hedit.model.tiny import save_tiny_model
 
 from conftest import neuron_set

@@ -203,7 +203,7 @@ def verify_artifact(source: str | Path, neurons: str | Path | NeuronSet, alpha: 
     """``hedit verify``: the artifact in ``cfg.runtime`` (transformers, or vLLM in its own environment)
     against the runtime intervention; a result with ``passed``, ``to_dict()`` and ``summary()``."""
     if cfg.runtime == "vllm":
-        from hedit.check.vllm import LOGPROB_TOLERANCE, verify_vllm
+        from hedit.check.runtime_vllm import LOGPROB_TOLERANCE, verify_vllm
 
         tol = cfg.tolerance if cfg.tolerance is not None else LOGPROB_TOLERANCE
         return verify_vllm(source, neurons, alpha, edited, adapter, allow_negative, cfg.new_tokens, vllm_python, tol)

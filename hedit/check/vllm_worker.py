@@ -15,7 +15,7 @@ def main(request_path: str, result_path: str) -> None:
 
     req = json.load(open(request_path))
     kwargs = dict(
-        model=req["model"], dtype="float32", enforce_eager=True, skip_tokenizer_init=True,
+        model=req["model"], dtype=req.get("dtype", "float32"), enforce_eager=True, skip_tokenizer_init=True,
         kv_cache_memory_bytes=req.get("kv_cache_memory_bytes", 256 << 20),
         max_model_len=max(len(p) for p in req["prompts"]) + req["max_tokens"] + 8,
         generation_config="vllm", seed=0,

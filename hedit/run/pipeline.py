@@ -138,7 +138,7 @@ def _verify(source: Path, neurons: Path, kind: str, target: Path, runtime: str, 
     if runtime == "vllm":
         if kind == "ia3":
             return {"passed": True, "skipped": "vLLM serves LoRA adapters, not IA3"}
-        from hedit.check.vllm import verify_vllm
+        from hedit.check.runtime_vllm import verify_vllm
 
         return verify_vllm(source, neurons, new_tokens=new_tokens, **kw).to_dict()
     from hedit.check.verify import verify

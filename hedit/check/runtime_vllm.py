@@ -41,6 +41,22 @@ def _last_error(log: str) -> str:
     return (errors or lines or ["no output"])[-1][:500]
 
 
+def run_worker(python: str, request: dict, timeout: int = 900) -> dict:
+    """Greedy tokens and logprobs from ``vllm_worker.py`` in the vLLM environment (``request``: model,
+    prompts, max_tokens; optionally adapter, max_lora_rank, dtype)."""
+    worker = Path(__file__).with_name("vllm_worker.py")
+    with tempfile.TemporaryDirectory(prefix="hedit-vllm-") as tmp:
+        req, res = Path(tmp) / "request.json", Path(tmp) / "result.json"
+        req.write_text(json.dumps(request))
+        env = os.environ | {"VLLM_TARGET_DEVICE": os.environ.get("VLLM_TARGET_DEVICE", "cpu"),
+                            "VLLM_LOGGING_LEVEL": "WARNING"}
+        proc = subprocess.run([python, str(worker), str(req), str(res)], capture_output=True, text=True,
+                              env=env, timeout=timeout, cwd=tmp)
+        if proc.returncode != 0 or not res.exists():
+            raise HeditError(f"vLLM failed to run the artifact: {_last_error(proc.stderr + proc.stdout)}")
+        return json.loads(res.read_text())
+
+
 @dataclass
 class VllmResult:
     artifact: str
@@ -85,16 +101,7 @@ def verify_vllm(source: str | Path, neurons: str | Path | NeuronSet, alpha: floa
     ref_tokens, ref_logprobs, effect = reference_generation(plan, prompts, new_tokens)
 
     request["prompts"] = prompts
-    worker = Path(__file__).with_name("vllm_worker.py")
-    with tempfile.TemporaryDirectory(prefix="hedit-vllm-") as tmp:
-        req, res = Path(tmp) / "request.json", Path(tmp) / "result.json"
-        req.write_text(json.dumps(request))
-        env = os.environ | {"VLLM_TARGET_DEVICE": "cpu", "VLLM_LOGGING_LEVEL": "WARNING"}
-        proc = subprocess.run([python, str(worker), str(req), str(res)], capture_output=True, text=True,
-                              env=env, timeout=timeout, cwd=tmp)
-        if proc.returncode != 0 or not res.exists():
-            raise HeditError(f"vLLM failed to run the artifact: {_last_error(proc.stderr + proc.stdout)}")
-        out = json.loads(res.read_text())
+    out = run_worker(python, request, timeout)
     total = sum(len(t) for t in ref_tokens)
     agree = sum(a == b for r, g in zip(ref_tokens, out["tokens"]) for a, b in zip(r, g))
     diffs = [abs(a - b) for r, g in zip(ref_logprobs, out["logprobs"]) for a, b in zip(r, g)]

@@ -1,0 +1,139 @@
+"""Quantized checkpoints made by a real quantizer (llmcompressor, `make quant-env`), edited by hedit, checked
+against the quantization library's own decompression and served by vLLM's CPU build (`make vllm-env`).
+
+vLLM's CPU build here runs compressed-tensors FP8 (per-channel weights, dynamic per-token FP8
+activations); its int4 (W4A16/AWQ) kernels need AVX-512, which this machine lacks, so W4A16 is checked
+against the library's decompression only. The FP8 reference is the dequantized source in transformers
+(float32) with the same per-token FP8 rounding of every projection's input and hedit's runtime
+intervention: vLLM's greedy tokens and logprobs must equal it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hedit.check.intervention import scale_neurons
+from hedit.check.runtime_vllm import find_vllm_python, run_worker
+from hedit.edit.checkpoint import edit_checkpoint
+from hedit.edit.neurons import ModelInfo, Neuron, NeuronSet
+from hedit.errors import HeditError
+from hedit.io.quant import dequant_fp8, dequant_packed
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+WORKER = Path(__file__).parent / "workers" / "quantize.py"
+
+
+def _env(var: str, default: str, make: str) -> str:
+    path = os.environ.get(var) or default
+    if not Path(path).is_file():
+        msg = f"no {make} environment ({var} or {default}); `make {make}` builds it"
+        if os.environ.get("HEDIT_REQUIRE_VLLM") == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return os.path.abspath(path)
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory):
+    python = _env("HEDIT_QUANT_PYTHON", ".venv-quant/bin/python", "quant-env")
+    out = tmp_path_factory.mktemp("quant")
+    r = subprocess.run([python, str(WORKER), str(out)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out
+
+
+def _dense(folder: Path, scheme: str) -> dict[str, np.ndarray]:
+    sd = load_file(folder / "model.safetensors")
+    out = {}
+    for k in sd:
+        if k.endswith("weight_packed"):
+            base = k[: -len(".weight_packed")]
+            out[base + ".weight"] = dequant_packed(sd[k].numpy(), sd[base + ".weight_scale"].float().numpy())
+        elif sd[k].dtype == torch.float8_e4m3fn:
+            out[k] = dequant_fp8(sd[k].float().numpy(), sd[k + "_scale"].float().numpy())
+    return out
+
+
+@pytest.mark.parametrize("scheme", ["W4A16", "FP8_DYNAMIC"])
+def test_hedit_dequantizes_like_the_library_and_edits_exactly(quantized, tmp_path, scheme):
+    folder = quantized / scheme
+    lib = {k: v.numpy() for k, v in load_file(quantized / f"{scheme}-dense.safetensors").items()}
+    mine = _dense(folder, scheme)
+    assert set(mine) == set(lib) and all(np.array_equal(mine[k], lib[k]) for k in lib)
+    ns = NeuronSet(ModelInfo("llama", 2, 256), [Neuron(0, 5), Neuron(1, 200)])
+    for alpha in (0.0, 0.3):
+        out = edit_checkpoint(folder, ns, tmp_path / f"e{alpha}", alpha=alpha, progress=False)
+        edited = _dense(out, scheme)
+        for layer, j in ((0, 5), (1, 200)):
+            name = f"model.layers.{layer}.mlp.up_proj.weight"
+            want = lib[name].copy()
+            want[j] *= alpha
+            tol = 0.0 if alpha == 0 else 1e-6 * np.abs(lib[name]).max()
+            assert np.abs(edited[name] - want).max() <= tol
+            assert np.array_equal(np.delete(edited[name], j, 0), np.delete(lib[name], j, 0))
+        untouched = [k for k in lib if "up_proj" not in k]
+        assert all(np.array_equal(edited[k], lib[k]) for k in untouched)
+
+
+def _fp8_reference(folder: Path, dense: dict[str, np.ndarray], ns: NeuronSet, prompts, new_tokens: int):
+    """Greedy tokens and logprobs of the dequantized model with per-token FP8 inputs to every projection
+    (what vLLM's dynamic FP8 kernels compute) and the runtime intervention; and the edit's effect."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(folder)
+    config.quantization_config = None
+    model = AutoModelForCausalLM.from_config(config).eval()
+    src = load_file(folder / "model.safetensors")
+    state = {k: torch.from_numpy(dense[k]) if k in dense else v.float() for k, v in src.items()
+             if k in model.state_dict()}
+    model.load_state_dict(state, strict=False)
+
+    def fp8_input(mod, args):
+        x = args[0]
+        s = x.abs().amax(dim=-1, keepdim=True).clamp_min(1e-12) / 448.0
+        return ((x / s).to(torch.float8_e4m3fn).to(torch.float32) * s,)
+
+    for name, mod in model.named_modules():
+        if isinstance(mod, torch.nn.Linear) and "lm_head" not in name:
+            mod.register_forward_pre_hook(fp8_input)
+    tokens, logprobs, effect = [], [], 0.0
+    with torch.no_grad():
+        for ids in prompts:
+            seq = list(ids)
+            with scale_neurons(model, ns.plan(0.0)):
+                for _ in range(new_tokens):
+                    seq.append(int(model(torch.tensor([seq])).logits[0, -1].argmax()))
+                lp = torch.log_softmax(model(torch.tensor([seq])).logits[0], -1)
+            plain = torch.log_softmax(model(torch.tensor([seq])).logits[0], -1)
+            pos = torch.arange(len(ids) - 1, len(seq) - 1)
+            chosen = torch.tensor(seq[len(ids):])
+            tokens.append(seq[len(ids):])
+            logprobs.append(lp[pos, chosen].tolist())
+            effect = max(effect, (lp[pos, chosen] - plain[pos, chosen]).abs().max().item())
+    return tokens, logprobs, effect
+
+
+def test_fp8_edit_served_by_vllm_equals_the_intervention(quantized, tmp_path):
+    try:
+        python = find_vllm_python()
+    except HeditError as e:
+        pytest.fail(str(e)) if os.environ.get("HEDIT_REQUIRE_VLLM") == "1" else pytest.skip(str(e))
+    folder = quantized / "FP8_DYNAMIC"
+    ns = NeuronSet(ModelInfo("llama", 2, 256), [Neuron(0, j) for j in range(0, 256, 3)] +
+                   [Neuron(1, j) for j in range(1, 256, 3)])
+    out = edit_checkpoint(folder, ns, tmp_path / "edited", alpha=0.0, progress=False)
+    prompts = [[1, 5, 9, 22, 40, 77], [3, 4, 5, 6, 7], [200, 17, 90]]
+    tokens, logprobs, effect = _fp8_reference(folder, _dense(folder, "FP8_DYNAMIC"), ns, prompts, 6)
+    got = run_worker(python, {"model": str(out), "prompts": prompts, "max_tokens": 6})
+    diff = max(abs(a - b) for r, g in zip(logprobs, got["logprobs"]) for a, b in zip(r, g))
+    print(f"\nvLLM FP8 edit: tokens equal {got['tokens'] == tokens}, max abs logprob diff {diff:.2e}, "
+          f"edit effect {effect:.2e}", file=sys.stderr)
+    assert got["tokens"] == tokens and diff < 1e-4 and effect > 1e-3

@@ -1,0 +1,26 @@
+"""Runs in the llama.cpp environment (llama-cpp-python; `make llama-env`), never imports hedit: the logits
+llama.cpp computes for given token ids, for each GGUF file asked.
+
+Usage: python llama_logits.py REQUEST.json RESULT.json
+REQUEST: {"models": [paths], "ids": [token ids]}; RESULT: {"logits": [[[float] per position] per model]}
+"""
+
+import json
+import sys
+
+
+def main(request: str, result: str) -> None:
+    from llama_cpp import Llama
+
+    req = json.load(open(request))
+    out = []
+    for path in req["models"]:
+        llm = Llama(model_path=path, n_ctx=256, logits_all=True, verbose=False, seed=0, n_threads=2)
+        llm.eval(req["ids"])
+        out.append(llm.scores[: len(req["ids"])].tolist())
+        del llm
+    json.dump({"logits": out}, open(result, "w"))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])

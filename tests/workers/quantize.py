@@ -1,0 +1,38 @@
+"""Runs in the quantization environment (llmcompressor; `make quant-env`), never imports hedit:
+quantizes a tiny random llama with llmcompressor (W4A16 pack-quantized, FP8 per channel with dynamic
+activations), then decompresses each with compressed-tensors through transformers and saves the dense
+weights, so the tests can hold hedit's dequantizers and edits against the library's own.
+
+Usage: python quantize.py OUT
+"""
+
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from transformers import AutoConfig, AutoModelForCausalLM
+from transformers.utils.quantization_config import CompressedTensorsConfig
+
+
+def main(out: Path) -> None:
+    from llmcompressor import oneshot
+    from llmcompressor.modifiers.quantization import QuantizationModifier
+
+    cfg = AutoConfig.for_model("llama", hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                               num_attention_heads=4, num_key_value_heads=2, head_dim=32, vocab_size=256,
+                               max_position_embeddings=128, initializer_range=0.1)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(out / "src")
+    for scheme in ("W4A16", "FP8_DYNAMIC"):
+        oneshot(model=str(out / "src"), recipe=QuantizationModifier(targets="Linear", scheme=scheme,
+                                                                      ignore=["lm_head"]),
+                output_dir=str(out / scheme))
+        dense = AutoModelForCausalLM.from_pretrained(str(out / scheme), dtype=torch.float32,
+                                                     quantization_config=CompressedTensorsConfig(run_compressed=False))
+        save_file({k: v.contiguous() for k, v in dense.state_dict().items() if k.endswith("proj.weight")},
+                  out / f"{scheme}-dense.safetensors")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
