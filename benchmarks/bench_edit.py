@@ -8,6 +8,12 @@ process so peak RSS is its own:
   naive  - transformers from_pretrained, scale columns, save_pretrained
 Each is run --repeats times; the median time is reported with ratios to the copy.
 
+Then a GGUF row (--gguf, on by default): the built-in Gemma-3-270M Q4_K_M file (253 MB), 20 neurons
+per layer at alpha 0, timed the same way:
+  gcopy  - shutil.copyfile of the GGUF file
+  gup    - `hedit edit --target up` (the chosen ffn_up rows' block scales)
+  gdown  - `hedit edit --target down` (the chosen ffn_down values re-rounded under their block scales)
+
     python benchmarks/bench_edit.py [--size-gb 2] [--repeats 3] [--dir bench-out]
 """
 
@@ -36,6 +42,11 @@ if mode == "copy":
     shutil.copytree(src, dst)
 elif mode.startswith("edit"):
     edit_checkpoint(src, neurons, dst, alpha=0.0, progress=False)
+elif mode == "gcopy":
+    shutil.copyfile(src, dst)
+elif mode in ("gup", "gdown"):
+    from hedit.edit.gguf import edit_gguf
+    edit_gguf(src, neurons, dst, alpha=0.0, progress=False, target=mode[1:])
 elif mode == "naive":
     m = AutoModelForCausalLM.from_pretrained(src, dtype=torch.bfloat16)
     for layer, pairs in NeuronSet.load(neurons).plan(0.0).items():
@@ -82,8 +93,11 @@ def build(root: Path, size_gb: float) -> tuple[Path, Path]:
 
 
 def run(mode: str, src: Path, dst: Path, neurons: Path, cache: Path) -> dict:
-    if dst.exists():
+    if dst.is_dir():
         shutil.rmtree(dst)
+    for p in (dst, Path(f"{dst}.hedit.json")):
+        if p.is_file():
+            p.unlink()
     os.sync()  # flush earlier runs' dirty pages, so no run pays for another's write-back
     out = subprocess.run([sys.executable, "-c", CHILD, mode, str(src), str(dst), str(neurons), str(cache)],
                          capture_output=True, text=True, check=True)
@@ -95,7 +109,48 @@ def main() -> None:
     ap.add_argument("--size-gb", type=float, default=2.0)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--dir", default="bench-out")
+    ap.add_argument("--gguf", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--safetensors", action=argparse.BooleanOptionalAction, default=True)
     args = ap.parse_args()
+    if args.safetensors:
+        bench_safetensors(args)
+    if args.gguf:
+        bench_gguf(args)
+
+
+def table(results: dict[str, list[dict]], base_mode: str) -> None:
+    base = statistics.median(r["seconds"] for r in results[base_mode])
+    print(f"{'mode':8s} {'median s':>9s} {'x copy':>7s} {'peak RSS MB':>12s}")
+    for mode, rs in results.items():
+        sec = statistics.median(r["seconds"] for r in rs)
+        rss = max(r["peak_rss_mb"] for r in rs)
+        print(f"{mode:8s} {sec:9.2f} {sec / base:7.2f} {rss:12.0f}")
+
+
+def bench_gguf(args) -> None:
+    from hedit.edit.gguf import gguf_shape, open_gguf
+    from hedit.edit.neurons import ModelInfo, Neuron, NeuronSet
+    from hedit.model.builtin import BUILTINS, gguf_path
+    from hedit.model.tiny import random_neurons
+
+    root = Path(args.dir)
+    root.mkdir(exist_ok=True)
+    src = gguf_path(BUILTINS["gemma3-270m"])
+    arch, layers, inter = gguf_shape(open_gguf(src))
+    ns = NeuronSet(ModelInfo(arch.model_type, layers, inter),
+                   [Neuron(layer, i) for layer, i in random_neurons(layers, inter, 20, seed=0)])
+    ns.save(root / "gguf-neurons.json")
+    print(f"\nGGUF: {src.name}, {src.stat().st_size / 1e6:.0f} MB; 20 neurons per layer, alpha 0")
+    results: dict[str, list[dict]] = {m: [] for m in ("gcopy", "gup", "gdown")}
+    for _ in range(args.repeats):
+        for mode in results:
+            results[mode].append(run(mode, src, root / "out.gguf", root / "gguf-neurons.json", root / "warm-cache"))
+    for p in (root / "out.gguf", root / "out.gguf.hedit.json"):
+        p.unlink(missing_ok=True)
+    table(results, "gcopy")
+
+
+def bench_safetensors(args) -> None:
     root = Path(args.dir)
     root.mkdir(exist_ok=True)
     src, neurons = build(root, args.size_gb)
@@ -112,12 +167,7 @@ def main() -> None:
             if mode == "edit":
                 shutil.rmtree(cache)
     shutil.rmtree(root / "out", ignore_errors=True)
-    base = statistics.median(r["seconds"] for r in results["copy"])
-    print(f"{'mode':8s} {'median s':>9s} {'x copy':>7s} {'peak RSS MB':>12s}")
-    for mode, rs in results.items():
-        sec = statistics.median(r["seconds"] for r in rs)
-        rss = max(r["peak_rss_mb"] for r in rs)
-        print(f"{mode:8s} {sec:9.2f} {sec / base:7.2f} {rss:12.0f}")
+    table(results, "copy")
 
 
 def largest_tensor(src: Path) -> int:

@@ -30,6 +30,7 @@ from hedit.edit.neurons import NeuronSet
 from hedit.edit.output import artifact, neurons_path
 from hedit.edit.plan import TARGETS, EditPlan, load_neurons
 from hedit.errors import HeditError
+from hedit.io.gguf_header import GgufHeader, GgufTensor, read_gguf_header
 from hedit.progress import bar
 from hedit.registry import Architecture, architecture_for_gguf
 
@@ -63,43 +64,18 @@ class GgufEditReport:
         return sum(t.changed_bytes for t in self.tensors)
 
 
-def open_gguf(source: Path):
-    """gguf-py's reader over ``source``; a file it cannot read is one HeditError."""
-    from gguf import GGUFReader
-
-    if not source.is_file():
-        raise HeditError(f"source not found: {source}")
-    try:
-        reader = GGUFReader(str(source))
-        for t in reader.tensors:
-            end = int(t.data_offset) + int(t.n_bytes)
-            if end > source.stat().st_size:
-                raise ValueError(f"tensor {t.name} lies outside the file")
-    except HeditError:
-        raise
-    except Exception as e:  # gguf-py raises many types for a malformed file
-        first = (str(e).splitlines() or [type(e).__name__])[0][:200]
-        raise HeditError(f"{source} is not a readable GGUF file: {first}") from None
-    return reader
+def open_gguf(source: Path) -> GgufHeader:
+    """The header of a GGUF file (metadata and tensor places), checked; a bad file is one HeditError."""
+    return read_gguf_header(source)
 
 
-def _field(reader, key: str):
-    f = reader.fields.get(key)
-    if f is None:
-        return None
-    try:
-        return f.contents()
-    except Exception:  # a field of a type gguf-py cannot turn into Python
-        return None
-
-
-def gguf_shape(reader) -> tuple[Architecture, int, int]:
+def gguf_shape(header: GgufHeader) -> tuple[Architecture, int, int]:
     """(architecture, layers, intermediate size) from a GGUF file's metadata."""
-    name = _field(reader, "general.architecture")
+    name = header.metadata.get("general.architecture")
     if not isinstance(name, str):
         raise HeditError("the GGUF file has no general.architecture")
     arch = architecture_for_gguf(name)
-    layers, inter = _field(reader, f"{name}.block_count"), _field(reader, f"{name}.feed_forward_length")
+    layers, inter = header.metadata.get(f"{name}.block_count"), header.metadata.get(f"{name}.feed_forward_length")
     if isinstance(inter, list):
         raise HeditError(f"{name}: per-layer feed_forward_length is not supported")
     if not isinstance(layers, int) or not isinstance(inter, int) or layers <= 0 or inter <= 0:
@@ -107,16 +83,21 @@ def gguf_shape(reader) -> tuple[Architecture, int, int]:
     return arch, layers, inter
 
 
-def _known_names(reader) -> list[str]:
+def _known_names(header: GgufHeader) -> list[str]:
     out = []
-    url = _field(reader, "general.base_model.0.repo_url")
+    url = header.metadata.get("general.base_model.0.repo_url")
     if isinstance(url, str) and "/" in url:
         out.append("/".join(url.rstrip("/").split("/")[-2:]))
     for key in ("general.base_model.0.organization", "general.name"):
-        v = _field(reader, key)
+        v = header.metadata.get(key)
         if isinstance(v, str):
             out.append(v)
     return out
+
+
+def _rows(path: Path, t: GgufTensor) -> np.ndarray:
+    """The tensor's bytes as [rows, row bytes], memory-mapped (only what is indexed is read)."""
+    return np.memmap(path, dtype=np.uint8, mode="r", offset=t.offset, shape=(t.rows, t.row_bytes))
 
 
 def _resolve_target(target: str, arch: Architecture, tensors: dict, layers: list[int]) -> str:
@@ -126,7 +107,7 @@ def _resolve_target(target: str, arch: Architecture, tensors: dict, layers: list
         raise HeditError(f"{arch.model_type} has no gated MLP; --target up needs one")
     if target != "auto":
         return target
-    down_types = {tensors[arch.gguf_tensor(layer, "down")].tensor_type.name for layer in layers}
+    down_types = {tensors[arch.gguf_tensor(layer, "down")].type_name for layer in layers}
     return "down" if down_types <= set(FLOATS) or not arch.gated else "up"
 
 
@@ -136,39 +117,36 @@ def _dequant(raw: np.ndarray, type_name: str) -> np.ndarray:
     return quants.dequantize(raw, GGMLQuantizationType[type_name]).astype(np.float32)
 
 
-def _row_edit(t, rows: list[int], alphas: np.ndarray) -> tuple[list[tuple[int, bytes]], TensorEdit]:
+def _row_edit(path: Path, t: GgufTensor, rows: list[int], alphas: np.ndarray
+              ) -> tuple[list[tuple[int, bytes]], TensorEdit]:
     """(offset, new bytes) writes for rows of an ffn_up tensor, and the measured edit."""
-    type_name = t.tensor_type.name
+    type_name = t.type_name
     if type_name not in ROW_TYPES:
         raise HeditError(f"{t.name} is {type_name}, which has no per-block scale hedit can edit")
-    data = np.asarray(t.data)
-    row_bytes = int(t.n_bytes) // data.shape[0]
-    old = np.ascontiguousarray(data[rows]).view(np.uint8).reshape(len(rows), row_bytes)
+    old = np.array(_rows(path, t)[rows])
     new = scale_rows(old, type_name, alphas)
     err = float(np.abs(_dequant(new, type_name) - alphas[:, None] * _dequant(old, type_name)).max())
-    base = int(t.data_offset)
-    writes = [(base + r * row_bytes, new[i].tobytes()) for i, r in enumerate(rows)]
+    writes = [(t.offset + r * t.row_bytes, new[i].tobytes()) for i, r in enumerate(rows)]
     return writes, TensorEdit(t.name, type_name, len(rows), int((new != old).sum()), err)
 
 
-def _column_edit(t, cols: list[int], alphas: np.ndarray) -> tuple[list[tuple[int, bytes]], TensorEdit]:
+def _column_edit(path: Path, t: GgufTensor, cols: list[int], alphas: np.ndarray
+                 ) -> tuple[list[tuple[int, bytes]], TensorEdit]:
     """(offset, new bytes) writes for columns of an ffn_down tensor, and the measured edit."""
     from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
-    type_name = t.tensor_type.name
+    type_name = t.type_name
     if type_name not in ELEMENT_TYPES:
         raise HeditError(f"ffn_down is {type_name}, whose values hedit cannot re-round one by one (it can: "
                          f"{', '.join(ELEMENT_TYPES)}); --target up is exact for every block type")
     block, size = GGML_QUANT_SIZES[GGMLQuantizationType[type_name]]
-    data = np.asarray(t.data)
-    n_rows = data.shape[0]
-    row_bytes = int(t.n_bytes) // n_rows
-    raw = data.view(np.uint8).reshape(n_rows, row_bytes)
+    raw = _rows(path, t)
+    n_rows, row_bytes = raw.shape
     by_block: dict[int, list[tuple[int, float]]] = {}
     for c, a in zip(cols, alphas):
         by_block.setdefault(c // block, []).append((c % block, float(a)))
     writes, changed, err = [], 0, 0.0
-    base = int(t.data_offset)
+    base = t.offset
     for b, edits in sorted(by_block.items()):
         old = np.ascontiguousarray(raw[:, b * size:(b + 1) * size])
         pos = np.array([p for p, _ in edits])
@@ -203,20 +181,20 @@ def edit_gguf(source: str | Path, neurons: str | Path | NeuronSet, out: str | Pa
               overwrite: bool = False, allow_negative: bool = False, progress: bool = True,
               target: str = "auto") -> GgufEditReport:
     source, out = Path(source), Path(out)
-    reader = open_gguf(source)
-    arch, layers, inter = gguf_shape(reader)
+    header = open_gguf(source)
+    arch, layers, inter = gguf_shape(header)
     ns = load_neurons(neurons)
     ns.check_model(arch.model_type, layers, inter)
     chosen = {layer: [(j, a) for j, a in pairs if a != 1.0] for layer, pairs in ns.plan(alpha, allow_negative).items()}
     chosen = {layer: pairs for layer, pairs in chosen.items() if pairs}  # alpha 1 changes nothing: bytes stay
-    tensors = {t.name: t for t in reader.tensors}
+    tensors = header.tensors
     for layer in ns.by_layer():
         for which in ("down", "up") if arch.gated else ("down",):
             if arch.gguf_tensor(layer, which) not in tensors and (which == "down" or target == "up"):
                 raise HeditError(f"{source} has no tensor {arch.gguf_tensor(layer, which)}")
     target = _resolve_target(target, arch, tensors, list(ns.by_layer()))
     plan = EditPlan(source, arch, layers, inter, ns, ns.plan(alpha, allow_negative), alpha, [source],
-                    _known_names(reader), target=target)
+                    _known_names(header), target=target)
     folder = out.suffix.lower() != ".gguf"
     edits: list[TensorEdit] = []
     with artifact(out, plan, "gguf", overwrite, neurons_path(neurons), folder=folder) as w:
@@ -229,7 +207,7 @@ def edit_gguf(source: str | Path, neurons: str | Path | NeuronSet, out: str | Pa
                     t = tensors[arch.gguf_tensor(layer, target)]
                     idx = [arch.up_row(j, inter) if target == "up" else j for j, _ in pairs]
                     alphas = np.array([a for _, a in pairs], dtype=np.float32)
-                    writes, rec = (_row_edit if target == "up" else _column_edit)(t, idx, alphas)
+                    writes, rec = (_row_edit if target == "up" else _column_edit)(source, t, idx, alphas)
                     for offset, data in writes:
                         os.pwrite(fd, data, offset)
                     edits.append(rec)
