@@ -28,6 +28,7 @@ class _Group(click.Group):
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         """Usage errors too are one ``hedit: error:`` line (exit 2), not click's usage block."""
+        prog_name = "hedit"  # error lines name the command as people type it, also under test runners
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:

@@ -41,13 +41,10 @@ class NeuronSet:
     # ---------------------------------------------------------------- I/O
     @classmethod
     def load(cls, path: str | Path) -> "NeuronSet":
+        from hedit.io.jsonfile import read_json
+
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise HeditError(f"neurons file not found: {path}") from None
-        except json.JSONDecodeError as e:
-            raise HeditError(f"neurons file {path} is not valid JSON: {e}") from None
+        data = read_json(path, f"neurons file {path}")
         try:
             return cls.from_dict(data)
         except HeditError as e:
@@ -57,6 +54,7 @@ class NeuronSet:
     def from_dict(cls, data: Any) -> "NeuronSet":
         if not isinstance(data, dict):
             raise HeditError("top level must be an object")
+        _known(data, TOP_KEYS, "")
         if data.get("format") != FORMAT:
             raise HeditError(f"'format' must be {FORMAT!r}")
         if data.get("version") != VERSION:
@@ -64,11 +62,15 @@ class NeuronSet:
         m = data.get("model")
         if not isinstance(m, dict):
             raise HeditError("'model' must be an object")
+        _known(m, MODEL_KEYS, "model.")
         for key in ("model_type", "num_layers", "intermediate_size"):
             if key not in m:
                 raise HeditError(f"'model.{key}' is missing")
         if not isinstance(m["model_type"], str):
             raise HeditError("'model.model_type' must be a string")
+        for key in ("name_or_path", "revision"):
+            if m.get(key) is not None and not isinstance(m[key], str):
+                raise HeditError(f"'model.{key}' must be a string")
         for key in ("num_layers", "intermediate_size"):
             if not _is_int(m[key]) or m[key] <= 0:
                 raise HeditError(f"'model.{key}' must be a positive integer")
@@ -83,13 +85,14 @@ class NeuronSet:
         for i, n in enumerate(raw):
             if not isinstance(n, dict) or not _is_int(n.get("layer")) or not _is_int(n.get("index")):
                 raise HeditError(f"neurons[{i}] must be an object with integer 'layer' and 'index'")
+            _known(n, NEURON_KEYS, f"neurons[{i}].")
             for key in ("alpha", "weight"):
-                if n.get(key) is not None and not _is_number(n[key]):
-                    raise HeditError(f"neurons[{i}].{key} must be a number")
+                if n.get(key) is not None and (not _is_number(n[key]) or not math.isfinite(n[key])):
+                    raise HeditError(f"neurons[{i}].{key} must be a finite number")
             neurons.append(Neuron(n["layer"], n["index"], _float(n.get("alpha")), _float(n.get("weight"))))
         alpha = data.get("alpha")
-        if alpha is not None and not _is_number(alpha):
-            raise HeditError("'alpha' must be a number")
+        if alpha is not None and (not _is_number(alpha) or not math.isfinite(alpha)):
+            raise HeditError("'alpha' must be a finite number")
         prov = data.get("provenance", {})
         if not isinstance(prov, dict):
             raise HeditError("'provenance' must be an object")
@@ -170,6 +173,17 @@ class NeuronSet:
 
     def per_layer_counts(self) -> dict[int, int]:
         return {layer: len(v) for layer, v in self.by_layer().items()}
+
+
+TOP_KEYS = ("format", "version", "model", "alpha", "neurons", "provenance")
+MODEL_KEYS = ("model_type", "num_layers", "intermediate_size", "name_or_path", "revision")
+NEURON_KEYS = ("layer", "index", "alpha", "weight")
+
+
+def _known(obj: dict, keys: tuple[str, ...], where: str) -> None:
+    unknown = [k for k in obj if k not in keys]
+    if unknown:
+        raise HeditError(f"unknown key '{where}{unknown[0]}' (known: {', '.join(keys)})")
 
 
 def check_alpha(alpha: float, allow_negative: bool = False) -> None:

@@ -19,7 +19,7 @@ import torch
 from hedit.config import SamplingConfig
 from hedit.errors import HeditError
 from hedit.io.atomic import atomic_write_text
-from hedit.io.journal import Journal, read_journal
+from hedit.io.journal import CHECKS, Journal, read_journal
 from hedit.measure.generate import chat_ids, cut, end_ids, left_pad, pad_id
 from hedit.measure.judge import CORRECT, INCORRECT
 from hedit.progress import bar
@@ -53,7 +53,7 @@ def sample_batch(model, tokenizer, prompts: list[list[int]], cfg: SamplingConfig
 
 def read_responses(path: str | Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """Header and records of a responses file; a torn last line (a crash mid-write) is ignored."""
-    return read_journal(path, "responses")
+    return read_journal(path, "responses", CHECKS["responses"])
 
 
 def settings(cfg: SamplingConfig, grader=None) -> dict[str, Any]:
@@ -72,7 +72,7 @@ def collect(model, tokenizer, questions: Iterable[Question], out: str | Path, cf
 
     grader = grader or RULES
     out = Path(out)
-    journal = Journal(out, "responses", settings(cfg, grader), {"model": model_name}, what="collected")
+    journal = Journal(out, "responses", settings(cfg, grader), {"model": model_name}, what="collected", check=CHECKS["responses"])
     finished = {r["question_id"] for r in journal.records}
     todo = [q for q in questions if q.qid not in finished]
     tokenizer.padding_side = "left"
@@ -157,7 +157,7 @@ def collect_model(model: str, questions: list[Question], out: str | Path, cfg: S
 
     if batch_size < 1:
         raise HeditError(f"--batch-size must be at least 1, got {batch_size}")
-    Journal(out, "responses", settings(cfg, grader), what="collected")  # settings clash: fail before loading
+    Journal(out, "responses", settings(cfg, grader), what="collected", check=CHECKS["responses"])  # settings clash: fail before loading
     path = resolve_model(model)
     tok = load_tokenizer(path)
     if tok is None:

@@ -80,12 +80,12 @@ def is_hedit_output(path: Path) -> bool:
 def check_target(target: str | Path, sources: Iterable[str | Path] = (), overwrite: bool = False) -> Path:
     """Refuse an output that would destroy or escape anything (see the module docstring)."""
     target = Path(target)
-    if not target.name or target.name in (".", ".."):
-        raise HeditError(f"output {target} is not a new file or folder name")
     t = target.resolve()
     cwd = Path.cwd().resolve()
     if t == cwd or t in cwd.parents:
         raise HeditError(f"output {target} is the working directory or one of its parents")
+    if not target.name or target.name in (".", ".."):
+        raise HeditError(f"output {target} is not a new file or folder name")
     for source in sources:
         s = Path(source).resolve()
         if t == s:

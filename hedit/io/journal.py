@@ -12,28 +12,52 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from hedit.errors import HeditError
+from hedit.io.jsonfile import loads, read_text
 
 
-def read_journal(path: str | Path, kind: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+def read_journal(path: str | Path, kind: str, check=None) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """(header, records) of a journal of ``kind``; (None, []) when the file does not exist."""
     path = Path(path)
     if not path.exists():
         return None, []
+    if path.is_dir():
+        raise HeditError(f"{path} is a folder, not a hedit {kind} file")
     header, records = None, []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(keepends=True), 1):
-        if not line.endswith("\n"):
-            break  # torn write
+    text = read_text(path, f"hedit {kind} file {path}")
+    for n, line in enumerate(text.split("\n")[:-1] if text else [], 1):
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            raise HeditError(f"{path}:{n}: not valid JSON; not a hedit {kind} file?") from None
+            obj = loads(line, f"{path}:{n}")
+        except HeditError as e:
+            raise HeditError(f"{e}; not a hedit {kind} file?") from None
         if n == 1:
             if not isinstance(obj, dict) or obj.get("_hedit") != kind:
                 raise HeditError(f"{path} is not a hedit {kind} file")
             header = obj
         else:
+            if not isinstance(obj, dict) or (check is not None and not check(obj)):
+                raise HeditError(f"{path}:{n}: not a {kind} record (a hedit file edited by hand?)")
             records.append(obj)
     return header, records
+
+
+def _ints(x: Any) -> bool:
+    return isinstance(x, list) and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in x)
+
+
+def _response(r: dict) -> bool:
+    samples = r.get("samples")
+    return (isinstance(r.get("question_id"), str) and _ints(r.get("prompt_ids")) and isinstance(samples, list)
+            and isinstance(r.get("aliases"), list)
+            and all(isinstance(s, dict) and isinstance(s.get("response"), str) and _ints(s.get("response_ids"))
+                    and isinstance(s.get("label"), str) for s in samples))
+
+
+def _cell(r: dict) -> bool:
+    return (isinstance(r.get("set"), str) and isinstance(r.get("alpha"), (int, float)) and
+            isinstance(r.get("task"), str) and (isinstance(r.get("items"), list) or "value" in r))
+
+
+CHECKS = {"responses": _response, "sweep": _cell}  # what the stages that read them pass as ``check``
 
 
 class Journal:
@@ -41,9 +65,9 @@ class Journal:
     writes the header of a new one (``{"_hedit": kind, "config": settings, **extra}``)."""
 
     def __init__(self, path: str | Path, kind: str, settings: dict[str, Any], extra: dict[str, Any] | None = None,
-                 what: str = "written"):
+                 what: str = "written", check=None):
         self.path = Path(path)
-        self.header, self.records = read_journal(self.path, kind)
+        self.header, self.records = read_journal(self.path, kind, check)
         if self.header is not None and self.header.get("config") != settings:
             raise HeditError(f"{self.path} was {what} with other settings ({self.header.get('config')}); "
                              "use another output")

@@ -11,6 +11,7 @@ In CSV a list cell is JSON (``["a", "b"]``) or ``|``-separated text.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import dataclass
 from importlib import resources
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from hedit.errors import HeditError
+from hedit.io.jsonfile import jsonl, read_text
 
 BUNDLED = "trivia.jsonl"
 
@@ -80,25 +82,27 @@ def parse_row(row: Any, where: str, number: int) -> Question:
 def _rows(path: Path) -> Iterator[tuple[int, Any]]:
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    yield n, json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise HeditError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+        yield from jsonl(path, f"question file {path}")
     elif suffix == ".csv":
-        with open(path, encoding="utf-8", newline="") as f:
-            reader = csv.DictReader(f)
+        text = read_text(path, f"question file {path}")
+        try:
+            reader = csv.DictReader(io.StringIO(text, newline=""))
             for row in reader:
+                if None in row:
+                    raise HeditError(f"{path}:{reader.line_num}: more cells than the header has columns")
                 yield reader.line_num, row
+        except csv.Error as e:
+            raise HeditError(f"{path}: not a valid CSV file ({e})") from None
     elif suffix == ".parquet":
         try:
             import pyarrow.parquet as pq
         except ImportError:
             raise HeditError("reading Parquet needs pyarrow: pip install pyarrow") from None
-        for n, row in enumerate(pq.read_table(path).to_pylist(), 1):
+        try:
+            table = pq.read_table(path)
+        except Exception as e:  # pyarrow raises its own error types for a file that is not Parquet
+            raise HeditError(f"{path} is not a readable Parquet file: {str(e).splitlines()[0][:200]}") from None
+        for n, row in enumerate(table.to_pylist(), 1):
             yield n, row
     else:
         raise HeditError(f"{path}: unknown question-file type {suffix!r} (use .jsonl, .csv or .parquet)")

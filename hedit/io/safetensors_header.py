@@ -68,7 +68,7 @@ def parse_header(raw: bytes, size: int, name: str) -> tuple[dict[str, TensorInfo
         if not isinstance(info, dict):
             raise HeditError(f"{where}: header entry is not an object")
         dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
-        if dtype not in ITEMSIZE:
+        if not isinstance(dtype, str) or dtype not in ITEMSIZE:
             raise HeditError(f"{where}: unknown dtype {dtype!r}")
         if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
             raise HeditError(f"{where}: shape must be a list of whole numbers")

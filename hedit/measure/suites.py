@@ -16,6 +16,7 @@ Loaders: JSONL/CSV in the bundled layouts, and the FalseQA CSV layout (``questio
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import dataclass, field
 from importlib import resources
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from hedit.config import ANSWER_ONLY, SUITES
 from hedit.errors import HeditError
+from hedit.io.jsonfile import jsonl, loads, read_text
 from hedit.io.questions import bundled_questions
 
 FALSE_PREMISE, MISLEADING, SYCOPHANCY = SUITES
@@ -61,7 +63,7 @@ def _list(value, where: str, key: str) -> tuple[str, ...]:
     if value is None or value == "":
         return ()
     if isinstance(value, str):
-        value = json.loads(value) if value.strip().startswith("[") else value.split("|")
+        value = loads(value, f"{where}: '{key}'") if value.strip().startswith("[") else value.split("|")
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise HeditError(f"{where}: '{key}' must be a list of strings")
     return tuple(v.strip() for v in value if v.strip())
@@ -88,17 +90,13 @@ def _item(row: dict, where: str, suite: str, n: int) -> Item:
 
 
 def _rows(path: Path) -> list[tuple[str, dict]]:
-    if path.suffix == ".csv":
-        with open(path, newline="", encoding="utf-8") as f:
-            return [(f"{path}:{n}", row) for n, row in enumerate(csv.DictReader(f), 2)]
-    out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                out.append((f"{path}:{n}", json.loads(line)))
-            except json.JSONDecodeError:
-                raise HeditError(f"{path}:{n}: not valid JSON") from None
-    return out
+    if path.suffix.lower() == ".csv":
+        try:
+            rows = list(csv.DictReader(io.StringIO(read_text(path, f"suite file {path}"), newline="")))
+        except csv.Error as e:
+            raise HeditError(f"{path}: not a valid CSV file ({e})") from None
+        return [(f"{path}:{n}", row) for n, row in enumerate(rows, 2)]
+    return [(f"{path}:{n}", row) for n, row in jsonl(path, f"suite file {path}")]
 
 
 def _is_falseqa(rows: list[tuple[str, dict]]) -> bool:

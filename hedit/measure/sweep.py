@@ -23,7 +23,7 @@ from hedit.config import Decoding, SweepConfig
 from hedit.edit.neurons import NeuronSet, check_alpha
 from hedit.errors import HeditError
 from hedit.io.atomic import atomic_write_text
-from hedit.io.journal import Journal
+from hedit.io.journal import CHECKS, Journal
 from hedit.measure.capability import answer_questions, mean_kl, neutral_texts, next_token_logprobs
 from hedit.measure.compliance import RULES
 from hedit.measure.controls import control_sets
@@ -128,7 +128,7 @@ def run_sweep(model_name: str, neurons: str | Path | NeuronSet, out: str | Path,
     }
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    journal = Journal(out / CELLS, "sweep", settings, what="run")
+    journal = Journal(out / CELLS, "sweep", settings, what="run", check=CHECKS["sweep"])
     done = {(r["set"], r["alpha"], r["task"]) for r in journal.records}
 
     conditions = [(BASE, 1.0)] + [(s, a) for a in cfg.alphas if a != 1.0 for s in sets]
