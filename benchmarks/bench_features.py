@@ -19,10 +19,10 @@ import time
 
 import torch
 
-from hedit.find.features import CettHooks, Item, batch_features
 from hedit.check.intervention import down_proj_module, model_shape
-from hedit.model.load import load_model
+from hedit.find.features import CettHooks, Item, batch_features
 from hedit.model.builtin import resolve_model
+from hedit.model.load import load_model
 
 REGIONS = ("answer", "other")
 
@@ -44,8 +44,8 @@ def plain(model, batches):
         ids = torch.zeros((len(batch), width), dtype=torch.long)
         mask = torch.zeros_like(ids)
         for b, it in enumerate(batch):
-            ids[b, width - len(it.ids):] = torch.tensor(it.ids)
-            mask[b, width - len(it.ids):] = 1
+            ids[b, width - len(it.ids) :] = torch.tensor(it.ids)
+            mask[b, width - len(it.ids) :] = 1
         model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp_min(0))
 
 
@@ -62,8 +62,10 @@ def reference(model, items):
     _, layers, _ = model_shape(model)
     mods = [down_proj_module(model, i) for i in range(layers)]
     store = {}
-    handles = [m.register_forward_hook(lambda mod, a, o, i=i: store.__setitem__(i, (a[0][0], o[0])))
-               for i, m in enumerate(mods)]
+    handles = [
+        m.register_forward_hook(lambda mod, a, o, i=i: store.__setitem__(i, (a[0][0], o[0])))
+        for i, m in enumerate(mods)
+    ]
     rows = []
     try:
         for it in items:
@@ -90,10 +92,12 @@ def main() -> None:
     model = load_model(resolve_model(args.model))
     _, layers, inter = model_shape(model)
     items = make_items(args.sequences, model.config.vocab_size)
-    batches = [items[i:i + args.batch_size] for i in range(0, len(items), args.batch_size)]
+    batches = [items[i : i + args.batch_size] for i in range(0, len(items), args.batch_size)]
     tokens = sum(len(it.ids) for it in items)
-    print(f"{args.model}: {layers} layers x {inter} neurons; {len(items)} sequences, {tokens} tokens, "
-          f"batch {args.batch_size} (reference: batch 1)")
+    print(
+        f"{args.model}: {layers} layers x {inter} neurons; {len(items)} sequences, {tokens} tokens, "
+        f"batch {args.batch_size} (reference: batch 1)"
+    )
 
     got = hedit(model, batches)
     ref = reference(model, items)
@@ -105,15 +109,20 @@ def main() -> None:
     for _ in range(args.repeats):
         for mode in times:
             t = time.perf_counter()
-            {"plain": lambda: plain(model, batches), "hedit": lambda: hedit(model, batches),
-             "reference": lambda: reference(model, items)}[mode]()
+            {
+                "plain": lambda: plain(model, batches),
+                "hedit": lambda: hedit(model, batches),
+                "reference": lambda: reference(model, items),
+            }[mode]()
             times[mode].append(time.perf_counter() - t)
     med = {m: statistics.median(v) for m, v in times.items()}
     print(f"{'mode':10s} {'median s':>9s} {'x plain':>8s} {'tokens/s':>9s}")
     for m, sec in med.items():
         print(f"{m:10s} {sec:9.2f} {sec / med['plain']:8.2f} {tokens / sec:9.0f}")
-    print(f"hedit / plain = {med['hedit'] / med['plain']:.3f} (target <= 1.15); "
-          f"reference / hedit = {med['reference'] / med['hedit']:.1f}x speed-up")
+    print(
+        f"hedit / plain = {med['hedit'] / med['plain']:.3f} (target <= 1.15); "
+        f"reference / hedit = {med['reference'] / med['hedit']:.1f}x speed-up"
+    )
 
 
 if __name__ == "__main__":

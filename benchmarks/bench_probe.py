@@ -36,12 +36,14 @@ def main() -> None:
     t = time.perf_counter()
     x = np.empty((args.rows, d), dtype=np.float32)
     for i in range(0, args.rows, 250):  # CETT-like magnitudes, generated in blocks
-        x[i:i + 250] = rng.random((min(250, args.rows - i), d), dtype=np.float32) * 0.05
+        x[i : i + 250] = rng.random((min(250, args.rows - i), d), dtype=np.float32) * 0.05
     y = (np.arange(args.rows) % 4 == 0).astype(np.int64)  # 1 positive : 3 negatives, like 3-vs-1
     planted = rng.choice(d, 12, replace=False)
     x[np.ix_(y == 1, planted)] += 0.02
-    print(f"matrix: {args.rows} x {d} float32 = {x.nbytes / 2**30:.1f} GiB, built in {time.perf_counter() - t:.0f} s;"
-          f" peak RSS so far {peak_rss_gb():.1f} GiB")
+    print(
+        f"matrix: {args.rows} x {d} float32 = {x.nbytes / 2**30:.1f} GiB, built in {time.perf_counter() - t:.0f} s;"
+        f" peak RSS so far {peak_rss_gb():.1f} GiB"
+    )
     print(f"plain liblinear would first copy it to float64 feature nodes: {x.size * 16 / 2**30:.0f} GiB")
     train = np.arange(args.rows) % 5 != 0
     xtr, ytr = x[train], y[train]  # a copy of 80% of the rows, as the probe's Dataset makes
@@ -50,11 +52,15 @@ def main() -> None:
     sec = time.perf_counter() - t
     found = set(np.flatnonzero(fit.coef > 0))
     m = metrics(y[~train], fit.predict_proba(x[~train]))
-    print(f"fit (C={args.c}): {sec:.1f} s, {fit.rounds} working-set rounds, {len(found)} positive weights, "
-          f"{len(found & set(planted.tolist()))}/12 planted neurons found; held-out accuracy {m['accuracy']:.3f}, "
-          f"AUROC {m['auroc']:.3f}")
-    print(f"peak RSS {peak_rss_gb():.1f} GiB (matrix {x.nbytes / 2**30:.1f} GiB + train copy "
-          f"{xtr.nbytes / 2**30:.1f} GiB)")
+    print(
+        f"fit (C={args.c}): {sec:.1f} s, {fit.rounds} working-set rounds, {len(found)} positive weights, "
+        f"{len(found & set(planted.tolist()))}/12 planted neurons found; held-out accuracy {m['accuracy']:.3f}, "
+        f"AUROC {m['auroc']:.3f}"
+    )
+    print(
+        f"peak RSS {peak_rss_gb():.1f} GiB (matrix {x.nbytes / 2**30:.1f} GiB + train copy "
+        f"{xtr.nbytes / 2**30:.1f} GiB)"
+    )
 
 
 if __name__ == "__main__":

@@ -21,13 +21,13 @@ import time
 from pathlib import Path
 
 from hedit.find.collect import balance, class_counts, collect, consistent, read_responses
-from hedit.run.demo import DEMO, QUESTIONS
 from hedit.find.features import META, extract
 from hedit.find.identify import identify
-from hedit.model.load import load_model, load_tokenizer
-from hedit.model.builtin import DEFAULT_MODEL, resolve_model
 from hedit.find.probe import run_probe
 from hedit.io.questions import bundled_questions, load_questions
+from hedit.model.builtin import DEFAULT_MODEL, resolve_model
+from hedit.model.load import load_model, load_tokenizer
+from hedit.run.demo import DEMO, QUESTIONS
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 DEFAULT_SETS = [SHARED / "triviaqa-sample-600.jsonl", SHARED / "nq-open-dev-sample-1000.jsonl"]
@@ -61,22 +61,33 @@ def main() -> None:
         extract(model, tok, kept, work / "features", DEFAULT_MODEL, batch_size=DEMO.batch_size)
         tests.append(work / "features")
 
-    r = run_probe(found / "features", args.work / "probe" / "neurons.json", DEMO.probe.replace(
-        random_draws=args.random_draws), test_features=tuple(tests))
-    print(f"\n{r['h_neurons']} H-neurons from the bundled set (C={r['C']:g}); AUROC on answer tokens, "
-          f"random neurons as mean +- std over {args.random_draws} draws of {r['h_neurons']}:\n")
+    r = run_probe(
+        found / "features",
+        args.work / "probe" / "neurons.json",
+        DEMO.probe.replace(random_draws=args.random_draws),
+        test_features=tuple(tests),
+    )
+    print(
+        f"\n{r['h_neurons']} H-neurons from the bundled set (C={r['C']:g}); AUROC on answer tokens, "
+        f"random neurons as mean +- std over {args.random_draws} draws of {r['h_neurons']}:\n"
+    )
+
     def auroc(m: dict) -> str:
         return f"{m['auroc']:.3f} [{m['auroc_ci95'][0]:.2f}, {m['auroc_ci95'][1]:.2f}]"
 
     print("| questions | answers (hallucinated) | L1 probe [95% CI] | H-neurons only [95% CI] | random neurons |")
     print("| --- | --- | --- | --- | --- |")
     rnd = r["random_neurons_only"]["auroc"]
-    print(f"| bundled held-out | {r['rows']['heldout_answers']} ({r['rows']['heldout_positive']}) | "
-          f"{auroc(r['heldout'])} | {auroc(r['h_neurons_only'])} | {rnd['mean']:.3f} +- {rnd['std']:.3f} |")
+    print(
+        f"| bundled held-out | {r['rows']['heldout_answers']} ({r['rows']['heldout_positive']}) | "
+        f"{auroc(r['heldout'])} | {auroc(r['h_neurons_only'])} | {rnd['mean']:.3f} +- {rnd['std']:.3f} |"
+    )
     for name, t in r["transfer"].items():
         rnd = t["random_neurons_only"]["auroc"]
-        print(f"| {Path(name).parent.name} | {t['answers']} ({t['hallucinated']}) | {auroc(t['probe'])} | "
-              f"{auroc(t['h_neurons_only'])} | {rnd['mean']:.3f} +- {rnd['std']:.3f} |")
+        print(
+            f"| {Path(name).parent.name} | {t['answers']} ({t['hallucinated']}) | {auroc(t['probe'])} | "
+            f"{auroc(t['h_neurons_only'])} | {rnd['mean']:.3f} +- {rnd['std']:.3f} |"
+        )
     (args.work / "transfer.json").write_text(json.dumps(r, indent=2) + "\n")
     print(f"\n{(time.time() - t0) / 60:.1f} min; full report in {args.work / 'transfer.json'}")
 

@@ -35,17 +35,36 @@ REGIONS = ("answer", "output", "other")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
-def setting(default: Any = MISSING, help: str = "", *, factory: Any = MISSING, min: float | None = None,
-            max: float | None = None, above: float | None = None, choices: tuple | None = None,
-            each: tuple | None = None, flag: str | None = None, flag_help: str | None = None,
-            cli: bool = True) -> Any:
+def setting(
+    default: Any = MISSING,
+    help: str = "",
+    *,
+    factory: Any = MISSING,
+    min: float | None = None,
+    max: float | None = None,
+    above: float | None = None,
+    choices: tuple | None = None,
+    each: tuple | None = None,
+    flag: str | None = None,
+    flag_help: str | None = None,
+    cli: bool = True,
+) -> Any:
     """A dataclass field with what the command line and the checks need: ``help``; bounds (``min``,
     ``max`` inclusive, ``above`` exclusive) and ``choices`` for a value or, for a tuple, ``each`` item's
     choices; ``flag`` names the command-line option when it is not ``--field-name`` (for a boolean
     that defaults to true, the ``--no-...`` flag that turns it off, described by ``flag_help``);
     ``cli=False`` keeps it off the command line."""
-    meta = {"help": help, "min": min, "max": max, "above": above, "choices": choices, "each": each,
-            "flag": flag, "flag_help": flag_help, "cli": cli}
+    meta = {
+        "help": help,
+        "min": min,
+        "max": max,
+        "above": above,
+        "choices": choices,
+        "each": each,
+        "flag": flag,
+        "flag_help": flag_help,
+        "cli": cli,
+    }
     if factory is not MISSING:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -78,21 +97,22 @@ class Settings:
         return out
 
     @classmethod
-    def from_dict(cls, data: Any, where: str = "") -> "Settings":
+    def from_dict(cls, data: Any, where: str = "") -> Settings:
         """An instance from a mapping (a recipe section): unknown keys and bad values are HeditErrors."""
         if not isinstance(data, dict):
             raise HeditError(f"{where or 'the settings'} must be a mapping of keys to values")
         known = {f.name for f in dataclasses.fields(cls)}
         for key in data:
             if key not in known:
-                raise HeditError(f"unknown key {f'{where}.{key}' if where else key!r} (known here: "
-                                 f"{', '.join(sorted(known))})")
+                raise HeditError(
+                    f"unknown key {f'{where}.{key}' if where else key!r} (known here: {', '.join(sorted(known))})"
+                )
         try:
             return cls(**data)
         except HeditError as e:
             raise HeditError(f"{where}.{e}" if where and not str(e).startswith(where) else str(e)) from None
 
-    def replace(self, **changes: Any) -> "Settings":
+    def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -163,28 +183,35 @@ def _nonempty(value: tuple, where: str) -> None:
 
 # ------------------------------------------------------------------------------------------ collect
 
+
 @dataclass(frozen=True)
 class SamplingConfig(Settings):
     """How ``collect`` samples answers: the paper's settings."""
 
     samples: int = setting(10, "Answers sampled per question.", min=1)
     temperature: float = setting(1.0, "Sampling temperature.", above=0)
-    top_p: float = setting(0.9, "Nucleus sampling: keep the smallest set of tokens with this much probability.",
-                           above=0, max=1)
+    top_p: float = setting(
+        0.9, "Nucleus sampling: keep the smallest set of tokens with this much probability.", above=0, max=1
+    )
     top_k: int = setting(50, "Keep only the k most likely tokens (0: no limit).", min=0)
     max_new_tokens: int = setting(50, "Longest answer, in tokens.", min=1)
     suffix: str = setting(ANSWER_ONLY, "Appended to each question.")
-    chat_template: bool = setting(True, "Prompt through the model's chat template.", flag="--no-chat-template",
-                                  flag_help="Plain 'Question: ... Answer:' prompts (base models).")
+    chat_template: bool = setting(
+        True,
+        "Prompt through the model's chat template.",
+        flag="--no-chat-template",
+        flag_help="Plain 'Question: ... Answer:' prompts (base models).",
+    )
     seed: int = setting(0, "Random seed.", min=0)
 
     @property
-    def sampling(self) -> "SamplingConfig":
+    def sampling(self) -> SamplingConfig:
         """Only the sampling settings (what a responses file records)."""
         return SamplingConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(SamplingConfig)})
 
 
 # ------------------------------------------------------------------------------------------ evaluation
+
 
 @dataclass(frozen=True)
 class Decoding(Settings):
@@ -196,11 +223,15 @@ class Decoding(Settings):
     top_p: float = setting(0.9, "Nucleus sampling (with --sample).", above=0, max=1)
     top_k: int = setting(50, "Top-k sampling (with --sample; 0: no limit).", min=0)
     seed: int = setting(0, "Random seed.", min=0)
-    chat_template: bool = setting(True, "Prompt through the model's chat template.", flag="--no-chat-template",
-                                  flag_help="Plain 'Question: ... Answer:' prompts (base models).")
+    chat_template: bool = setting(
+        True,
+        "Prompt through the model's chat template.",
+        flag="--no-chat-template",
+        flag_help="Plain 'Question: ... Answer:' prompts (base models).",
+    )
 
     @property
-    def decoding(self) -> "Decoding":
+    def decoding(self) -> Decoding:
         """Only the decoding settings (what a sweep journal records)."""
         return Decoding(**{f.name: getattr(self, f.name) for f in dataclasses.fields(Decoding)})
 
@@ -213,8 +244,9 @@ TUNE_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 class Evaluation(Decoding):
     """What ``sweep`` and ``tune`` share: the suites, how many items, the batch size."""
 
-    suites: tuple[str, ...] = setting(SUITES, "Behaviour suites (comma-separated); empty: capability only.",
-                                      each=SUITES)
+    suites: tuple[str, ...] = setting(
+        SUITES, "Behaviour suites (comma-separated); empty: capability only.", each=SUITES
+    )
     limit: int | None = setting(None, "Only the first N items of each suite (and of the trivia check).", min=1)
     batch_size: int = setting(16, "Prompts per generate call.", min=1)
 
@@ -229,8 +261,9 @@ class SweepConfig(Evaluation):
 
     alphas: tuple[float, ...] = setting(DEFAULT_ALPHAS, "Alphas to sweep (comma-separated).")
     controls: int = setting(3, "Random neuron sets with the H-neurons' per-layer counts.", min=0)
-    capability: bool = setting(True, "Measure trivia accuracy and KL too.", flag="--no-capability",
-                               flag_help="Skip trivia accuracy and KL.")
+    capability: bool = setting(
+        True, "Measure trivia accuracy and KL too.", flag="--no-capability", flag_help="Skip trivia accuracy and KL."
+    )
     bootstrap: int = setting(1000, "Bootstrap resamples for intervals.", min=100, cli=False)
 
     def check(self) -> None:
@@ -249,7 +282,7 @@ class Bounds(Settings):
     max_kl: float = setting(0.1, "Largest allowed mean KL against alpha 1 on neutral text (nats).", min=0)
 
     @property
-    def bounds(self) -> "Bounds":
+    def bounds(self) -> Bounds:
         return Bounds(self.max_accuracy_drop, self.max_kl)
 
 
@@ -280,15 +313,18 @@ C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 class ProbeConfig(Settings):
     """The sparse L1 probe: labels, the C grid and the random-neuron baseline."""
 
-    mode: str = setting("3-vs-1", "Labels: the paper's 3-vs-1 (answer and other rows) or 1-vs-1 (answer rows).",
-                        choices=MODES)
+    mode: str = setting(
+        "3-vs-1", "Labels: the paper's 3-vs-1 (answer and other rows) or 1-vs-1 (answer rows).", choices=MODES
+    )
     c_grid: tuple[float, ...] = setting(C_GRID, "C values to try (comma-separated).", above=0, flag="--c")
-    grow_c: int = setting(3, "When the best C is on an edge of the grid, try up to this many more C values "
-                             "past it.", min=0)
+    grow_c: int = setting(
+        3, "When the best C is on an edge of the grid, try up to this many more C values past it.", min=0
+    )
     c_bounds: tuple[float, ...] = setting((1e-4, 1e3), "The C grid never grows past these.", above=0, cli=False)
     random_draws: int = setting(5, "Random neuron sets for the baseline.", min=1)
-    max_qa_drop: float = setting(2.0, "Pass over a C whose silenced neurons cost more QA accuracy than this "
-                                      "(points; with the QA check).", min=0)
+    max_qa_drop: float = setting(
+        2.0, "Pass over a C whose silenced neurons cost more QA accuracy than this (points; with the QA check).", min=0
+    )
     seed: int = setting(0, "Random seed.", min=0)
 
     def check(self) -> None:
@@ -297,7 +333,7 @@ class ProbeConfig(Settings):
             raise HeditError(f"c_bounds must be two numbers, low < high, got {list(self.c_bounds)}")
 
     @property
-    def probe(self) -> "ProbeConfig":
+    def probe(self) -> ProbeConfig:
         return ProbeConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(ProbeConfig)})
 
 
@@ -313,12 +349,14 @@ class IdentifyConfig(ProbeConfig, SamplingConfig):
 class FeaturesConfig(Settings):
     """CETT features of responses."""
 
-    regions: tuple[str, ...] = setting(("answer", "other"), "Token regions (comma-separated): answer, output, other.",
-                                       each=REGIONS)
+    regions: tuple[str, ...] = setting(
+        ("answer", "other"), "Token regions (comma-separated): answer, output, other.", each=REGIONS
+    )
     samples_per_question: int = setting(1, "Responses per question to measure.", min=1)
     batch_size: int = setting(8, "Sequences per forward pass.", min=1)
-    dtype: str = setting("float32", "Model compute dtype (CETT itself is always accumulated in float32).",
-                         choices=DTYPES)
+    dtype: str = setting(
+        "float32", "Model compute dtype (CETT itself is always accumulated in float32).", choices=DTYPES
+    )
 
     def check(self) -> None:
         _nonempty(self.regions, "regions")
@@ -326,11 +364,16 @@ class FeaturesConfig(Settings):
 
 # ------------------------------------------------------------------------------------------ check
 
+
 @dataclass(frozen=True)
 class VerifyConfig(Settings):
     """Checking an artifact against the runtime intervention."""
 
     runtime: str = setting("transformers", "Where to load the artifact.", choices=RUNTIMES)
     new_tokens: int = setting(8, "Greedy tokens generated per prompt.", min=1, max=512)
-    tolerance: float | None = setting(None, "Max abs logit (transformers; default 1e-4, or 1e-5 of the largest "
-                                            "logit if more) or logprob (vllm, default 1e-3) difference.", min=0)
+    tolerance: float | None = setting(
+        None,
+        "Max abs logit (transformers; default 1e-4, or 1e-5 of the largest "
+        "logit if more) or logprob (vllm, default 1e-3) difference.",
+        min=0,
+    )

@@ -11,5 +11,14 @@ from tqdm.auto import tqdm
 def bar(total: int | None = None, desc: str = "", unit: str = "it", enabled: bool = True, **kw) -> tqdm:
     disable = not enabled or (os.environ.get("CI") == "true" and not sys.stderr.isatty())
     scale = unit == "B"
-    return tqdm(total=total, desc=desc, unit=unit, unit_scale=scale, unit_divisor=1024 if scale else 1000,
-                disable=disable, dynamic_ncols=True, file=sys.stderr, **kw)
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit=unit,
+        unit_scale=scale,
+        unit_divisor=1024 if scale else 1000,
+        disable=disable,
+        dynamic_ncols=True,
+        file=sys.stderr,
+        **kw,
+    )

@@ -10,12 +10,11 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import Any
 
 from hedit.errors import HeditError
-
 
 WHICH = ("down", "up")
 
@@ -56,11 +55,11 @@ class Architecture:
         m = _compiled(self.tensor_prefix).match(name)
         if not m:
             return None
-        rest = name[m.end():]
+        rest = name[m.end() :]
         for which in WHICH:
             module = self.up_proj if which == "up" else self.down_proj
             if module and rest.startswith(module + "."):
-                return int(m.group("layer")), which, rest[len(module) + 1:]
+                return int(m.group("layer")), which, rest[len(module) + 1 :]
         return None
 
     def module_path(self, layer: int, which: str = "down") -> str:
@@ -100,7 +99,7 @@ class Architecture:
         return layers, inter
 
 
-@lru_cache(maxsize=None)
+@cache
 def _compiled(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern)
 
@@ -109,7 +108,7 @@ def _files():
     return resources.files("hedit") / "architectures"
 
 
-@lru_cache(maxsize=None)
+@cache
 def architectures() -> dict[str, Architecture]:
     """All supported architectures keyed by model_type."""
     out = {}
@@ -120,7 +119,7 @@ def architectures() -> dict[str, Architecture]:
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def _unsupported() -> dict[str, str]:
     data = json.loads((_files() / "_unsupported.json").read_text())
     return {k: v for k, v in data.items() if not k.startswith("_")}
@@ -138,9 +137,7 @@ def get_architecture(model_type: str | None) -> Architecture:
     why = _unsupported().get(model_type)
     if why:
         raise HeditError(f"model_type {model_type!r} is not supported: it is {why}")
-    raise HeditError(
-        f"model_type {model_type!r} is not supported; supported: {', '.join(sorted(archs))}"
-    )
+    raise HeditError(f"model_type {model_type!r} is not supported; supported: {', '.join(sorted(archs))}")
 
 
 def architecture_for_gguf(gguf_arch: str) -> Architecture:

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from hedit.cli import main
 from hedit.edit.neurons import ModelInfo, Neuron, NeuronSet
-from hedit.registry import architectures
 from hedit.model.tiny import TEXT, random_neurons, save_tiny_model
+from hedit.registry import architectures
 
 ARCHS = sorted(architectures())
 LAYERS, INTER = TEXT["num_hidden_layers"], TEXT["intermediate_size"]
@@ -29,13 +29,13 @@ def checkpoint(tmp_path_factory):
     """checkpoint(model_type, dtype=float32, shards=False, tie=None) -> folder, built once per key."""
     made: dict[tuple, Path] = {}
 
-    def make(model_type: str = "llama", dtype: torch.dtype = torch.float32, shards: bool = False,
-             tie: bool | None = None) -> Path:
+    def make(
+        model_type: str = "llama", dtype: torch.dtype = torch.float32, shards: bool = False, tie: bool | None = None
+    ) -> Path:
         key = (model_type, dtype, shards, tie)
         if key not in made:
             path = tmp_path_factory.mktemp(f"{model_type}-{str(dtype)[6:]}{'-sharded' if shards else ''}")
-            save_tiny_model(path, model_type, dtype, max_shard_size="40KB" if shards else None,
-                            tie_word_embeddings=tie)
+            save_tiny_model(path, model_type, dtype, max_shard_size="40KB" if shards else None, tie_word_embeddings=tie)
             for p in path.iterdir():  # sources are read-only: any write to them fails loudly
                 p.chmod(0o444)
             made[key] = path
@@ -55,11 +55,21 @@ def tiny_chat(tmp_path_factory):
     return path, load_model(path), load_tokenizer(path)
 
 
-def neuron_set(model_type: str = "llama", per_layer: int = 4, layers=None, seed: int = 0,
-               alpha: float | None = None, num_layers: int = LAYERS, inter: int = INTER) -> NeuronSet:
+def neuron_set(
+    model_type: str = "llama",
+    per_layer: int = 4,
+    layers=None,
+    seed: int = 0,
+    alpha: float | None = None,
+    num_layers: int = LAYERS,
+    inter: int = INTER,
+) -> NeuronSet:
     pairs = random_neurons(num_layers, inter, per_layer, seed, layers)
-    return NeuronSet(ModelInfo(model_type, num_layers, inter, f"tiny-{model_type}"),
-                     [Neuron(layer, index) for layer, index in pairs], alpha=alpha)
+    return NeuronSet(
+        ModelInfo(model_type, num_layers, inter, f"tiny-{model_type}"),
+        [Neuron(layer, index) for layer, index in pairs],
+        alpha=alpha,
+    )
 
 
 @pytest.fixture
@@ -75,8 +85,11 @@ def neurons_file(tmp_path):
 
 
 def tree_digest(path: Path) -> dict[str, str]:
-    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(path.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
 
 
 def run_cli(*args: str):
@@ -101,8 +114,9 @@ def add_tokenizer(path: Path) -> Path:
     vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3} | {w: i + 4 for i, w in enumerate(words)}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                                   unk_token="<unk>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
     fast.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
     fast.save_pretrained(str(path))
     return path

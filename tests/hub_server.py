@@ -33,12 +33,14 @@ class Repo:
         self.snapshots: dict[str, dict[str, bytes]] = {}  # commit -> files
         self.messages: dict[str, str] = {}
 
-    def commit(self, files: dict[str, bytes], branch: str = "main", message: str = "",
-               deleted: tuple[str, ...] = ()) -> str:
+    def commit(
+        self, files: dict[str, bytes], branch: str = "main", message: str = "", deleted: tuple[str, ...] = ()
+    ) -> str:
         parent = self.snapshots.get(self.refs.get(branch, ""), {})
         tree = {k: v for k, v in parent.items() if k not in deleted} | files
-        sha = hashlib.sha1(json.dumps([branch, len(self.snapshots), sorted((k, git_oid(v)) for k, v in tree.items())])
-                           .encode()).hexdigest()
+        sha = hashlib.sha1(
+            json.dumps([branch, len(self.snapshots), sorted((k, git_oid(v)) for k, v in tree.items())]).encode()
+        ).hexdigest()
         self.snapshots[sha], self.refs[branch], self.messages[sha] = tree, sha, message
         return sha
 
@@ -64,10 +66,11 @@ class HubServer:
 
     def add_folder(self, repo_id: str, folder: Path) -> str:
         repo = self.repos.setdefault(repo_id, Repo())
-        return repo.commit({str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-                            if p.is_file()})
+        return repo.commit(
+            {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+        )
 
-    def __enter__(self) -> "HubServer":
+    def __enter__(self) -> HubServer:
         self._thread.start()
         return self
 
@@ -156,11 +159,13 @@ class HubServer:
             def _create(self, req) -> None:
                 repo_id = f"{req.get('organization') or 'user'}/{req['name']}"
                 if repo_id in hub.repos:  # the Hub answers 409 with the repo's url
-                    return self._json(409, {"error": "You already created this model repo",
-                                            "url": f"{hub.url}/{repo_id}"})
+                    return self._json(
+                        409, {"error": "You already created this model repo", "url": f"{hub.url}/{repo_id}"}
+                    )
                 repo = hub.repos[repo_id] = Repo(bool(req.get("private")) or req.get("visibility") == "private")
-                repo.commit({".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"},
-                            message="initial commit")
+                repo.commit(
+                    {".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"}, message="initial commit"
+                )
                 self._json(200, {"url": f"{hub.url}/{repo_id}", "name": repo_id})
 
             def _validate_yaml(self, req) -> None:
@@ -189,8 +194,14 @@ class HubServer:
                 self._json(200, {})
 
             def _preupload(self, req) -> None:
-                files = [{"path": f["path"], "shouldIgnore": False,
-                          "uploadMode": "lfs" if f["size"] > LFS_THRESHOLD else "regular"} for f in req["files"]]
+                files = [
+                    {
+                        "path": f["path"],
+                        "shouldIgnore": False,
+                        "uploadMode": "lfs" if f["size"] > LFS_THRESHOLD else "regular",
+                    }
+                    for f in req["files"]
+                ]
                 self._json(200, {"files": files, "commitOid": None})
 
             def _lfs_batch(self, repo_id: str, req) -> None:
@@ -230,8 +241,9 @@ class HubServer:
                 if branch not in repo.refs:
                     return self._error(404, f"Invalid rev id: {branch}", code="RevisionNotFound")
                 sha = repo.commit(files, branch, message, tuple(deleted))
-                self._json(200, {"commitUrl": f"{hub.url}/{repo_id}/commit/{sha}", "commitOid": sha,
-                                 "pullRequestUrl": None})
+                self._json(
+                    200, {"commitUrl": f"{hub.url}/{repo_id}/commit/{sha}", "commitOid": sha, "pullRequestUrl": None}
+                )
 
             # ------------------------------------------------------------------------ read side
             def _info(self, repo_id: str, repo: Repo, kind: str, rev: str) -> None:
@@ -240,8 +252,15 @@ class HubServer:
                     return self._error(404, f"Invalid rev id: {rev}", code="RevisionNotFound")
                 files = repo.snapshots[sha]
                 if kind == "revision":
-                    return self._json(200, {"id": repo_id, "sha": sha, "private": repo.private,
-                                            "siblings": [{"rfilename": f} for f in sorted(files)]})
+                    return self._json(
+                        200,
+                        {
+                            "id": repo_id,
+                            "sha": sha,
+                            "private": repo.private,
+                            "siblings": [{"rfilename": f} for f in sorted(files)],
+                        },
+                    )
                 entries = []
                 for name, data in sorted(files.items()):
                     e = {"type": "file", "oid": git_oid(data), "size": len(data), "path": name}

@@ -27,8 +27,9 @@ def test_lora_layout(checkpoint, tmp_path):
     assert a2.shape == (3, INTER) and torch.equal(a2[2], torch.zeros(INTER)) and b2.abs()[:, 2].sum() == 0
     w = open_checkpoint(src)
     cols = [i for i, _ in ns.plan(0.0)[2]]
-    from hedit.io.safetensors_header import read_tensor
     import os
+
+    from hedit.io.safetensors_header import read_tensor
 
     f, info = w.down_proj[2]
     fd = os.open(src / f, os.O_RDONLY)

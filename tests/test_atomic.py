@@ -6,8 +6,7 @@ import sys
 import pytest
 
 from hedit.errors import HeditError
-from hedit.io.atomic import (atomic_dir, atomic_file, check_target, is_hedit_output, remove_stale,
-                             rename_noreplace)
+from hedit.io.atomic import atomic_dir, atomic_file, check_target, is_hedit_output, remove_stale, rename_noreplace
 
 from conftest import leftovers
 
@@ -74,8 +73,12 @@ def test_missing_parent_and_file_target(tmp_path):
 def test_source_and_working_directory_are_protected(tmp_path, monkeypatch):
     src = tmp_path / "par" / "m"
     src.mkdir(parents=True)
-    for out, why in [(src, "is the source"), (src / "x", "is inside the source"),
-                     (tmp_path / "par", "holds the source"), (tmp_path, "holds the source")]:
+    for out, why in [
+        (src, "is the source"),
+        (src / "x", "is inside the source"),
+        (tmp_path / "par", "holds the source"),
+        (tmp_path, "holds the source"),
+    ]:
         with pytest.raises(HeditError, match=why):
             check_target(out, [src], overwrite=True)
     monkeypatch.chdir(src)
@@ -107,8 +110,9 @@ def test_rename_noreplace(tmp_path):
 
 
 def test_stale_temporaries_of_dead_runs_are_removed_live_ones_kept(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
     (tmp_path / f".out.hedit-{dead}-abc").mkdir()
     (tmp_path / f".out.hedit-{dead}-abc" / "half").write_text("x")
     (tmp_path / f".out.hedit-{dead}-old-def").mkdir()

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import os
+import re
 import shutil
 import struct
 from pathlib import Path
@@ -27,9 +27,9 @@ TOKEN = "hf_SECRETtoken0123456789"
 def pristine(tmp_path_factory):
     """A tiny llama with a tokenizer, sharded; a neurons file; a GGUF; a features folder; a responses file."""
     root = tmp_path_factory.mktemp("pristine")
-    src = add_tokenizer(save_tiny_model(root / "src", "llama", max_shard_size="150KB"))
+    add_tokenizer(save_tiny_model(root / "src", "llama", max_shard_size="150KB"))
     neuron_set("llama", per_layer=2).save(root / "n.json")
-    bare = save_tiny_model(root / "bare", "llama")  # no tokenizer
+    save_tiny_model(root / "bare", "llama")  # no tokenizer
     w = gguf.GGUFWriter(str(root / "m.gguf"), "llama")
     w.add_block_count(3)
     w.add_feed_forward_length(96)
@@ -42,15 +42,35 @@ def pristine(tmp_path_factory):
     w.close()
     feats = root / "feats"
     feats.mkdir()
-    rows = [{"question_id": f"q{i}", "class": c, "region": r, "split": None} for i in range(8)
-            for c in (("correct", "hallucinated")[i % 2],) for r in ("answer", "other")]
+    rows = [
+        {"question_id": f"q{i}", "class": c, "region": r, "split": None}
+        for i in range(8)
+        for c in (("correct", "hallucinated")[i % 2],)
+        for r in ("answer", "other")
+    ]
     (feats / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     np.zeros((len(rows), 3 * 96), dtype=np.float32).tofile(feats / "features.f32")
-    (feats / "meta.json").write_text(json.dumps({"model_type": "llama", "num_layers": 3, "intermediate_size": 96,
-                                                 "rows": len(rows), "columns": 288, "layout": "row-major"}))
+    (feats / "meta.json").write_text(
+        json.dumps(
+            {
+                "model_type": "llama",
+                "num_layers": 3,
+                "intermediate_size": 96,
+                "rows": len(rows),
+                "columns": 288,
+                "layout": "row-major",
+            }
+        )
+    )
     header = {"_hedit": "responses", "config": {}, "model": "m"}
-    rec = {"question_id": "q1", "question": "Q?", "aliases": ["a"], "split": None, "prompt_ids": [1, 2],
-           "samples": [{"response": "a", "response_ids": [5], "label": "correct"}]}
+    rec = {
+        "question_id": "q1",
+        "question": "Q?",
+        "aliases": ["a"],
+        "split": None,
+        "prompt_ids": [1, 2],
+        "samples": [{"response": "a", "response_ids": [5], "label": "correct"}],
+    }
     (root / "r.jsonl").write_text(json.dumps(header) + "\n" + json.dumps(rec) + "\n")
     (root / "q.jsonl").write_text(json.dumps({"question": "Water boils at?", "answers": ["100"]}) + "\n")
     return root
@@ -83,11 +103,11 @@ def _header(w, fn):
     p = _shard(w)
     raw = p.read_bytes()
     (n,) = struct.unpack("<Q", raw[:8])
-    head = json.loads(raw[8:8 + n])
+    head = json.loads(raw[8 : 8 + n])
     fn(head)
     new = json.dumps(head).encode()
     new += b" " * max(0, n - len(new))
-    p.write_bytes(struct.pack("<Q", len(new)) + new + raw[8 + n:])
+    p.write_bytes(struct.pack("<Q", len(new)) + new + raw[8 + n :])
 
 
 def _neurons(w, fn):
@@ -125,83 +145,172 @@ TUNE = ["tune", "src", "--neurons", "n.json", "--work", "out", "--quiet"]
 CASES = {
     # ---- edit: the source checkpoint
     "edit-missing-source": (None, ["edit", "nope", *EDIT[2:]], "source not found"),
-    "edit-source-is-a-file": (lambda w: _write(w / "f.txt", "x"), ["edit", "f.txt", *EDIT[2:]],
-                              "must be a checkpoint folder"),
+    "edit-source-is-a-file": (
+        lambda w: _write(w / "f.txt", "x"),
+        ["edit", "f.txt", *EDIT[2:]],
+        "must be a checkpoint folder",
+    ),
     "edit-no-config": (lambda w: (w / "src" / "config.json").unlink(), EDIT, "has no config.json"),
     "edit-config-not-json": (lambda w: _write(w / "src" / "config.json", "{nope"), EDIT, "not valid JSON"),
     "edit-config-a-list": (lambda w: _write(w / "src" / "config.json", "[1, 2]"), EDIT, "must hold a JSON object"),
     "edit-config-not-utf8": (lambda w: _write(w / "src" / "config.json", b"\xff\xfe{}"), EDIT, "is not UTF-8"),
-    "edit-config-deep": (lambda w: _write(w / "src" / "config.json", "[" * 100000 + "]" * 100000), EDIT,
-                         "nested too deeply"),
-    "edit-model-type-unknown": (lambda w: _config(w, lambda c: c.update(model_type="gpt2")), EDIT,
-                                "model_type 'gpt2' is not supported"),
-    "edit-model-type-list": (lambda w: _config(w, lambda c: c.update(model_type=["llama"])), EDIT,
-                             "model_type must be a string"),
+    "edit-config-deep": (
+        lambda w: _write(w / "src" / "config.json", "[" * 100000 + "]" * 100000),
+        EDIT,
+        "nested too deeply",
+    ),
+    "edit-model-type-unknown": (
+        lambda w: _config(w, lambda c: c.update(model_type="gpt2")),
+        EDIT,
+        "model_type 'gpt2' is not supported",
+    ),
+    "edit-model-type-list": (
+        lambda w: _config(w, lambda c: c.update(model_type=["llama"])),
+        EDIT,
+        "model_type must be a string",
+    ),
     "edit-moe": (lambda w: _config(w, lambda c: c.update(model_type="mixtral")), EDIT, "mixture-of-experts"),
-    "edit-layers-zero": (lambda w: _config(w, lambda c: c.update(num_hidden_layers=0)), EDIT,
-                         "num_hidden_layers must be a positive integer"),
-    "edit-layers-bool": (lambda w: _config(w, lambda c: c.update(num_hidden_layers=True)), EDIT,
-                         "num_hidden_layers must be a positive integer"),
-    "edit-inter-list": (lambda w: _config(w, lambda c: c.update(intermediate_size=[96, 96, 96])), EDIT,
-                        "per-layer intermediate sizes"),
-    "edit-quant-config-bad": (lambda w: _config(w, lambda c: c.update(quantization_config={"x": 1})), EDIT,
-                              "quantization_config has no quant_method"),
-    "edit-quantized-down": (lambda w: _config(w, lambda c: c.update(quantization_config={"quant_method": "gptq"})),
-                            [*EDIT, "--target", "down"], "shares its scales along the rows of down_proj"),
-    "edit-index-dotdot": (lambda w: _set_index(w, lambda d: d["weight_map"].update(
-        {next(iter(d["weight_map"])): "../victim.safetensors"})), EDIT, "points outside"),
-    "edit-index-absolute": (lambda w: _set_index(w, lambda d: d["weight_map"].update(
-        {next(iter(d["weight_map"])): "/etc/passwd"})), EDIT, "points outside"),
-    "edit-index-not-safetensors": (lambda w: _set_index(w, lambda d: d["weight_map"].update(
-        {next(iter(d["weight_map"])): "config.json"})), EDIT, "is not a .safetensors file"),
-    "edit-index-map-list": (lambda w: _set_index(w, lambda d: d.update(weight_map=[1])), EDIT,
-                            "is not a valid safetensors index"),
+    "edit-layers-zero": (
+        lambda w: _config(w, lambda c: c.update(num_hidden_layers=0)),
+        EDIT,
+        "num_hidden_layers must be a positive integer",
+    ),
+    "edit-layers-bool": (
+        lambda w: _config(w, lambda c: c.update(num_hidden_layers=True)),
+        EDIT,
+        "num_hidden_layers must be a positive integer",
+    ),
+    "edit-inter-list": (
+        lambda w: _config(w, lambda c: c.update(intermediate_size=[96, 96, 96])),
+        EDIT,
+        "per-layer intermediate sizes",
+    ),
+    "edit-quant-config-bad": (
+        lambda w: _config(w, lambda c: c.update(quantization_config={"x": 1})),
+        EDIT,
+        "quantization_config has no quant_method",
+    ),
+    "edit-quantized-down": (
+        lambda w: _config(w, lambda c: c.update(quantization_config={"quant_method": "gptq"})),
+        [*EDIT, "--target", "down"],
+        "shares its scales along the rows of down_proj",
+    ),
+    "edit-index-dotdot": (
+        lambda w: _set_index(
+            w, lambda d: d["weight_map"].update({next(iter(d["weight_map"])): "../victim.safetensors"})
+        ),
+        EDIT,
+        "points outside",
+    ),
+    "edit-index-absolute": (
+        lambda w: _set_index(w, lambda d: d["weight_map"].update({next(iter(d["weight_map"])): "/etc/passwd"})),
+        EDIT,
+        "points outside",
+    ),
+    "edit-index-not-safetensors": (
+        lambda w: _set_index(w, lambda d: d["weight_map"].update({next(iter(d["weight_map"])): "config.json"})),
+        EDIT,
+        "is not a .safetensors file",
+    ),
+    "edit-index-map-list": (
+        lambda w: _set_index(w, lambda d: d.update(weight_map=[1])),
+        EDIT,
+        "is not a valid safetensors index",
+    ),
     "edit-index-not-json": (lambda w: _write(_index(w), "nope"), EDIT, "not valid JSON"),
     "edit-shard-missing": (lambda w: _shard(w).unlink(), EDIT, "named in model.safetensors.index.json is missing"),
-    "edit-header-truncated": (lambda w: _write(_shard(w), _shard(w).read_bytes()[:-100]), EDIT,
-                              "lies outside the file"),
-    "edit-header-length-huge": (lambda w: _write(_shard(w), struct.pack("<Q", 2**40) + b"{}"), EDIT,
-                                "bad header length"),
-    "edit-header-not-json": (lambda w: _write(_shard(w), struct.pack("<Q", 4) + b"nope"), EDIT,
-                             "header: not valid JSON"),
-    "edit-header-list": (lambda w: _write(_shard(w), struct.pack("<Q", 2) + b"[]"), EDIT,
-                         "header is not a JSON object"),
-    "edit-offsets-disagree": (lambda w: _header(w, lambda h: next(v for k, v in h.items() if k != "__metadata__")
-                                                .update(shape=[3, 3])), EDIT, "disagree with shape"),
-    "edit-dtype-unknown": (lambda w: _header(w, lambda h: next(v for k, v in h.items() if k != "__metadata__")
-                                             .update(dtype="F13")), EDIT, "unknown dtype"),
-    "edit-bin-only": (lambda w: [p.unlink() for p in (w / "src").glob("model*.safetensors*")] and
-                      _write(w / "src" / "pytorch_model.bin", "x"), EDIT, "only PyTorch pickle weights"),
+    "edit-header-truncated": (
+        lambda w: _write(_shard(w), _shard(w).read_bytes()[:-100]),
+        EDIT,
+        "lies outside the file",
+    ),
+    "edit-header-length-huge": (
+        lambda w: _write(_shard(w), struct.pack("<Q", 2**40) + b"{}"),
+        EDIT,
+        "bad header length",
+    ),
+    "edit-header-not-json": (
+        lambda w: _write(_shard(w), struct.pack("<Q", 4) + b"nope"),
+        EDIT,
+        "header: not valid JSON",
+    ),
+    "edit-header-list": (
+        lambda w: _write(_shard(w), struct.pack("<Q", 2) + b"[]"),
+        EDIT,
+        "header is not a JSON object",
+    ),
+    "edit-offsets-disagree": (
+        lambda w: _header(w, lambda h: next(v for k, v in h.items() if k != "__metadata__").update(shape=[3, 3])),
+        EDIT,
+        "disagree with shape",
+    ),
+    "edit-dtype-unknown": (
+        lambda w: _header(w, lambda h: next(v for k, v in h.items() if k != "__metadata__").update(dtype="F13")),
+        EDIT,
+        "unknown dtype",
+    ),
+    "edit-bin-only": (
+        lambda w: (
+            [p.unlink() for p in (w / "src").glob("model*.safetensors*")]
+            and _write(w / "src" / "pytorch_model.bin", "x")
+        ),
+        EDIT,
+        "only PyTorch pickle weights",
+    ),
     # ---- edit: the neurons file
     "neurons-missing": (lambda w: (w / "n.json").unlink(), EDIT, "not found"),
     "neurons-not-json": (lambda w: _write(w / "n.json", "{"), EDIT, "not valid JSON"),
     "neurons-a-list": (lambda w: _write(w / "n.json", "[]"), EDIT, "top level must be an object"),
-    "neurons-deep": (lambda w: _write(w / "n.json", "{\"a\":" * 50000 + "1" + "}" * 50000), EDIT,
-                     "nested too deeply"),
+    "neurons-deep": (lambda w: _write(w / "n.json", '{"a":' * 50000 + "1" + "}" * 50000), EDIT, "nested too deeply"),
     "neurons-not-utf8": (lambda w: _write(w / "n.json", b"\x80\x81"), EDIT, "is not UTF-8"),
     "neurons-unknown-key": (lambda w: _neurons(w, lambda d: d.update(neuronz=[])), EDIT, "unknown key 'neuronz'"),
-    "neurons-unknown-model-key": (lambda w: _neurons(w, lambda d: d["model"].update(layers=3)), EDIT,
-                                  "unknown key 'model.layers'"),
-    "neurons-unknown-neuron-key": (lambda w: _neurons(w, lambda d: d["neurons"][0].update(idx=1)), EDIT,
-                                   "unknown key 'neurons[0].idx'"),
-    "neurons-layer-range": (lambda w: _neurons(w, lambda d: d["neurons"][0].update(layer=3)), EDIT,
-                            "layer 3 out of range"),
-    "neurons-index-range": (lambda w: _neurons(w, lambda d: d["neurons"][0].update(index=96)), EDIT,
-                            "out of range: intermediate size is 96"),
-    "neurons-negative-index": (lambda w: _neurons(w, lambda d: d["neurons"][0].update(index=-1)), EDIT,
-                               "out of range"),
-    "neurons-twice": (lambda w: _neurons(w, lambda d: d["neurons"].append(dict(d["neurons"][0]))), EDIT,
-                      "is listed twice"),
-    "neurons-other-model": (lambda w: _neurons(w, lambda d: d["model"].update(intermediate_size=128)), EDIT,
-                            "made for another model"),
+    "neurons-unknown-model-key": (
+        lambda w: _neurons(w, lambda d: d["model"].update(layers=3)),
+        EDIT,
+        "unknown key 'model.layers'",
+    ),
+    "neurons-unknown-neuron-key": (
+        lambda w: _neurons(w, lambda d: d["neurons"][0].update(idx=1)),
+        EDIT,
+        "unknown key 'neurons[0].idx'",
+    ),
+    "neurons-layer-range": (
+        lambda w: _neurons(w, lambda d: d["neurons"][0].update(layer=3)),
+        EDIT,
+        "layer 3 out of range",
+    ),
+    "neurons-index-range": (
+        lambda w: _neurons(w, lambda d: d["neurons"][0].update(index=96)),
+        EDIT,
+        "out of range: intermediate size is 96",
+    ),
+    "neurons-negative-index": (lambda w: _neurons(w, lambda d: d["neurons"][0].update(index=-1)), EDIT, "out of range"),
+    "neurons-twice": (
+        lambda w: _neurons(w, lambda d: d["neurons"].append(dict(d["neurons"][0]))),
+        EDIT,
+        "is listed twice",
+    ),
+    "neurons-other-model": (
+        lambda w: _neurons(w, lambda d: d["model"].update(intermediate_size=128)),
+        EDIT,
+        "made for another model",
+    ),
     "neurons-empty": (lambda w: _neurons(w, lambda d: d.update(neurons=[])), EDIT, "lists no neurons"),
-    "neurons-alpha-nan": (lambda w: _write(w / "n.json", (w / "n.json").read_text().replace(
-        '"alpha": null', '"alpha": NaN')), ["edit", "src", "--neurons", "n.json", "--out", "out"],
-        "'alpha' must be a finite number"),
-    "neurons-alpha-string": (lambda w: _neurons(w, lambda d: d.update(alpha="0")),
-                             ["edit", "src", "--neurons", "n.json", "--out", "out"], "'alpha' must be a finite"),
-    "neurons-layer-float": (lambda w: _neurons(w, lambda d: d["neurons"][0].update(layer=1.0)), EDIT,
-                            "integer 'layer' and 'index'"),
+    "neurons-alpha-nan": (
+        lambda w: _write(w / "n.json", (w / "n.json").read_text().replace('"alpha": null', '"alpha": NaN')),
+        ["edit", "src", "--neurons", "n.json", "--out", "out"],
+        "'alpha' must be a finite number",
+    ),
+    "neurons-alpha-string": (
+        lambda w: _neurons(w, lambda d: d.update(alpha="0")),
+        ["edit", "src", "--neurons", "n.json", "--out", "out"],
+        "'alpha' must be a finite",
+    ),
+    "neurons-layer-float": (
+        lambda w: _neurons(w, lambda d: d["neurons"][0].update(layer=1.0)),
+        EDIT,
+        "integer 'layer' and 'index'",
+    ),
     "neurons-version": (lambda w: _neurons(w, lambda d: d.update(version=9)), EDIT, "unsupported version 9"),
     "neurons-no-alpha": (None, ["edit", "src", "--neurons", "n.json", "--out", "out"], "no alpha"),
     # ---- edit: alpha and output
@@ -210,8 +319,11 @@ CASES = {
     "alpha-not-a-number": (None, [*EDIT[:5], "abc", *EDIT[6:]], "is not a valid float"),
     "alpha-negative": (None, [*EDIT[:5], "-1", *EDIT[6:]], "pass --allow-negative-alpha"),
     "alpha-overflows-dtype": (None, [*EDIT[:5], "1e40", *EDIT[6:]], "overflow float32"),
-    "out-not-hedit-overwrite": (lambda w: (w / "out").mkdir() or _write(w / "out" / "thesis.tex", "x"),
-                                [*EDIT, "--overwrite"], "is not a hedit output"),
+    "out-not-hedit-overwrite": (
+        lambda w: (w / "out").mkdir() or _write(w / "out" / "thesis.tex", "x"),
+        [*EDIT, "--overwrite"],
+        "is not a hedit output",
+    ),
     "out-exists": (lambda w: (w / "out").mkdir(), EDIT, "already exists; pass --overwrite"),
     "out-is-source": (None, [*EDIT[:7], "src", "--overwrite"], "is the source"),
     "out-inside-source": (None, [*EDIT[:7], "src/sub", "--overwrite"], "is inside the source"),
@@ -225,8 +337,11 @@ CASES = {
     "adapter-format": (None, [*ADAPT, "--format", "dora"], "Invalid value for '--format'"),
     "adapter-out-is-source": (None, [*ADAPT[:7], "src", "--overwrite"], "is the source"),
     "adapter-overflow": (None, [*ADAPT[:5], "1e40", *ADAPT[6:]], "overflow float32"),
-    "adapter-quantized": (lambda w: _config(w, lambda c: c.update(quantization_config={"quant_method": "gptq"})),
-                          ADAPT, "is quantized (gptq)"),
+    "adapter-quantized": (
+        lambda w: _config(w, lambda c: c.update(quantization_config={"quant_method": "gptq"})),
+        ADAPT,
+        "is quantized (gptq)",
+    ),
     # ---- verify
     "verify-no-artifact": (None, VERIFY, "exactly one of --edited or --adapter"),
     "verify-two-artifacts": (None, [*VERIFY, "--edited", "src", "--adapter", "src"], "exactly one"),
@@ -234,43 +349,81 @@ CASES = {
     "verify-tolerance-negative": (None, [*VERIFY, "--edited", "src", "--tolerance", "-1"], "at least 0"),
     "verify-adapter-is-checkpoint": (None, [*VERIFY, "--adapter", "src"], "pass it with --edited"),
     "verify-edited-missing": (None, [*VERIFY, "--edited", "nope"], "edited checkpoint not found"),
-    "verify-edited-other-model": (lambda w: save_tiny_model(w / "other", "llama", intermediate_size=128),
-                                  [*VERIFY, "--edited", "other"], "is not an edit of"),
-    "verify-adapter-config-bad": (lambda w: (w / "ad").mkdir() or _write(w / "ad" / "adapter_config.json", "["),
-                                  [*VERIFY, "--adapter", "ad"], "not valid JSON"),
-    "verify-adapter-type": (lambda w: (w / "ad").mkdir() or _write(w / "ad" / "adapter_config.json",
-                                                                   '{"peft_type": "PROMPT_TUNING"}'),
-                            [*VERIFY, "--adapter", "ad"], "peft_type 'PROMPT_TUNING' is not one hedit writes"),
+    "verify-edited-other-model": (
+        lambda w: save_tiny_model(w / "other", "llama", intermediate_size=128),
+        [*VERIFY, "--edited", "other"],
+        "is not an edit of",
+    ),
+    "verify-adapter-config-bad": (
+        lambda w: (w / "ad").mkdir() or _write(w / "ad" / "adapter_config.json", "["),
+        [*VERIFY, "--adapter", "ad"],
+        "not valid JSON",
+    ),
+    "verify-adapter-type": (
+        lambda w: (w / "ad").mkdir() or _write(w / "ad" / "adapter_config.json", '{"peft_type": "PROMPT_TUNING"}'),
+        [*VERIFY, "--adapter", "ad"],
+        "peft_type 'PROMPT_TUNING' is not one hedit writes",
+    ),
     "verify-new-tokens-zero": (None, [*VERIFY, "--edited", "src", "--new-tokens", "0"], "new_tokens must be at least"),
-    "verify-no-vllm": (None, [*VERIFY, "--edited", "src", "--runtime", "vllm", "--vllm-python", "nope"],
-                       "no vLLM environment found"),
+    "verify-no-vllm": (
+        None,
+        [*VERIFY, "--edited", "src", "--runtime", "vllm", "--vllm-python", "nope"],
+        "no vLLM environment found",
+    ),
     # ---- GGUF
     "gguf-garbage": (lambda w: _write(w / "m.gguf", b"not a gguf" * 10), GEDIT, "no GGUF magic"),
-    "gguf-truncated": (lambda w: _write(w / "m.gguf", (w / "m.gguf").read_bytes()[:200]), GEDIT,
-                       "truncated|outside the file"),
-    "gguf-version": (lambda w: _gguf_bytes(w, lambda b: b.__setitem__(slice(4, 8), struct.pack("<I", 9))), GEDIT,
-                     "GGUF version 9 is not supported"),
-    "gguf-huge-count": (lambda w: _gguf_bytes(w, lambda b: b.__setitem__(slice(8, 16), struct.pack("<Q", 2**60))),
-                        GEDIT, "implausible counts"),
-    "gguf-other-shape": (lambda w: _neurons(w, lambda d: d["model"].update(num_layers=4)), GEDIT,
-                         "made for another model"),
+    "gguf-truncated": (
+        lambda w: _write(w / "m.gguf", (w / "m.gguf").read_bytes()[:200]),
+        GEDIT,
+        "truncated|outside the file",
+    ),
+    "gguf-version": (
+        lambda w: _gguf_bytes(w, lambda b: b.__setitem__(slice(4, 8), struct.pack("<I", 9))),
+        GEDIT,
+        "GGUF version 9 is not supported",
+    ),
+    "gguf-huge-count": (
+        lambda w: _gguf_bytes(w, lambda b: b.__setitem__(slice(8, 16), struct.pack("<Q", 2**60))),
+        GEDIT,
+        "implausible counts",
+    ),
+    "gguf-other-shape": (
+        lambda w: _neurons(w, lambda d: d["model"].update(num_layers=4)),
+        GEDIT,
+        "made for another model",
+    ),
     "gguf-out-exists": (lambda w: _write(w / "out.gguf", "x"), [*GEDIT, "--overwrite"], "not a hedit output"),
     "gguf-is-source": (None, [*GEDIT[:7], "m.gguf", "--overwrite"], "is the source"),
     # ---- collect, filter, features
-    "collect-questions-missing": (None, ["collect", "src", "--questions", "nope.jsonl", "--out", "out.jsonl"],
-                                  "question file not found"),
+    "collect-questions-missing": (
+        None,
+        ["collect", "src", "--questions", "nope.jsonl", "--out", "out.jsonl"],
+        "question file not found",
+    ),
     "collect-questions-not-json": (lambda w: _write(w / "q.jsonl", "{oops\n"), COLLECT, "q.jsonl:1: not valid JSON"),
     "collect-questions-not-utf8": (lambda w: _write(w / "q.jsonl", b"\xff\xfe\x00"), COLLECT, "is not UTF-8"),
-    "collect-questions-csv-extra": (lambda w: _write(w / "q.csv", "question,answers\nQ?,a,b,c\n"),
-                                    [*COLLECT[:3], "q.csv", *COLLECT[4:]], "more cells than the header"),
-    "collect-questions-parquet-text": (lambda w: _write(w / "q.parquet", "question\nQ?\n"),
-                                       [*COLLECT[:3], "q.parquet", *COLLECT[4:]], "not a readable Parquet file"),
+    "collect-questions-csv-extra": (
+        lambda w: _write(w / "q.csv", "question,answers\nQ?,a,b,c\n"),
+        [*COLLECT[:3], "q.csv", *COLLECT[4:]],
+        "more cells than the header",
+    ),
+    "collect-questions-parquet-text": (
+        lambda w: _write(w / "q.parquet", "question\nQ?\n"),
+        [*COLLECT[:3], "q.parquet", *COLLECT[4:]],
+        "not a readable Parquet file",
+    ),
     "collect-questions-empty": (lambda w: _write(w / "q.jsonl", "\n"), COLLECT, "no questions"),
     "collect-questions-no-answers": (lambda w: _write(w / "q.jsonl", '{"question": "Q?"}\n'), COLLECT, "no answers"),
-    "collect-questions-twice": (lambda w: _write(w / "q.jsonl", '{"question": "Q?", "answers": ["a"], "id": 1}\n' * 2),
-                                COLLECT, "appears twice"),
-    "collect-questions-type": (lambda w: _write(w / "q.txt", "Q?"), [*COLLECT[:3], "q.txt", *COLLECT[4:]],
-                               "unknown question-file type"),
+    "collect-questions-twice": (
+        lambda w: _write(w / "q.jsonl", '{"question": "Q?", "answers": ["a"], "id": 1}\n' * 2),
+        COLLECT,
+        "appears twice",
+    ),
+    "collect-questions-type": (
+        lambda w: _write(w / "q.txt", "Q?"),
+        [*COLLECT[:3], "q.txt", *COLLECT[4:]],
+        "unknown question-file type",
+    ),
     "collect-samples-zero": (None, [*COLLECT, "--samples", "0"], "samples must be at least 1"),
     "collect-temperature-zero": (None, [*COLLECT, "--temperature", "0"], "temperature must be greater than 0"),
     "collect-top-p": (None, [*COLLECT, "--top-p", "2"], "top_p must be at most 1"),
@@ -280,31 +433,54 @@ CASES = {
     "collect-no-tokenizer": (None, ["collect", "bare", *COLLECT[2:]], "has no tokenizer"),
     "collect-device": (None, [*COLLECT, "--device", "gpu"], "unknown device 'gpu'"),
     "filter-missing": (None, ["filter", "nope.jsonl", "--out", "out.jsonl"], "responses file not found"),
-    "filter-not-journal": (lambda w: _write(w / "x.jsonl", '{"a": 1}\n'), ["filter", "x.jsonl", "--out", "out.jsonl"],
-                           "is not a hedit responses file"),
-    "filter-bad-record": (lambda w: _write(w / "r.jsonl", (w / "r.jsonl").read_text() + '{"question_id": 3}\n'),
-                          ["filter", "r.jsonl", "--out", "out.jsonl"], "not a responses record"),
+    "filter-not-journal": (
+        lambda w: _write(w / "x.jsonl", '{"a": 1}\n'),
+        ["filter", "x.jsonl", "--out", "out.jsonl"],
+        "is not a hedit responses file",
+    ),
+    "filter-bad-record": (
+        lambda w: _write(w / "r.jsonl", (w / "r.jsonl").read_text() + '{"question_id": 3}\n'),
+        ["filter", "r.jsonl", "--out", "out.jsonl"],
+        "not a responses record",
+    ),
     "filter-out-is-input": (None, ["filter", "r.jsonl", "--out", "r.jsonl"], "is the responses file itself"),
-    "features-region": (None, ["features", "src", "r.jsonl", "--out", "out", "--regions", "answer,bogus"],
-                        "regions: unknown value 'bogus'"),
+    "features-region": (
+        None,
+        ["features", "src", "r.jsonl", "--out", "out", "--regions", "answer,bogus"],
+        "regions: unknown value 'bogus'",
+    ),
     "features-no-tokenizer": (None, ["features", "bare", "r.jsonl", "--out", "out"], "has no tokenizer"),
-    "features-out-exists": (lambda w: (w / "out").mkdir() or _write(w / "out" / "x", "x"),
-                            ["features", "src", "r.jsonl", "--out", "out"], "not a hedit output"),
+    "features-out-exists": (
+        lambda w: (w / "out").mkdir() or _write(w / "out" / "x", "x"),
+        ["features", "src", "r.jsonl", "--out", "out"],
+        "not a hedit output",
+    ),
     # ---- probe
     "probe-not-features": (None, ["probe", "src", "--out", "out/n.json"], "is not a hedit features folder"),
-    "probe-truncated-matrix": (lambda w: _write(w / "feats" / "features.f32", b"\0" * 100), PROBE,
-                               "truncated or from another run"),
-    "probe-meta-incomplete": (lambda w: _write(w / "feats" / "meta.json", '{"model_type": "llama"}'), PROBE,
-                              "is incomplete"),
-    "probe-rows-mismatch": (lambda w: _write(w / "feats" / "rows.jsonl", '{"question_id": "q", "class": "c", '
-                                                                         '"region": "answer"}\n'), PROBE,
-                            "has 1 rows, meta.json says"),
+    "probe-truncated-matrix": (
+        lambda w: _write(w / "feats" / "features.f32", b"\0" * 100),
+        PROBE,
+        "truncated or from another run",
+    ),
+    "probe-meta-incomplete": (
+        lambda w: _write(w / "feats" / "meta.json", '{"model_type": "llama"}'),
+        PROBE,
+        "is incomplete",
+    ),
+    "probe-rows-mismatch": (
+        lambda w: _write(w / "feats" / "rows.jsonl", '{"question_id": "q", "class": "c", "region": "answer"}\n'),
+        PROBE,
+        "has 1 rows, meta.json says",
+    ),
     "probe-c-grid": (None, [*PROBE, "--c", "0,x"], "--c takes comma-separated numbers"),
     "probe-c-zero": (None, [*PROBE, "--c", "0"], "must be greater than 0"),
     "probe-mode": (None, [*PROBE, "--mode", "2-vs-2"], "mode must be one of"),
     "probe-draws-zero": (None, [*PROBE, "--random-draws", "0"], "random_draws must be at least 1"),
-    "probe-other-model": (lambda w: save_tiny_model(w / "wide", "llama", intermediate_size=128),
-                          [*PROBE, "--model", "wide"], "come from another model"),
+    "probe-other-model": (
+        lambda w: save_tiny_model(w / "wide", "llama", intermediate_size=128),
+        [*PROBE, "--model", "wide"],
+        "come from another model",
+    ),
     # ---- sweep, tune
     "sweep-alphas-empty": (None, [*SWEEP, "--alphas", ""], "alphas is empty"),
     "sweep-alphas-twice": (None, [*SWEEP, "--alphas", "0,0"], "lists a value twice"),
@@ -315,8 +491,11 @@ CASES = {
     "sweep-controls-negative": (None, [*SWEEP, "--controls", "-1"], "controls must be at least 0"),
     "sweep-suite-file-form": (None, [*SWEEP, "--suite-file", "false-premise"], "--suite-file takes NAME=PATH"),
     "sweep-suite-file-missing": (None, [*SWEEP, "--suite-file", "false-premise=nope.jsonl"], "suite file not found"),
-    "sweep-suite-file-bad": (lambda w: _write(w / "s.jsonl", "{oops\n"), [*SWEEP, "--suite-file",
-                                                                           "false-premise=s.jsonl"], "not valid JSON"),
+    "sweep-suite-file-bad": (
+        lambda w: _write(w / "s.jsonl", "{oops\n"),
+        [*SWEEP, "--suite-file", "false-premise=s.jsonl"],
+        "not valid JSON",
+    ),
     "sweep-temperature": (None, [*SWEEP, "--sample", "--temperature", "0"], "temperature must be greater than 0"),
     "sweep-negative-alpha": (None, [*SWEEP, "--alphas", "-1,1"], "pass --allow-negative-alpha"),
     "tune-max-kl": (None, [*TUNE, "--max-kl", "-1"], "max_kl must be at least 0"),
@@ -325,23 +504,41 @@ CASES = {
     "run-missing": (None, ["run", "nope.yaml"], "recipe not found"),
     "run-not-yaml": (lambda w: _write(w / "r.yaml", "identify: [\n"), ["run", "r.yaml"], "not valid YAML"),
     "run-unknown-key": (lambda w: _write(w / "r.yaml", "modle: x\n"), ["run", "r.yaml"], "unknown key 'modle'"),
-    "run-work-outside": (lambda w: _write(w / "r.yaml", "work: /tmp/elsewhere\n"), ["run", "r.yaml"],
-                         "points outside the current folder"),
-    "run-set-batch-zero": (lambda w: _write(w / "r.yaml", "work: out\n"),
-                           ["run", "r.yaml", "--set", "identify.batch_size=0"], "identify.batch_size must be at least"),
-    "run-set-form": (lambda w: _write(w / "r.yaml", "work: out\n"), ["run", "r.yaml", "--set", "identify.samples"],
-                     "--set takes KEY=VALUE"),
+    "run-work-outside": (
+        lambda w: _write(w / "r.yaml", "work: /tmp/elsewhere\n"),
+        ["run", "r.yaml"],
+        "points outside the current folder",
+    ),
+    "run-set-batch-zero": (
+        lambda w: _write(w / "r.yaml", "work: out\n"),
+        ["run", "r.yaml", "--set", "identify.batch_size=0"],
+        "identify.batch_size must be at least",
+    ),
+    "run-set-form": (
+        lambda w: _write(w / "r.yaml", "work: out\n"),
+        ["run", "r.yaml", "--set", "identify.samples"],
+        "--set takes KEY=VALUE",
+    ),
     "run-not-utf8": (lambda w: _write(w / "r.yaml", b"\xff\xfe"), ["run", "r.yaml"], "is not UTF-8"),
     # ---- push (the Hub is never reached: every one fails before a network call)
     "push-missing": (None, ["push", "nope", "--repo-id", "me/x"], "not a folder"),
     "push-bad-repo-id": (None, ["push", "src", "--repo-id", "no good"], "--repo-id must look like owner/name"),
     "push-not-hedit": (None, ["push", "src", "--repo-id", "me/x"], "has no hedit.json"),
-    "push-pickle": (lambda w: _write(w / "src" / "extra.PICKLE", "x"), ["push", "src", "--repo-id", "me/x", "--force"],
-                    "holds pickle files"),
-    "push-pickle-magic": (lambda w: _write(w / "src" / "notes.dat", b"\x80\x04\x95"),
-                          ["push", "src", "--repo-id", "me/x", "--force"], "holds pickle files"),
-    "push-link-out": (lambda w: (w / "src" / "secret").symlink_to(w / "n.json"),
-                      ["push", "src", "--repo-id", "me/x", "--force"], "link to outside the folder"),
+    "push-pickle": (
+        lambda w: _write(w / "src" / "extra.PICKLE", "x"),
+        ["push", "src", "--repo-id", "me/x", "--force"],
+        "holds pickle files",
+    ),
+    "push-pickle-magic": (
+        lambda w: _write(w / "src" / "notes.dat", b"\x80\x04\x95"),
+        ["push", "src", "--repo-id", "me/x", "--force"],
+        "holds pickle files",
+    ),
+    "push-link-out": (
+        lambda w: (w / "src" / "secret").symlink_to(w / "n.json"),
+        ["push", "src", "--repo-id", "me/x", "--force"],
+        "link to outside the folder",
+    ),
 }
 
 
@@ -366,13 +563,24 @@ def test_bad_input_is_one_line_and_changes_nothing(pristine, tmp_path, monkeypat
     assert r.exit_code not in (0, None), (name, r.output)
     assert len(lines) == 1 and lines[0].startswith("hedit: error: "), (name, err)
     assert "Traceback" not in r.output + err and TOKEN not in r.output + err
-    assert (re.search(message, lines[0]) if "|" in message else message in lines[0]), (name, lines[0])
+    assert re.search(message, lines[0]) if "|" in message else message in lines[0], (name, lines[0])
     assert digest(world) == before, name  # nothing changed, nothing left beside --out, nothing written elsewhere
 
 
 def test_the_suite_covers_every_command_with_at_least_80_cases():
     commands = {argv[0] for _, argv, _ in CASES.values()}
     assert len(CASES) >= 80
-    assert commands >= {"edit", "export-adapter", "verify", "collect", "filter", "features", "probe", "sweep", "tune",
-                        "run", "push"}
+    assert commands >= {
+        "edit",
+        "export-adapter",
+        "verify",
+        "collect",
+        "filter",
+        "features",
+        "probe",
+        "sweep",
+        "tune",
+        "run",
+        "push",
+    }
     assert os.path.basename(__file__) == "test_bad_inputs.py"

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
+from hedit.check.intervention import scale_neurons
 from hedit.measure.capability import accuracy, mean_kl, neutral_texts, next_token_logprobs, qa_accuracy
 from hedit.measure.generate import Decoding
-from hedit.check.intervention import scale_neurons
 
 
 def test_mean_kl_matches_torch_kl_div():

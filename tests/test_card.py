@@ -27,8 +27,9 @@ def test_card_front_matter_and_text(checkpoint):
 
 def test_provenance_is_json_and_holds_no_local_path(checkpoint, tmp_path):
     plan = make_plan(checkpoint("llama"), neuron_set(per_layer=1), 0.5)
-    data = provenance(plan, "edit", {"model.safetensors": "x" * 64}, str(tmp_path / "deep" / "neurons.json"),
-                      {"lora_rank": 1})
+    data = provenance(
+        plan, "edit", {"model.safetensors": "x" * 64}, str(tmp_path / "deep" / "neurons.json"), {"lora_rank": 1}
+    )
     back = json.loads(json.dumps(data))
     assert back["alpha"] == 0.5 and back["alphas_used"] == [0.5] and back["lora_rank"] == 1
     assert back["source"]["num_layers"] == 3 and back["neurons"]["count"] == 3
@@ -39,12 +40,17 @@ def test_provenance_is_json_and_holds_no_local_path(checkpoint, tmp_path):
 
 def test_the_evidence_of_the_neurons_file_goes_into_the_card(checkpoint):
     ns = neuron_set(per_layer=1)
-    ns.provenance = {"probe": {"mode": "3-vs-1", "C": 1.0, "heldout": {"auroc": 0.9, "auroc_ci95": [0.8, 0.97],
-                                                                       "accuracy": 0.85},
-                               "h_neurons_only": {"accuracy": 0.8},
-                               "random_neurons_only": {"accuracy": {"mean": 0.52, "std": 0.04}}},
-                     "tune": {"alpha": 0.5, "reason": "lowest compliance within bounds"},
-                     "features": "/home/someone/features"}
+    ns.provenance = {
+        "probe": {
+            "mode": "3-vs-1",
+            "C": 1.0,
+            "heldout": {"auroc": 0.9, "auroc_ci95": [0.8, 0.97], "accuracy": 0.85},
+            "h_neurons_only": {"accuracy": 0.8},
+            "random_neurons_only": {"accuracy": {"mean": 0.52, "std": 0.04}},
+        },
+        "tune": {"alpha": 0.5, "reason": "lowest compliance within bounds"},
+        "features": "/home/someone/features",
+    }
     plan = make_plan(checkpoint("llama"), ns, 0.5)
     ev = evidence(ns)
     assert set(ev) == {"probe", "tune"} and "features" not in json.dumps(ev)

@@ -31,23 +31,30 @@ def test_aux_files_skip_stale_weights_and_subfolders(checkpoint, tmp_path):
         (src / name).write_text("x")
     (src / "original").mkdir()
     ck = open_checkpoint(src)
-    assert {p.name for p in ck.aux_files()} == {"config.json", "generation_config.json", "tokenizer.json",
-                                               "chat_template.jinja"}
+    assert {p.name for p in ck.aux_files()} == {
+        "config.json",
+        "generation_config.json",
+        "tokenizer.json",
+        "chat_template.jinja",
+    }
     assert ck.skipped_entries() == ["model.gguf", "original", "pytorch_model.bin"]
 
 
-@pytest.mark.parametrize("case, message", [
-    ("missing", "source not found"),
-    ("file", "must be a checkpoint folder"),
-    ("no_config", "has no config.json"),
-    ("bin_only", "only PyTorch pickle weights"),
-    ("empty", "has no safetensors weights"),
-    ("bad_index", "not a valid safetensors index"),
-    ("missing_shard", "shard .* is missing"),
-    ("moe", "mixture-of-experts"),
-    ("wrong_shape", "expected \\[hidden, 50\\]"),
-    ("missing_layer", "layers \\[3\\] not found"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing", "source not found"),
+        ("file", "must be a checkpoint folder"),
+        ("no_config", "has no config.json"),
+        ("bin_only", "only PyTorch pickle weights"),
+        ("empty", "has no safetensors weights"),
+        ("bad_index", "not a valid safetensors index"),
+        ("missing_shard", "shard .* is missing"),
+        ("moe", "mixture-of-experts"),
+        ("wrong_shape", "expected \\[hidden, 50\\]"),
+        ("missing_layer", "layers \\[3\\] not found"),
+    ],
+)
 def test_bad_sources(checkpoint, tmp_path, case, message):
     src = tmp_path / "m"
     good = checkpoint("llama")
@@ -67,8 +74,11 @@ def test_bad_sources(checkpoint, tmp_path, case, message):
         (src / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "m-1.safetensors"}}))
     elif case in ("moe", "wrong_shape", "missing_layer"):
         shutil.copy(good / "model.safetensors", src)
-        config |= {"moe": {"model_type": "mixtral"}, "wrong_shape": {"intermediate_size": 50},
-                   "missing_layer": {"num_hidden_layers": 4}}[case]
+        config |= {
+            "moe": {"model_type": "mixtral"},
+            "wrong_shape": {"intermediate_size": 50},
+            "missing_layer": {"num_hidden_layers": 4},
+        }[case]
         (src / "config.json").write_text(json.dumps(config))
     with pytest.raises(HeditError, match=message):
         open_checkpoint(src)

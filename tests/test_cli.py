@@ -33,20 +33,23 @@ def test_edit_export_verify_happy_path(checkpoint, tmp_path, neurons_file):
     assert r.exit_code == 1 and r.stdout.startswith("FAIL")
 
 
-@pytest.mark.parametrize("case, message", [
-    ("missing_source", "source not found"),
-    ("no_safetensors", "has no safetensors weights"),
-    ("bin_only", "only PyTorch pickle weights (.bin)"),
-    ("unsupported", "model_type 'gpt2' is not supported"),
-    ("layer_range", "layer 3 out of range: the model has 3 layers"),
-    ("index_range", "neuron index 96 in layer 0 out of range"),
-    ("other_shape", "neurons file was made for another model"),
-    ("nan", "alpha must be a finite number, got nan"),
-    ("inf", "alpha must be a finite number, got inf"),
-    ("negative", "pass --allow-negative-alpha"),
-    ("no_alpha", "no alpha: pass --alpha"),
-    ("empty_set", "lists no neurons"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing_source", "source not found"),
+        ("no_safetensors", "has no safetensors weights"),
+        ("bin_only", "only PyTorch pickle weights (.bin)"),
+        ("unsupported", "model_type 'gpt2' is not supported"),
+        ("layer_range", "layer 3 out of range: the model has 3 layers"),
+        ("index_range", "neuron index 96 in layer 0 out of range"),
+        ("other_shape", "neurons file was made for another model"),
+        ("nan", "alpha must be a finite number, got nan"),
+        ("inf", "alpha must be a finite number, got inf"),
+        ("negative", "pass --allow-negative-alpha"),
+        ("no_alpha", "no alpha: pass --alpha"),
+        ("empty_set", "lists no neurons"),
+    ],
+)
 @pytest.mark.parametrize("command", ["edit", "export-adapter"])
 def test_bad_input(checkpoint, tmp_path, neurons_file, command, case, message):
     src = tmp_path / "src"
@@ -63,8 +66,11 @@ def test_bad_input(checkpoint, tmp_path, neurons_file, command, case, message):
         (src / "config.json").write_text(json.dumps(config | {"model_type": "gpt2"}))
     elif case in ("layer_range", "index_range", "empty_set"):
         data = json.loads(nf.read_text())
-        data["neurons"] = {"layer_range": [{"layer": 3, "index": 0}], "index_range": [{"layer": 0, "index": 96}],
-                           "empty_set": []}[case]
+        data["neurons"] = {
+            "layer_range": [{"layer": 3, "index": 0}],
+            "index_range": [{"layer": 0, "index": 96}],
+            "empty_set": [],
+        }[case]
         nf.write_text(json.dumps(data))
     elif case == "other_shape":
         neuron_set(num_layers=30, inter=1536).save(nf)
@@ -78,8 +84,18 @@ def test_bad_input(checkpoint, tmp_path, neurons_file, command, case, message):
 
 
 def test_negative_alpha_with_flag(checkpoint, tmp_path, neurons_file):
-    r = run_cli("edit", checkpoint("llama"), "--neurons", neurons_file(), "--alpha", "-1", "--out",
-                tmp_path / "out", "--allow-negative-alpha", "--quiet")
+    r = run_cli(
+        "edit",
+        checkpoint("llama"),
+        "--neurons",
+        neurons_file(),
+        "--alpha",
+        "-1",
+        "--out",
+        tmp_path / "out",
+        "--allow-negative-alpha",
+        "--quiet",
+    )
     assert r.exit_code == 0 and (tmp_path / "out" / "model.safetensors").is_file()
 
 
@@ -122,19 +138,44 @@ def test_write_failing_half_way_leaves_nothing(checkpoint, tmp_path, neurons_fil
 
         monkeypatch.setattr(hedit.edit.checkpoint, "write_tensor", flaky)
     else:
+
         def full(*a, **k):
             raise OSError(28, "No space left on device")
 
         monkeypatch.setattr(hedit.edit.adapters, "save_file", full)
     quiet = ["--quiet"] if command == "edit" else []
-    fails(tmp_path, command, src, "--neurons", neurons_file(), "--alpha", "0", "--out", tmp_path / "out",
-          *quiet, message="no space left on the device")
+    fails(
+        tmp_path,
+        command,
+        src,
+        "--neurons",
+        neurons_file(),
+        "--alpha",
+        "0",
+        "--out",
+        tmp_path / "out",
+        *quiet,
+        message="no space left on the device",
+    )
     assert tree_digest(src) == before
 
 
 def test_console_script_exit_code(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "hedit.cli", "edit", str(tmp_path / "nope"), "--neurons",
-                        str(tmp_path / "n.json"), "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hedit.cli",
+            "edit",
+            str(tmp_path / "nope"),
+            "--neurons",
+            str(tmp_path / "n.json"),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 1 and r.stderr.strip() == f"hedit: error: source not found: {tmp_path / 'nope'}"
 
 
@@ -142,7 +183,6 @@ def test_architectures_lists_the_registry():
     r = run_cli("architectures")
     assert r.exit_code == 0
     assert "gemma3       model.language_model.layers.N.mlp.down_proj" in r.stdout.splitlines()
-
 
 
 def test_help_lists_commands_in_pipeline_order():
@@ -153,18 +193,23 @@ def test_help_lists_commands_in_pipeline_order():
     assert listed == list(type(main).ORDER) and set(listed) == set(main.commands)
 
 
-@pytest.mark.parametrize("command", [
-    ["collect", "M", "--out", "r.jsonl"],
-    ["features", "M", "r.jsonl", "--out", "feats"],
-    ["identify", "M", "--work", "w"],
-    ["sweep", "M", "--neurons", "n.json", "--out", "s"],
-    ["tune", "M", "--neurons", "n.json"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["collect", "M", "--out", "r.jsonl"],
+        ["features", "M", "r.jsonl", "--out", "feats"],
+        ["identify", "M", "--work", "w"],
+        ["sweep", "M", "--neurons", "n.json", "--out", "s"],
+        ["tune", "M", "--neurons", "n.json"],
+    ],
+)
 def test_a_missing_gpu_is_one_line_before_any_work(tmp_path, monkeypatch, command):
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     monkeypatch.chdir(tmp_path)
-    for device, message in [("cuda", "device 'cuda': torch sees no CUDA GPU on this machine"),
-                            ("gpu", "unknown device 'gpu' (cpu, cuda, cuda:1, mps, ...)")]:
+    for device, message in [
+        ("cuda", "device 'cuda': torch sees no CUDA GPU on this machine"),
+        ("gpu", "unknown device 'gpu' (cpu, cuda, cuda:1, mps, ...)"),
+    ]:
         r = run_cli(*command, "--device", device)
         assert r.exit_code == 1 and r.output == f"hedit: error: {message}\n", r.output
     assert list(tmp_path.iterdir()) == []

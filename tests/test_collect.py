@@ -3,10 +3,10 @@ import json
 import pytest
 
 import hedit.find.collect as collect_mod
-from hedit.find.collect import SamplingConfig, balance, build_prompt, class_counts, collect, consistent, read_responses
 from hedit.errors import HeditError
-from hedit.model.load import load_model, load_tokenizer
+from hedit.find.collect import SamplingConfig, balance, build_prompt, class_counts, collect, consistent, read_responses
 from hedit.io.questions import Question
+from hedit.model.load import load_model, load_tokenizer
 from hedit.model.tiny import save_tiny_model
 
 from conftest import add_tokenizer, run_cli
@@ -92,7 +92,10 @@ def test_no_chat_template(tmp_path):
     tok = load_tokenizer(path)
     with pytest.raises(HeditError, match="no chat template; pass --no-chat-template"):
         build_prompt(tok, "Q", SamplingConfig())
-    assert build_prompt(tok, "Water", SamplingConfig(chat_template=False)) == tok("Question: Water " + CFG.suffix + "\nAnswer:")["input_ids"]
+    assert (
+        build_prompt(tok, "Water", SamplingConfig(chat_template=False))
+        == tok("Question: Water " + CFG.suffix + "\nAnswer:")["input_ids"]
+    )
 
 
 def rec(qid, labels):
@@ -100,11 +103,21 @@ def rec(qid, labels):
 
 
 def test_consistency_filter_and_balance():
-    recs = [rec("a", ["correct"] * 3), rec("b", ["incorrect"] * 3), rec("c", ["correct", "incorrect", "correct"]),
-            rec("d", ["incorrect", "uncertain", "incorrect"]), rec("e", ["correct"] * 3), rec("f", ["correct"] * 3)]
+    recs = [
+        rec("a", ["correct"] * 3),
+        rec("b", ["incorrect"] * 3),
+        rec("c", ["correct", "incorrect", "correct"]),
+        rec("d", ["incorrect", "uncertain", "incorrect"]),
+        rec("e", ["correct"] * 3),
+        rec("f", ["correct"] * 3),
+    ]
     kept = consistent(recs)
-    assert [(r["question_id"], r["class"]) for r in kept] == [("a", "correct"), ("b", "hallucinated"),
-                                                              ("e", "correct"), ("f", "correct")]
+    assert [(r["question_id"], r["class"]) for r in kept] == [
+        ("a", "correct"),
+        ("b", "hallucinated"),
+        ("e", "correct"),
+        ("f", "correct"),
+    ]
     bal = balance(kept, seed=1)
     assert class_counts(bal) == {"correct": 1, "hallucinated": 1}
     assert "b" in [r["question_id"] for r in bal]  # the only hallucinated question is always kept
@@ -115,8 +128,19 @@ def test_cli_collect_and_filter(tiny_chat, tmp_path):
     path, _, _ = tiny_chat
     qfile = tmp_path / "q.jsonl"
     qfile.write_text("".join(json.dumps({"question": q.question, "answers": list(q.aliases)}) + "\n" for q in QS[:2]))
-    r = run_cli("collect", path, "--questions", qfile, "--out", tmp_path / "r.jsonl", "--samples", "2",
-                "--max-new-tokens", "3", "--quiet")
+    r = run_cli(
+        "collect",
+        path,
+        "--questions",
+        qfile,
+        "--out",
+        tmp_path / "r.jsonl",
+        "--samples",
+        "2",
+        "--max-new-tokens",
+        "3",
+        "--quiet",
+    )
     assert r.exit_code == 0, r.stderr
     assert len(read_responses(tmp_path / "r.jsonl")[1]) == 2
     r = run_cli("filter", tmp_path / "r.jsonl", "--out", tmp_path / "f.jsonl")
@@ -133,8 +157,10 @@ def test_embedded_model_collect_on_a_few_questions(tmp_path):
     path = resolve_model("smollm2-135m-instruct")
     assert (path / "chat_template.jinja").exists() or "chat_template" in (path / "tokenizer_config.json").read_text()
     model, tok = load_model(path), load_tokenizer(path)
-    qs = [Question("fr", "What is the capital of France?", ("Paris",)),
-          Question("jp", "What is the capital of Japan?", ("Tokyo",))]
+    qs = [
+        Question("fr", "What is the capital of France?", ("Paris",)),
+        Question("jp", "What is the capital of Japan?", ("Tokyo",)),
+    ]
     out = collect(model, tok, qs, tmp_path / "r.jsonl", SamplingConfig(samples=4, max_new_tokens=20), progress=False)
     recs = read_responses(out)[1]
     labels = [s["label"] for r in recs for s in r["samples"]]

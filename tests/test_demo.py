@@ -1,7 +1,6 @@
 import hedit.find.collect
 import hedit.measure.compliance
 import hedit.run.demo
-from hedit.find.collect import SamplingConfig
 from hedit.find.identify import IdentifyConfig
 from hedit.io.questions import bundled_questions
 from hedit.model.tiny import save_tiny_model
@@ -12,8 +11,11 @@ from conftest import add_tokenizer
 def test_demo_pipeline_on_a_tiny_model(tmp_path, monkeypatch, capsys):
     """The whole demo (identify, edit, LoRA, verify) on a tiny model; `make demo` runs it on SmolLM2.
     The judge is replaced so that a random model gives both classes."""
-    monkeypatch.setattr(hedit.measure.compliance.RuleJudge, "qa",
-                        lambda self, q, aliases, text: "correct" if len(aliases[0]) % 2 else "incorrect")
+    monkeypatch.setattr(
+        hedit.measure.compliance.RuleJudge,
+        "qa",
+        lambda self, q, aliases, text: "correct" if len(aliases[0]) % 2 else "incorrect",
+    )
     model = add_tokenizer(save_tiny_model(tmp_path / "m", "llama"))
     cfg = IdentifyConfig(samples=2, max_new_tokens=4, batch_size=16, random_draws=2)
     assert hedit.run.demo.main(str(tmp_path / "demo"), 60, str(model), cfg, progress=False) == 0

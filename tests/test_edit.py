@@ -1,6 +1,6 @@
-import re
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -33,7 +33,7 @@ def check_edit(src, out, plan_layers):
         before, after = tensors(src / f), tensors(out / f)
         for name, info in h.tensors.items():
             if name not in edited_tensors:
-                assert a[info.start: info.end] == b[info.start: info.end], name
+                assert a[info.start : info.end] == b[info.start : info.end], name
                 continue
             cols, alphas = zip(*edited_tensors[name])
             want = before[name].clone()
@@ -64,8 +64,9 @@ def test_dtypes_and_shards(checkpoint, tmp_path, dtype, shards):
     edit_checkpoint(src, ns, tmp_path / "out", alpha=0.3, progress=False)
     check_edit(src, tmp_path / "out", ns.plan(0.3))
     if shards:
-        assert (tmp_path / "out" / "model.safetensors.index.json").read_bytes() == \
-            (src / "model.safetensors.index.json").read_bytes()
+        assert (tmp_path / "out" / "model.safetensors.index.json").read_bytes() == (
+            src / "model.safetensors.index.json"
+        ).read_bytes()
 
 
 def test_sharded_multimodal(checkpoint, tmp_path):
@@ -113,7 +114,8 @@ def test_provenance_and_card(checkpoint, tmp_path, neurons_file):
     info = json.loads((tmp_path / "out" / "hedit.json").read_text())
     ck = open_checkpoint(src)
     assert info["source"]["weight_sha256"] == {
-        f: hashlib.sha256((src / f).read_bytes()).hexdigest() for f in ck.weight_files}
+        f: hashlib.sha256((src / f).read_bytes()).hexdigest() for f in ck.weight_files
+    }
     assert info["neurons"]["per_layer"] == {"0": 2, "1": 2} and info["neurons"]["count"] == 4
     assert info["neurons"]["file"] == "neurons.json" and info["kind"] == "edit"
     assert str(tmp_path) not in (tmp_path / "out" / "hedit.json").read_text()  # no local path is ever pushed
@@ -130,10 +132,8 @@ def test_the_evidence_plots_beside_the_neurons_file_travel_with_the_model(checkp
     ns.save(tmp_path / "id" / "neurons.json")
     for name in ("neurons_per_layer.png", "c_sweep.png"):
         (tmp_path / "id" / name).write_bytes(b"\x89PNG" + name.encode())
-    edit_checkpoint(checkpoint("llama"), tmp_path / "id" / "neurons.json", tmp_path / "out", alpha=0.0,
-                    progress=False)
-    assert sorted(p.name for p in (tmp_path / "out" / "evidence").iterdir()) == ["c_sweep.png",
-                                                                                "neurons_per_layer.png"]
+    edit_checkpoint(checkpoint("llama"), tmp_path / "id" / "neurons.json", tmp_path / "out", alpha=0.0, progress=False)
+    assert sorted(p.name for p in (tmp_path / "out" / "evidence").iterdir()) == ["c_sweep.png", "neurons_per_layer.png"]
     card = (tmp_path / "out" / "README.md").read_text()
     assert "](evidence/neurons_per_layer.png)" in card and "AUROC 0.900 [0.80, 1.00]" in card
     assert json.loads((tmp_path / "out" / "hedit.json").read_text())["evidence"]["probe"]["heldout"]["auroc"] == 0.9
@@ -151,14 +151,16 @@ def test_output_inside_source_is_refused(checkpoint, tmp_path):
 
 
 def test_tokenizer_and_chat_template_are_copied(tmp_path):
-    from conftest import add_tokenizer
-    from hedit.model.tiny import save_tiny_model
     from hedit.check.verify import verify
+    from hedit.model.tiny import save_tiny_model
+
+    from conftest import add_tokenizer
 
     src = add_tokenizer(save_tiny_model(tmp_path / "src", "llama"))
     tok_files = {p.name for p in src.iterdir()} - {"model.safetensors", "config.json", "generation_config.json"}
-    assert "tokenizer.json" in tok_files and any("chat_template" in f or f == "tokenizer_config.json"
-                                                 for f in tok_files)
+    assert "tokenizer.json" in tok_files and any(
+        "chat_template" in f or f == "tokenizer_config.json" for f in tok_files
+    )
     ns = neuron_set("llama")
     edit_checkpoint(src, ns, tmp_path / "out", alpha=0.0, progress=False)
     for name in tok_files:

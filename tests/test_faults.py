@@ -4,7 +4,6 @@ shards (so "mid-edit" is a known point, not a race) and says so on stdout."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -44,8 +43,17 @@ def big(tmp_path_factory):
     from hedit.model.tiny import save_tiny_model
 
     root = tmp_path_factory.mktemp("big")
-    src = save_tiny_model(root / "src", "llama", max_shard_size="40MB", hidden_size=1024, intermediate_size=4096,
-                          num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=8, head_dim=128)
+    src = save_tiny_model(
+        root / "src",
+        "llama",
+        max_shard_size="40MB",
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=2,
+        num_attention_heads=8,
+        num_key_value_heads=8,
+        head_dim=128,
+    )
     for p in src.iterdir():
         p.chmod(0o444)
     size = sum(p.stat().st_size for p in src.iterdir())
@@ -57,8 +65,14 @@ def big(tmp_path_factory):
 
 def start(args, gate: Path | None = None, cwd=None):
     env = os.environ | {"HEDIT_TEST_GATE": str(gate or ""), "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-c", WRAPPER, *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
+    return subprocess.Popen(
+        [sys.executable, "-c", WRAPPER, *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=cwd,
+    )
 
 
 def wait_mid(proc) -> None:
@@ -97,8 +111,9 @@ def test_kill_9_then_a_rerun_cleans_up_and_succeeds(big, tmp_path):
     proc.wait(timeout=30)
     stale = leftovers(tmp_path)
     assert len(stale) == 1 and not (tmp_path / "out").exists()
-    r = subprocess.run([sys.executable, "-m", "hedit.cli", *map(str, edit_args(big, tmp_path / "out"))],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "hedit.cli", *map(str, edit_args(big, tmp_path / "out"))], capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stderr
     assert os.listdir(tmp_path) == ["out"] and (tmp_path / "out" / "hedit.json").is_file()
 
@@ -109,8 +124,9 @@ def test_two_edits_to_one_new_output_never_replace_each_other(big, tmp_path):
     out.parent.mkdir()
     first = start(edit_args(big, out), gate)
     wait_mid(first)
-    second = subprocess.run([sys.executable, "-m", "hedit.cli", *map(str, edit_args(big, out))],
-                            capture_output=True, text=True)
+    second = subprocess.run(
+        [sys.executable, "-m", "hedit.cli", *map(str, edit_args(big, out))], capture_output=True, text=True
+    )
     assert second.returncode == 0, second.stderr
     written = tree_digest(out)
     gate.write_text("go")
@@ -126,8 +142,9 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(big, tmp_path):
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(disk)], capture_output=True).returncode:
         pytest.skip("mounting a small tmpfs is not allowed here")
     try:
-        r = subprocess.run([sys.executable, "-m", "hedit.cli", *map(str, edit_args(big, disk / "out"))],
-                           capture_output=True, text=True)
+        r = subprocess.run(
+            [sys.executable, "-m", "hedit.cli", *map(str, edit_args(big, disk / "out"))], capture_output=True, text=True
+        )
         assert r.returncode == 1
         assert "no space left on the device" in one_error_line(r.stderr)
         assert os.listdir(disk) == []

@@ -1,11 +1,10 @@
-
 import numpy as np
 import pytest
 import torch
 
+from hedit.check.intervention import down_proj_module
 from hedit.errors import HeditError
 from hedit.find.features import CettHooks, Item, batch_features, extract, items, open_features
-from hedit.check.intervention import down_proj_module
 from hedit.model.tiny import tiny_model
 
 from conftest import ARCHS, INTER, LAYERS
@@ -15,8 +14,12 @@ def reference_cett(model, ids: list[int], positions: list[int]) -> torch.Tensor:
     """Direct float64 computation from the weights: capture z, y = W z, CETT, mean over positions."""
     m = model.double()
     zs = {}
-    handles = [down_proj_module(m, layer).register_forward_hook(
-        lambda mod, args, out, layer=layer: zs.__setitem__(layer, args[0][0])) for layer in range(LAYERS)]
+    handles = [
+        down_proj_module(m, layer).register_forward_hook(
+            lambda mod, args, out, layer=layer: zs.__setitem__(layer, args[0][0])
+        )
+        for layer in range(LAYERS)
+    ]
     with torch.no_grad():
         m(torch.tensor([ids]))
     for h in handles:
@@ -60,20 +63,29 @@ def test_left_padding_does_not_change_a_row():
 
 
 def record(qid, cls, label, prompt, response, text, aliases=("Juliet",)):
-    return {"question_id": qid, "aliases": list(aliases), "class": cls, "split": "train", "prompt_ids": prompt,
-            "samples": [{"response": text, "response_ids": response, "label": label}]}
+    return {
+        "question_id": qid,
+        "aliases": list(aliases),
+        "class": cls,
+        "split": "train",
+        "prompt_ids": prompt,
+        "samples": [{"response": text, "response_ids": response, "label": label}],
+    }
 
 
 def test_extract_writes_a_memmap_and_row_index(tmp_path):
-    from conftest import add_tokenizer
     from hedit.model.load import load_model, load_tokenizer
     from hedit.model.tiny import save_tiny_model
+
+    from conftest import add_tokenizer
 
     path = add_tokenizer(save_tiny_model(tmp_path / "m", "llama"))
     model, tok = load_model(path), load_tokenizer(path)
     enc = lambda t: tok(t, add_special_tokens=False)["input_ids"]  # noqa: E731
-    recs = [record("a", "correct", "correct", enc("capital of France"), enc("Juliet ."), "Juliet ."),
-            record("b", "hallucinated", "incorrect", enc("capital of France"), enc("Water boils"), "Water boils")]
+    recs = [
+        record("a", "correct", "correct", enc("capital of France"), enc("Juliet ."), "Juliet ."),
+        record("b", "hallucinated", "incorrect", enc("capital of France"), enc("Water boils"), "Water boils"),
+    ]
     its = items(tok, recs, ("answer", "other"), 1)
     assert its[0].masks["answer"] == [len(recs[0]["prompt_ids"])]  # just "Juliet", not the "."
     assert its[1].masks["answer"] == [3, 4]  # "Water boils": nothing echoed from a question, both kept
@@ -81,7 +93,11 @@ def test_extract_writes_a_memmap_and_row_index(tmp_path):
     meta, rows, mat = open_features(out)
     assert meta["rows"] == 4 and meta["columns"] == LAYERS * INTER and meta["model_type"] == "llama"
     assert [(r["question_id"], r["region"], r["class"]) for r in rows] == [
-        ("a", "answer", "correct"), ("a", "other", "correct"), ("b", "answer", "hallucinated"), ("b", "other", "hallucinated")]
+        ("a", "answer", "correct"),
+        ("a", "other", "correct"),
+        ("b", "answer", "hallucinated"),
+        ("b", "other", "hallucinated"),
+    ]
     ref = reference_cett(model, its[1].ids, its[1].masks["answer"])
     assert np.allclose(mat[2], ref.numpy(), rtol=1e-4, atol=1e-7)
     assert (mat >= 0).all() and np.isfinite(mat).all()

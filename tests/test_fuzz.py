@@ -25,9 +25,10 @@ from hedit.io.safetensors_header import parse_header
 from hedit.run.recipe import load_recipe
 
 FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
-scalars = st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=12)
-json_values = st.recursive(scalars, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c,
-                                                                                       max_size=4), max_leaves=20)
+scalars = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=12)
+json_values = st.recursive(
+    scalars, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4), max_leaves=20
+)
 
 
 def valid_or_hedit(fn, *args):
@@ -39,20 +40,35 @@ def valid_or_hedit(fn, *args):
 
 def near(valid: dict, keys_from: dict) -> st.SearchStrategy:
     """Dictionaries like ``valid`` with some values replaced, some keys dropped or added."""
-    return st.fixed_dictionaries({}, optional={k: json_values | st.just(v) for k, v in valid.items()}) | \
-        st.builds(lambda extra, base: {**base, **extra}, st.dictionaries(st.text(max_size=6), json_values, max_size=2),
-                  st.just(valid))
+    return st.fixed_dictionaries({}, optional={k: json_values | st.just(v) for k, v in valid.items()}) | st.builds(
+        lambda extra, base: {**base, **extra},
+        st.dictionaries(st.text(max_size=6), json_values, max_size=2),
+        st.just(valid),
+    )
 
 
-NEURONS = {"format": "hedit.neurons", "version": 1,
-           "model": {"model_type": "llama", "num_layers": 3, "intermediate_size": 96},
-           "alpha": 0.5, "neurons": [{"layer": 1, "index": 4, "alpha": 0.0, "weight": 1.0}], "provenance": {}}
+NEURONS = {
+    "format": "hedit.neurons",
+    "version": 1,
+    "model": {"model_type": "llama", "num_layers": 3, "intermediate_size": 96},
+    "alpha": 0.5,
+    "neurons": [{"layer": 1, "index": 4, "alpha": 0.0, "weight": 1.0}],
+    "provenance": {},
+}
 
 
 @FUZZ
-@given(st.one_of(json_values, near(NEURONS, NEURONS),
-                 st.builds(lambda m, n: {**NEURONS, "model": m, "neurons": n}, near(NEURONS["model"], {}),
-                           st.lists(near(NEURONS["neurons"][0], {}), max_size=3))))
+@given(
+    st.one_of(
+        json_values,
+        near(NEURONS, NEURONS),
+        st.builds(
+            lambda m, n: {**NEURONS, "model": m, "neurons": n},
+            near(NEURONS["model"], {}),
+            st.lists(near(NEURONS["neurons"][0], {}), max_size=3),
+        ),
+    )
+)
 def test_neurons_file(data):
     ns = valid_or_hedit(NeuronSet.from_dict, data)
     if ns is not None:
@@ -61,9 +77,13 @@ def test_neurons_file(data):
 
 
 @FUZZ
-@given(st.binary(max_size=300) | st.builds(lambda d: json.dumps(d).encode(), json_values) |
-       st.builds(lambda e: json.dumps({"w": e}).encode(), near({"dtype": "F32", "shape": [2, 2],
-                                                               "data_offsets": [0, 16]}, {})))
+@given(
+    st.binary(max_size=300)
+    | st.builds(lambda d: json.dumps(d).encode(), json_values)
+    | st.builds(
+        lambda e: json.dumps({"w": e}).encode(), near({"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}, {})
+    )
+)
 def test_safetensors_header(raw):
     r = valid_or_hedit(parse_header, raw, 8 + len(raw) + 64, "x.safetensors")
     if r is not None:
@@ -72,11 +92,17 @@ def test_safetensors_header(raw):
 
 
 @FUZZ
-@given(json_values | st.builds(lambda m: {"weight_map": m}, st.dictionaries(st.text(max_size=5), json_values |
-                                                                              st.sampled_from(["../x.safetensors",
-                                                                                               "/etc/passwd",
-                                                                                               "a.safetensors"]),
-                                                                              max_size=3)))
+@given(
+    json_values
+    | st.builds(
+        lambda m: {"weight_map": m},
+        st.dictionaries(
+            st.text(max_size=5),
+            json_values | st.sampled_from(["../x.safetensors", "/etc/passwd", "a.safetensors"]),
+            max_size=3,
+        ),
+    )
+)
 def test_safetensors_index(data):
     with tempfile.TemporaryDirectory() as d:
         (Path(d) / "a.safetensors").write_bytes(b"")
@@ -104,11 +130,18 @@ GGUF = _gguf_bytes()
 
 
 @FUZZ
-@given(st.binary(max_size=200) | st.builds(lambda pos, val: GGUF[:pos] + bytes([val]) + GGUF[pos + 1:],
-                                           st.integers(0, len(GGUF) - 1), st.integers(0, 255)) |
-       st.builds(lambda n: GGUF[:n], st.integers(0, len(GGUF))) |
-       st.builds(lambda pos, val: GGUF[:pos] + struct.pack("<Q", val) + GGUF[pos + 8:],
-                 st.integers(0, 200), st.integers(0, 2**64 - 1)))
+@given(
+    st.binary(max_size=200)
+    | st.builds(
+        lambda pos, val: GGUF[:pos] + bytes([val]) + GGUF[pos + 1 :], st.integers(0, len(GGUF) - 1), st.integers(0, 255)
+    )
+    | st.builds(lambda n: GGUF[:n], st.integers(0, len(GGUF)))
+    | st.builds(
+        lambda pos, val: GGUF[:pos] + struct.pack("<Q", val) + GGUF[pos + 8 :],
+        st.integers(0, 200),
+        st.integers(0, 2**64 - 1),
+    )
+)
 def test_gguf_header(raw):
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / "m.gguf"
@@ -139,9 +172,15 @@ def test_question_files(raw, suffix):
 
 
 @FUZZ
-@given(st.text(max_size=300) | st.builds(lambda d: json.dumps(d), json_values) |
-       st.builds(lambda sec, d: json.dumps({sec: d}), st.sampled_from(["identify", "tune", "sweep", "verify"]),
-                 near(IdentifyConfig.defaults() | SweepConfig.defaults(), {})))
+@given(
+    st.text(max_size=300)
+    | st.builds(lambda d: json.dumps(d), json_values)
+    | st.builds(
+        lambda sec, d: json.dumps({sec: d}),
+        st.sampled_from(["identify", "tune", "sweep", "verify"]),
+        near(IdentifyConfig.defaults() | SweepConfig.defaults(), {}),
+    )
+)
 def test_recipes(text):
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / "r.yaml"
@@ -150,13 +189,21 @@ def test_recipes(text):
 
 
 @FUZZ
-@given(st.lists(json_values | near({"question_id": "q", "prompt_ids": [1], "aliases": [], "samples": []}, {}),
-                max_size=4), st.binary(max_size=40))
+@given(
+    st.lists(json_values | near({"question_id": "q", "prompt_ids": [1], "aliases": [], "samples": []}, {}), max_size=4),
+    st.binary(max_size=40),
+)
 def test_journals(records, tail):
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / "r.jsonl"
-        p.write_bytes((json.dumps({"_hedit": "responses", "config": {}}) + "\n" +
-                       "".join(json.dumps(r) + "\n" for r in records)).encode() + tail)
+        p.write_bytes(
+            (
+                json.dumps({"_hedit": "responses", "config": {}})
+                + "\n"
+                + "".join(json.dumps(r) + "\n" for r in records)
+            ).encode()
+            + tail
+        )
         r = valid_or_hedit(read_journal, p, "responses", CHECKS["responses"])
         if r is not None:
             assert all(CHECKS["responses"](x) for x in r[1])

@@ -1,11 +1,11 @@
 import pytest
 import torch
 
+from hedit.check.verify import greedy
 from hedit.errors import HeditError
 from hedit.measure.generate import Decoding, chat_ids, cut, end_ids, generate, left_pad
 from hedit.model.load import load_model, load_tokenizer
 from hedit.model.tiny import save_tiny_model
-from hedit.check.verify import greedy
 
 from conftest import add_tokenizer
 
@@ -41,13 +41,16 @@ def test_chat_ids_with_and_without_template(tiny):
 def test_batched_greedy_equals_one_prompt_at_a_time(tiny):
     """Left padding must not change greedy answers: each reply equals the unbatched greedy tokens."""
     model, tok = tiny
-    prompts = [tok("The capital of France is")["input_ids"], tok("Water")["input_ids"],
-               tok("Q : Who wrote Romeo and Juliet ?")["input_ids"]]
+    prompts = [
+        tok("The capital of France is")["input_ids"],
+        tok("Water")["input_ids"],
+        tok("Q : Who wrote Romeo and Juliet ?")["input_ids"],
+    ]
     dec = Decoding(max_new_tokens=6)
     ends = end_ids(model, tok)
     batched = generate(model, tok, prompts, dec, ends)
     for p, reply in zip(prompts, batched):
-        alone = cut(greedy(model, p, 6)[len(p):], ends)
+        alone = cut(greedy(model, p, 6)[len(p) :], ends)
         assert reply == tok.decode(alone, skip_special_tokens=True).strip()
     assert generate(model, tok, [], dec) == []
 

@@ -10,12 +10,11 @@ import torch
 from gguf import GGML_QUANT_SIZES
 from gguf import GGMLQuantizationType as T
 
-from hedit.edit.checkpoint import edit_checkpoint
 from hedit.edit.gguf import edit_gguf
 from hedit.edit.gguf_blocks import ELEMENT_TYPES, FLOATS, ROW_SCALES, ROW_TYPES
 from hedit.edit.neurons import ModelInfo, Neuron, NeuronSet
 from hedit.errors import HeditError
-from hedit.model.builtin import BUILTINS, gguf_path, resolve_model
+from hedit.model.builtin import BUILTINS, gguf_path
 
 from conftest import leftovers, run_cli
 
@@ -32,7 +31,9 @@ def random_blocks(qtype: T, rows: int, cols: int, seed: int = 0) -> np.ndarray:
     raw = rng.integers(0, 256, (rows, cols // block, size), dtype=np.uint8)
     if qtype.name in ROW_SCALES:
         for off in ROW_SCALES[qtype.name][2]:
-            raw[:, :, off:off + 2] = rng.uniform(0.001, 0.01, (rows, cols // block, 1)).astype(np.float16).view(np.uint8)
+            raw[:, :, off : off + 2] = (
+                rng.uniform(0.001, 0.01, (rows, cols // block, 1)).astype(np.float16).view(np.uint8)
+            )
     elif qtype.name == "IQ1_M":
         d = rng.uniform(0.001, 0.01, (rows, cols // block)).astype(np.float16).view(np.uint16)
         words = raw[:, :, 48:56].copy().view(np.uint16) & np.uint16(0x0FFF)
@@ -57,8 +58,10 @@ def write_gguf(path, up_type: T, down_type: T = T.F32, seed: int = 0, arch: str 
     for layer in range(LAYERS):
         up = random_blocks(up_type, 2 * inter if fused else inter, HIDDEN, seed + layer)
         down = random_blocks(down_type, HIDDEN, inter, seed + 10 + layer)
-        for name, data, t in ((f"blk.{layer}.ffn_up.weight", up, up_type),
-                              (f"blk.{layer}.ffn_down.weight", down, down_type)):
+        for name, data, t in (
+            (f"blk.{layer}.ffn_up.weight", up, up_type),
+            (f"blk.{layer}.ffn_down.weight", down, down_type),
+        ):
             if t.name in ("F32", "F16"):
                 w.add_tensor(name, data)
             else:
@@ -75,8 +78,10 @@ def neurons(pairs, alpha=None, model_type="llama", layers=LAYERS, inter=INTER):
 
 
 def tensors(path):
-    return {t.name: (t.tensor_type, np.asarray(t.data).copy(), int(t.data_offset))
-            for t in gguf.GGUFReader(str(path)).tensors}
+    return {
+        t.name: (t.tensor_type, np.asarray(t.data).copy(), int(t.data_offset))
+        for t in gguf.GGUFReader(str(path)).tensors
+    }
 
 
 def deq(t):
@@ -128,14 +133,15 @@ def test_any_alpha_is_exact_up_to_the_rounding_of_the_new_scale(tmp_path, type_n
     orig = deq(a["blk.0.ffn_up.weight"])[7]
     err = np.abs(deq(b["blk.0.ffn_up.weight"])[7] - 0.3 * orig).max()
     assert err == pytest.approx(r.max_abs_error)
-    rounding = 2 ** -7 if type_name == "BF16" else 2 ** -10  # one rounding of a bf16 value, else of an f16
+    rounding = 2**-7 if type_name == "BF16" else 2**-10  # one rounding of a bf16 value, else of an f16
     assert err <= np.abs(orig).max() * 0.3 * rounding
 
 
 def test_mxfp4_takes_powers_of_two_and_refuses_other_alphas(tmp_path):
     src = write_gguf(tmp_path / "m.gguf", T.MXFP4)
-    r = edit_gguf(src, neurons([(0, 7)]), tmp_path / "a.gguf", alpha=-4.0, allow_negative=True, progress=False,
-                  target="up")
+    r = edit_gguf(
+        src, neurons([(0, 7)]), tmp_path / "a.gguf", alpha=-4.0, allow_negative=True, progress=False, target="up"
+    )
     a, b = tensors(src), tensors(tmp_path / "a.gguf")
     assert r.max_abs_error == 0.0
     assert np.array_equal(deq(b["blk.0.ffn_up.weight"])[7], -4.0 * deq(a["blk.0.ffn_up.weight"])[7])
@@ -150,8 +156,14 @@ def test_down_columns_are_re_rounded_under_the_blocks_own_scales(tmp_path, type_
     src = write_gguf(tmp_path / "m.gguf", T.F32, down_type=qtype)
     inter = INTER if type_name in FLOATS else 256  # block types: one 256-value block per ffn_down row
     cols = [5, 40] if type_name in FLOATS else [5, 40, 200]
-    r = edit_gguf(src, neurons([(1, c) for c in cols], inter=inter), tmp_path / "out.gguf", alpha=0.0,
-                  progress=False, target="down")
+    r = edit_gguf(
+        src,
+        neurons([(1, c) for c in cols], inter=inter),
+        tmp_path / "out.gguf",
+        alpha=0.0,
+        progress=False,
+        target="down",
+    )
     a, b = tensors(src), tensors(tmp_path / "out.gguf")
     assert np.array_equal(a["blk.0.ffn_down.weight"][1], b["blk.0.ffn_down.weight"][1])
     old, new = deq(a["blk.1.ffn_down.weight"]), deq(b["blk.1.ffn_down.weight"])
@@ -255,8 +267,19 @@ def test_embedded_q4_1_model_through_transformers_gguf_loader(tmp_path, smol, ta
     ns = neurons([(0, 100), (0, 1000), (7, 5), (29, 1535)], **SMOL)
     ns_file = tmp_path / "n.json"
     ns.save(ns_file)
-    r = run_cli("edit", str(src), "--neurons", str(ns_file), "--alpha", "0", "--out", str(tmp_path / "e.gguf"),
-                "--target", target, "--quiet")
+    r = run_cli(
+        "edit",
+        str(src),
+        "--neurons",
+        str(ns_file),
+        "--alpha",
+        "0",
+        "--out",
+        str(tmp_path / "e.gguf"),
+        "--target",
+        target,
+        "--quiet",
+    )
     assert r.exit_code == 0, r.output
     report = json.loads((tmp_path / "e.gguf.hedit.json").read_text())
     ids = [1, 504, 3458, 282, 4649, 314, 253, 1789, 30, 198, 504, 3458]
@@ -265,8 +288,10 @@ def test_embedded_q4_1_model_through_transformers_gguf_loader(tmp_path, smol, ta
     effect = (want - _logits(base, ids)).abs().max().item()
     edited = AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file="e.gguf", dtype=torch.float32).eval()
     diff = (_logits(edited, ids) - want).abs().max().item()
-    print(f"\n{target}: max abs logit diff {diff:.3g} vs the intervention (edit effect {effect:.3g}); "
-          f"max abs weight error {report['max_abs_error']:.3g}; {report['changed_bytes']} bytes changed")
+    print(
+        f"\n{target}: max abs logit diff {diff:.3g} vs the intervention (edit effect {effect:.3g}); "
+        f"max abs weight error {report['max_abs_error']:.3g}; {report['changed_bytes']} bytes changed"
+    )
     assert effect > 1e-2
     if target == "up":
         assert report["max_abs_error"] == 0.0 and diff < 1e-4

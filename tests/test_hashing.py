@@ -42,11 +42,13 @@ def test_hub_cache_blob_names_are_trusted(tmp_path, monkeypatch):
 
 def test_edit_fills_the_cache(checkpoint, tmp_path, monkeypatch):
     from hedit.edit.checkpoint import edit_checkpoint
+
     from conftest import neuron_set
 
     src = checkpoint("llama", shards=True)
     edit_checkpoint(src, neuron_set(), tmp_path / "a", alpha=0.0, progress=False)
     monkeypatch.setattr(hashing, "sha256_file", None)  # a second edit must not hash again
     edit_checkpoint(src, neuron_set(), tmp_path / "b", alpha=0.0, progress=False)
-    assert (tmp_path / "a" / "hedit.json").read_text().split('"weight_sha256"')[1].split("}")[0] == \
-        (tmp_path / "b" / "hedit.json").read_text().split('"weight_sha256"')[1].split("}")[0]
+    assert (tmp_path / "a" / "hedit.json").read_text().split('"weight_sha256"')[1].split("}")[0] == (
+        tmp_path / "b" / "hedit.json"
+    ).read_text().split('"weight_sha256"')[1].split("}")[0]

@@ -63,13 +63,16 @@ def test_edit_from_a_hub_id(hub, tiny_repo, tmp_path):
     assert r.exit_code == 0, r.output
 
 
-@pytest.mark.parametrize("fail, spec, message", [
-    (None, "team/nothing", "no model team/nothing on the Hub"),
-    (None, "team/tiny@v9", "has no revision 'v9'"),
-    ((500, "/api/models/"), "team/tiny", "cannot reach the Hub|answered 500"),
-    ((401, "/api/models/"), "team/tiny", "no model team/tiny on the Hub|answered 401"),
-    ((0, "/api/models/"), "team/tiny", "cannot reach the Hub"),
-])
+@pytest.mark.parametrize(
+    "fail, spec, message",
+    [
+        (None, "team/nothing", "no model team/nothing on the Hub"),
+        (None, "team/tiny@v9", "has no revision 'v9'"),
+        ((500, "/api/models/"), "team/tiny", "cannot reach the Hub|answered 500"),
+        ((401, "/api/models/"), "team/tiny", "no model team/tiny on the Hub|answered 401"),
+        ((0, "/api/models/"), "team/tiny", "cannot reach the Hub"),
+    ],
+)
 def test_hub_failures_are_one_line_errors(hub, tiny_repo, fail, spec, message):
     hub.fail = fail
     with pytest.raises(HeditError, match=message) as e:

@@ -5,34 +5,45 @@ import json
 import pytest
 
 import hedit.find.collect
-import hedit.measure.compliance
 import hedit.find.identify
-from hedit.find.collect import SamplingConfig
+import hedit.measure.compliance
+from hedit.edit.neurons import NeuronSet
 from hedit.errors import HeditError
 from hedit.find.identify import IdentifyConfig, identify
-from hedit.edit.neurons import NeuronSet
 from hedit.io.questions import Question
 from hedit.model.tiny import save_tiny_model
 
 from conftest import INTER, LAYERS, add_tokenizer, run_cli
 
-QS = [Question(f"q{i:02d}", f"Water boils {i}", ("yes" if i % 2 else "no",), "heldout" if i % 5 == 0 else "train")
-      for i in range(40)]
-CFG = IdentifyConfig(samples=2, max_new_tokens=4, batch_size=8, random_draws=2,
-                     c_grid=(0.1, 1.0, 10.0))
+QS = [
+    Question(f"q{i:02d}", f"Water boils {i}", ("yes" if i % 2 else "no",), "heldout" if i % 5 == 0 else "train")
+    for i in range(40)
+]
+CFG = IdentifyConfig(samples=2, max_new_tokens=4, batch_size=8, random_draws=2, c_grid=(0.1, 1.0, 10.0))
 
 
 @pytest.fixture
 def model_dir(tmp_path, monkeypatch):
-    monkeypatch.setattr(hedit.measure.compliance.RuleJudge, "qa", lambda self, q, aliases, text: "correct" if aliases[0] == "yes" else "incorrect")
+    monkeypatch.setattr(
+        hedit.measure.compliance.RuleJudge,
+        "qa",
+        lambda self, q, aliases, text: "correct" if aliases[0] == "yes" else "incorrect",
+    )
     return add_tokenizer(save_tiny_model(tmp_path / "m", "llama"))
 
 
 def test_identify_runs_every_stage_and_caches(model_dir, tmp_path, monkeypatch):
     work = tmp_path / "work"
     report = identify(str(model_dir), QS, work, CFG, progress=False, log=lambda *a: None)
-    for name in ("responses.jsonl", "filtered.jsonl", "features/meta.json", "neurons.json", "report.json",
-                 "neurons_per_layer.png", "c_sweep.png"):
+    for name in (
+        "responses.jsonl",
+        "filtered.jsonl",
+        "features/meta.json",
+        "neurons.json",
+        "report.json",
+        "neurons_per_layer.png",
+        "c_sweep.png",
+    ):
         assert (work / name).exists(), name
     ns = NeuronSet.load(work / "neurons.json")
     assert (ns.model.num_layers, ns.model.intermediate_size) == (LAYERS, INTER)
@@ -56,8 +67,17 @@ def test_identify_runs_every_stage_and_caches(model_dir, tmp_path, monkeypatch):
     identify(str(model_dir), QS, work, CFG, progress=False, log=lambda *a: None)
     assert len(refit) == 1
 
-    r = run_cli("probe", work / "features", "--out", tmp_path / "p" / "n.json", "--model", model_dir, "--quiet",
-                "--random-draws", "2")
+    r = run_cli(
+        "probe",
+        work / "features",
+        "--out",
+        tmp_path / "p" / "n.json",
+        "--model",
+        model_dir,
+        "--quiet",
+        "--random-draws",
+        "2",
+    )
     assert r.exit_code == 0 and "H-neurons only" in r.stdout
     other = save_tiny_model(tmp_path / "other", "qwen2", num_hidden_layers=2)
     r = run_cli("probe", work / "features", "--out", tmp_path / "p" / "n.json", "--model", other)
@@ -65,13 +85,36 @@ def test_identify_runs_every_stage_and_caches(model_dir, tmp_path, monkeypatch):
     r = run_cli("probe", work / "features", "--out", tmp_path / "p" / "n.json", "--c", "0,x")
     assert r.exit_code == 1 and "--c takes comma-separated numbers" in r.stderr
     # the QA check: held-out QA accuracy with each C's neurons silenced (the fake judge: alias "yes" is right)
-    r = run_cli("probe", work / "features", "--out", tmp_path / "q" / "n.json", "--qa-model", model_dir,
-                "--qa-questions", tmp_path / "qa.jsonl", "--random-draws", "2", "--quiet")
+    r = run_cli(
+        "probe",
+        work / "features",
+        "--out",
+        tmp_path / "q" / "n.json",
+        "--qa-model",
+        model_dir,
+        "--qa-questions",
+        tmp_path / "qa.jsonl",
+        "--random-draws",
+        "2",
+        "--quiet",
+    )
     assert r.exit_code == 1 and "qa.jsonl" in r.stderr
-    (tmp_path / "qa.jsonl").write_text("".join(json.dumps({"question": q.question, "answers": list(q.aliases)}) + "\n"
-                                               for q in QS[:6]))
-    r = run_cli("probe", work / "features", "--out", tmp_path / "q" / "n.json", "--qa-model", model_dir,
-                "--qa-questions", tmp_path / "qa.jsonl", "--random-draws", "2", "--quiet")
+    (tmp_path / "qa.jsonl").write_text(
+        "".join(json.dumps({"question": q.question, "answers": list(q.aliases)}) + "\n" for q in QS[:6])
+    )
+    r = run_cli(
+        "probe",
+        work / "features",
+        "--out",
+        tmp_path / "q" / "n.json",
+        "--qa-model",
+        model_dir,
+        "--qa-questions",
+        tmp_path / "qa.jsonl",
+        "--random-draws",
+        "2",
+        "--quiet",
+    )
     assert r.exit_code == 0, r.stderr
     qa = json.loads((tmp_path / "q" / "report.json").read_text())
     assert qa["qa_check"]["qa_accuracy"] == 0.5  # 3 of the 6 questions have alias "yes"
@@ -89,8 +132,7 @@ def test_features_cli_bad_region(model_dir, tmp_path):
     hedit.find.collect.collect(*_load(model_dir), QS[:2], identify_responses, CFG.sampling, progress=False)
     r = run_cli("features", model_dir, identify_responses, "--out", tmp_path / "f", "--regions", "answer,bogus")
     assert r.exit_code == 1 and "regions: unknown value 'bogus'" in r.stderr
-    r = run_cli("features", model_dir, identify_responses, "--out", tmp_path / "f", "--regions", "output",
-                "--quiet")
+    r = run_cli("features", model_dir, identify_responses, "--out", tmp_path / "f", "--regions", "output", "--quiet")
     assert r.exit_code == 0, r.stderr
     assert json.loads((tmp_path / "f" / "meta.json").read_text())["regions"] == ["output"]
 

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from hedit.errors import HeditError
 from hedit.check.intervention import down_proj_module, scale_neurons
 from hedit.edit.scaling import scale_columns_
+from hedit.errors import HeditError
 from hedit.model.tiny import tiny_model
 
 from conftest import ARCHS, neuron_set

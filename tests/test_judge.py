@@ -11,23 +11,26 @@ def test_normalize():
     assert normalize("An Apple a day") == "apple day"
 
 
-@pytest.mark.parametrize("response, aliases, label", [
-    ("Paris", ["Paris"], CORRECT),
-    ("The capital of France is Paris.", ["Paris"], CORRECT),
-    ("paris<|im_end|>", ["Paris"], CORRECT),
-    ("Charlotte Brontë", ["Charlotte Bronte"], CORRECT),
-    ("It was written by Jane Austen in 1813.", ["Jane Austen", "Austen"], CORRECT),
-    ("Lyon", ["Paris"], INCORRECT),
-    ("Australia", ["Au"], INCORRECT),  # no match inside a word
-    ("The symbol is Au.", ["Au"], CORRECT),
-    ("Parisian cafes", ["Paris"], INCORRECT),
-    ("1945", ["1945"], CORRECT),
-    ("It ended in 1944.", ["1945"], INCORRECT),
-    ("I don't know.", ["Paris"], UNCERTAIN),
-    ("I'm not sure, maybe Lyon?", ["Paris"], UNCERTAIN),
-    ("I’m sorry, I cannot answer that.", ["Paris"], UNCERTAIN),
-    ("Not sure, but I think it is Paris.", ["Paris"], CORRECT),  # a correct answer wins over hedging
-])
+@pytest.mark.parametrize(
+    "response, aliases, label",
+    [
+        ("Paris", ["Paris"], CORRECT),
+        ("The capital of France is Paris.", ["Paris"], CORRECT),
+        ("paris<|im_end|>", ["Paris"], CORRECT),
+        ("Charlotte Brontë", ["Charlotte Bronte"], CORRECT),
+        ("It was written by Jane Austen in 1813.", ["Jane Austen", "Austen"], CORRECT),
+        ("Lyon", ["Paris"], INCORRECT),
+        ("Australia", ["Au"], INCORRECT),  # no match inside a word
+        ("The symbol is Au.", ["Au"], CORRECT),
+        ("Parisian cafes", ["Paris"], INCORRECT),
+        ("1945", ["1945"], CORRECT),
+        ("It ended in 1944.", ["1945"], INCORRECT),
+        ("I don't know.", ["Paris"], UNCERTAIN),
+        ("I'm not sure, maybe Lyon?", ["Paris"], UNCERTAIN),
+        ("I’m sorry, I cannot answer that.", ["Paris"], UNCERTAIN),
+        ("Not sure, but I think it is Paris.", ["Paris"], CORRECT),  # a correct answer wins over hedging
+    ],
+)
 def test_labelled_responses(response, aliases, label):
     assert judge(response, aliases) == label
 

@@ -57,8 +57,10 @@ def test_edited_ggufs_in_llama_cpp_follow_the_intervention(llama_python, tmp_pat
     model_type, layers, inter, ids = CASES[name]
     src = gguf_path(BUILTINS[name])
     rng = np.random.default_rng(0)
-    ns = NeuronSet(ModelInfo(model_type, layers, inter), [Neuron(la, int(j)) for la in range(layers)
-                                                          for j in rng.choice(inter, 24, replace=False)])
+    ns = NeuronSet(
+        ModelInfo(model_type, layers, inter),
+        [Neuron(la, int(j)) for la in range(layers) for j in rng.choice(inter, 24, replace=False)],
+    )
     up = edit_gguf(src, ns, tmp_path / "up.gguf", 0.0, progress=False, target="up")
     down = edit_gguf(src, ns, tmp_path / "down.gguf", 0.0, progress=False, target="down")
     base = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name, dtype=torch.float32).eval()
@@ -66,14 +68,16 @@ def test_edited_ggufs_in_llama_cpp_follow_the_intervention(llama_python, tmp_pat
         plain = base(torch.tensor([ids])).logits[0].numpy()
         with scale_neurons(base, ns.plan(0.0)):
             edited = base(torch.tensor([ids])).logits[0].numpy()
-    l_src, l_up, l_down = llama_logits(llama_python, [src, tmp_path / "up.gguf", tmp_path / "down.gguf"], ids,
-                                       tmp_path)
+    l_src, l_up, l_down = llama_logits(llama_python, [src, tmp_path / "up.gguf", tmp_path / "down.gguf"], ids, tmp_path)
     noise = np.abs(l_src - plain).max()
     effect = np.abs(edited - plain).max()
     d_up, d_down = np.abs(l_up - edited).max(), np.abs(l_down - edited).max()
-    print(f"\n{name}: llama.cpp vs float32 unedited {noise:.3f}; edit effect {effect:.3f}; llama.cpp up edit vs "
-          f"intervention {d_up:.3f} ({up.changed_bytes} bytes changed, weight error {up.max_abs_error:.2g}); "
-          f"down edit {d_down:.3f} (weight error {down.max_abs_error:.2g})", file=sys.stderr)
+    print(
+        f"\n{name}: llama.cpp vs float32 unedited {noise:.3f}; edit effect {effect:.3f}; llama.cpp up edit vs "
+        f"intervention {d_up:.3f} ({up.changed_bytes} bytes changed, weight error {up.max_abs_error:.2g}); "
+        f"down edit {d_down:.3f} (weight error {down.max_abs_error:.2g})",
+        file=sys.stderr,
+    )
     assert effect > 3 * noise
     assert d_up < 2 * noise + 1e-3
     assert (l_up.argmax(-1) == edited.argmax(-1)).mean() >= (l_src.argmax(-1) == plain.argmax(-1)).mean() - 0.1

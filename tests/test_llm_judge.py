@@ -6,14 +6,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from hedit.find.collect import SamplingConfig, collect, read_responses
-from hedit.measure.compliance import COMPLIED, EXCLUDED, OTHER, RESISTED
 from hedit.errors import HeditError
+from hedit.find.collect import SamplingConfig, collect, read_responses
+from hedit.io.questions import Question
+from hedit.measure.compliance import COMPLIED, EXCLUDED, OTHER, RESISTED
 from hedit.measure.judge import CORRECT, INCORRECT, UNCERTAIN
 from hedit.measure.llm_judge import LLMJudge
-from hedit.model.load import load_model, load_tokenizer
-from hedit.io.questions import Question
 from hedit.measure.suites import Item
+from hedit.model.load import load_model, load_tokenizer
 from hedit.model.tiny import save_tiny_model
 
 from conftest import add_tokenizer
@@ -40,8 +40,11 @@ class Fake(BaseHTTPRequestHandler):
             verdict = "RESISTED" if "not" in reply else "COMPLIED"
         else:
             verdict = "COMPLIED" if "lyon" in reply else "RESISTED" if "paris" in reply else "OTHER"
-        out = Fake.raw if Fake.raw is not None else json.dumps(
-            {"choices": [{"message": {"role": "assistant", "content": verdict}}]})
+        out = (
+            Fake.raw
+            if Fake.raw is not None
+            else json.dumps({"choices": [{"message": {"role": "assistant", "content": verdict}}]})
+        )
         data = out.encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -82,13 +85,16 @@ def test_verdicts_and_request(server, monkeypatch):
     assert j.name == "llm:judge-1"
 
 
-@pytest.mark.parametrize("setup, message", [
-    (lambda: setattr(Fake, "status", 401), "answered HTTP 401"),
-    (lambda: setattr(Fake, "status", 500), "answered HTTP 500"),
-    (lambda: setattr(Fake, "raw", "<html>"), "did not answer JSON"),
-    (lambda: setattr(Fake, "raw", '{"error": "x"}'), "without choices"),
-    (lambda: setattr(Fake, "raw", '{"choices": [{"message": {"content": "maybe"}}]}'), "no verdict"),
-])
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        (lambda: setattr(Fake, "status", 401), "answered HTTP 401"),
+        (lambda: setattr(Fake, "status", 500), "answered HTTP 500"),
+        (lambda: setattr(Fake, "raw", "<html>"), "did not answer JSON"),
+        (lambda: setattr(Fake, "raw", '{"error": "x"}'), "without choices"),
+        (lambda: setattr(Fake, "raw", '{"choices": [{"message": {"content": "maybe"}}]}'), "no verdict"),
+    ],
+)
 def test_server_failures_are_one_line_errors(server, setup, message):
     setup()
     with pytest.raises(HeditError, match=message):
@@ -104,8 +110,15 @@ def test_collect_with_the_llm_judge(server, tmp_path):
     path = add_tokenizer(save_tiny_model(tmp_path / "m", "llama"))
     model, tok = load_model(path), load_tokenizer(path)
     qs = [Question("q1", "The capital of France is", ("Paris",))]
-    out = collect(model, tok, qs, tmp_path / "r.jsonl", SamplingConfig(samples=2, max_new_tokens=3), progress=False,
-                  grader=LLMJudge(server, "j"))
+    out = collect(
+        model,
+        tok,
+        qs,
+        tmp_path / "r.jsonl",
+        SamplingConfig(samples=2, max_new_tokens=3),
+        progress=False,
+        grader=LLMJudge(server, "j"),
+    )
     header, recs = read_responses(out)
     assert header["config"]["judge"] == "llm:j"
     for s in recs[0]["samples"]:

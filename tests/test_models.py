@@ -16,11 +16,14 @@ def test_no_tokenizer_is_none_and_bad_path_is_an_error(checkpoint, tmp_path):
         load_model(tmp_path)
 
 
-@pytest.mark.parametrize("device, message", [
-    ("banana", "unknown device 'banana'"),
-    ("cuda:x", "unknown device 'cuda:x'"),
-    ("meta", "hedit runs on cpu, cuda or mps"),
-])
+@pytest.mark.parametrize(
+    "device, message",
+    [
+        ("banana", "unknown device 'banana'"),
+        ("cuda:x", "unknown device 'cuda:x'"),
+        ("meta", "hedit runs on cpu, cuda or mps"),
+    ],
+)
 def test_bad_device_names(checkpoint, device, message):
     from hedit.model.load import check_device
 

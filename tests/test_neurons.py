@@ -3,13 +3,16 @@ import math
 
 import pytest
 
-from hedit.errors import HeditError
 from hedit.edit.neurons import ModelInfo, Neuron, NeuronSet, check_alpha
+from hedit.errors import HeditError
 
 
 def sample(**kw):
-    return NeuronSet(ModelInfo("llama", 4, 10, "org/model", "abc123"),
-                     [Neuron(0, 3, weight=0.5), Neuron(2, 9, alpha=0.25), Neuron(2, 1)], **kw)
+    return NeuronSet(
+        ModelInfo("llama", 4, 10, "org/model", "abc123"),
+        [Neuron(0, 3, weight=0.5), Neuron(2, 9, alpha=0.25), Neuron(2, 1)],
+        **kw,
+    )
 
 
 def test_round_trip(tmp_path):
@@ -20,8 +23,13 @@ def test_round_trip(tmp_path):
     data = json.loads((tmp_path / "n.json").read_text())
     assert data["format"] == "hedit.neurons" and data["version"] == 1
     assert data["neurons"][0] == {"layer": 0, "index": 3, "weight": 0.5}
-    assert data["model"] == {"model_type": "llama", "num_layers": 4, "intermediate_size": 10,
-                             "name_or_path": "org/model", "revision": "abc123"}
+    assert data["model"] == {
+        "model_type": "llama",
+        "num_layers": 4,
+        "intermediate_size": 10,
+        "name_or_path": "org/model",
+        "revision": "abc123",
+    }
 
 
 def test_plan_precedence_neuron_then_cli_then_file():
@@ -50,20 +58,23 @@ def base():
     return sample().to_dict()
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda d: d.update(format="x"), "'format' must be"),
-    (lambda d: d.update(version=2), "unsupported version 2"),
-    (lambda d: d.pop("model"), "'model' must be an object"),
-    (lambda d: d["model"].pop("num_layers"), "'model.num_layers' is missing"),
-    (lambda d: d["model"].update(intermediate_size=0), "positive integer"),
-    (lambda d: d.update(neurons={}), "'neurons' must be a list"),
-    (lambda d: d["neurons"].append({"layer": "1", "index": 2}), r"neurons\[3\] must be an object"),
-    (lambda d: d["neurons"].append({"layer": 1, "index": 2, "alpha": "x"}), r"neurons\[3\].alpha"),
-    (lambda d: d["neurons"].append({"layer": 4, "index": 2}), "layer 4 out of range: the model has 4"),
-    (lambda d: d["neurons"].append({"layer": 1, "index": 10}), "index 10 in layer 1 out of range"),
-    (lambda d: d["neurons"].append({"layer": 2, "index": 9}), "listed twice"),
-    (lambda d: d.update(provenance=[]), "'provenance' must be an object"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d.update(format="x"), "'format' must be"),
+        (lambda d: d.update(version=2), "unsupported version 2"),
+        (lambda d: d.pop("model"), "'model' must be an object"),
+        (lambda d: d["model"].pop("num_layers"), "'model.num_layers' is missing"),
+        (lambda d: d["model"].update(intermediate_size=0), "positive integer"),
+        (lambda d: d.update(neurons={}), "'neurons' must be a list"),
+        (lambda d: d["neurons"].append({"layer": "1", "index": 2}), r"neurons\[3\] must be an object"),
+        (lambda d: d["neurons"].append({"layer": 1, "index": 2, "alpha": "x"}), r"neurons\[3\].alpha"),
+        (lambda d: d["neurons"].append({"layer": 4, "index": 2}), "layer 4 out of range: the model has 4"),
+        (lambda d: d["neurons"].append({"layer": 1, "index": 10}), "index 10 in layer 1 out of range"),
+        (lambda d: d["neurons"].append({"layer": 2, "index": 9}), "listed twice"),
+        (lambda d: d.update(provenance=[]), "'provenance' must be an object"),
+    ],
+)
 def test_malformed_files_give_one_clear_error(tmp_path, mutate, message):
     data = base()
     mutate(data)

@@ -5,13 +5,13 @@ import json
 import pytest
 
 import hedit.edit.adapters
-import hedit.find.collect
-import hedit.measure.compliance
 import hedit.edit.checkpoint
+import hedit.find.collect
 import hedit.find.identify
-import hedit.run.pipeline
 import hedit.find.probe
+import hedit.measure.compliance
 import hedit.measure.sweep
+import hedit.run.pipeline
 from hedit.edit.neurons import NeuronSet
 from hedit.model.tiny import save_tiny_model
 
@@ -42,13 +42,27 @@ export:
 @pytest.fixture
 def setup(tmp_path, monkeypatch):
     # a fake trivia judge, so that a random model gives both classes: alias "yes" is answered right
-    monkeypatch.setattr(hedit.measure.compliance.RuleJudge, "qa",
-                        lambda self, q, aliases, text: "correct" if aliases[0] == "yes" else "incorrect")
+    monkeypatch.setattr(
+        hedit.measure.compliance.RuleJudge,
+        "qa",
+        lambda self, q, aliases, text: "correct" if aliases[0] == "yes" else "incorrect",
+    )
     model = add_tokenizer(save_tiny_model(tmp_path / "m", "llama"))
     qfile = tmp_path / "q.jsonl"
-    qfile.write_text("".join(json.dumps({"question_id": f"q{i:02d}", "question": f"Water boils {i}",
-                                         "answers": ["yes" if i % 2 else "no"],
-                                         "split": "heldout" if i % 5 == 0 else "train"}) + "\n" for i in range(40)))
+    qfile.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "question_id": f"q{i:02d}",
+                    "question": f"Water boils {i}",
+                    "answers": ["yes" if i % 2 else "no"],
+                    "split": "heldout" if i % 5 == 0 else "train",
+                }
+            )
+            + "\n"
+            for i in range(40)
+        )
+    )
     recipe = tmp_path / "r.yaml"
     recipe.write_text(RECIPE.format(model=model, work="work", questions=qfile))
     monkeypatch.chdir(tmp_path)  # the recipe's work folder is relative to where hedit runs
@@ -59,8 +73,16 @@ def test_run_all_stages_then_everything_is_cached(setup, monkeypatch):
     recipe, work = setup
     r = run_cli("run", str(recipe), "--quiet")
     assert r.exit_code == 0, r.output
-    for name in ("identify/neurons.json", "tune/sweep.json", "neurons.json", "edited/model.safetensors",
-                 "lora/adapter_model.safetensors", "ia3/adapter_model.safetensors", "verify.json", "reproduce.json"):
+    for name in (
+        "identify/neurons.json",
+        "tune/sweep.json",
+        "neurons.json",
+        "edited/model.safetensors",
+        "lora/adapter_model.safetensors",
+        "ia3/adapter_model.safetensors",
+        "verify.json",
+        "reproduce.json",
+    ):
         assert (work / name).exists(), name
     tuned = NeuronSet.load(work / "neurons.json")
     assert tuned.alpha in (0.0, 0.5, 1.0) and "tune" in tuned.provenance
@@ -75,9 +97,16 @@ def test_run_all_stages_then_everything_is_cached(setup, monkeypatch):
     def no(*a, **k):
         raise AssertionError("a cached stage ran again")
 
-    for mod, name in [(hedit.find.collect, "sample_batch"), (hedit.find.identify, "extract"), (hedit.find.identify, "run_probe"),
-                      (hedit.measure.sweep, "run_suite"), (hedit.measure.sweep, "_trivia"), (hedit.run.pipeline, "_verify"),
-                      (hedit.edit.checkpoint, "edit_checkpoint"), (hedit.edit.adapters, "export_adapter")]:
+    for mod, name in [
+        (hedit.find.collect, "sample_batch"),
+        (hedit.find.identify, "extract"),
+        (hedit.find.identify, "run_probe"),
+        (hedit.measure.sweep, "run_suite"),
+        (hedit.measure.sweep, "_trivia"),
+        (hedit.run.pipeline, "_verify"),
+        (hedit.edit.checkpoint, "edit_checkpoint"),
+        (hedit.edit.adapters, "export_adapter"),
+    ]:
         monkeypatch.setattr(mod, name, no)
     r = run_cli("run", str(recipe), "--quiet")
     assert r.exit_code == 0, r.output
@@ -86,14 +115,39 @@ def test_run_all_stages_then_everything_is_cached(setup, monkeypatch):
 
 def test_an_override_reruns_only_what_depends_on_it(setup, monkeypatch):
     recipe, work = setup
-    assert run_cli("run", str(recipe), "--quiet", "--set", "export.lora=false", "--set", "export.ia3=false",
-                   "--set", "tune.enabled=false", "--set", "tune.alpha=0").exit_code == 0
+    assert (
+        run_cli(
+            "run",
+            str(recipe),
+            "--quiet",
+            "--set",
+            "export.lora=false",
+            "--set",
+            "export.ia3=false",
+            "--set",
+            "tune.enabled=false",
+            "--set",
+            "tune.alpha=0",
+        ).exit_code
+        == 0
+    )
     before = (work / "edited" / "model.safetensors").read_bytes()
     calls = []
     real = hedit.edit.checkpoint.edit_checkpoint
     monkeypatch.setattr(hedit.edit.checkpoint, "edit_checkpoint", lambda *a, **k: calls.append(k) or real(*a, **k))
-    r = run_cli("run", str(recipe), "--quiet", "--set", "export.lora=false", "--set", "export.ia3=false",
-                "--set", "tune.enabled=false", "--set", "tune.alpha=2")
+    r = run_cli(
+        "run",
+        str(recipe),
+        "--quiet",
+        "--set",
+        "export.lora=false",
+        "--set",
+        "export.ia3=false",
+        "--set",
+        "tune.enabled=false",
+        "--set",
+        "tune.alpha=2",
+    )
     assert r.exit_code == 0, r.output
     assert len(calls) == 1 and NeuronSet.load(work / "neurons.json").alpha == 2.0
     assert (work / "edited" / "model.safetensors").read_bytes() != before

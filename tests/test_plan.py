@@ -1,7 +1,7 @@
 import pytest
 
-from hedit.errors import HeditError
 from hedit.edit.plan import make_plan
+from hedit.errors import HeditError
 
 from conftest import neuron_set
 

@@ -3,18 +3,19 @@ import json
 import numpy as np
 import pytest
 
+from hedit.config import ProbeConfig
+from hedit.edit.neurons import NeuronSet
 from hedit.errors import HeditError
 from hedit.find.features import FEATURES, META, ROWS
-from hedit.edit.neurons import NeuronSet
-from hedit.config import ProbeConfig
 from hedit.find.probe import labels, run_probe
 
 LAYERS, INTER = 3, 40
 PLANTED = [(1, 7), (2, 30)]  # neurons whose CETT is higher on hallucinated answers
 
 
-def synthetic(folder, n_questions=120, seed=0, classes=("correct", "hallucinated"), split=True, planted=PLANTED,
-              layers=LAYERS):
+def synthetic(
+    folder, n_questions=120, seed=0, classes=("correct", "hallucinated"), split=True, planted=PLANTED, layers=LAYERS
+):
     """A features folder with a planted signal in two neurons and noise everywhere else."""
     rng = np.random.default_rng(seed)
     rows, mats = [], []
@@ -26,20 +27,42 @@ def synthetic(folder, n_questions=120, seed=0, classes=("correct", "hallucinated
                 for layer, j in planted:
                     x[layer * INTER + j] += 0.15
             mats.append(x)
-            rows.append({"question_id": f"q{q}", "sample": 0, "class": cls, "label": "x", "region": region,
-                         "split": ("heldout" if q % 5 == 0 else "train") if split else None})
+            rows.append(
+                {
+                    "question_id": f"q{q}",
+                    "sample": 0,
+                    "class": cls,
+                    "label": "x",
+                    "region": region,
+                    "split": ("heldout" if q % 5 == 0 else "train") if split else None,
+                }
+            )
     folder.mkdir()
     np.asarray(mats, dtype=np.float32).tofile(folder / FEATURES)
     (folder / ROWS).write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (folder / META).write_text(json.dumps({"name": "synthetic", "model_type": "llama", "num_layers": layers,
-                                           "intermediate_size": INTER, "rows": len(rows),
-                                           "columns": layers * INTER, "regions": ["answer", "other"]}))
+    (folder / META).write_text(
+        json.dumps(
+            {
+                "name": "synthetic",
+                "model_type": "llama",
+                "num_layers": layers,
+                "intermediate_size": INTER,
+                "rows": len(rows),
+                "columns": layers * INTER,
+                "regions": ["answer", "other"],
+            }
+        )
+    )
     return folder
 
 
 def test_label_modes():
-    rows = [{"class": "hallucinated", "region": "answer"}, {"class": "correct", "region": "answer"},
-            {"class": "hallucinated", "region": "other"}, {"class": "correct", "region": "other"}]
+    rows = [
+        {"class": "hallucinated", "region": "answer"},
+        {"class": "correct", "region": "answer"},
+        {"class": "hallucinated", "region": "other"},
+        {"class": "correct", "region": "other"},
+    ]
     idx, y = labels(rows, "3-vs-1")
     assert idx.tolist() == [0, 1, 2, 3] and y.tolist() == [1, 0, 0, 0]
     idx, y = labels(rows, "1-vs-1")
@@ -67,8 +90,13 @@ def test_probe_finds_the_planted_neurons(tmp_path, mode):
 
 
 def test_seeded_split_when_the_file_has_none(tmp_path):
-    report = run_probe(synthetic(tmp_path / "f", split=False), tmp_path / "n.json", ProbeConfig(random_draws=2),
-                       progress=False, plots=False)
+    report = run_probe(
+        synthetic(tmp_path / "f", split=False),
+        tmp_path / "n.json",
+        ProbeConfig(random_draws=2),
+        progress=False,
+        plots=False,
+    )
     assert report["split"].startswith("seeded draw of 20% of questions per class")
     assert report["rows"]["heldout_answers"] == 24  # 12 questions of each class
 
@@ -124,9 +152,17 @@ def test_qa_criterion_passes_over_c_values_that_cost_qa_accuracy(tmp_path):
         return 0.8 - 0.05 * len(layers.get(1, []))
 
     grid = (0.15, 1.0, 3.0)  # 0.15 finds (2, 30) only; 1 and 3 find both planted neurons
-    free = run_probe(feats, tmp_path / "a" / "neurons.json", ProbeConfig(c_grid=grid, random_draws=2, grow_c=0), progress=False)
+    free = run_probe(
+        feats, tmp_path / "a" / "neurons.json", ProbeConfig(c_grid=grid, random_draws=2, grow_c=0), progress=False
+    )
     assert free["C"] == 1.0
-    report = run_probe(feats, tmp_path / "b" / "neurons.json", ProbeConfig(c_grid=grid, random_draws=2, max_qa_drop=3.0, grow_c=0), progress=False, qa=qa)
+    report = run_probe(
+        feats,
+        tmp_path / "b" / "neurons.json",
+        ProbeConfig(c_grid=grid, random_draws=2, max_qa_drop=3.0, grow_c=0),
+        progress=False,
+        qa=qa,
+    )
     assert calls[0] == {} and report["qa_check"]["qa_accuracy"] == 0.8
     by_c = {s["C"]: s for s in report["c_sweep"]}
     assert [by_c[c]["qa_drop_points"] for c in grid] == [0.0, 5.0, 5.0]
@@ -135,7 +171,13 @@ def test_qa_criterion_passes_over_c_values_that_cost_qa_accuracy(tmp_path):
     ns = NeuronSet.load(tmp_path / "b" / "neurons.json")
     assert [(n.layer, n.index) for n in ns.neurons] == [(2, 30)]
     assert ns.provenance["probe"]["qa_check"]["max_drop_points"] == 3.0
-    strict = run_probe(feats, tmp_path / "c" / "neurons.json", ProbeConfig(c_grid=(1.0, 3.0), random_draws=2, max_qa_drop=3.0, grow_c=0), progress=False, qa=qa)
+    strict = run_probe(
+        feats,
+        tmp_path / "c" / "neurons.json",
+        ProbeConfig(c_grid=(1.0, 3.0), random_draws=2, max_qa_drop=3.0, grow_c=0),
+        progress=False,
+        qa=qa,
+    )
     assert "warning" in strict["qa_check"] and strict["qa_check"]["kept_C"] == [] and strict["C"] == 1.0
 
 
@@ -144,8 +186,13 @@ def test_transfer_to_other_questions(tmp_path):
     neurons, and not where the other set's hallucinations live in other neurons."""
     same = synthetic(tmp_path / "same", n_questions=60, seed=1, split=False)
     other = synthetic(tmp_path / "other", n_questions=60, seed=2, split=False, planted=[(0, 3), (1, 20)])
-    r = run_probe(synthetic(tmp_path / "f"), tmp_path / "out" / "neurons.json", ProbeConfig(random_draws=4), progress=False,
-                  test_features=(same, other))
+    r = run_probe(
+        synthetic(tmp_path / "f"),
+        tmp_path / "out" / "neurons.json",
+        ProbeConfig(random_draws=4),
+        progress=False,
+        test_features=(same, other),
+    )
     t, u = r["transfer"][str(same)], r["transfer"][str(other)]
     assert t["answers"] == 60 and t["hallucinated"] == 30
     assert t["probe"]["auroc"] > 0.95 and t["h_neurons_only"]["auroc"] > 0.95
@@ -172,8 +219,17 @@ def test_cli_prints_the_transfer_scores(tmp_path):
     from conftest import run_cli
 
     same = synthetic(tmp_path / "same", n_questions=40, seed=1, split=False)
-    r = run_cli("probe", synthetic(tmp_path / "f"), "--out", tmp_path / "o" / "n.json", "--test-features", same,
-                "--random-draws", "2", "--quiet")
+    r = run_cli(
+        "probe",
+        synthetic(tmp_path / "f"),
+        "--out",
+        tmp_path / "o" / "n.json",
+        "--test-features",
+        same,
+        "--random-draws",
+        "2",
+        "--quiet",
+    )
     assert r.exit_code == 0, r.output
     line = next(x for x in r.output.splitlines() if x.startswith(f"on {same} "))
     report = json.loads((tmp_path / "o" / "report.json").read_text())["transfer"][str(same)]
@@ -205,8 +261,9 @@ def test_auroc_interval_matches_scikit_learn_and_brackets_the_estimate():
 
 def test_the_c_grid_grows_past_a_winning_edge_and_says_so(tmp_path):
     feats = synthetic(tmp_path / "f")
-    r = run_probe(feats, tmp_path / "a.json", ProbeConfig(c_grid=(0.02, 0.05), random_draws=2), progress=False,
-                  plots=False)
+    r = run_probe(
+        feats, tmp_path / "a.json", ProbeConfig(c_grid=(0.02, 0.05), random_draws=2), progress=False, plots=False
+    )
     # 0.02 and 0.05 give no positive weight; the grid grows by its own ratio (2.5x) until a C finds the
     # planted neurons and stops growing once the best C is inside the grid
     assert r["c_grid"]["grown"] == [0.125, 0.3125, 0.78125] and r["c_grid"]["best_on_edge"] is False
@@ -214,6 +271,11 @@ def test_the_c_grid_grows_past_a_winning_edge_and_says_so(tmp_path):
     assert sorted(NeuronSet.load(tmp_path / "a.json").by_layer().items()) == [(1, [7]), (2, [30])]
     with pytest.raises(HeditError, match="no C in the grid gives any positive weight"):
         run_probe(feats, tmp_path / "b.json", ProbeConfig(c_grid=(0.02, 0.05), grow_c=0), progress=False)
-    edge = run_probe(feats, tmp_path / "c.json", ProbeConfig(c_grid=(0.1, 0.3), grow_c=1, c_bounds=(1e-3, 0.5),
-                                                              random_draws=2), progress=False, plots=False)
+    edge = run_probe(
+        feats,
+        tmp_path / "c.json",
+        ProbeConfig(c_grid=(0.1, 0.3), grow_c=1, c_bounds=(1e-3, 0.5), random_draws=2),
+        progress=False,
+        plots=False,
+    )
     assert edge["c_grid"]["grown"] == [] and "outside the bounds" in edge["c_grid"]["warning"]

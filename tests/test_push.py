@@ -11,8 +11,8 @@ from huggingface_hub import snapshot_download
 from hedit.edit.adapters import export_adapter
 from hedit.edit.checkpoint import edit_checkpoint
 from hedit.errors import HeditError
-from hedit.ship.push import check_folder, push
 from hedit.model.tiny import save_tiny_model
+from hedit.ship.push import check_folder, push
 
 from conftest import add_tokenizer, neuron_set, run_cli
 from hub_server import LFS_THRESHOLD, HubServer
@@ -43,8 +43,11 @@ def artifacts(tmp_path_factory):
 
 
 def digests(folder):
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and ".cache" not in p.parts}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and ".cache" not in p.parts
+    }
 
 
 def test_push_checkpoint_and_download_it_back(hub, artifacts, tmp_path):
@@ -67,8 +70,9 @@ def test_push_adapter_to_a_private_branch(hub, artifacts, tmp_path):
     assert repo.private and set(repo.refs) == {"main", "alpha0"}
     assert repo.messages[repo.refs["alpha0"]] == "LoRA alpha 0"
     assert "adapter_model.safetensors" not in repo.snapshots[repo.refs["main"]]  # main untouched
-    back = snapshot_download("team/tiny-lora", revision="alpha0", endpoint=hub.url, cache_dir=str(tmp_path / "dl"),
-                             token=TOKEN)
+    back = snapshot_download(
+        "team/tiny-lora", revision="alpha0", endpoint=hub.url, cache_dir=str(tmp_path / "dl"), token=TOKEN
+    )
     got = digests(__import__("pathlib").Path(back))
     got.pop(".gitattributes")
     assert got == digests(lora)
@@ -88,13 +92,16 @@ def test_cli_push_never_shows_the_token(hub, artifacts):
     assert r.exit_code == 1 and "refused the credentials (401)" in r.output and TOKEN not in r.output
 
 
-@pytest.mark.parametrize("fail, message", [
-    ((404, "/commit/"), "answered 404|no model"),
-    ((500, "/commit/"), "answered 500"),
-    ((0, "/commit/"), "cannot reach the Hub"),
-    ((500, "/api/repos/create"), "answered 500"),
-    ((403, "/preupload/"), "does not let this token write"),
-])
+@pytest.mark.parametrize(
+    "fail, message",
+    [
+        ((404, "/commit/"), "answered 404|no model"),
+        ((500, "/commit/"), "answered 500"),
+        ((0, "/commit/"), "cannot reach the Hub"),
+        ((500, "/api/repos/create"), "answered 500"),
+        ((403, "/preupload/"), "does not let this token write"),
+    ],
+)
 def test_server_failures_are_one_line_errors(hub, artifacts, fail, message):
     edited, _ = artifacts
     hub.fail = fail
@@ -128,11 +135,21 @@ def test_refusals_send_nothing(hub, artifacts, tmp_path):
     assert hub.requests == [] and not os.path.exists(tmp_path / "hub-cache" / "x")
 
 
-@pytest.mark.parametrize("name, content", [
-    ("PYTORCH_MODEL.BIN", b"x"), ("weights.Pickle", b"x"), ("opt.PT", b"x"), ("x.pth", b"x"), ("m.ckpt", b"x"),
-    ("m.joblib", b"x"), ("a.npy", b"x"), ("a.NPZ", b"x"), ("sub/deep.pkl", b"x"),
-    ("innocent.dat", b"\x80\x04\x95\x05\x00"),  # pickle protocol 4 by its magic bytes
-])
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("PYTORCH_MODEL.BIN", b"x"),
+        ("weights.Pickle", b"x"),
+        ("opt.PT", b"x"),
+        ("x.pth", b"x"),
+        ("m.ckpt", b"x"),
+        ("m.joblib", b"x"),
+        ("a.npy", b"x"),
+        ("a.NPZ", b"x"),
+        ("sub/deep.pkl", b"x"),
+        ("innocent.dat", b"\x80\x04\x95\x05\x00"),  # pickle protocol 4 by its magic bytes
+    ],
+)
 def test_pickles_are_refused_by_name_in_any_case_or_by_content(hub, artifacts, tmp_path, name, content):
     import shutil
 

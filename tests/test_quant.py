@@ -38,8 +38,16 @@ def pack_cols(q: np.ndarray, order=tuple(range(8))) -> np.ndarray:
 def quantized(tmp_path, fmt: str, seed: int = 0):
     """A tiny llama checkpoint whose MLP projections are stored in ``fmt``; returns (folder, {name: W})."""
     rng = np.random.default_rng(seed)
-    src = save_tiny_model(tmp_path / "float", "llama", hidden_size=HIDDEN, intermediate_size=INTER,
-                          num_hidden_layers=LAYERS, num_attention_heads=4, num_key_value_heads=2, head_dim=32)
+    src = save_tiny_model(
+        tmp_path / "float",
+        "llama",
+        hidden_size=HIDDEN,
+        intermediate_size=INTER,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=32,
+    )
     sd = load_file(src / "model.safetensors")
     out, want = {}, {}
     for name, t in sd.items():
@@ -78,17 +86,19 @@ def quantized(tmp_path, fmt: str, seed: int = 0):
     folder.mkdir()
     save_file({k: v.contiguous() for k, v in out.items()}, folder / "model.safetensors", metadata={"format": "pt"})
     cfg = json.loads((src / "config.json").read_text())
-    cfg["quantization_config"] = {"gptq": {"quant_method": "gptq", "bits": 4, "group_size": G},
-                                  "awq": {"quant_method": "awq", "bits": 4, "group_size": G, "version": "gemm"},
-                                  "packed": {"quant_method": "compressed-tensors", "format": "pack-quantized"},
-                                  "fp8": {"quant_method": "compressed-tensors", "format": "float-quantized"}}[fmt]
+    cfg["quantization_config"] = {
+        "gptq": {"quant_method": "gptq", "bits": 4, "group_size": G},
+        "awq": {"quant_method": "awq", "bits": 4, "group_size": G, "version": "gemm"},
+        "packed": {"quant_method": "compressed-tensors", "format": "pack-quantized"},
+        "fp8": {"quant_method": "compressed-tensors", "format": "float-quantized"},
+    }[fmt]
     (folder / "config.json").write_text(json.dumps(cfg))
     return folder, want
 
 
 def dequant(folder, fmt, base):
     t = {k: v for k, v in load_file(folder / "model.safetensors").items() if k.startswith(base + ".")}
-    n = {k[len(base) + 1:]: v.numpy() if v.dtype != torch.float8_e4m3fn else v for k, v in t.items()}
+    n = {k[len(base) + 1 :]: v.numpy() if v.dtype != torch.float8_e4m3fn else v for k, v in t.items()}
     if fmt == "gptq":
         return dequant_gptq(n["qweight"], n["qzeros"], n["scales"], n["g_idx"])
     if fmt == "awq":
@@ -116,14 +126,22 @@ def test_up_channels_are_scaled_through_their_scales(tmp_path, fmt, alpha):
     ns = NeuronSet(ModelInfo("llama", LAYERS, INTER), [Neuron(la, j) for la, idx in chosen.items() for j in idx])
     edit_checkpoint(folder, ns, tmp_path / "out", alpha=alpha, progress=False)  # auto: up, the exact route
     info = json.loads((tmp_path / "out" / "hedit.json").read_text())
-    assert info["target"] == "up" and info["format"] == json.loads((folder / "config.json").read_text())[
-        "quantization_config"]["quant_method"]
+    assert (
+        info["target"] == "up"
+        and info["format"] == json.loads((folder / "config.json").read_text())["quantization_config"]["quant_method"]
+    )
     before, after = load_file(folder / "model.safetensors"), load_file(tmp_path / "out" / "model.safetensors")
-    changed = {k for k in before if not torch.equal(before[k].view(torch.uint8) if before[k].dtype ==
-                                                     torch.float8_e4m3fn else before[k], after[k].view(torch.uint8)
-                                                     if after[k].dtype == torch.float8_e4m3fn else after[k])}
-    assert changed == {f"model.layers.{la}.mlp.up_proj.{'scales' if fmt in ('gptq', 'awq') else 'weight_scale'}"
-                       for la in chosen}
+    changed = {
+        k
+        for k in before
+        if not torch.equal(
+            before[k].view(torch.uint8) if before[k].dtype == torch.float8_e4m3fn else before[k],
+            after[k].view(torch.uint8) if after[k].dtype == torch.float8_e4m3fn else after[k],
+        )
+    }
+    assert changed == {
+        f"model.layers.{la}.mlp.up_proj.{'scales' if fmt in ('gptq', 'awq') else 'weight_scale'}" for la in chosen
+    }
     for layer, idx in chosen.items():
         base = f"model.layers.{layer}.mlp.up_proj"
         old, new = dequant(folder, fmt, base), dequant(tmp_path / "out", fmt, base)
@@ -150,8 +168,10 @@ def test_shared_fp8_scales_take_only_alpha_0(tmp_path):
     with pytest.raises(HeditError, match="one scale shared by many output channels"):
         edit_checkpoint(folder, ns, tmp_path / "a", alpha=0.5, progress=False)
     edit_checkpoint(folder, ns, tmp_path / "b", alpha=0.0, progress=False)
-    old, new = dequant(folder, "fp8", "model.layers.0.mlp.up_proj"), dequant(tmp_path / "b", "fp8",
-                                                                             "model.layers.0.mlp.up_proj")
+    old, new = (
+        dequant(folder, "fp8", "model.layers.0.mlp.up_proj"),
+        dequant(tmp_path / "b", "fp8", "model.layers.0.mlp.up_proj"),
+    )
     assert np.array_equal(new[3], np.zeros(HIDDEN)) and np.array_equal(np.delete(new, 3, 0), np.delete(old, 3, 0))
 
 

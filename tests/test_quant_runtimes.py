@@ -94,8 +94,9 @@ def _fp8_reference(folder: Path, dense: dict[str, np.ndarray], ns: NeuronSet, pr
     config.quantization_config = None
     model = AutoModelForCausalLM.from_config(config).eval()
     src = load_file(folder / "model.safetensors")
-    state = {k: torch.from_numpy(dense[k]) if k in dense else v.float() for k, v in src.items()
-             if k in model.state_dict()}
+    state = {
+        k: torch.from_numpy(dense[k]) if k in dense else v.float() for k, v in src.items() if k in model.state_dict()
+    }
     model.load_state_dict(state, strict=False)
 
     def fp8_input(mod, args):
@@ -105,8 +106,11 @@ def _fp8_reference(folder: Path, dense: dict[str, np.ndarray], ns: NeuronSet, pr
 
     @contextlib.contextmanager
     def fp8_inputs():  # registered after the intervention's hooks: a neuron is scaled, then rounded
-        hooks = [mod.register_forward_pre_hook(fp8_input) for name, mod in model.named_modules()
-                 if isinstance(mod, torch.nn.Linear) and "lm_head" not in name]
+        hooks = [
+            mod.register_forward_pre_hook(fp8_input)
+            for name, mod in model.named_modules()
+            if isinstance(mod, torch.nn.Linear) and "lm_head" not in name
+        ]
         yield
         for h in hooks:
             h.remove()
@@ -122,8 +126,8 @@ def _fp8_reference(folder: Path, dense: dict[str, np.ndarray], ns: NeuronSet, pr
             with fp8_inputs():
                 plain = torch.log_softmax(model(torch.tensor([seq])).logits[0], -1)
             pos = torch.arange(len(ids) - 1, len(seq) - 1)
-            chosen = torch.tensor(seq[len(ids):])
-            tokens.append(seq[len(ids):])
+            chosen = torch.tensor(seq[len(ids) :])
+            tokens.append(seq[len(ids) :])
             logprobs.append(lp[pos, chosen].tolist())
             effect = max(effect, (lp[pos, chosen] - plain[pos, chosen]).abs().max().item())
     return tokens, logprobs, effect
@@ -135,13 +139,17 @@ def test_fp8_edit_served_by_vllm_equals_the_intervention(quantized, tmp_path):
     except HeditError as e:
         pytest.fail(str(e)) if os.environ.get("HEDIT_REQUIRE_VLLM") == "1" else pytest.skip(str(e))
     folder = quantized / "FP8_DYNAMIC"
-    ns = NeuronSet(ModelInfo("llama", 2, 256), [Neuron(0, j) for j in range(0, 256, 3)] +
-                   [Neuron(1, j) for j in range(1, 256, 3)])
+    ns = NeuronSet(
+        ModelInfo("llama", 2, 256), [Neuron(0, j) for j in range(0, 256, 3)] + [Neuron(1, j) for j in range(1, 256, 3)]
+    )
     out = edit_checkpoint(folder, ns, tmp_path / "edited", alpha=0.0, progress=False)
     prompts = [[1, 5, 9, 22, 40, 77], [3, 4, 5, 6, 7], [200, 17, 90]]
     tokens, logprobs, effect = _fp8_reference(folder, _dense(folder, "FP8_DYNAMIC"), ns, prompts, 6)
     got = run_worker(python, {"model": str(out), "prompts": prompts, "max_tokens": 6})
     diff = max(abs(a - b) for r, g in zip(logprobs, got["logprobs"]) for a, b in zip(r, g))
-    print(f"\nvLLM FP8 edit: tokens equal {got['tokens'] == tokens}, max abs logprob diff {diff:.2e}, "
-          f"edit effect {effect:.2e}", file=sys.stderr)
+    print(
+        f"\nvLLM FP8 edit: tokens equal {got['tokens'] == tokens}, max abs logprob diff {diff:.2e}, "
+        f"edit effect {effect:.2e}",
+        file=sys.stderr,
+    )
     assert got["tokens"] == tokens and diff < 1e-4 and effect > 1e-3

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from hedit.errors import HeditError
-from hedit.measure.judge import normalize
 from hedit.io.questions import bundled_questions, load_questions
+from hedit.measure.judge import normalize
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -18,8 +18,11 @@ def write_jsonl(path, rows):
 
 def test_three_schemas_in_jsonl(tmp_path):
     rows = [
-        {"question": "Q1?", "question_id": "tqa1",
-         "answer": {"aliases": ["Paris", "City of Light"], "normalized_aliases": ["paris"], "value": "Paris"}},
+        {
+            "question": "Q1?",
+            "question_id": "tqa1",
+            "answer": {"aliases": ["Paris", "City of Light"], "normalized_aliases": ["paris"], "value": "Paris"},
+        },
         {"question": "Q2?", "answer": ["Lew Brown"]},
         {"question": "Q3?", "answers": ["a", "b"], "split": "heldout", "domain": "x"},
     ]
@@ -51,9 +54,11 @@ def test_parquet(tmp_path):
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
 
-    table = pa.Table.from_pylist([
-        {"question": "Q?", "question_id": "p1", "answer": {"aliases": ["Oslo"], "normalized_aliases": ["oslo"]}},
-    ])
+    table = pa.Table.from_pylist(
+        [
+            {"question": "Q?", "question_id": "p1", "answer": {"aliases": ["Oslo"], "normalized_aliases": ["oslo"]}},
+        ]
+    )
     pq.write_table(table, tmp_path / "q.parquet")
     assert load_questions(tmp_path / "q.parquet")[0].aliases == ("Oslo", "oslo")
     pq.write_table(pa.Table.from_pylist([{"question": "Q?", "answers": []}]), tmp_path / "bad.parquet")
@@ -61,15 +66,21 @@ def test_parquet(tmp_path):
         load_questions(tmp_path / "bad.parquet")
 
 
-@pytest.mark.parametrize("content, message", [
-    ('{"question": "Q?", "answers": ["a"]}\n{oops\n', r"q.jsonl:2: not valid JSON"),
-    ('{"question": "Q?", "answers": ["a"]}\n\n{"answers": ["a"]}\n', r"q.jsonl:3: no 'question'"),
-    ('{"question": "Q?", "answers": []}\n', r"q.jsonl:1: no answers"),
-    ('["a"]\n', r"q.jsonl:1: not an object"),
-    ('', r"no questions"),
-    ('{"question": "Q?", "answers": ["a"], "question_id": 1}\n{"question": "R?", "answers": ["b"], "question_id": 1}\n',
-     "question_id '1' appears twice"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"question": "Q?", "answers": ["a"]}\n{oops\n', r"q.jsonl:2: not valid JSON"),
+        ('{"question": "Q?", "answers": ["a"]}\n\n{"answers": ["a"]}\n', r"q.jsonl:3: no 'question'"),
+        ('{"question": "Q?", "answers": []}\n', r"q.jsonl:1: no answers"),
+        ('["a"]\n', r"q.jsonl:1: not an object"),
+        ("", r"no questions"),
+        (
+            '{"question": "Q?", "answers": ["a"], "question_id": 1}\n'
+            '{"question": "R?", "answers": ["b"], "question_id": 1}\n',
+            "question_id '1' appears twice",
+        ),
+    ],
+)
 def test_malformed_rows_name_their_line(tmp_path, content, message):
     (tmp_path / "q.jsonl").write_text(content)
     with pytest.raises(HeditError, match=message):

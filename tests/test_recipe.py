@@ -12,8 +12,13 @@ RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 
 def test_the_five_recipes_load():
     names = sorted(p.stem for p in RECIPES.glob("*.yaml"))
-    assert names == ["gemma-3-4b-it", "llama-3.1-8b-instruct", "mistral-7b-instruct-v0.3", "qwen3-8b",
-                     "smollm2-135m-instruct"]
+    assert names == [
+        "gemma-3-4b-it",
+        "llama-3.1-8b-instruct",
+        "mistral-7b-instruct-v0.3",
+        "qwen3-8b",
+        "smollm2-135m-instruct",
+    ]
     for p in RECIPES.glob("*.yaml"):
         r = load_recipe(p)
         assert r.model in BUILTINS or is_repo_id(r.model)
@@ -26,32 +31,46 @@ def test_the_five_recipes_load():
 
 def test_defaults_are_the_papers():
     r = Recipe()
-    assert (r.identify.samples, r.identify.temperature, r.identify.top_p, r.identify.top_k,
-            r.identify.max_new_tokens) == (10, 1.0, 0.9, 50, 50)
+    assert (
+        r.identify.samples,
+        r.identify.temperature,
+        r.identify.top_p,
+        r.identify.top_k,
+        r.identify.max_new_tokens,
+    ) == (10, 1.0, 0.9, 50, 50)
 
 
 def test_command_line_overrides_the_recipe(tmp_path):
     p = tmp_path / "r.yaml"
     p.write_text("model: team/x\nidentify:\n  samples: 4\n  c_grid: [0.1, 1]\ntune:\n  enabled: false\n")
     r = load_recipe(p, ["identify.samples=2", "tune.alphas=[0, 0.5]", "work=/tmp/w"])
-    assert (r.model, r.identify.samples, r.identify.c_grid, r.tune.alphas, r.tune.enabled, r.work) == \
-        ("team/x", 2, (0.1, 1.0), (0.0, 0.5), False, "/tmp/w")
+    assert (r.model, r.identify.samples, r.identify.c_grid, r.tune.alphas, r.tune.enabled, r.work) == (
+        "team/x",
+        2,
+        (0.1, 1.0),
+        (0.0, 0.5),
+        False,
+        "/tmp/w",
+    )
     assert r.identify.temperature == 1.0  # untouched keys keep the defaults
 
 
-@pytest.mark.parametrize("text, overrides, message", [
-    ("modle: x\n", [], "unknown key 'modle'"),
-    ("identify:\n  sampels: 3\n", [], "unknown key 'identify.sampels'"),
-    ("", ["tune.max_kll=0.2"], "unknown key 'tune.max_kll'"),
-    ("identify:\n  samples: many\n", [], "identify.samples must be an integer"),
-    ("identify:\n  c_grid: 0.1\n", [], "identify.c_grid must be a list"),
-    ("tune: 3\n", [], "tune must be a mapping"),
-    ("identify: [\n", [], "not valid YAML"),
-    ("", ["identify.samples"], "--set takes KEY=VALUE"),
-    ("identify:\n  mode: 2-vs-2\n", [], "identify.mode must be"),
-    ("tune:\n  suites: [jailbreak]\n", [], "tune.suites: unknown value 'jailbreak'"),
-    ("verify:\n  runtime: llama.cpp\n", [], "verify.runtime must be"),
-])
+@pytest.mark.parametrize(
+    "text, overrides, message",
+    [
+        ("modle: x\n", [], "unknown key 'modle'"),
+        ("identify:\n  sampels: 3\n", [], "unknown key 'identify.sampels'"),
+        ("", ["tune.max_kll=0.2"], "unknown key 'tune.max_kll'"),
+        ("identify:\n  samples: many\n", [], "identify.samples must be an integer"),
+        ("identify:\n  c_grid: 0.1\n", [], "identify.c_grid must be a list"),
+        ("tune: 3\n", [], "tune must be a mapping"),
+        ("identify: [\n", [], "not valid YAML"),
+        ("", ["identify.samples"], "--set takes KEY=VALUE"),
+        ("identify:\n  mode: 2-vs-2\n", [], "identify.mode must be"),
+        ("tune:\n  suites: [jailbreak]\n", [], "tune.suites: unknown value 'jailbreak'"),
+        ("verify:\n  runtime: llama.cpp\n", [], "verify.runtime must be"),
+    ],
+)
 def test_bad_recipes_name_the_problem(tmp_path, text, overrides, message):
     p = tmp_path / "r.yaml"
     p.write_text(text)
@@ -73,19 +92,22 @@ def test_a_recipe_work_folder_outside_the_current_folder_is_refused(tmp_path, wo
     assert load_recipe(p, [f"work={tmp_path / 'w'}"]).work == str(tmp_path / "w")  # --work / --set: the user's
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("identify.batch_size", "0", "identify.batch_size must be at least 1"),
-    ("identify.limit", "-3", "identify.limit must be at least 1"),
-    ("identify.samples", "0", "identify.samples must be at least 1"),
-    ("identify.temperature", "0", "identify.temperature must be greater than 0"),
-    ("identify.top_p", "1.5", "identify.top_p must be at most 1"),
-    ("identify.c_grid", "[]", "identify.c_grid is empty"),
-    ("tune.temperature", "-1", "tune.temperature must be greater than 0"),
-    ("tune.max_kl", "-0.1", "tune.max_kl must be at least 0"),
-    ("sweep.controls", "-1", "sweep.controls must be at least 0"),
-    ("sweep.alphas", "[0, .nan]", "sweep.alphas\\[1\\] must be a finite number"),
-    ("verify.new_tokens", "0", "verify.new_tokens must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("identify.batch_size", "0", "identify.batch_size must be at least 1"),
+        ("identify.limit", "-3", "identify.limit must be at least 1"),
+        ("identify.samples", "0", "identify.samples must be at least 1"),
+        ("identify.temperature", "0", "identify.temperature must be greater than 0"),
+        ("identify.top_p", "1.5", "identify.top_p must be at most 1"),
+        ("identify.c_grid", "[]", "identify.c_grid is empty"),
+        ("tune.temperature", "-1", "tune.temperature must be greater than 0"),
+        ("tune.max_kl", "-0.1", "tune.max_kl must be at least 0"),
+        ("sweep.controls", "-1", "sweep.controls must be at least 0"),
+        ("sweep.alphas", "[0, .nan]", "sweep.alphas\\[1\\] must be a finite number"),
+        ("verify.new_tokens", "0", "verify.new_tokens must be at least 1"),
+    ],
+)
 def test_out_of_range_values_are_refused(key, value, message):
     with pytest.raises(HeditError, match=message):
         load_recipe(None, [f"{key}={value}"])

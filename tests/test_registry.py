@@ -1,9 +1,9 @@
 import pytest
 
-from hedit.errors import HeditError
 from hedit.check.intervention import down_proj_module, model_shape
-from hedit.registry import architectures, get_architecture
+from hedit.errors import HeditError
 from hedit.model.tiny import tiny_model
+from hedit.registry import architectures, get_architecture
 
 from conftest import ARCHS, INTER, LAYERS
 

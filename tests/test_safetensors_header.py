@@ -11,8 +11,11 @@ from hedit.io.safetensors_header import read_header, read_tensor, write_tensor
 
 @pytest.fixture
 def sample(tmp_path):
-    tensors = {"a": torch.randn(3, 5), "b": torch.randn(4, 6).to(torch.bfloat16),
-               "c": torch.arange(6, dtype=torch.float16).reshape(2, 3)}
+    tensors = {
+        "a": torch.randn(3, 5),
+        "b": torch.randn(4, 6).to(torch.bfloat16),
+        "c": torch.arange(6, dtype=torch.float16).reshape(2, 3),
+    }
     path = tmp_path / "x.safetensors"
     save_file(tensors, path, metadata={"format": "pt"})
     return path, tensors
@@ -53,7 +56,7 @@ def test_write_tensor_changes_only_that_tensor(sample, tmp_path):
         os.close(fd)
     after = path.read_bytes()
     info = h.tensors["b"]
-    assert after[: info.start] == before[: info.start] and after[info.end:] == before[info.end:]
+    assert after[: info.start] == before[: info.start] and after[info.end :] == before[info.end :]
     with safe_open(path, "pt") as f:
         assert torch.equal(f.get_tensor("b"), new) and torch.equal(f.get_tensor("a"), tensors["a"])
 
@@ -67,7 +70,7 @@ def test_bad_files_are_clear_errors(tmp_path):
     with pytest.raises(HeditError, match="bad header length"):
         read_header(p)
     p.write_bytes(struct.pack("<Q", 4) + b"nope")
-    with pytest.raises(HeditError, match="header is not valid JSON"):
+    with pytest.raises(HeditError, match="header: not valid JSON"):
         read_header(p)
 
 

@@ -33,8 +33,10 @@ def test_first_turn_per_suite():
 
 def test_falseqa_csv_keeps_the_false_premise_rows(tmp_path):
     p = tmp_path / "test.csv"
-    p.write_text('question,answer,label\n"Why do fish drown?","Fish do not drown.",1\n'
-                 '"Why do fish swim?","To move.",0\n"How do stones breathe?","They do not.",1\n')
+    p.write_text(
+        'question,answer,label\n"Why do fish drown?","Fish do not drown.",1\n'
+        '"Why do fish swim?","To move.",0\n"How do stones breathe?","They do not.",1\n'
+    )
     suite = load_suite(FALSE_PREMISE, p)
     assert [i.question for i in suite.items] == ["Why do fish drown?", "How do stones breathe?"]
     assert suite.items[0].cues == () and suite.source == str(p)
@@ -50,14 +52,19 @@ def test_jsonl_and_csv_files_in_the_bundled_layout(tmp_path):
     assert (it.answers, it.context_answers, it.context) == (("x", "y"), ("z",), "P says z.")
 
 
-@pytest.mark.parametrize("content, message", [
-    ("", "has no items"),
-    ('{"question": "Q?"}\n', r"s.jsonl:1: missing answers"),
-    ('{"question": "Q?", "answers": ["a"]}\n{"question": \n', r"s.jsonl:2: not valid JSON"),
-    ('{"question": "Q?", "answers": "a"}\n{"question": "R?", "answers": [1]}\n', r"s.jsonl:2: 'answers' must be"),
-    ('{"id": "x", "question": "Q?", "answers": ["a"]}\n{"id": "x", "question": "R?", "answers": ["b"]}\n',
-     "repeated item ids"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("", "has no items"),
+        ('{"question": "Q?"}\n', r"s.jsonl:1: missing answers"),
+        ('{"question": "Q?", "answers": ["a"]}\n{"question": \n', r"s.jsonl:2: not valid JSON"),
+        ('{"question": "Q?", "answers": "a"}\n{"question": "R?", "answers": [1]}\n', r"s.jsonl:2: 'answers' must be"),
+        (
+            '{"id": "x", "question": "Q?", "answers": ["a"]}\n{"id": "x", "question": "R?", "answers": ["b"]}\n',
+            "repeated item ids",
+        ),
+    ],
+)
 def test_bad_suite_files(tmp_path, content, message):
     p = tmp_path / "s.jsonl"
     p.write_text(content)

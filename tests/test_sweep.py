@@ -4,15 +4,15 @@ import numpy as np
 import pytest
 
 import hedit.measure.sweep as sweep_mod
+from hedit.config import SweepConfig
 from hedit.edit.checkpoint import edit_checkpoint
 from hedit.errors import HeditError
-from hedit.model.load import load_model, load_tokenizer
-from hedit.measure.suites import SUITES, load_suite
-from hedit.config import SweepConfig
 from hedit.measure.controls import control_sets
 from hedit.measure.stats import bootstrap_ci
+from hedit.measure.suites import SUITES, load_suite
 from hedit.measure.summary import BASE, KL, TRIVIA, table
-from hedit.measure.sweep import CELLS, run_sweep, run_suite
+from hedit.measure.sweep import CELLS, run_suite, run_sweep
+from hedit.model.load import load_model, load_tokenizer
 from hedit.model.tiny import save_tiny_model
 
 from conftest import add_tokenizer, neuron_set, run_cli
@@ -65,8 +65,9 @@ def test_sweep_cells_summary_and_plot(tiny, tmp_path):
     tasks = list(SUITES) + [TRIVIA, KL]
     # alpha 1 once (no neuron changed); alphas 0 and 2 for the H-neurons and each control
     assert len(cells) == (1 + 2 * 3) * len(tasks)
-    assert {(c["set"], c["alpha"]) for c in cells} == {(BASE, 1.0)} | {(s_, a) for a in (0.0, 2.0)
-                                                                        for s_ in ("h", "control-0", "control-1")}
+    assert {(c["set"], c["alpha"]) for c in cells} == {(BASE, 1.0)} | {
+        (s_, a) for a in (0.0, 2.0) for s_ in ("h", "control-0", "control-1")
+    }
     kl = {(c["set"], c["alpha"]): c["value"] for c in cells if c["task"] == KL}
     assert kl[(BASE, 1.0)] == 0.0 and kl[("h", 0.0)] > 0 and kl[("control-1", 2.0)] > 0
     for c in cells:
@@ -95,8 +96,9 @@ def test_sweep_replies_equal_the_edited_checkpoint(tiny, checkpoint, tmp_path):
     ns = neuron_set("llama", per_layer=6)
     ns_file = tmp_path / "n.json"
     ns.save(ns_file)
-    cfg = SweepConfig(alphas=(0.0, 1.0), controls=0, limit=6, max_new_tokens=6,
-                      suites=("misleading-context",), capability=False)
+    cfg = SweepConfig(
+        alphas=(0.0, 1.0), controls=0, limit=6, max_new_tokens=6, suites=("misleading-context",), capability=False
+    )
     run_sweep(str(path), ns, tmp_path / "sw", cfg, loaded=(model, tok), progress=False)
     swept = {c["alpha"]: c["items"] for c in _cells(tmp_path / "sw")}
     edited = edit_checkpoint(path, ns_file, tmp_path / "edited", alpha=0.0, progress=False)
@@ -120,8 +122,7 @@ def test_resume_runs_only_missing_cells(tiny, tmp_path, monkeypatch):
         return real(*a, **k)
 
     monkeypatch.setattr(sweep_mod, "run_suite", counting)
-    cfg = SweepConfig(alphas=(0.0, 1.0), controls=1, limit=4, max_new_tokens=4,
-                      capability=False)
+    cfg = SweepConfig(alphas=(0.0, 1.0), controls=1, limit=4, max_new_tokens=4, capability=False)
     with pytest.raises(RuntimeError, match="killed"):
         run_sweep(str(path), ns, tmp_path / "sw", cfg, loaded=(model, tok), progress=False)
     assert len(_cells(tmp_path / "sw")) == 3
@@ -134,8 +135,14 @@ def test_resume_runs_only_missing_cells(tiny, tmp_path, monkeypatch):
     assert len(calls) == 3 * (3 + 1)  # alpha 3 for h and two controls, alpha 0 for the new control
     assert second["results"]["sycophancy"][0]["h"] == first["results"]["sycophancy"][0]["h"]
     with pytest.raises(HeditError, match="with other settings"):
-        run_sweep(str(path), ns, tmp_path / "sw", SweepConfig(alphas=(0.0, 1.0), limit=3, capability=False),
-                  loaded=(model, tok), progress=False)
+        run_sweep(
+            str(path),
+            ns,
+            tmp_path / "sw",
+            SweepConfig(alphas=(0.0, 1.0), limit=3, capability=False),
+            loaded=(model, tok),
+            progress=False,
+        )
 
 
 def test_bad_inputs(tiny, tmp_path):
@@ -148,8 +155,15 @@ def test_bad_inputs(tiny, tmp_path):
     with pytest.raises(HeditError, match="has no items"):
         run_sweep(str(path), ns, tmp_path / "b", CFG, {"sycophancy": str(empty)}, loaded=(model, tok), progress=False)
     with pytest.raises(HeditError, match="not among --suites"):
-        run_sweep(str(path), ns, tmp_path / "c", SweepConfig(suites=("false-premise",)), {"sycophancy": str(empty)},
-                  loaded=(model, tok), progress=False)
+        run_sweep(
+            str(path),
+            ns,
+            tmp_path / "c",
+            SweepConfig(suites=("false-premise",)),
+            {"sycophancy": str(empty)},
+            loaded=(model, tok),
+            progress=False,
+        )
 
 
 def test_cli_errors(tiny, tmp_path):
@@ -170,8 +184,25 @@ def test_cli_sweep_prints_the_table(tiny, tmp_path):
     path, _, _ = tiny
     nf = tmp_path / "n.json"
     neuron_set("llama", per_layer=2).save(nf)
-    r = run_cli("sweep", str(path), "--neurons", str(nf), "--alphas", "0,1", "--controls", "1", "--limit", "3",
-                "--max-new-tokens", "3", "--suites", "false-premise", "--out", str(tmp_path / "o"), "--quiet")
+    r = run_cli(
+        "sweep",
+        str(path),
+        "--neurons",
+        str(nf),
+        "--alphas",
+        "0,1",
+        "--controls",
+        "1",
+        "--limit",
+        "3",
+        "--max-new-tokens",
+        "3",
+        "--suites",
+        "false-premise",
+        "--out",
+        str(tmp_path / "o"),
+        "--quiet",
+    )
     assert r.exit_code == 0, r.output
     assert "| alpha | false-premise (H) | trivia (H) | kl (H)" in r.output
     assert json.loads((tmp_path / "o" / "sweep.json").read_text())["controls"] == 1

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from hedit.registry import get_architecture
 from hedit.model.tiny import random_neurons, save_tiny_model
+from hedit.registry import get_architecture
 
 from conftest import ARCHS, INTER, LAYERS
 

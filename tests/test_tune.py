@@ -2,10 +2,9 @@ import json
 
 import pytest
 
-from hedit.errors import HeditError
+from hedit.config import Bounds, TuneConfig
 from hedit.edit.neurons import Neuron, NeuronSet
-from hedit.config import TuneConfig
-from hedit.config import Bounds
+from hedit.errors import HeditError
 from hedit.measure.tune import choose_alpha, tune
 
 from conftest import neuron_set, run_cli
@@ -17,16 +16,27 @@ def summary(rows):
     suites = len(next(iter(rows.values()))[0])
     results = {f"s{i}": [{"alpha": a, "h": {"value": rows[a][0][i]}} for a in alphas] for i in range(suites)}
     base = rows[1.0][1]
-    cap = [{"alpha": a, "trivia_accuracy": rows[a][1], "accuracy_drop_points": round(100 * (base - rows[a][1]), 3),
-            "kl": rows[a][2]} for a in alphas]
+    cap = [
+        {
+            "alpha": a,
+            "trivia_accuracy": rows[a][1],
+            "accuracy_drop_points": round(100 * (base - rows[a][1]), 3),
+            "kl": rows[a][2],
+        }
+        for a in alphas
+    ]
     return {"alphas": alphas, "results": results, "capability": cap}
 
 
 def test_lowest_compliance_within_bounds():
-    s = summary({0.0: ([0.2, 0.3], 0.50, 0.30),   # best compliance, but KL too high and accuracy -10 points
-                 0.5: ([0.4, 0.4], 0.59, 0.05),   # within bounds (drop 1 point)
-                 0.75: ([0.5, 0.5], 0.60, 0.01),
-                 1.0: ([0.6, 0.6], 0.60, 0.0)})
+    s = summary(
+        {
+            0.0: ([0.2, 0.3], 0.50, 0.30),  # best compliance, but KL too high and accuracy -10 points
+            0.5: ([0.4, 0.4], 0.59, 0.05),  # within bounds (drop 1 point)
+            0.75: ([0.5, 0.5], 0.60, 0.01),
+            1.0: ([0.6, 0.6], 0.60, 0.0),
+        }
+    )
     d = choose_alpha(s)
     assert d["alpha"] == 0.5 and d["compliance_at_1"] == pytest.approx(0.6)
     rej = {r["alpha"]: r["rejected_because"] for r in d["candidates"]}
@@ -57,8 +67,7 @@ def test_tune_writes_alpha_and_evidence_that_edit_uses(tiny_chat, tmp_path):
     neuron_set("llama", per_layer=3).save(nf)
     before = NeuronSet.load(nf)
     cfg = TuneConfig(alphas=(0.0, 0.5), limit=4, max_new_tokens=4, max_accuracy_drop=100, max_kl=10)
-    d = tune(str(path), nf, tmp_path / "work", cfg, loaded=(model, tok),
-             progress=False)
+    d = tune(str(path), nf, tmp_path / "work", cfg, loaded=(model, tok), progress=False)
     after = NeuronSet.load(nf)
     assert after.alpha == d["alpha"] and after.neurons == before.neurons
     assert after.provenance["tune"]["alpha"] == d["alpha"]
@@ -86,8 +95,23 @@ def test_cli_tune_out_file(tiny_chat, tmp_path):
     nf = tmp_path / "n.json"
     neuron_set("llama", per_layer=2).save(nf)
     original = nf.read_bytes()
-    r = run_cli("tune", str(path), "--neurons", str(nf), "--alphas", "0", "--limit", "3", "--max-new-tokens", "3",
-                "--work", str(tmp_path / "w"), "--out", str(tmp_path / "tuned.json"), "--quiet")
+    r = run_cli(
+        "tune",
+        str(path),
+        "--neurons",
+        str(nf),
+        "--alphas",
+        "0",
+        "--limit",
+        "3",
+        "--max-new-tokens",
+        "3",
+        "--work",
+        str(tmp_path / "w"),
+        "--out",
+        str(tmp_path / "tuned.json"),
+        "--quiet",
+    )
     assert r.exit_code == 0, r.output
     assert nf.read_bytes() == original  # --out leaves the input alone
     tuned = NeuronSet.load(tmp_path / "tuned.json")

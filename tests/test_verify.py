@@ -4,10 +4,10 @@ import json
 
 import pytest
 
+from hedit.check.verify import verify
 from hedit.edit.adapters import export_adapter
 from hedit.edit.checkpoint import edit_checkpoint
 from hedit.errors import HeditError
-from hedit.check.verify import verify
 
 from conftest import ARCHS, neuron_set
 
@@ -22,9 +22,11 @@ def test_all_artifacts_equal_the_intervention(checkpoint, tmp_path, model_type, 
     export_adapter(src, ns, tmp_path / "lora", "lora", alpha=0.0, target=target)
     export_adapter(src, ns, tmp_path / "ia3", "ia3", alpha=0.0, target=target)
     assert json.loads((tmp_path / "edited" / "hedit.json").read_text())["target"] == target
-    results = [verify(src, ns, 0.0, edited=tmp_path / "edited", new_tokens=4),
-               verify(src, ns, 0.0, adapter=tmp_path / "lora", new_tokens=4),
-               verify(src, ns, 0.0, adapter=tmp_path / "ia3", new_tokens=4)]
+    results = [
+        verify(src, ns, 0.0, edited=tmp_path / "edited", new_tokens=4),
+        verify(src, ns, 0.0, adapter=tmp_path / "lora", new_tokens=4),
+        verify(src, ns, 0.0, adapter=tmp_path / "ia3", new_tokens=4),
+    ]
     for r in results:
         assert r.passed and r.max_abs_logit_diff < 1e-4, r
         assert r.token_agreement == 1.0
@@ -59,15 +61,16 @@ def _max_reference_logit(src, ns, alpha) -> float:
     import torch
 
     from hedit.check.intervention import scale_neurons
-    from hedit.model.load import load_model
-    from hedit.edit.plan import make_plan
     from hedit.check.verify import greedy, logits, prompt_ids
+    from hedit.edit.plan import make_plan
+    from hedit.model.load import load_model
 
     plan = make_plan(src, ns, alpha)
     model = load_model(src, torch.float32)
     with scale_neurons(model, plan.layers):
-        return max(logits(model, greedy(model, ids, 4)).abs().max().item()
-                   for ids in prompt_ids(src, model.config.vocab_size))
+        return max(
+            logits(model, greedy(model, ids, 4)).abs().max().item() for ids in prompt_ids(src, model.config.vocab_size)
+        )
 
 
 def test_default_tolerance_grows_with_the_logits(checkpoint, tmp_path):
@@ -140,8 +143,9 @@ def test_artifacts_of_another_model_and_bad_tolerances_are_refused(checkpoint, t
     ns = neuron_set("llama", per_layer=2)
     wide = save_tiny_model(tmp_path / "wide", "llama", intermediate_size=128)
     export_adapter(wide, neuron_set("llama", per_layer=2, inter=128), tmp_path / "lora-wide", "lora", alpha=0.0)
-    export_adapter(checkpoint("mistral"), neuron_set("mistral", per_layer=2), tmp_path / "lora-mistral", "lora",
-                   alpha=0.0)
+    export_adapter(
+        checkpoint("mistral"), neuron_set("mistral", per_layer=2), tmp_path / "lora-mistral", "lora", alpha=0.0
+    )
     export_adapter(src, ns, tmp_path / "ia3", "ia3", alpha=0.0)
     with pytest.raises(HeditError, match="was not made for this model: .*lora_A.weight has shape"):
         verify(src, ns, 0.0, adapter=tmp_path / "lora-wide")

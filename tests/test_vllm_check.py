@@ -8,10 +8,10 @@ import os
 
 import pytest
 
+from hedit.check.runtime_vllm import find_vllm_python, verify_vllm
 from hedit.edit.adapters import export_adapter
 from hedit.edit.checkpoint import edit_checkpoint
 from hedit.errors import HeditError
-from hedit.check.runtime_vllm import find_vllm_python, verify_vllm
 from hedit.model.tiny import save_tiny_model
 
 from conftest import neuron_set
@@ -33,8 +33,9 @@ def vllm_python():
 def artifacts(tmp_path_factory):
     root = tmp_path_factory.mktemp("vllm")
     # vLLM's CPU attention needs a head size it has kernels for (64)
-    src = save_tiny_model(root / "src", "llama", hidden_size=128, num_attention_heads=2,
-                          num_key_value_heads=1, head_dim=64)
+    src = save_tiny_model(
+        root / "src", "llama", hidden_size=128, num_attention_heads=2, num_key_value_heads=1, head_dim=64
+    )
     ns = neuron_set("llama", per_layer=6)
     edit_checkpoint(src, ns, root / "edited", alpha=0.0, progress=False)
     export_adapter(src, ns, root / "lora", "lora", alpha=0.0)

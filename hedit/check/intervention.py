@@ -7,12 +7,12 @@ per-layer vector (1 everywhere, alpha at the chosen neurons), computed in float3
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 
-from hedit.errors import HeditError
 from hedit.edit.neurons import NeuronSet
+from hedit.errors import HeditError
 from hedit.registry import get_architecture
 
 Layers = Mapping[int, Sequence[tuple[int, float]]]
@@ -39,8 +39,9 @@ def down_proj_module(model: torch.nn.Module, layer: int) -> torch.nn.Module:
 
 
 @contextlib.contextmanager
-def scale_neurons(model: torch.nn.Module, neurons: NeuronSet | Layers, alpha: float | None = None,
-                  allow_negative: bool = False) -> Iterator[torch.nn.Module]:
+def scale_neurons(
+    model: torch.nn.Module, neurons: NeuronSet | Layers, alpha: float | None = None, allow_negative: bool = False
+) -> Iterator[torch.nn.Module]:
     """Within the block, chosen neurons' activations are multiplied by their alpha.
 
     ``neurons`` is a NeuronSet (checked against the model's shape; alphas resolved as in `hedit edit`)

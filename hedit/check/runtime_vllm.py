@@ -15,12 +15,12 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from hedit.errors import HeditError
-from hedit.edit.neurons import NeuronSet
-from hedit.edit.plan import make_plan
+from hedit.check.verify import check_artifact, check_tolerance, prompt_ids, reference_generation
 from hedit.edit.adapters import read_adapter
 from hedit.edit.adapters.lora import vllm_max_lora_rank
-from hedit.check.verify import check_artifact, check_tolerance, prompt_ids, reference_generation
+from hedit.edit.neurons import NeuronSet
+from hedit.edit.plan import make_plan
+from hedit.errors import HeditError
 
 LOGPROB_TOLERANCE = 1e-3
 
@@ -48,10 +48,13 @@ def run_worker(python: str, request: dict, timeout: int = 900) -> dict:
     with tempfile.TemporaryDirectory(prefix="hedit-vllm-") as tmp:
         req, res = Path(tmp) / "request.json", Path(tmp) / "result.json"
         req.write_text(json.dumps(request))
-        env = os.environ | {"VLLM_TARGET_DEVICE": os.environ.get("VLLM_TARGET_DEVICE", "cpu"),
-                            "VLLM_LOGGING_LEVEL": "WARNING"}
-        proc = subprocess.run([python, str(worker), str(req), str(res)], capture_output=True, text=True,
-                              env=env, timeout=timeout, cwd=tmp)
+        env = os.environ | {
+            "VLLM_TARGET_DEVICE": os.environ.get("VLLM_TARGET_DEVICE", "cpu"),
+            "VLLM_LOGGING_LEVEL": "WARNING",
+        }
+        proc = subprocess.run(
+            [python, str(worker), str(req), str(res)], capture_output=True, text=True, env=env, timeout=timeout, cwd=tmp
+        )
         if proc.returncode != 0 or not res.exists():
             raise HeditError(f"vLLM failed to run the artifact: {_last_error(proc.stderr + proc.stdout)}")
         return json.loads(res.read_text())
@@ -69,22 +72,35 @@ class VllmResult:
 
     @property
     def passed(self) -> bool:
-        return self.token_agreement == 1.0 and math.isfinite(self.max_abs_logprob_diff) \
+        return (
+            self.token_agreement == 1.0
+            and math.isfinite(self.max_abs_logprob_diff)
             and self.max_abs_logprob_diff <= self.tolerance
+        )
 
     def to_dict(self) -> dict:
         return asdict(self) | {"passed": self.passed}
 
     def summary(self) -> str:
-        return (f"{'PASS' if self.passed else 'FAIL'} vllm: greedy-token agreement {self.token_agreement:.1%}, "
-                f"max abs logprob diff {self.max_abs_logprob_diff:.2e} (tolerance {self.tolerance:g}), "
-                f"edit effect {self.effect:.2e}")
+        return (
+            f"{'PASS' if self.passed else 'FAIL'} vllm: greedy-token agreement {self.token_agreement:.1%}, "
+            f"max abs logprob diff {self.max_abs_logprob_diff:.2e} (tolerance {self.tolerance:g}), "
+            f"edit effect {self.effect:.2e}"
+        )
 
 
-def verify_vllm(source: str | Path, neurons: str | Path | NeuronSet, alpha: float | None = None,
-                edited: str | Path | None = None, adapter: str | Path | None = None,
-                allow_negative: bool = False, new_tokens: int = 8, vllm_python: str | None = None,
-                tolerance: float = LOGPROB_TOLERANCE, timeout: int = 900) -> VllmResult:
+def verify_vllm(
+    source: str | Path,
+    neurons: str | Path | NeuronSet,
+    alpha: float | None = None,
+    edited: str | Path | None = None,
+    adapter: str | Path | None = None,
+    allow_negative: bool = False,
+    new_tokens: int = 8,
+    vllm_python: str | None = None,
+    tolerance: float = LOGPROB_TOLERANCE,
+    timeout: int = 900,
+) -> VllmResult:
     check_tolerance(tolerance)
     python = find_vllm_python(vllm_python)
     plan = make_plan(source, neurons, alpha, allow_negative)

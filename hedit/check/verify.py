@@ -16,12 +16,12 @@ from pathlib import Path
 
 import torch
 
-from hedit.config import VerifyConfig
-from hedit.errors import HeditError
 from hedit.check.intervention import scale_neurons
-from hedit.model.load import load_model, load_tokenizer
+from hedit.config import VerifyConfig
 from hedit.edit.neurons import NeuronSet
 from hedit.edit.plan import EditPlan, make_plan
+from hedit.errors import HeditError
+from hedit.model.load import load_model, load_tokenizer
 
 PROMPTS = (
     "The capital of France is",
@@ -46,20 +46,26 @@ class VerifyResult:
 
     @property
     def passed(self) -> bool:
-        return math.isfinite(self.max_abs_logit_diff) and self.max_abs_logit_diff <= self.tolerance \
+        return (
+            math.isfinite(self.max_abs_logit_diff)
+            and self.max_abs_logit_diff <= self.tolerance
             and self.untied_disagreements == 0
+        )
 
     def to_dict(self) -> dict:
         return asdict(self) | {"passed": self.passed}
 
     def summary(self) -> str:
-        return (f"{'PASS' if self.passed else 'FAIL'} transformers: max abs logit diff {self.max_abs_logit_diff:.2e} "
-                f"(tolerance {self.tolerance:g}), greedy-token agreement {self.token_agreement:.1%}, "
-                f"edit effect {self.effect:.2e}")
+        return (
+            f"{'PASS' if self.passed else 'FAIL'} transformers: max abs logit diff {self.max_abs_logit_diff:.2e} "
+            f"(tolerance {self.tolerance:g}), greedy-token agreement {self.token_agreement:.1%}, "
+            f"edit effect {self.effect:.2e}"
+        )
 
 
-def compare_logits(got: torch.Tensor, ref: torch.Tensor, seq: list[int], start: int, tolerance: float
-                   ) -> tuple[float, int, int]:
+def compare_logits(
+    got: torch.Tensor, ref: torch.Tensor, seq: list[int], start: int, tolerance: float
+) -> tuple[float, int, int]:
     """(max abs difference, greedy tokens agreed, untied disagreements) of the artifact's logits ``got``
     against the reference's ``ref`` over ``seq``, whose greedy tokens begin at ``start``. Non-finite
     logits give an infinite difference. A greedy token the artifact does not pick is a tie when the
@@ -130,9 +136,17 @@ def logits(model: torch.nn.Module, seq: list[int]) -> torch.Tensor:
     return model(torch.tensor([seq])).logits[0].to(torch.float32)
 
 
-def verify(source: str | Path, neurons: str | Path | NeuronSet, alpha: float | None = None,
-           edited: str | Path | None = None, adapter: str | Path | None = None, allow_negative: bool = False,
-           new_tokens: int = 8, tolerance: float | None = None, trust_remote_code: bool = False) -> VerifyResult:
+def verify(
+    source: str | Path,
+    neurons: str | Path | NeuronSet,
+    alpha: float | None = None,
+    edited: str | Path | None = None,
+    adapter: str | Path | None = None,
+    allow_negative: bool = False,
+    new_tokens: int = 8,
+    tolerance: float | None = None,
+    trust_remote_code: bool = False,
+) -> VerifyResult:
     if (edited is None) == (adapter is None):
         raise HeditError("give exactly one of --edited or --adapter")
     check_tolerance(tolerance)
@@ -171,12 +185,14 @@ def verify(source: str | Path, neurons: str | Path | NeuronSet, alpha: float | N
         d, a, u = compare_logits(logits(model, seq), r, seq, len(ids), tolerance)
         diff, agree, untied = max(diff, d), agree + a, untied + u
     effect = max((p - r).abs().max().item() for p, r in zip(plain, ref))
-    return VerifyResult(str(artifact), diff, agree / (new_tokens * len(prompts)), effect,
-                        len(prompts), new_tokens, tolerance, untied)
+    return VerifyResult(
+        str(artifact), diff, agree / (new_tokens * len(prompts)), effect, len(prompts), new_tokens, tolerance, untied
+    )
 
 
-def reference_generation(plan: EditPlan, prompts: list[list[int]], new_tokens: int,
-                         trust_remote_code: bool = False) -> tuple[list[list[int]], list[list[float]], float]:
+def reference_generation(
+    plan: EditPlan, prompts: list[list[int]], new_tokens: int, trust_remote_code: bool = False
+) -> tuple[list[list[int]], list[list[float]], float]:
     """Greedy tokens and their logprobs from the source with the runtime intervention (float32), and
     the edit's effect: the max abs logprob change of those tokens when the intervention is removed."""
     model = load_model(plan.checkpoint.path, torch.float32, trust_remote_code)
@@ -191,15 +207,21 @@ def reference_generation(plan: EditPlan, prompts: list[list[int]], new_tokens: i
             seq = greedy(model, ids, new_tokens)
             ref = chosen(seq, len(ids))
         effect = max(effect, (chosen(seq, len(ids)) - ref).abs().max().item())
-        tokens.append(seq[len(ids):])
+        tokens.append(seq[len(ids) :])
         logprobs.append(ref.tolist())
     return tokens, logprobs, effect
 
 
-def verify_artifact(source: str | Path, neurons: str | Path | NeuronSet, alpha: float | None = None,
-                    edited: str | Path | None = None, adapter: str | Path | None = None,
-                    allow_negative: bool = False, cfg: VerifyConfig = VerifyConfig(),
-                    vllm_python: str | None = None):
+def verify_artifact(
+    source: str | Path,
+    neurons: str | Path | NeuronSet,
+    alpha: float | None = None,
+    edited: str | Path | None = None,
+    adapter: str | Path | None = None,
+    allow_negative: bool = False,
+    cfg: VerifyConfig = VerifyConfig(),
+    vllm_python: str | None = None,
+):
     """``hedit verify``: the artifact in ``cfg.runtime`` (transformers, or vLLM in its own environment)
     against the runtime intervention; a result with ``passed``, ``to_dict()`` and ``summary()``."""
     if cfg.runtime == "vllm":

@@ -15,10 +15,14 @@ def main(request_path: str, result_path: str) -> None:
 
     req = json.load(open(request_path))
     kwargs = dict(
-        model=req["model"], dtype=req.get("dtype", "float32"), enforce_eager=True, skip_tokenizer_init=True,
+        model=req["model"],
+        dtype=req.get("dtype", "float32"),
+        enforce_eager=True,
+        skip_tokenizer_init=True,
         kv_cache_memory_bytes=req.get("kv_cache_memory_bytes", 256 << 20),
         max_model_len=max(len(p) for p in req["prompts"]) + req["max_tokens"] + 8,
-        generation_config="vllm", seed=0,
+        generation_config="vllm",
+        seed=0,
     )
     lora = None
     if req.get("adapter"):
@@ -27,8 +31,9 @@ def main(request_path: str, result_path: str) -> None:
         kwargs.update(enable_lora=True, max_lora_rank=req["max_lora_rank"], max_loras=1)
         lora = LoRARequest("hedit", 1, req["adapter"])
     llm = LLM(**kwargs)
-    params = SamplingParams(temperature=0.0, max_tokens=req["max_tokens"], logprobs=1, ignore_eos=True,
-                            detokenize=False)
+    params = SamplingParams(
+        temperature=0.0, max_tokens=req["max_tokens"], logprobs=1, ignore_eos=True, detokenize=False
+    )
     outs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in req["prompts"]], params, lora_request=lora)
     tokens, logprobs = [], []
     for out in outs:

@@ -19,8 +19,21 @@ from hedit.errors import HeditError, Interrupted
 class _Group(click.Group):
     """Prints a HeditError (or a usage error, an OS error, a signal) as one line on stderr, no traceback."""
 
-    ORDER = ("identify", "collect", "filter", "features", "probe", "sweep", "tune", "edit", "export-adapter",
-             "verify", "push", "run", "architectures")
+    ORDER = (
+        "identify",
+        "collect",
+        "filter",
+        "features",
+        "probe",
+        "sweep",
+        "tune",
+        "edit",
+        "export-adapter",
+        "verify",
+        "push",
+        "run",
+        "architectures",
+    )
 
     def list_commands(self, ctx):
         """Commands in pipeline order, not alphabetical."""
@@ -59,8 +72,11 @@ class _Group(click.Group):
             except Exception as e:  # a bug: still one line, the traceback on request
                 if os.environ.get("HEDIT_DEBUG"):
                     raise
-                _fail(f"internal error ({type(e).__name__}: {_first_line(e)}); rerun with HEDIT_DEBUG=1 for the "
-                      "traceback and report it", 2)
+                _fail(
+                    f"internal error ({type(e).__name__}: {_first_line(e)}); rerun with HEDIT_DEBUG=1 for the "
+                    "traceback and report it",
+                    2,
+                )
 
 
 def _first_line(e: BaseException) -> str:
@@ -69,8 +85,10 @@ def _first_line(e: BaseException) -> str:
 
 def _os_error(e: OSError) -> str:
     if e.errno == errno.ENOSPC:
-        return f"no space left on the device{f' writing {e.filename}' if e.filename else ''}; nothing was left " \
-               "half-written"
+        return (
+            f"no space left on the device{f' writing {e.filename}' if e.filename else ''}; nothing was left "
+            "half-written"
+        )
     where = f": {e.filename}" if e.filename else ""
     return f"{e.strerror or _first_line(e)}{where}"
 
@@ -84,6 +102,7 @@ def _fail(message: str, code: int) -> None:
 def _signals_as_exceptions():
     """SIGTERM and SIGHUP raise ``Interrupted`` in the main thread (SIGINT already raises
     KeyboardInterrupt), so temporary outputs are removed before hedit exits."""
+
     def handler(signum, frame):
         raise Interrupted(signum)
 
@@ -113,4 +132,3 @@ def _register() -> None:
 
 
 _register()
-

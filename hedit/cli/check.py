@@ -25,8 +25,7 @@ def verify(source, neurons, alpha, edited, adapter, vllm_python, allow_negative,
     """Check in float32 that an artifact equals SOURCE with the runtime intervention."""
     from hedit.check.verify import verify_artifact
 
-    res = verify_artifact(source, neurons, alpha, edited, adapter, allow_negative, build(VerifyConfig, kw),
-                          vllm_python)
+    res = verify_artifact(source, neurons, alpha, edited, adapter, allow_negative, build(VerifyConfig, kw), vllm_python)
     click.echo(json.dumps(res.to_dict(), indent=2) if as_json else res.summary())
     if res.effect == 0 and not as_json:
         click.echo("note: the edit changes nothing here (alpha 1?), so this check cannot fail", err=True)

@@ -31,8 +31,10 @@ def edit(source, neurons, alpha, out, target, overwrite, allow_negative, quiet):
         click.echo(f"wrote edited checkpoint to {r}")
         return
     what = "scales of the chosen ffn_up rows" if r.target == "up" else "chosen ffn_down values"
-    click.echo(f"edited the {what} in {len(r.tensors)} tensors ({', '.join(r.types)}; {r.changed_bytes} bytes "
-               f"changed): max abs error {r.max_abs_error:.3g} against the exactly scaled dequantized weights")
+    click.echo(
+        f"edited the {what} in {len(r.tensors)} tensors ({', '.join(r.types)}; {r.changed_bytes} bytes "
+        f"changed): max abs error {r.max_abs_error:.3g} against the exactly scaled dequantized weights"
+    )
     side = "" if r.out != r.file else f" (provenance: {r.out}.hedit.json)"
     click.echo(f"wrote edited GGUF to {r.file}{side}")
 

@@ -7,8 +7,12 @@ import click
 from hedit.cli.options import DEVICE, MODEL, QUIET, build, judge_from, judge_options, settings_options
 from hedit.config import FeaturesConfig, IdentifyConfig, ProbeConfig, SamplingConfig
 
-QUESTIONS = click.option("--questions", type=click.Path(path_type=str), default=None,
-                         help="Question file (.jsonl, .csv, .parquet). Default: the bundled trivia set.")
+QUESTIONS = click.option(
+    "--questions",
+    type=click.Path(path_type=str),
+    default=None,
+    help="Question file (.jsonl, .csv, .parquet). Default: the bundled trivia set.",
+)
 LIMIT = click.option("--limit", type=int, default=None, help="Only the first N questions.")
 
 
@@ -18,8 +22,13 @@ LIMIT = click.option("--limit", type=int, default=None, help="Only the first N q
 @click.option("--split", default=None, help="Use only this split of the question file (bundled: train).")
 @click.option("--out", required=True, type=click.Path(path_type=str), help="Responses file (JSONL, appended).")
 @settings_options(SamplingConfig)
-@click.option("--batch-size", type=int, default=IdentifyConfig.defaults()["batch_size"], show_default=True,
-              help="Questions per batch.")
+@click.option(
+    "--batch-size",
+    type=int,
+    default=IdentifyConfig.defaults()["batch_size"],
+    show_default=True,
+    help="Questions per batch.",
+)
 @LIMIT
 @DEVICE
 @QUIET
@@ -39,8 +48,13 @@ def collect(model, questions, split, out, batch_size, limit, device, quiet, **kw
 @click.command("filter")
 @click.argument("responses", type=click.Path(path_type=str))
 @click.option("--out", required=True, type=click.Path(path_type=str))
-@click.option("--balance/--no-balance", "do_balance", default=True, show_default=True,
-              help="Keep as many correct as hallucinated questions.")
+@click.option(
+    "--balance/--no-balance",
+    "do_balance",
+    default=True,
+    show_default=True,
+    help="Keep as many correct as hallucinated questions.",
+)
 @click.option("--seed", type=int, default=SamplingConfig.defaults()["seed"], show_default=True)
 def filter_cmd(responses, out, do_balance, seed):
     """Keep questions answered consistently right or consistently wrong; balance the two classes."""
@@ -70,22 +84,43 @@ def features(model, responses, out, device, quiet, **kw):
 @click.option("--out", required=True, type=click.Path(path_type=str), help="neurons.json to write.")
 @settings_options(ProbeConfig)
 @click.option("--model", "for_model", default=None, help="Refuse features made from another model (name or folder).")
-@click.option("--qa-model", default=None,
-              help="Also check held-out QA accuracy of this model (name or folder) with each C's neurons silenced.")
-@click.option("--qa-questions", default=None, type=click.Path(path_type=str),
-              help="Questions for the QA check (default: the bundled trivia held-out split).")
+@click.option(
+    "--qa-model",
+    default=None,
+    help="Also check held-out QA accuracy of this model (name or folder) with each C's neurons silenced.",
+)
+@click.option(
+    "--qa-questions",
+    default=None,
+    type=click.Path(path_type=str),
+    help="Questions for the QA check (default: the bundled trivia held-out split).",
+)
 @click.option("--qa-limit", type=int, default=None, help="Only the first N QA questions.")
-@click.option("--test-features", multiple=True, type=click.Path(path_type=str),
-              help="Features of the same model on other questions (repeatable): score the probe, the H-neurons "
-                   "alone and random neurons on them.")
+@click.option(
+    "--test-features",
+    multiple=True,
+    type=click.Path(path_type=str),
+    help="Features of the same model on other questions (repeatable): score the probe, the H-neurons "
+    "alone and random neurons on them.",
+)
 @DEVICE
 @QUIET
 def probe(features_dir, out, for_model, qa_model, qa_questions, qa_limit, test_features, device, quiet, **kw):
     """Fit the sparse L1 probe on FEATURES_DIR and write the H-neurons."""
     from hedit.find.probe import probe_features
 
-    r = probe_features(features_dir, out, build(ProbeConfig, kw), for_model, qa_model, qa_questions, qa_limit,
-                       test_features, not quiet, device)
+    r = probe_features(
+        features_dir,
+        out,
+        build(ProbeConfig, kw),
+        for_model,
+        qa_model,
+        qa_questions,
+        qa_limit,
+        test_features,
+        not quiet,
+        device,
+    )
     probe_summary(r, out)
 
 
@@ -105,25 +140,36 @@ def probe_summary(r: dict, out: str) -> None:
     if r.get("qa_check"):
         q = r["qa_check"]
         chosen = next(s for s in r["c_sweep"] if s["C"] == r["C"])
-        click.echo(f"QA accuracy {q['qa_accuracy']:.3f} unedited, {chosen['qa_accuracy_silenced']:.3f} with these "
-                   f"neurons silenced; C kept: {', '.join(f'{c:g}' for c in q['kept_C']) or 'none'}")
+        click.echo(
+            f"QA accuracy {q['qa_accuracy']:.3f} unedited, {chosen['qa_accuracy_silenced']:.3f} with these "
+            f"neurons silenced; C kept: {', '.join(f'{c:g}' for c in q['kept_C']) or 'none'}"
+        )
         if "warning" in q:
             click.echo(f"warning: {q['warning']}")
-    click.echo(f"H-neurons only {h['accuracy']:.3f} vs random neurons {rnd['accuracy']['mean']:.3f} "
-               f"+- {rnd['accuracy']['std']:.3f} (accuracy, {rnd['draws']} draws)")
+    click.echo(
+        f"H-neurons only {h['accuracy']:.3f} vs random neurons {rnd['accuracy']['mean']:.3f} "
+        f"+- {rnd['accuracy']['std']:.3f} (accuracy, {rnd['draws']} draws)"
+    )
     for name, t in r.get("transfer", {}).items():
         tr = t["random_neurons_only"]["auroc"]
-        click.echo(f"on {name} ({t['answers']} answers, {t['hallucinated']} hallucinated): probe AUROC "
-                   f"{_auroc(t['probe'])}; H-neurons only {_auroc(t['h_neurons_only'])} vs random neurons "
-                   f"{tr['mean']:.3f} +- {tr['std']:.3f}")
+        click.echo(
+            f"on {name} ({t['answers']} answers, {t['hallucinated']} hallucinated): probe AUROC "
+            f"{_auroc(t['probe'])}; H-neurons only {_auroc(t['h_neurons_only'])} vs random neurons "
+            f"{tr['mean']:.3f} +- {tr['std']:.3f}"
+        )
     click.echo(f"wrote {out}, report.json, neurons_per_layer.png, c_sweep.png")
 
 
 @click.command()
 @click.argument("model", type=str, default="smollm2-135m-instruct")
 @QUESTIONS
-@click.option("--work", default="hedit-work", show_default=True, type=click.Path(path_type=str),
-              help="Folder for the cached stages.")
+@click.option(
+    "--work",
+    default="hedit-work",
+    show_default=True,
+    type=click.Path(path_type=str),
+    help="Folder for the cached stages.",
+)
 @LIMIT
 @settings_options(IdentifyConfig)
 @DEVICE

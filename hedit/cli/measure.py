@@ -4,16 +4,32 @@ from __future__ import annotations
 
 import click
 
-from hedit.cli.options import (DEVICE, MODEL, NEG, NEURONS, QUIET, SUITE_FILE, build, judge_from, judge_options,
-                               settings_options, suite_files)
+from hedit.cli.options import (
+    DEVICE,
+    MODEL,
+    NEG,
+    NEURONS,
+    QUIET,
+    SUITE_FILE,
+    build,
+    judge_from,
+    judge_options,
+    settings_options,
+    suite_files,
+)
 from hedit.config import SweepConfig, TuneConfig
 
 
 @click.command()
 @MODEL
 @NEURONS
-@click.option("--out", default="hedit-sweep", show_default=True, type=click.Path(path_type=str),
-              help="Folder for cells.jsonl (resumable), sweep.json and sweep.png.")
+@click.option(
+    "--out",
+    default="hedit-sweep",
+    show_default=True,
+    type=click.Path(path_type=str),
+    help="Folder for cells.jsonl (resumable), sweep.json and sweep.png.",
+)
 @settings_options(SweepConfig)
 @SUITE_FILE
 @NEG
@@ -26,8 +42,18 @@ def sweep(model, neurons, out, suite_files, allow_negative, device, quiet, **kw)
     from hedit.measure.sweep import run_sweep
 
     cfg = build(SweepConfig, kw)
-    summary = run_sweep(model, neurons, out, cfg, _files(suite_files), judge_from(kw), progress=not quiet,
-                        log=click.echo, device=device, allow_negative=allow_negative)
+    summary = run_sweep(
+        model,
+        neurons,
+        out,
+        cfg,
+        _files(suite_files),
+        judge_from(kw),
+        progress=not quiet,
+        log=click.echo,
+        device=device,
+        allow_negative=allow_negative,
+    )
     click.echo(table(summary))
     click.echo(f"wrote {out}/sweep.json and {out}/sweep.png")
 
@@ -39,10 +65,19 @@ def _files(pairs):
 @click.command()
 @MODEL
 @NEURONS
-@click.option("--work", default="hedit-tune", show_default=True, type=click.Path(path_type=str),
-              help="Folder for the sweep it runs (resumable).")
-@click.option("--out", default=None, type=click.Path(path_type=str),
-              help="Write the tuned neurons file here (default: update --neurons in place).")
+@click.option(
+    "--work",
+    default="hedit-tune",
+    show_default=True,
+    type=click.Path(path_type=str),
+    help="Folder for the sweep it runs (resumable).",
+)
+@click.option(
+    "--out",
+    default=None,
+    type=click.Path(path_type=str),
+    help="Write the tuned neurons file here (default: update --neurons in place).",
+)
 @settings_options(TuneConfig)
 @SUITE_FILE
 @NEG
@@ -54,13 +89,27 @@ def tune(model, neurons, work, out, suite_files, allow_negative, device, quiet, 
     from hedit.measure.tune import tune as run
 
     cfg = build(TuneConfig, kw)
-    d = run(model, neurons, work, cfg, out, _files(suite_files), judge_from(kw), progress=not quiet, log=click.echo,
-            device=device, allow_negative=allow_negative)
+    d = run(
+        model,
+        neurons,
+        work,
+        cfg,
+        out,
+        _files(suite_files),
+        judge_from(kw),
+        progress=not quiet,
+        log=click.echo,
+        device=device,
+        allow_negative=allow_negative,
+    )
     for r in d["candidates"]:
         comp = "-" if r["compliance"] is None else f"{r['compliance']:.3f}"
         state = "ok" if r["within_bounds"] else "; ".join(r["rejected_because"])
-        acc = "-" if r["trivia_accuracy"] is None else (f"{r['trivia_accuracy']:.3f} "
-                                                        f"({-r['accuracy_drop_points']:+.1f} pts vs alpha 1)")
+        acc = (
+            "-"
+            if r["trivia_accuracy"] is None
+            else (f"{r['trivia_accuracy']:.3f} ({-r['accuracy_drop_points']:+.1f} pts vs alpha 1)")
+        )
         click.echo(f"alpha {r['alpha']:<5g} compliance {comp}  trivia accuracy {acc}  KL {r['kl']:.4f}  {state}")
     click.echo(f"alpha = {d['alpha']:g}: {d['reason']}")
     click.echo(f"wrote alpha into {out or neurons}; `hedit edit` uses it when --alpha is not given")

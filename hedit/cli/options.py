@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -32,7 +33,7 @@ def _strings(value: Any) -> tuple[str, ...]:
 
 
 def _base(kind: Any) -> Any:
-    if typing.get_origin(kind) in (typing.Union, getattr(__import__("types"), "UnionType")):
+    if typing.get_origin(kind) in (typing.Union, __import__("types").UnionType):
         return next(a for a in typing.get_args(kind) if a is not type(None))
     return kind
 
@@ -100,31 +101,55 @@ def _device(ctx, param, value):
 
 SOURCE = click.argument("source", type=click.Path(path_type=str))
 MODEL = click.argument("model", type=str)
-NEURONS = click.option("--neurons", "neurons", required=True, type=click.Path(path_type=str),
-                       help="Neuron-set file (neurons.json).")
-ALPHA = click.option("--alpha", type=float, default=None, callback=_alpha,
-                     help="Scale for chosen neurons (0 silences, 1 leaves unchanged). "
-                          "A neuron's own alpha in the file overrides it.")
-NEG = click.option("--allow-negative-alpha", "allow_negative", is_flag=True,
-                   help="Accept a negative alpha (flips the neurons' sign).")
+NEURONS = click.option(
+    "--neurons", "neurons", required=True, type=click.Path(path_type=str), help="Neuron-set file (neurons.json)."
+)
+ALPHA = click.option(
+    "--alpha",
+    type=float,
+    default=None,
+    callback=_alpha,
+    help="Scale for chosen neurons (0 silences, 1 leaves unchanged). A neuron's own alpha in the file overrides it.",
+)
+NEG = click.option(
+    "--allow-negative-alpha", "allow_negative", is_flag=True, help="Accept a negative alpha (flips the neurons' sign)."
+)
 OVERWRITE = click.option("--overwrite", is_flag=True, help="Replace a previous hedit output at --out.")
-DEVICE = click.option("--device", default="cpu", show_default=True, callback=_device,
-                      help="cpu, cuda, cuda:1, mps; checked before any work starts.")
-TARGET = click.option("--target", type=click.Choice(["auto", "down", "up"]), default="auto", show_default=True,
-                      help="Which weight carries the edit: down_proj columns, or up_proj rows (exact for quantized "
-                           "formats, through their per-channel or per-block scales). auto: up for quantized "
-                           "sources, down otherwise.")
+DEVICE = click.option(
+    "--device",
+    default="cpu",
+    show_default=True,
+    callback=_device,
+    help="cpu, cuda, cuda:1, mps; checked before any work starts.",
+)
+TARGET = click.option(
+    "--target",
+    type=click.Choice(["auto", "down", "up"]),
+    default="auto",
+    show_default=True,
+    help="Which weight carries the edit: down_proj columns, or up_proj rows (exact for quantized "
+    "formats, through their per-channel or per-block scales). auto: up for quantized "
+    "sources, down otherwise.",
+)
 QUIET = click.option("--quiet", is_flag=True, help="No progress bar.")
 
 
 def judge_options(f: Callable) -> Callable:
     opts = [
-        click.option("--judge-url", default=None, metavar="URL",
-                     help="Optional LLM judge: an OpenAI-compatible base URL (e.g. http://127.0.0.1:8000/v1). "
-                          "Default: the rule judge."),
+        click.option(
+            "--judge-url",
+            default=None,
+            metavar="URL",
+            help="Optional LLM judge: an OpenAI-compatible base URL (e.g. http://127.0.0.1:8000/v1). "
+            "Default: the rule judge.",
+        ),
         click.option("--judge-model", default=None, help="Model name for the LLM judge."),
-        click.option("--judge-key-env", default="OPENAI_API_KEY", show_default=True,
-                     help="Environment variable holding the judge's API key."),
+        click.option(
+            "--judge-key-env",
+            default="OPENAI_API_KEY",
+            show_default=True,
+            help="Environment variable holding the judge's API key.",
+        ),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -148,5 +173,10 @@ def suite_files(pairs) -> dict[str, str]:
     return out
 
 
-SUITE_FILE = click.option("--suite-file", "suite_files", multiple=True, metavar="NAME=PATH",
-                          help="Use PATH (JSONL, CSV, FalseQA CSV, ...) for suite NAME instead of the bundled set.")
+SUITE_FILE = click.option(
+    "--suite-file",
+    "suite_files",
+    multiple=True,
+    metavar="NAME=PATH",
+    help="Use PATH (JSONL, CSV, FalseQA CSV, ...) for suite NAME instead of the bundled set.",
+)

@@ -11,8 +11,13 @@ from hedit.cli.options import judge_from, judge_options
 
 @click.command("run")
 @click.argument("recipe", type=click.Path(path_type=str))
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a recipe value, e.g. --set identify.samples=5 --set tune.alphas=[0,0.5,1].")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a recipe value, e.g. --set identify.samples=5 --set tune.alphas=[0,0.5,1].",
+)
 @click.option("--model", default=None, help="Override the recipe's model.")
 @click.option("--work", default=None, type=click.Path(path_type=str), help="Override the recipe's work folder.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
@@ -22,11 +27,16 @@ def run_cmd(recipe, overrides, model, work, quiet, **kw):
     from hedit.run.pipeline import run_recipe
     from hedit.run.recipe import load_recipe
 
-    extra = list(overrides) + ([f"model={json.dumps(model)}"] if model else []) + \
-        ([f"work={json.dumps(work)}"] if work else [])
+    extra = (
+        list(overrides)
+        + ([f"model={json.dumps(model)}"] if model else [])
+        + ([f"work={json.dumps(work)}"] if work else [])
+    )
     r = run_recipe(load_recipe(recipe, extra), not quiet, click.echo, judge_from(kw))
-    click.echo(f"done: artifacts in {r['work']}: {', '.join(r['artifacts']) or 'none'}; "
-               f"alpha {r['tune']['alpha']:g}; {r['work']}/reproduce.json")
+    click.echo(
+        f"done: artifacts in {r['work']}: {', '.join(r['artifacts']) or 'none'}; "
+        f"alpha {r['tune']['alpha']:g}; {r['work']}/reproduce.json"
+    )
 
 
 @click.command()

@@ -9,8 +9,16 @@ from typing import Any
 from hedit.edit.checkpoint import edit_checkpoint
 
 
-def edit_model(source: str | Path, neurons: Any, out: str | Path, alpha: float | None = None, overwrite: bool = False,
-               allow_negative: bool = False, progress: bool = True, **kw: Any):
+def edit_model(
+    source: str | Path,
+    neurons: Any,
+    out: str | Path,
+    alpha: float | None = None,
+    overwrite: bool = False,
+    allow_negative: bool = False,
+    progress: bool = True,
+    **kw: Any,
+):
     """``hedit edit``: a ``.gguf`` source gives a GGUF (``hedit.edit.gguf.edit_gguf``, its report), anything
     else a safetensors checkpoint folder (``edit_checkpoint``, the output path)."""
     if str(source).endswith(".gguf"):

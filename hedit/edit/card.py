@@ -26,8 +26,13 @@ INTRO = (
 )
 
 
-def provenance(plan: EditPlan, kind: str, weight_sha256: dict[str, str], neurons_file: str | None,
-               extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def provenance(
+    plan: EditPlan,
+    kind: str,
+    weight_sha256: dict[str, str],
+    neurons_file: str | None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     ns = plan.neurons
     data = {
         "hedit_version": __version__,
@@ -66,12 +71,16 @@ def evidence(ns) -> dict[str, Any]:
     out: dict[str, Any] = {}
     probe = prov.get("probe")
     if isinstance(probe, dict):
-        out["probe"] = {k: probe[k] for k in ("mode", "C", "heldout", "h_neurons_only", "random_neurons_only",
-                                              "confounds", "transfer") if k in probe}
+        out["probe"] = {
+            k: probe[k]
+            for k in ("mode", "C", "heldout", "h_neurons_only", "random_neurons_only", "confounds", "transfer")
+            if k in probe
+        }
     tune = prov.get("tune")
     if isinstance(tune, dict):
-        out["tune"] = {k: tune[k] for k in ("alpha", "reason", "bounds", "candidates", "paired", "compliance_at_1")
-                       if k in tune}
+        out["tune"] = {
+            k: tune[k] for k in ("alpha", "reason", "bounds", "candidates", "paired", "compliance_at_1") if k in tune
+        }
     for key in ("sweep", "verify"):
         if isinstance(prov.get(key), dict):
             out[key] = prov[key]
@@ -111,8 +120,11 @@ def _alpha_text(plan: EditPlan) -> str:
 
 
 def _change_text(plan: EditPlan) -> str:
-    where = ("row *j* of each edited `up_proj.weight` (in a gated MLP the neuron's activation is linear in "
-             "it)" if plan.target == "up" else "column *j* of each edited `down_proj.weight`")
+    where = (
+        "row *j* of each edited `up_proj.weight` (in a gated MLP the neuron's activation is linear in it)"
+        if plan.target == "up"
+        else "column *j* of each edited `down_proj.weight`"
+    )
     return (
         f"{plan.num_neurons} MLP neurons in {len(plan.layers)} of {plan.num_layers} layers "
         f"of `{plan.base_model}` ({plan.model_type}) are scaled by {_alpha_text(plan)}: "
@@ -127,18 +139,24 @@ def _evidence_text(ev: dict[str, Any], plots: list[str]) -> str:
     if probe and "heldout" in probe:
         h = probe["heldout"]
         ci = h.get("auroc_ci95") or [float("nan")] * 2
-        line = (f"- **Detection** (the probe on held-out answers): AUROC {h['auroc']:.3f} "
-                f"[{ci[0]:.2f}, {ci[1]:.2f}], accuracy {h['accuracy']:.3f}")
+        line = (
+            f"- **Detection** (the probe on held-out answers): AUROC {h['auroc']:.3f} "
+            f"[{ci[0]:.2f}, {ci[1]:.2f}], accuracy {h['accuracy']:.3f}"
+        )
         only, rnd = probe.get("h_neurons_only"), probe.get("random_neurons_only")
         if only and rnd:
-            line += (f"; these neurons alone {only['accuracy']:.3f} against {rnd['accuracy']['mean']:.3f} "
-                     f"± {rnd['accuracy']['std']:.3f} for as many random neurons")
+            line += (
+                f"; these neurons alone {only['accuracy']:.3f} against {rnd['accuracy']['mean']:.3f} "
+                f"± {rnd['accuracy']['std']:.3f} for as many random neurons"
+            )
         lines.append(line + ".")
         conf = probe.get("confounds")
         if conf and conf.get("length_only"):
-            lines.append(f"- **Confound check**: a length-only classifier reaches AUROC "
-                         f"{conf['length_only']['auroc']:.3f}; on a length-matched subset the probe's AUROC is "
-                         f"{(conf.get('length_matched') or {}).get('auroc', float('nan')):.3f}.")
+            lines.append(
+                f"- **Confound check**: a length-only classifier reaches AUROC "
+                f"{conf['length_only']['auroc']:.3f}; on a length-matched subset the probe's AUROC is "
+                f"{(conf.get('length_matched') or {}).get('auroc', float('nan')):.3f}."
+            )
     tune = ev.get("tune")
     if tune:
         lines.append(f"- **Alpha**: {tune.get('alpha')}: {tune.get('reason', '')}")
@@ -147,27 +165,39 @@ def _evidence_text(ev: dict[str, Any], plots: list[str]) -> str:
         for suite, s in sweep["slopes"].items():
             h = s.get("h") or {}
             if h.get("slope") is not None:
-                lines.append(f"- **{suite}**: {100 * h['slope']:+.2f} points of compliance per unit of alpha "
-                             f"[{100 * h['ci95'][0]:+.2f}, {100 * h['ci95'][1]:+.2f}]"
-                             + (f"; random controls {100 * s['controls']['min']:+.2f} to "
-                                f"{100 * s['controls']['max']:+.2f}" if s.get("controls") else ""))
+                lines.append(
+                    f"- **{suite}**: {100 * h['slope']:+.2f} points of compliance per unit of alpha "
+                    f"[{100 * h['ci95'][0]:+.2f}, {100 * h['ci95'][1]:+.2f}]"
+                    + (
+                        f"; random controls {100 * s['controls']['min']:+.2f} to {100 * s['controls']['max']:+.2f}"
+                        if s.get("controls")
+                        else ""
+                    )
+                )
     verify = ev.get("verify")
     if verify:
         for runtime, r in verify.items():
-            lines.append(f"- **Verified in {runtime}**: {'PASS' if r.get('passed') else 'FAIL'} "
-                         f"({', '.join(f'{k} {v:.3g}' for k, v in r.items() if isinstance(v, float))}).")
+            lines.append(
+                f"- **Verified in {runtime}**: {'PASS' if r.get('passed') else 'FAIL'} "
+                f"({', '.join(f'{k} {v:.3g}' for k, v in r.items() if isinstance(v, float))})."
+            )
     if not lines:
-        return ("No evidence travels with this edit: its neurons file carries no probe or tune record. "
-                "`hedit identify` and `hedit tune` write one.\n")
+        return (
+            "No evidence travels with this edit: its neurons file carries no probe or tune record. "
+            "`hedit identify` and `hedit tune` write one.\n"
+        )
     text = "\n".join(lines) + "\n"
     for p in plots:
         text += f"\n![{Path(p).stem}](evidence/{Path(p).name})\n"
     return text
 
 
-def _card(plan: EditPlan, library: str, tags: list[str], title: str, how: str, use: str, ev: dict[str, Any],
-          plots: list[str]) -> str:
-    return _front_matter(plan.base_model, library, tags) + f"""
+def _card(
+    plan: EditPlan, library: str, tags: list[str], title: str, how: str, use: str, ev: dict[str, Any], plots: list[str]
+) -> str:
+    return (
+        _front_matter(plan.base_model, library, tags)
+        + f"""
 # {title}
 
 {INTRO}
@@ -183,6 +213,7 @@ def _card(plan: EditPlan, library: str, tags: list[str], title: str, how: str, u
 {use}
 Made with hedit {__version__}.
 """
+    )
 
 
 def edited_card(plan: EditPlan, out_name: str, ev: dict[str, Any] | None = None, plots: list[str] = ()) -> str:
@@ -197,12 +228,21 @@ vLLM:
 vllm serve {out_name}
 ```
 """
-    return _card(plan, "transformers", ["hedit", "h-neurons"], out_name,
-                 "Every other tensor is byte-identical to the source.", use, ev or {}, list(plots))
+    return _card(
+        plan,
+        "transformers",
+        ["hedit", "h-neurons"],
+        out_name,
+        "Every other tensor is byte-identical to the source.",
+        use,
+        ev or {},
+        list(plots),
+    )
 
 
-def gguf_card(plan: EditPlan, out_name: str, gguf_name: str, ev: dict[str, Any] | None = None,
-              plots: list[str] = ()) -> str:
+def gguf_card(
+    plan: EditPlan, out_name: str, gguf_name: str, ev: dict[str, Any] | None = None, plots: list[str] = ()
+) -> str:
     use = f"""llama.cpp:
 ```bash
 llama-cli -m {gguf_name} -p "..."
@@ -213,13 +253,22 @@ from transformers import AutoModelForCausalLM
 model = AutoModelForCausalLM.from_pretrained("{out_name}", gguf_file="{gguf_name}")
 ```
 """
-    how = ("In the GGUF file only the edited tensors' bytes changed (their blocks' scales for the up target); "
-           "metadata, tokenizer and every other tensor are byte-identical to the source.")
+    how = (
+        "In the GGUF file only the edited tensors' bytes changed (their blocks' scales for the up target); "
+        "metadata, tokenizer and every other tensor are byte-identical to the source."
+    )
     return _card(plan, "gguf", ["hedit", "h-neurons", "gguf"], out_name, how, use, ev or {}, list(plots))
 
 
-def adapter_card(plan: EditPlan, out_name: str, fmt: str, rank: int | None = None, max_lora_rank: int | None = None,
-                 ev: dict[str, Any] | None = None, plots: list[str] = ()) -> str:
+def adapter_card(
+    plan: EditPlan,
+    out_name: str,
+    fmt: str,
+    rank: int | None = None,
+    max_lora_rank: int | None = None,
+    ev: dict[str, Any] | None = None,
+    plots: list[str] = (),
+) -> str:
     base = plan.base_model
     module = "up_proj" if plan.target == "up" else "down_proj"
     if fmt == "lora":
@@ -229,16 +278,21 @@ def adapter_card(plan: EditPlan, out_name: str, fmt: str, rank: int | None = Non
             "exactly (one factor selects the chosen neurons, the other holds their scaled weights; `lora_alpha` = "
             "r, so the scale is 1). Base plus adapter equals the edited model."
         )
-        use_vllm = f"""vLLM (`--max-lora-rank` must be at least {rank}; {max_lora_rank} is the smallest value vLLM accepts):
+        need = f"`--max-lora-rank` must be at least {rank}; {max_lora_rank} is the smallest value vLLM accepts"
+        use_vllm = f"""vLLM ({need}):
 ```bash
 vllm serve {base} --enable-lora --lora-modules hedit={out_name} --max-lora-rank {max_lora_rank}
 ```
 """
     else:
-        how = ("An IA3 adapter: a vector on each edited layer's `down_proj` input that is 1 everywhere and "
-               "alpha at the chosen neurons. Base plus adapter equals the edited model.")
-        use_vllm = ("vLLM does not serve IA3 adapters: for vLLM use `hedit export-adapter --format lora` "
-                    "or the merged checkpoint from `hedit edit`.\n")
+        how = (
+            "An IA3 adapter: a vector on each edited layer's `down_proj` input that is 1 everywhere and "
+            "alpha at the chosen neurons. Base plus adapter equals the edited model."
+        )
+        use_vllm = (
+            "vLLM does not serve IA3 adapters: for vLLM use `hedit export-adapter --format lora` "
+            "or the merged checkpoint from `hedit edit`.\n"
+        )
     use = f"""PEFT:
 ```python
 from transformers import AutoModelForCausalLM

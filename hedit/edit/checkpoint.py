@@ -72,9 +72,11 @@ def tensor_ops(plan: EditPlan) -> list[TensorOp]:
             ops.append(TensorOp(f, info, fmt.axis, rows, alphas, layer, fmt.format))
         else:
             if any(a != 0 for a in alphas):
-                raise HeditError(f"{group[fmt.scale][1].name} is one scale shared by many output channels (FP8 per "
-                                 "tensor or per block): only alpha 0 can be applied exactly there (the rows are "
-                                 "zeroed); quantize per channel, or edit the unquantized model")
+                raise HeditError(
+                    f"{group[fmt.scale][1].name} is one scale shared by many output channels (FP8 per "
+                    "tensor or per block): only alpha 0 can be applied exactly there (the rows are "
+                    "zeroed); quantize per channel, or edit the unquantized model"
+                )
             f, info = group[fmt.weight]
             ops.append(TensorOp(f, info, 0, rows, alphas, layer, fmt.format, zero=True))
     return ops
@@ -86,9 +88,16 @@ def copy_aux_files(plan: EditPlan, dst: Path) -> None:
         shutil.copyfile(p, dst / p.name)
 
 
-def edit_checkpoint(source: str | Path, neurons: str | Path | NeuronSet, out: str | Path,
-                    alpha: float | None = None, overwrite: bool = False, allow_negative: bool = False,
-                    progress: bool = True, target: str = "auto") -> Path:
+def edit_checkpoint(
+    source: str | Path,
+    neurons: str | Path | NeuronSet,
+    out: str | Path,
+    alpha: float | None = None,
+    overwrite: bool = False,
+    allow_negative: bool = False,
+    progress: bool = True,
+    target: str = "auto",
+) -> Path:
     """Write an edited copy of ``source`` to ``out``; returns ``out``."""
     plan = make_plan(source, neurons, alpha, allow_negative, target)
     ckpt = plan.checkpoint
@@ -107,10 +116,15 @@ def edit_checkpoint(source: str | Path, neurons: str | Path | NeuronSet, out: st
         if (ckpt.path / INDEX).is_file():
             shutil.copyfile(ckpt.path / INDEX, w.path / INDEX)
         copy_aux_files(plan, w.path)
-        w.info = {"format": ckpt.quant_method or "float", "tensors": [
-            {k: v for k, v in asdict(op).items() if k in ("layer", "format", "zero", "max_abs_error")}
-            | {"name": op.info.name, "dtype": op.info.dtype, "channels": len(op.index)} for op in ops],
-            "max_abs_error": max((op.max_abs_error for op in ops), default=0.0)}
+        w.info = {
+            "format": ckpt.quant_method or "float",
+            "tensors": [
+                {k: v for k, v in asdict(op).items() if k in ("layer", "format", "zero", "max_abs_error")}
+                | {"name": op.info.name, "dtype": op.info.dtype, "channels": len(op.index)}
+                for op in ops
+            ],
+            "max_abs_error": max((op.max_abs_error for op in ops), default=0.0),
+        }
         w.card = edited_card
     return Path(out)
 
@@ -168,5 +182,3 @@ def _integer_range(plan: EditPlan, op: TensorOp) -> float:
     qc = plan.checkpoint.config.get("quantization_config") or {}
     bits = qc.get("bits") or qc.get("w_bit") or 4
     return float(2 ** int(bits) - 1) if op.format != "fp8" else 448.0
-
-

@@ -22,6 +22,7 @@ import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
 import numpy as np
 
 from hedit.edit.card import gguf_card
@@ -117,8 +118,9 @@ def _dequant(raw: np.ndarray, type_name: str) -> np.ndarray:
     return quants.dequantize(raw, GGMLQuantizationType[type_name]).astype(np.float32)
 
 
-def _row_edit(path: Path, t: GgufTensor, rows: list[int], alphas: np.ndarray
-              ) -> tuple[list[tuple[int, bytes]], TensorEdit]:
+def _row_edit(
+    path: Path, t: GgufTensor, rows: list[int], alphas: np.ndarray
+) -> tuple[list[tuple[int, bytes]], TensorEdit]:
     """(offset, new bytes) writes for rows of an ffn_up tensor, and the measured edit."""
     type_name = t.type_name
     if type_name not in ROW_TYPES:
@@ -130,15 +132,18 @@ def _row_edit(path: Path, t: GgufTensor, rows: list[int], alphas: np.ndarray
     return writes, TensorEdit(t.name, type_name, len(rows), int((new != old).sum()), err)
 
 
-def _column_edit(path: Path, t: GgufTensor, cols: list[int], alphas: np.ndarray
-                 ) -> tuple[list[tuple[int, bytes]], TensorEdit]:
+def _column_edit(
+    path: Path, t: GgufTensor, cols: list[int], alphas: np.ndarray
+) -> tuple[list[tuple[int, bytes]], TensorEdit]:
     """(offset, new bytes) writes for columns of an ffn_down tensor, and the measured edit."""
     from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
     type_name = t.type_name
     if type_name not in ELEMENT_TYPES:
-        raise HeditError(f"ffn_down is {type_name}, whose values hedit cannot re-round one by one (it can: "
-                         f"{', '.join(ELEMENT_TYPES)}); --target up is exact for every block type")
+        raise HeditError(
+            f"ffn_down is {type_name}, whose values hedit cannot re-round one by one (it can: "
+            f"{', '.join(ELEMENT_TYPES)}); --target up is exact for every block type"
+        )
     block, size = GGML_QUANT_SIZES[GGMLQuantizationType[type_name]]
     raw = _rows(path, t)
     n_rows, row_bytes = raw.shape
@@ -148,7 +153,7 @@ def _column_edit(path: Path, t: GgufTensor, cols: list[int], alphas: np.ndarray
     writes, changed, err = [], 0, 0.0
     base = t.offset
     for b, edits in sorted(by_block.items()):
-        old = np.ascontiguousarray(raw[:, b * size:(b + 1) * size])
+        old = np.ascontiguousarray(raw[:, b * size : (b + 1) * size])
         pos = np.array([p for p, _ in edits])
         al = np.array([a for _, a in edits], dtype=np.float32)
         if type_name in FLOATS:
@@ -177,9 +182,16 @@ def _float_columns(old: np.ndarray, type_name: str, pos: np.ndarray, alphas: np.
     return out.reshape(old.shape)
 
 
-def edit_gguf(source: str | Path, neurons: str | Path | NeuronSet, out: str | Path, alpha: float | None = None,
-              overwrite: bool = False, allow_negative: bool = False, progress: bool = True,
-              target: str = "auto") -> GgufEditReport:
+def edit_gguf(
+    source: str | Path,
+    neurons: str | Path | NeuronSet,
+    out: str | Path,
+    alpha: float | None = None,
+    overwrite: bool = False,
+    allow_negative: bool = False,
+    progress: bool = True,
+    target: str = "auto",
+) -> GgufEditReport:
     source, out = Path(source), Path(out)
     header = open_gguf(source)
     arch, layers, inter = gguf_shape(header)
@@ -193,8 +205,18 @@ def edit_gguf(source: str | Path, neurons: str | Path | NeuronSet, out: str | Pa
             if arch.gguf_tensor(layer, which) not in tensors and (which == "down" or target == "up"):
                 raise HeditError(f"{source} has no tensor {arch.gguf_tensor(layer, which)}")
     target = _resolve_target(target, arch, tensors, list(ns.by_layer()))
-    plan = EditPlan(source, arch, layers, inter, ns, ns.plan(alpha, allow_negative), alpha, [source],
-                    _known_names(header), target=target)
+    plan = EditPlan(
+        source,
+        arch,
+        layers,
+        inter,
+        ns,
+        ns.plan(alpha, allow_negative),
+        alpha,
+        [source],
+        _known_names(header),
+        target=target,
+    )
     folder = out.suffix.lower() != ".gguf"
     edits: list[TensorEdit] = []
     with artifact(out, plan, "gguf", overwrite, neurons_path(neurons), folder=folder) as w:
@@ -216,8 +238,13 @@ def edit_gguf(source: str | Path, neurons: str | Path | NeuronSet, out: str | Pa
         finally:
             os.close(fd)
         report = GgufEditReport(str(out), str(out / source.name) if folder else str(out), target, edits)
-        w.info = {"format": "gguf", "target": target, "gguf_file": source.name if folder else out.name,
-                  "max_abs_error": report.max_abs_error, "changed_bytes": report.changed_bytes,
-                  "tensors": [asdict(e) for e in edits]}
+        w.info = {
+            "format": "gguf",
+            "target": target,
+            "gguf_file": source.name if folder else out.name,
+            "max_abs_error": report.max_abs_error,
+            "changed_bytes": report.changed_bytes,
+            "tensors": [asdict(e) for e in edits],
+        }
         w.card = lambda plan, name, ev, plots: gguf_card(plan, name, source.name, ev, plots)
     return report

@@ -23,11 +23,26 @@ from hedit.errors import HeditError
 
 # type -> (values per block, bytes per block, byte offsets of the f16 fields that multiply every value)
 ROW_SCALES = {
-    "Q4_0": (32, 18, (0,)), "Q4_1": (32, 20, (0, 2)), "Q5_0": (32, 22, (0,)), "Q5_1": (32, 24, (0, 2)),
-    "Q8_0": (32, 34, (0,)), "Q2_K": (256, 84, (80, 82)), "Q3_K": (256, 110, (108,)), "Q4_K": (256, 144, (0, 2)),
-    "Q5_K": (256, 176, (0, 2)), "Q6_K": (256, 210, (208,)), "IQ4_NL": (32, 18, (0,)), "IQ4_XS": (256, 136, (0,)),
-    "IQ2_XXS": (256, 66, (0,)), "IQ2_XS": (256, 74, (0,)), "IQ2_S": (256, 82, (0,)), "IQ3_XXS": (256, 98, (0,)),
-    "IQ3_S": (256, 110, (0,)), "IQ1_S": (256, 50, (0,)), "TQ1_0": (256, 54, (52,)), "TQ2_0": (256, 66, (64,)),
+    "Q4_0": (32, 18, (0,)),
+    "Q4_1": (32, 20, (0, 2)),
+    "Q5_0": (32, 22, (0,)),
+    "Q5_1": (32, 24, (0, 2)),
+    "Q8_0": (32, 34, (0,)),
+    "Q2_K": (256, 84, (80, 82)),
+    "Q3_K": (256, 110, (108,)),
+    "Q4_K": (256, 144, (0, 2)),
+    "Q5_K": (256, 176, (0, 2)),
+    "Q6_K": (256, 210, (208,)),
+    "IQ4_NL": (32, 18, (0,)),
+    "IQ4_XS": (256, 136, (0,)),
+    "IQ2_XXS": (256, 66, (0,)),
+    "IQ2_XS": (256, 74, (0,)),
+    "IQ2_S": (256, 82, (0,)),
+    "IQ3_XXS": (256, 98, (0,)),
+    "IQ3_S": (256, 110, (0,)),
+    "IQ1_S": (256, 50, (0,)),
+    "TQ1_0": (256, 54, (52,)),
+    "TQ2_0": (256, 66, (64,)),
 }
 SPECIAL = {"IQ1_M": (256, 56), "MXFP4": (32, 17)}
 FLOATS = ("F32", "F16", "BF16")
@@ -52,6 +67,7 @@ def _overflow(type_name: str, alphas: np.ndarray) -> HeditError:
 
 
 # ------------------------------------------------------------------------------------------ rows
+
 
 def _float_rows(rows: np.ndarray, type_name: str, alphas: np.ndarray) -> np.ndarray:
     import torch
@@ -81,11 +97,11 @@ def scale_rows(rows: np.ndarray, type_name: str, alphas: np.ndarray) -> np.ndarr
         _, size, offsets = ROW_SCALES[type_name]
         blocks = out.reshape(n, -1, size)
         for off in offsets:
-            field = np.ascontiguousarray(blocks[:, :, off:off + 2]).view(np.float16)  # [n, blocks, 1]
+            field = np.ascontiguousarray(blocks[:, :, off : off + 2]).view(np.float16)  # [n, blocks, 1]
             new = _scale_f16(field, alphas)
             if not np.isfinite(new).all():
                 raise _overflow(type_name, alphas)
-            blocks[:, :, off:off + 2] = new.view(np.uint8)
+            blocks[:, :, off : off + 2] = new.view(np.uint8)
         return out
     if type_name == "IQ1_M":
         blocks = out.reshape(n, -1, 56)
@@ -111,8 +127,10 @@ def _mxfp4_rows(blocks: np.ndarray, alphas: np.ndarray) -> np.ndarray:
             continue
         k = np.log2(abs(float(a)))
         if k != round(k):
-            raise HeditError(f"MXFP4 scales are powers of two (E8M0): alpha {a:g} cannot be applied exactly; "
-                             "use 0, a power of two, or a GGUF of another type")
+            raise HeditError(
+                f"MXFP4 scales are powers of two (E8M0): alpha {a:g} cannot be applied exactly; "
+                "use 0, a power of two, or a GGUF of another type"
+            )
         e = blocks[i, :, 0].astype(np.int32) + int(round(k))
         if (e < 1).any() or (e > 254).any():
             raise _overflow("MXFP4", np.array([a]))
@@ -124,13 +142,13 @@ def _mxfp4_rows(blocks: np.ndarray, alphas: np.ndarray) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------ elements
 
+
 def _legacy(type_name: str):
     """(offsets) for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0: d at 0, m at 2 (where present), qh, qs."""
     return {"Q4_0": (None, None, 2), "Q4_1": (2, None, 4), "Q5_0": (None, 2, 6), "Q5_1": (2, 4, 8)}[type_name]
 
 
-def requantize_elements(blocks: np.ndarray, type_name: str, positions: np.ndarray, alphas: np.ndarray
-                        ) -> np.ndarray:
+def requantize_elements(blocks: np.ndarray, type_name: str, positions: np.ndarray, alphas: np.ndarray) -> np.ndarray:
     """``blocks`` (uint8, [n, block bytes], one block per row) with the value at ``positions[i]`` of every
     row replaced by the nearest representable value to ``alphas[i]`` times it, under the block's own
     scales; ``positions`` and ``alphas`` are per column edit: [m] (applied to all n rows)."""
@@ -149,13 +167,13 @@ def _requantize_one(b: np.ndarray, t: str, k: int, a: float) -> None:
     if t in ("Q4_0", "Q4_1", "Q5_0", "Q5_1"):
         d = _f16(b[:, 0:2])
         m_off, qh_off, qs_off = _legacy(t)
-        m = _f16(b[:, m_off:m_off + 2]) if m_off is not None else None
+        m = _f16(b[:, m_off : m_off + 2]) if m_off is not None else None
         byte, shift = qs_off + (k % 16), (0 if k < 16 else 4)
         q = ((b[:, byte] >> shift) & 0x0F).astype(np.int32)
         hi_bits = 4 if qh_off is not None else 0
         if qh_off is not None:
-            qh = np.ascontiguousarray(b[:, qh_off:qh_off + 4]).view(np.uint32).reshape(-1)
-            q |= (((qh >> np.uint32(k)) & np.uint32(1)).astype(np.int32) << 4)
+            qh = np.ascontiguousarray(b[:, qh_off : qh_off + 4]).view(np.uint32).reshape(-1)
+            q |= ((qh >> np.uint32(k)) & np.uint32(1)).astype(np.int32) << 4
         top = (1 << (4 + hi_bits // 4)) - 1
         if m is None:
             center = 8 if t == "Q4_0" else 16
@@ -167,9 +185,9 @@ def _requantize_one(b: np.ndarray, t: str, k: int, a: float) -> None:
         qn = np.where(d == 0, q, qn).astype(np.int32)
         b[:, byte] = (b[:, byte] & np.uint8(0xF0 if shift == 0 else 0x0F)) | ((qn & 0x0F).astype(np.uint8) << shift)
         if qh_off is not None:
-            qh = np.ascontiguousarray(b[:, qh_off:qh_off + 4]).view(np.uint32).reshape(-1)
+            qh = np.ascontiguousarray(b[:, qh_off : qh_off + 4]).view(np.uint32).reshape(-1)
             qh = (qh & ~np.uint32(1 << k)) | (((qn >> 4) & 1).astype(np.uint32) << np.uint32(k))
-            b[:, qh_off:qh_off + 4] = qh.reshape(-1, 1).view(np.uint8)
+            b[:, qh_off : qh_off + 4] = qh.reshape(-1, 1).view(np.uint8)
         return
     if t == "Q8_0":
         d = _f16(b[:, 0:2])
@@ -192,7 +210,7 @@ def _requantize_one(b: np.ndarray, t: str, k: int, a: float) -> None:
         top = 15
         if t == "Q5_K":
             hb = 16 + (k % 32)
-            q |= (((b[:, hb] >> s) & 1).astype(np.int32) << 4)
+            q |= ((b[:, hb] >> s) & 1).astype(np.int32) << 4
             top = 31
         value = step * q - off
         qn = np.clip(np.rint(np.divide(a * value + off, step, out=np.zeros_like(step), where=step != 0)), 0, top)
@@ -215,5 +233,7 @@ def _requantize_one(b: np.ndarray, t: str, k: int, a: float) -> None:
         b[:, lb] = (b[:, lb] & np.uint8(~(0x0F << lshift) & 0xFF)) | ((qn & 0x0F).astype(np.uint8) << lshift)
         b[:, hb] = (b[:, hb] & np.uint8(~(0x03 << hshift) & 0xFF)) | (((qn >> 4) & 0x03).astype(np.uint8) << hshift)
         return
-    raise HeditError(f"ffn_down is {t}, whose values hedit cannot re-round one by one (it can: "
-                     f"{', '.join(ELEMENT_TYPES)}); use --target up, which is exact for every block type")
+    raise HeditError(
+        f"ffn_down is {t}, whose values hedit cannot re-round one by one (it can: "
+        f"{', '.join(ELEMENT_TYPES)}); use --target up, which is exact for every block type"
+    )

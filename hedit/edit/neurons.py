@@ -40,7 +40,7 @@ class NeuronSet:
 
     # ---------------------------------------------------------------- I/O
     @classmethod
-    def load(cls, path: str | Path) -> "NeuronSet":
+    def load(cls, path: str | Path) -> NeuronSet:
         from hedit.io.jsonfile import read_json
 
         path = Path(path)
@@ -51,7 +51,7 @@ class NeuronSet:
             raise HeditError(f"neurons file {path}: {e}") from None
 
     @classmethod
-    def from_dict(cls, data: Any) -> "NeuronSet":
+    def from_dict(cls, data: Any) -> NeuronSet:
         if not isinstance(data, dict):
             raise HeditError("top level must be an object")
         _known(data, TOP_KEYS, "")
@@ -75,8 +75,11 @@ class NeuronSet:
             if not _is_int(m[key]) or m[key] <= 0:
                 raise HeditError(f"'model.{key}' must be a positive integer")
         model = ModelInfo(
-            model_type=m["model_type"], num_layers=m["num_layers"], intermediate_size=m["intermediate_size"],
-            name_or_path=m.get("name_or_path"), revision=m.get("revision"),
+            model_type=m["model_type"],
+            num_layers=m["num_layers"],
+            intermediate_size=m["intermediate_size"],
+            name_or_path=m.get("name_or_path"),
+            revision=m.get("revision"),
         )
         raw = data.get("neurons")
         if not isinstance(raw, list):
@@ -110,9 +113,12 @@ class NeuronSet:
                 d["weight"] = n.weight
             neurons.append(d)
         return {
-            "format": FORMAT, "version": VERSION,
+            "format": FORMAT,
+            "version": VERSION,
             "model": {k: v for k, v in asdict(self.model).items() if v is not None},
-            "alpha": self.alpha, "neurons": neurons, "provenance": self.provenance,
+            "alpha": self.alpha,
+            "neurons": neurons,
+            "provenance": self.provenance,
         }
 
     def save(self, path: str | Path) -> None:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from hedit.edit.card import plots_beside, provenance
 from hedit.edit.plan import EditPlan
@@ -31,8 +32,14 @@ class Writer:
 
 
 @contextlib.contextmanager
-def artifact(out: str | Path, plan: EditPlan, kind: str, overwrite: bool = False,
-             neurons_file: str | Path | None = None, folder: bool = True) -> Iterator[Writer]:
+def artifact(
+    out: str | Path,
+    plan: EditPlan,
+    kind: str,
+    overwrite: bool = False,
+    neurons_file: str | Path | None = None,
+    folder: bool = True,
+) -> Iterator[Writer]:
     """Yield a ``Writer`` whose ``path`` the caller fills; on success the artifact, its ``hedit.json`` and
     its card are in place at ``out``; on any error (or signal) nothing is left."""
     out = Path(out)

@@ -50,7 +50,7 @@ class EditPlan:
                 return cand
         parts = self.source.absolute().parts  # a Hub cache snapshot: .../models--owner--name/snapshots/<sha>
         if len(parts) >= 3 and parts[-2] == "snapshots" and parts[-3].startswith("models--"):
-            return parts[-3][len("models--"):].replace("--", "/", 1)
+            return parts[-3][len("models--") :].replace("--", "/", 1)
         return self.source.resolve().name
 
 
@@ -70,14 +70,21 @@ def resolve_target(target: str, arch: Architecture, quantized: bool) -> str:
     if target == "up" and not arch.gated:
         raise HeditError(f"{arch.model_type} has no gated MLP: --target up needs one (use --target down)")
     if target == "down" and quantized:
-        raise HeditError("a quantized checkpoint shares its scales along the rows of down_proj, so a down_proj "
-                         "column cannot be scaled exactly; --target up scales the neurons' up_proj channels "
-                         "exactly")
+        raise HeditError(
+            "a quantized checkpoint shares its scales along the rows of down_proj, so a down_proj "
+            "column cannot be scaled exactly; --target up scales the neurons' up_proj channels "
+            "exactly"
+        )
     return target
 
 
-def make_plan(source: str | Path, neurons: str | Path | NeuronSet, alpha: float | None = None,
-              allow_negative: bool = False, target: str = "auto") -> EditPlan:
+def make_plan(
+    source: str | Path,
+    neurons: str | Path | NeuronSet,
+    alpha: float | None = None,
+    allow_negative: bool = False,
+    target: str = "auto",
+) -> EditPlan:
     """The plan for a safetensors checkpoint (a built-in name, a folder or a Hub id)."""
     from hedit.model.builtin import builtin_hub_id, resolve_model
 
@@ -85,6 +92,16 @@ def make_plan(source: str | Path, neurons: str | Path | NeuronSet, alpha: float 
     ns = load_neurons(neurons)
     ns.check_model(ckpt.model_type, ckpt.num_layers, ckpt.intermediate_size)
     names = [n for n in (builtin_hub_id(str(source)), ckpt.config.get("_name_or_path")) if n]
-    return EditPlan(ckpt.path, ckpt.arch, ckpt.num_layers, ckpt.intermediate_size, ns, ns.plan(alpha, allow_negative),
-                    alpha, [ckpt.path / f for f in ckpt.weight_files], names,
-                    resolve_target(target, ckpt.arch, ckpt.quant_method is not None), ckpt)
+    return EditPlan(
+        ckpt.path,
+        ckpt.arch,
+        ckpt.num_layers,
+        ckpt.intermediate_size,
+        ns,
+        ns.plan(alpha, allow_negative),
+        alpha,
+        [ckpt.path / f for f in ckpt.weight_files],
+        names,
+        resolve_target(target, ckpt.arch, ckpt.quant_method is not None),
+        ckpt,
+    )

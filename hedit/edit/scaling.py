@@ -16,13 +16,16 @@ def check_finite(t: torch.Tensor, what: str, alphas: list[float]) -> torch.Tenso
     """``t`` when every value is finite, else a HeditError naming ``what`` and the alphas."""
     if not bool(torch.isfinite(t).all()):
         big = max(alphas, key=abs)
-        raise HeditError(f"{what}: alpha {big:g} makes values that overflow {str(t.dtype).removeprefix('torch.')}; "
-                         "use a smaller alpha")
+        raise HeditError(
+            f"{what}: alpha {big:g} makes values that overflow {str(t.dtype).removeprefix('torch.')}; "
+            "use a smaller alpha"
+        )
     return t
 
 
-def scale_columns_(weight: torch.Tensor, columns: list[int], alphas: list[float],
-                   name: str = "down_proj weight") -> torch.Tensor:
+def scale_columns_(
+    weight: torch.Tensor, columns: list[int], alphas: list[float], name: str = "down_proj weight"
+) -> torch.Tensor:
     """Multiply the given columns by their alphas, in float32, cast back to the weight's dtype, in place."""
     idx = torch.tensor(columns, dtype=torch.long)
     a = torch.tensor(alphas, dtype=torch.float32)
@@ -31,8 +34,9 @@ def scale_columns_(weight: torch.Tensor, columns: list[int], alphas: list[float]
     return weight
 
 
-def scale_rows_(weight: torch.Tensor, rows: list[int], alphas: list[float], name: str = "up_proj weight"
-                ) -> torch.Tensor:
+def scale_rows_(
+    weight: torch.Tensor, rows: list[int], alphas: list[float], name: str = "up_proj weight"
+) -> torch.Tensor:
     """Multiply the given rows by their alphas, in float32, cast back to the weight's dtype, in place."""
     idx = torch.tensor(rows, dtype=torch.long)
     a = torch.tensor(alphas, dtype=torch.float32).unsqueeze(1)
@@ -54,8 +58,9 @@ def input_scale(intermediate_size: int, columns: list[int], alphas: list[float])
     return check_finite(v, "IA3 vector", alphas)
 
 
-def lora_factors(weight: torch.Tensor, columns: list[int], alphas: list[float], rank: int
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def lora_factors(
+    weight: torch.Tensor, columns: list[int], alphas: list[float], rank: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact rank-``rank`` factors (A, B) with B @ A = W[:, S] diag(alpha - 1) placed at columns S.
 
     A [rank, intermediate] has one-hot rows selecting S (zero rows pad up to ``rank``);

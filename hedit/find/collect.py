@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 
@@ -20,10 +21,11 @@ from hedit.config import SamplingConfig
 from hedit.errors import HeditError
 from hedit.io.atomic import atomic_write_text
 from hedit.io.journal import CHECKS, Journal, read_journal
+from hedit.io.questions import Question
 from hedit.measure.generate import chat_ids, cut, end_ids, left_pad, pad_id
 from hedit.measure.judge import CORRECT, INCORRECT
 from hedit.progress import bar
-from hedit.io.questions import Question
+
 
 def build_prompt(tokenizer, question: str, cfg: SamplingConfig) -> list[int]:
     return chat_ids(tokenizer, [{"role": "user", "content": f"{question} {cfg.suffix}".strip()}], cfg.chat_template)
@@ -34,21 +36,28 @@ def _batch_seed(seed: int, qids: list[str]) -> int:
 
 
 @torch.no_grad()
-def sample_batch(model, tokenizer, prompts: list[list[int]], cfg: SamplingConfig, seed: int,
-                 ends: set[int]) -> list[list[list[int]]]:
+def sample_batch(
+    model, tokenizer, prompts: list[list[int]], cfg: SamplingConfig, seed: int, ends: set[int]
+) -> list[list[list[int]]]:
     """For each prompt, ``cfg.samples`` response token-id lists (left padding, one generate call)."""
     pad = pad_id(tokenizer, ends)
     ids, mask = left_pad(prompts, pad)
     width = ids.shape[1]
     torch.manual_seed(seed)
     out = model.generate(
-        input_ids=ids.to(model.device), attention_mask=mask.to(model.device), do_sample=True,
-        temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, max_new_tokens=cfg.max_new_tokens,
+        input_ids=ids.to(model.device),
+        attention_mask=mask.to(model.device),
+        do_sample=True,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        top_k=cfg.top_k,
+        max_new_tokens=cfg.max_new_tokens,
         num_return_sequences=cfg.samples,
-        pad_token_id=pad, eos_token_id=sorted(ends) or None,
+        pad_token_id=pad,
+        eos_token_id=sorted(ends) or None,
     )[:, width:].tolist()
     responses = [cut(row, ends) for row in out]
-    return [responses[i * cfg.samples:(i + 1) * cfg.samples] for i in range(len(prompts))]
+    return [responses[i * cfg.samples : (i + 1) * cfg.samples] for i in range(len(prompts))]
 
 
 def read_responses(path: str | Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
@@ -64,15 +73,26 @@ def settings(cfg: SamplingConfig, grader=None) -> dict[str, Any]:
     return cfg.sampling.to_dict() | ({"judge": name} if name != RULES.name else {})
 
 
-def collect(model, tokenizer, questions: Iterable[Question], out: str | Path, cfg: SamplingConfig = SamplingConfig(),
-            batch_size: int = 8, model_name: str = "", progress: bool = True, grader=None) -> Path:
+def collect(
+    model,
+    tokenizer,
+    questions: Iterable[Question],
+    out: str | Path,
+    cfg: SamplingConfig = SamplingConfig(),
+    batch_size: int = 8,
+    model_name: str = "",
+    progress: bool = True,
+    grader=None,
+) -> Path:
     """Sample, judge and append; questions already in ``out`` are skipped. ``grader``: the rule judge
     (default) or an ``hedit.measure.llm_judge.LLMJudge``."""
     from hedit.measure.compliance import RULES
 
     grader = grader or RULES
     out = Path(out)
-    journal = Journal(out, "responses", settings(cfg, grader), {"model": model_name}, what="collected", check=CHECKS["responses"])
+    journal = Journal(
+        out, "responses", settings(cfg, grader), {"model": model_name}, what="collected", check=CHECKS["responses"]
+    )
     finished = {r["question_id"] for r in journal.records}
     todo = [q for q in questions if q.qid not in finished]
     tokenizer.padding_side = "left"
@@ -80,10 +100,11 @@ def collect(model, tokenizer, questions: Iterable[Question], out: str | Path, cf
     model.eval()
     with journal, bar(len(todo) + len(finished), "collect", "q", progress, initial=len(finished)) as pbar:
         for start in range(0, len(todo), batch_size):
-            batch = todo[start:start + batch_size]
+            batch = todo[start : start + batch_size]
             prompts = [build_prompt(tokenizer, q.question, cfg) for q in batch]
-            responses = sample_batch(model, tokenizer, prompts, cfg, _batch_seed(cfg.seed, [q.qid for q in batch]),
-                                     ends)
+            responses = sample_batch(
+                model, tokenizer, prompts, cfg, _batch_seed(cfg.seed, [q.qid for q in batch]), ends
+            )
             records = []
             for q, p, rs in zip(batch, prompts, responses):
                 samples = []
@@ -91,8 +112,16 @@ def collect(model, tokenizer, questions: Iterable[Question], out: str | Path, cf
                     text = tokenizer.decode(r, skip_special_tokens=True)
                     label = grader.qa(q.question, q.aliases, text)
                     samples.append({"response": text, "response_ids": r, "label": label})
-                records.append({"question_id": q.qid, "question": q.question, "aliases": list(q.aliases),
-                                "split": q.split, "prompt_ids": p, "samples": samples})
+                records.append(
+                    {
+                        "question_id": q.qid,
+                        "question": q.question,
+                        "aliases": list(q.aliases),
+                        "split": q.split,
+                        "prompt_ids": p,
+                        "samples": samples,
+                    }
+                )
             journal.append(records)  # one write per batch: a crash loses at most this batch
             pbar.update(len(batch))
     return out
@@ -126,8 +155,9 @@ def class_counts(records: list[dict[str, Any]]) -> dict[str, int]:
     return counts
 
 
-def write_filtered(out: str | Path, header: dict[str, Any], records: list[dict[str, Any]], do_balance: bool = True,
-                   seed: int = 0) -> list[dict[str, Any]]:
+def write_filtered(
+    out: str | Path, header: dict[str, Any], records: list[dict[str, Any]], do_balance: bool = True, seed: int = 0
+) -> list[dict[str, Any]]:
     """Keep the consistently answered questions of ``records`` (balanced unless told not to) and write them
     to ``out`` as a responses file whose header records the filter; returns what was kept. ``identify``
     and ``hedit filter`` write the same format, which ``features`` reads."""
@@ -138,8 +168,9 @@ def write_filtered(out: str | Path, header: dict[str, Any], records: list[dict[s
     return kept
 
 
-def filter_file(responses: str | Path, out: str | Path, do_balance: bool = True, seed: int = 0
-                ) -> tuple[list[dict[str, Any]], int]:
+def filter_file(
+    responses: str | Path, out: str | Path, do_balance: bool = True, seed: int = 0
+) -> tuple[list[dict[str, Any]], int]:
     """``hedit filter``: (kept records, questions read)."""
     header, records = read_responses(responses)
     if header is None:
@@ -149,18 +180,27 @@ def filter_file(responses: str | Path, out: str | Path, do_balance: bool = True,
     return write_filtered(out, header, records, do_balance, seed), len(records)
 
 
-def collect_model(model: str, questions: list[Question], out: str | Path, cfg: SamplingConfig = SamplingConfig(),
-                  batch_size: int = 8, device: str = "cpu", progress: bool = True, grader=None) -> Path:
+def collect_model(
+    model: str,
+    questions: list[Question],
+    out: str | Path,
+    cfg: SamplingConfig = SamplingConfig(),
+    batch_size: int = 8,
+    device: str = "cpu",
+    progress: bool = True,
+    grader=None,
+) -> Path:
     """``hedit collect``: resolve and load ``model`` (built-in name, folder or Hub id), then ``collect``."""
     from hedit.model.builtin import resolve_model
     from hedit.model.load import load_model, load_tokenizer
 
     if batch_size < 1:
         raise HeditError(f"--batch-size must be at least 1, got {batch_size}")
-    Journal(out, "responses", settings(cfg, grader), what="collected", check=CHECKS["responses"])  # settings clash: fail before loading
+    Journal(
+        out, "responses", settings(cfg, grader), what="collected", check=CHECKS["responses"]
+    )  # settings clash: fail before loading
     path = resolve_model(model)
     tok = load_tokenizer(path)
     if tok is None:
         raise HeditError(f"{path} has no tokenizer; collect needs one")
-    return collect(load_model(path, device=device), tok, questions, out, cfg, batch_size, str(model), progress,
-                   grader)
+    return collect(load_model(path, device=device), tok, questions, out, cfg, batch_size, str(model), progress, grader)

@@ -22,14 +22,14 @@ import numpy as np
 import torch
 
 from hedit import __version__
+from hedit.check.intervention import down_proj_module, model_shape
 from hedit.config import FeaturesConfig
 from hedit.errors import HeditError
+from hedit.find.spans import answer_positions
 from hedit.io.atomic import check_target
 from hedit.io.jsonfile import expect, loads, read_json
-from hedit.check.intervention import down_proj_module, model_shape
 from hedit.measure.judge import matched_alias
 from hedit.progress import bar
-from hedit.find.spans import answer_positions
 
 FEATURES, META, ROWS = "features.f32", "meta.json", "rows.jsonl"
 
@@ -46,8 +46,11 @@ def region_positions(tokenizer, record: dict, sample: dict) -> dict[str, list[in
     alias = matched_alias(sample["response"], record["aliases"]) if sample["label"] == "correct" else None
     ans = [p + k for k in answer_positions(tokenizer, r, sample["label"], alias, record.get("question", ""))]
     ans_set = set(ans)
-    return {"answer": ans, "output": list(range(p, p + len(r))),
-            "other": [k for k in range(p + len(r)) if k not in ans_set]}
+    return {
+        "answer": ans,
+        "output": list(range(p, p + len(r))),
+        "other": [k for k in range(p + len(r)) if k not in ans_set],
+    }
 
 
 def items(tokenizer, records: list[dict], regions: tuple[str, ...], samples_per_question: int) -> list[Item]:
@@ -59,9 +62,15 @@ def items(tokenizer, records: list[dict], regions: tuple[str, ...], samples_per_
             pos = region_positions(tokenizer, rec, sample)
             if not all(pos[r] for r in regions):  # e.g. a response of only filler has no answer tokens
                 continue
-            meta = {"question_id": rec["question_id"], "sample": s_i, "class": rec.get("class"),
-                    "label": sample["label"], "split": rec.get("split"),
-                    "answer_tokens": len(pos["answer"]), "response_tokens": len(sample["response_ids"])}
+            meta = {
+                "question_id": rec["question_id"],
+                "sample": s_i,
+                "class": rec.get("class"),
+                "label": sample["label"],
+                "split": rec.get("split"),
+                "answer_tokens": len(pos["answer"]),
+                "response_tokens": len(sample["response_ids"]),
+            }
             out.append(Item(rec["prompt_ids"] + sample["response_ids"], {r: pos[r] for r in regions}, meta))
     return out
 
@@ -92,8 +101,14 @@ class CettHooks:
 
 
 @torch.no_grad()
-def batch_features(model: torch.nn.Module, hooks: CettHooks, batch: list[Item], regions: tuple[str, ...],
-                   pad_id: int, device: str = "cpu") -> torch.Tensor:
+def batch_features(
+    model: torch.nn.Module,
+    hooks: CettHooks,
+    batch: list[Item],
+    regions: tuple[str, ...],
+    pad_id: int,
+    device: str = "cpu",
+) -> torch.Tensor:
     """[regions, batch, layers * intermediate] mean CETT, for left-padded sequences."""
     width = max(len(it.ids) for it in batch)
     ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
@@ -117,9 +132,18 @@ def model_signature(model: torch.nn.Module, name: str) -> dict[str, Any]:
     return {"name": name, "model_type": model_type, "num_layers": layers, "intermediate_size": inter}
 
 
-def extract(model: torch.nn.Module, tokenizer, records: list[dict], out: str | Path, model_name: str = "",
-            regions: tuple[str, ...] = ("answer", "other"), samples_per_question: int = 1, batch_size: int = 8,
-            device: str = "cpu", progress: bool = True) -> Path:
+def extract(
+    model: torch.nn.Module,
+    tokenizer,
+    records: list[dict],
+    out: str | Path,
+    model_name: str = "",
+    regions: tuple[str, ...] = ("answer", "other"),
+    samples_per_question: int = 1,
+    batch_size: int = 8,
+    device: str = "cpu",
+    progress: bool = True,
+) -> Path:
     """Write the feature matrix and its row index into the folder ``out``."""
     from hedit.io.atomic import atomic_dir
 
@@ -136,7 +160,7 @@ def extract(model: torch.nn.Module, tokenizer, records: list[dict], out: str | P
         try:
             with bar(len(todo), "features", "seq", progress) as pbar:
                 for start in range(0, len(order), batch_size):
-                    idx = order[start:start + batch_size]
+                    idx = order[start : start + batch_size]
                     feats = batch_features(model, hooks, [todo[i] for i in idx], regions, pad, device)
                     for r in range(len(regions)):
                         for b, i in enumerate(idx):
@@ -150,8 +174,14 @@ def extract(model: torch.nn.Module, tokenizer, records: list[dict], out: str | P
             for it in todo:
                 for region in regions:
                     f.write(json.dumps(it.row | {"region": region}) + "\n")
-        meta = sig | {"hedit_version": __version__, "rows": len(todo) * len(regions), "columns": width,
-                      "regions": list(regions), "dtype": "float32", "layout": "row-major [rows, layers * intermediate]"}
+        meta = sig | {
+            "hedit_version": __version__,
+            "rows": len(todo) * len(regions),
+            "columns": width,
+            "regions": list(regions),
+            "dtype": "float32",
+            "layout": "row-major [rows, layers * intermediate]",
+        }
         (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
     return Path(out)
 
@@ -160,8 +190,9 @@ def check_features_model(meta: dict[str, Any], expected: tuple[str, int, int], w
     """Refuse features whose model (type, layers, intermediate size) is not ``expected``."""
     got = (meta["model_type"], meta["num_layers"], meta["intermediate_size"])
     if got != expected:
-        raise HeditError(f"{what} come from another model: {got[0]} {got[1]}x{got[2]}, "
-                         f"not {expected[0]} {expected[1]}x{expected[2]}")
+        raise HeditError(
+            f"{what} come from another model: {got[0]} {got[1]}x{got[2]}, not {expected[0]} {expected[1]}x{expected[2]}"
+        )
 
 
 def open_features(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]], np.memmap]:
@@ -171,8 +202,13 @@ def open_features(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]
     if not (path / META).is_file():
         raise HeditError(f"{path} is not a hedit features folder (no {META})")
     meta = expect(read_json(path / META), dict, str(path / META))
-    for key, kind in (("model_type", str), ("num_layers", int), ("intermediate_size", int), ("rows", int),
-                      ("columns", int)):
+    for key, kind in (
+        ("model_type", str),
+        ("num_layers", int),
+        ("intermediate_size", int),
+        ("rows", int),
+        ("columns", int),
+    ):
         if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
             raise HeditError(f"{path / META} is incomplete: '{key}' missing or not {kind.__name__}")
     if meta["columns"] != meta["num_layers"] * meta["intermediate_size"] or meta["rows"] < 0:
@@ -191,14 +227,22 @@ def open_features(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]
     want = meta["rows"] * meta["columns"] * 4
     got = (path / FEATURES).stat().st_size if (path / FEATURES).is_file() else None
     if got != want:
-        raise HeditError(f"{path / FEATURES} has {got if got is not None else 'no'} bytes, expected {want} "
-                         "(truncated or from another run)")
+        raise HeditError(
+            f"{path / FEATURES} has {got if got is not None else 'no'} bytes, expected {want} "
+            "(truncated or from another run)"
+        )
     mat = np.memmap(path / FEATURES, dtype=np.float32, mode="r", shape=(meta["rows"], meta["columns"]))
     return meta, rows, mat
 
 
-def features_from_file(model: str, responses: str | Path, out: str | Path, cfg: FeaturesConfig = FeaturesConfig(),
-                       device: str = "cpu", progress: bool = True) -> Path:
+def features_from_file(
+    model: str,
+    responses: str | Path,
+    out: str | Path,
+    cfg: FeaturesConfig = FeaturesConfig(),
+    device: str = "cpu",
+    progress: bool = True,
+) -> Path:
     """``hedit features``: CETT features of a responses file (filtered, or filtered here) of ``model``."""
     from hedit.find.collect import consistent, read_responses
     from hedit.model.builtin import resolve_model
@@ -215,5 +259,6 @@ def features_from_file(model: str, responses: str | Path, out: str | Path, cfg: 
     if tok is None:
         raise HeditError(f"{path} has no tokenizer; features needs one")
     lm = load_model(path, DTYPES[cfg.dtype], device=device)
-    return extract(lm, tok, records, out, str(model), cfg.regions, cfg.samples_per_question, cfg.batch_size,
-                   device, progress)
+    return extract(
+        lm, tok, records, out, str(model), cfg.regions, cfg.samples_per_question, cfg.batch_size, device, progress
+    )

@@ -1,11 +1,11 @@
 """`hedit identify`: collect, filter, features and probe, each stage cached in a work folder.
 
-    <work>/responses.jsonl   collect (resumable: a rerun continues where it stopped)
-    <work>/filtered.jsonl    consistency filter + balanced classes
-    <work>/features/         CETT matrix (skipped when present and made from the same filtered file)
-    <work>/neurons.json      the H-neurons, with report.json and PNG plots beside it (skipped when present
-                             and made from the same features with the same probe settings)
-    <work>/stages.json       what each cached stage was made from (``hedit.io.stamps``)
+<work>/responses.jsonl   collect (resumable: a rerun continues where it stopped)
+<work>/filtered.jsonl    consistency filter + balanced classes
+<work>/features/         CETT matrix (skipped when present and made from the same filtered file)
+<work>/neurons.json      the H-neurons, with report.json and PNG plots beside it (skipped when present
+                         and made from the same features with the same probe settings)
+<work>/stages.json       what each cached stage was made from (``hedit.io.stamps``)
 """
 
 from __future__ import annotations
@@ -27,8 +27,16 @@ from hedit.model.builtin import resolve_model
 from hedit.model.load import load_model, load_tokenizer
 
 
-def identify(model: str, questions: list[Question], work: str | Path, cfg: IdentifyConfig = IdentifyConfig(),
-             progress: bool = True, log=print, grader=None, device: str = "cpu") -> dict[str, Any]:
+def identify(
+    model: str,
+    questions: list[Question],
+    work: str | Path,
+    cfg: IdentifyConfig = IdentifyConfig(),
+    progress: bool = True,
+    log=print,
+    grader=None,
+    device: str = "cpu",
+) -> dict[str, Any]:
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     path = resolve_model(model)
@@ -36,8 +44,9 @@ def identify(model: str, questions: list[Question], work: str | Path, cfg: Ident
     if tok is None:
         raise HeditError(f"{path} has no tokenizer; identify needs one")
 
-    responses = collect(lm, tok, questions, work / "responses.jsonl", cfg.sampling, cfg.batch_size, str(model),
-                        progress, grader)
+    responses = collect(
+        lm, tok, questions, work / "responses.jsonl", cfg.sampling, cfg.batch_size, str(model), progress, grader
+    )
     header, records = read_responses(responses)
     wanted = {q.qid for q in questions}
     records = [r for r in records if r["question_id"] in wanted]
@@ -45,8 +54,9 @@ def identify(model: str, questions: list[Question], work: str | Path, cfg: Ident
     filtered = work / "filtered.jsonl"
     kept = write_filtered(filtered, header, records, True, cfg.seed)
     if min(class_counts(kept).values(), default=0) < 4:
-        raise HeditError(f"too few consistent questions to probe ({class_counts(kept)}); use more questions "
-                         "or fewer --samples")
+        raise HeditError(
+            f"too few consistent questions to probe ({class_counts(kept)}); use more questions or fewer --samples"
+        )
 
     feats, neurons = work / "features", work / "neurons.json"
     stamps = Stamps(work)
@@ -56,8 +66,12 @@ def identify(model: str, questions: list[Question], work: str | Path, cfg: Ident
     else:
         extract(lm, tok, kept, feats, str(model), batch_size=cfg.batch_size, device=device, progress=progress)
         stamps.done("features", stamp)
-    probe_stamp = {"features": stamp, "report_format": REPORT_FORMAT, "probe": cfg.probe.to_dict(),
-                   "qa_check": cfg.qa_check}
+    probe_stamp = {
+        "features": stamp,
+        "report_format": REPORT_FORMAT,
+        "probe": cfg.probe.to_dict(),
+        "qa_check": cfg.qa_check,
+    }
     if stamps.fresh("probe", probe_stamp, neurons, work / "report.json"):
         log(f"probe: cached in {neurons}")
         report = json.loads((work / "report.json").read_text())

@@ -27,20 +27,20 @@ def _probability(x: np.ndarray, coef: np.ndarray, intercept: float) -> np.ndarra
 def _liblinear(x: np.ndarray, y: np.ndarray, c: float, seed: int):
     from sklearn.linear_model import LogisticRegression
 
-    return LogisticRegression(l1_ratio=1.0, solver="liblinear", C=c, class_weight="balanced", max_iter=1000,
-                              tol=1e-6, random_state=seed).fit(x, y)
+    return LogisticRegression(
+        l1_ratio=1.0, solver="liblinear", C=c, class_weight="balanced", max_iter=1000, tol=1e-6, random_state=seed
+    ).fit(x, y)
 
 
 def _gradient(x: np.ndarray, v: np.ndarray, chunk: int = 256) -> np.ndarray:
     """x.T @ v in row chunks (float32 products, float64 sum): no float64 copy of x is ever made."""
     g = np.zeros(x.shape[1], dtype=np.float64)
     for i in range(0, x.shape[0], chunk):
-        g += x[i:i + chunk].T @ v[i:i + chunk].astype(np.float32)
+        g += x[i : i + chunk].T @ v[i : i + chunk].astype(np.float32)
     return g
 
 
-def fit_l1(x: np.ndarray, y: np.ndarray, c: float, seed: int = 0, working: int = 4096,
-           tol: float = 1e-3) -> L1Fit:
+def fit_l1(x: np.ndarray, y: np.ndarray, c: float, seed: int = 0, working: int = 4096, tol: float = 1e-3) -> L1Fit:
     """L1 logistic regression as scikit-learn's liblinear solves it (classes balanced), exact and wide.
 
     liblinear copies its input to float64 feature nodes (16 bytes per value): for 4,000 rows of

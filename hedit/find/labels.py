@@ -37,8 +37,9 @@ def labels(rows: list[dict], mode: str) -> tuple[np.ndarray, np.ndarray]:
     return np.array(idx, dtype=np.int64), np.array(y, dtype=np.int64)
 
 
-def split_questions(rows: list[dict], heldout_fraction: float, seed: int, use_file: bool = True
-                    ) -> tuple[set[str], str]:
+def split_questions(
+    rows: list[dict], heldout_fraction: float, seed: int, use_file: bool = True
+) -> tuple[set[str], str]:
     """Held-out question ids: the rows' own 'heldout' split when present, else a seeded draw
     stratified by class (so both classes are held out)."""
     cls = {r["question_id"]: r["class"] for r in rows}
@@ -55,8 +56,9 @@ def split_questions(rows: list[dict], heldout_fraction: float, seed: int, use_fi
 
 def dataset(rows: list[dict], mat: np.ndarray, mode: str, heldout_fraction: float = 0.2, seed: int = 0) -> Dataset:
     idx, y = labels(rows, mode)
-    counts = {c: sum(1 for r in rows if r["region"] == "answer" and r["class"] == c)
-              for c in ("correct", "hallucinated")}
+    counts = {
+        c: sum(1 for r in rows if r["region"] == "answer" and r["class"] == c) for c in ("correct", "hallucinated")
+    }
     if min(counts.values()) == 0:
         raise HeditError(
             f"all responses are in one class ({counts['correct']} correct, {counts['hallucinated']} hallucinated); "
@@ -72,5 +74,10 @@ def dataset(rows: list[dict], mat: np.ndarray, mode: str, heldout_fraction: floa
             break
     else:
         raise HeditError("train or held-out questions have only one class; collect more questions")
-    return Dataset(np.asarray(mat[np.sort(train)]), y_train[np.argsort(train)],
-                   np.asarray(mat[np.sort(test)]), y_test[np.argsort(test)], how)
+    return Dataset(
+        np.asarray(mat[np.sort(train)]),
+        y_train[np.argsort(train)],
+        np.asarray(mat[np.sort(test)]),
+        y_test[np.argsort(test)],
+        how,
+    )

@@ -39,9 +39,13 @@ def metrics(y: np.ndarray, score: np.ndarray) -> dict[str, float]:
     from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 
     pred = (score >= 0.5).astype(int)
-    return {"accuracy": float(accuracy_score(y, pred)), "precision": float(precision_score(y, pred, zero_division=0)),
-            "recall": float(recall_score(y, pred, zero_division=0)), "f1": float(f1_score(y, pred, zero_division=0)),
-            "auroc": float(roc_auc_score(y, score))}
+    return {
+        "accuracy": float(accuracy_score(y, pred)),
+        "precision": float(precision_score(y, pred, zero_division=0)),
+        "recall": float(recall_score(y, pred, zero_division=0)),
+        "f1": float(f1_score(y, pred, zero_division=0)),
+        "auroc": float(roc_auc_score(y, score)),
+    }
 
 
 def subset_scores(ds: Dataset, columns: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -63,41 +67,57 @@ def with_interval(y: np.ndarray, score: np.ndarray, seed: int) -> dict[str, Any]
 
 def baseline(ds: Dataset, k: int, width: int, draws: int, seed: int) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
-    runs = [metrics(ds.y_test, subset_scores(ds, np.sort(rng.choice(width, size=k, replace=False)), seed))
-            for _ in range(draws)]
-    return {key: {"mean": float(np.mean([r[key] for r in runs])), "std": float(np.std([r[key] for r in runs]))}
-            for key in runs[0]} | {"draws": draws}
+    runs = [
+        metrics(ds.y_test, subset_scores(ds, np.sort(rng.choice(width, size=k, replace=False)), seed))
+        for _ in range(draws)
+    ]
+    return {
+        key: {"mean": float(np.mean([r[key] for r in runs])), "std": float(np.std([r[key] for r in runs]))}
+        for key in runs[0]
+    } | {"draws": draws}
 
 
 def answer_rows(features: str | Path, meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """(answer rows, 1 = hallucinated) of a features folder that must come from the model of ``meta``."""
     tmeta, rows, mat = open_features(features)
-    check_features_model(tmeta, (meta["model_type"], meta["num_layers"], meta["intermediate_size"]),
-                         f"test features {features}")
+    check_features_model(
+        tmeta, (meta["model_type"], meta["num_layers"], meta["intermediate_size"]), f"test features {features}"
+    )
     idx, y = labels(rows, "1-vs-1")
     if len(set(y.tolist())) < 2:
-        raise HeditError(f"test features {features} need both correct and hallucinated answers "
-                         f"({int(y.sum())} hallucinated of {len(y)})")
+        raise HeditError(
+            f"test features {features} need both correct and hallucinated answers "
+            f"({int(y.sum())} hallucinated of {len(y)})"
+        )
     return np.asarray(mat[idx]), y
 
 
-def transfer(ds: Dataset, fit: L1Fit, cols: np.ndarray, x: np.ndarray, y: np.ndarray, width: int, draws: int,
-             seed: int) -> dict[str, Any]:
+def transfer(
+    ds: Dataset, fit: L1Fit, cols: np.ndarray, x: np.ndarray, y: np.ndarray, width: int, draws: int, seed: int
+) -> dict[str, Any]:
     """Scores on another dataset's answer rows: the chosen probe as fitted, and plain probes on the
     H-neurons alone and on random neurons trained on ``ds``'s training rows."""
     ext = Dataset(ds.x_train, ds.y_train, x, y, "external")
-    return {"answers": int(len(y)), "hallucinated": int(y.sum()),
-            "probe": with_interval(y, fit.predict_proba(x), seed),
-            "h_neurons_only": with_interval(y, subset_scores(ext, cols, seed), seed),
-            "random_neurons_only": baseline(ext, len(cols), width, draws, seed)}
+    return {
+        "answers": int(len(y)),
+        "hallucinated": int(y.sum()),
+        "probe": with_interval(y, fit.predict_proba(x), seed),
+        "h_neurons_only": with_interval(y, subset_scores(ext, cols, seed), seed),
+        "random_neurons_only": baseline(ext, len(cols), width, draws, seed),
+    }
 
 
 def _fit_c(ds: Dataset, c: float, seed: int) -> dict[str, Any]:
     model = fit_l1(ds.x_train, ds.y_train, c, seed)
     coef = model.coef
-    return {"C": c, "positive": int((coef > 0).sum()), "nonzero": int((coef != 0).sum()),
-            "heldout": metrics(ds.y_test, model.predict_proba(ds.x_test)), "fit": model,
-            "working_set_rounds": model.rounds}
+    return {
+        "C": c,
+        "positive": int((coef > 0).sum()),
+        "nonzero": int((coef != 0).sum()),
+        "heldout": metrics(ds.y_test, model.predict_proba(ds.x_test)),
+        "fit": model,
+        "working_set_rounds": model.rounds,
+    }
 
 
 def _best(sweep: list[dict[str, Any]]) -> dict[str, Any]:
@@ -124,7 +144,7 @@ def sweep_c(ds: Dataset, cfg: ProbeConfig, progress: bool = True) -> tuple[list[
             if best is not None and best["C"] not in (cs[0], cs[-1]):
                 break
             upper = best is None or best["C"] == cs[-1]  # no positive weight anywhere: C is too small
-            ratio = (cs[-1] / cs[-2] if upper else cs[1] / cs[0]) if len(cs) > 1 else 10 ** 0.5
+            ratio = (cs[-1] / cs[-2] if upper else cs[1] / cs[0]) if len(cs) > 1 else 10**0.5
             c = cs[-1] * ratio if upper else cs[0] / ratio
             if not cfg.c_bounds[0] <= c <= cfg.c_bounds[1]:
                 stop = f"the next C ({c:.3g}) lies outside the bounds {list(cfg.c_bounds)}"
@@ -138,13 +158,22 @@ def sweep_c(ds: Dataset, cfg: ProbeConfig, progress: bool = True) -> tuple[list[
     edge = best is not None and len(cs) > 1 and best["C"] in (cs[0], cs[-1])
     note = {"grown": grown, "best_on_edge": bool(edge)}
     if edge:
-        note["warning"] = (f"the best C ({best['C']:g}) is still on the edge of the grid "
-                           f"({stop or f'after {cfg.grow_c} added steps'}); a better C may lie beyond it")
+        note["warning"] = (
+            f"the best C ({best['C']:g}) is still on the edge of the grid "
+            f"({stop or f'after {cfg.grow_c} added steps'}); a better C may lie beyond it"
+        )
     return sweep, note
 
 
-def run_probe(features: str | Path, out: str | Path, cfg: ProbeConfig = ProbeConfig(), progress: bool = True,
-              plots: bool = True, qa=None, test_features: tuple[str | Path, ...] = ()) -> dict[str, Any]:
+def run_probe(
+    features: str | Path,
+    out: str | Path,
+    cfg: ProbeConfig = ProbeConfig(),
+    progress: bool = True,
+    plots: bool = True,
+    qa=None,
+    test_features: tuple[str | Path, ...] = (),
+) -> dict[str, Any]:
     """Fit, choose C, write ``out`` (neurons.json), ``report.json`` and plots beside it.
 
     ``qa`` (optional): a function of {layer: [(index, alpha)]} giving held-out QA accuracy with those
@@ -173,23 +202,36 @@ def run_probe(features: str | Path, out: str | Path, cfg: ProbeConfig = ProbeCon
     ns = NeuronSet(ModelInfo(meta["model_type"], layers, inter, meta.get("name") or None), neurons)
     seed, draws = cfg.seed, cfg.random_draws
     report = {
-        "mode": cfg.mode, "C": best["C"], "split": ds.split, "c_grid": growth,
-        "rows": {"train": int(len(ds.y_train)), "heldout_answers": int(len(ds.y_test)),
-                 "train_positive": int(ds.y_train.sum()), "heldout_positive": int(ds.y_test.sum())},
-        "h_neurons": len(neurons), "fraction_of_neurons": len(neurons) / (layers * inter),
-        "heldout": with_interval(ds.y_test, best["fit"].predict_proba(ds.x_test), seed), "qa_check": qa_report,
+        "mode": cfg.mode,
+        "C": best["C"],
+        "split": ds.split,
+        "c_grid": growth,
+        "rows": {
+            "train": int(len(ds.y_train)),
+            "heldout_answers": int(len(ds.y_test)),
+            "train_positive": int(ds.y_train.sum()),
+            "heldout_positive": int(ds.y_test.sum()),
+        },
+        "h_neurons": len(neurons),
+        "fraction_of_neurons": len(neurons) / (layers * inter),
+        "heldout": with_interval(ds.y_test, best["fit"].predict_proba(ds.x_test), seed),
+        "qa_check": qa_report,
         "h_neurons_only": with_interval(ds.y_test, subset_scores(ds, cols, seed), seed),
         "random_neurons_only": baseline(ds, len(cols), layers * inter, draws, seed),
         "c_sweep": [{k: v for k, v in s.items() if k != "fit"} for s in sweep],
         "per_layer": {str(layer): n for layer, n in ns.per_layer_counts().items()},
     }
     if tests:
-        report["transfer"] = {name: transfer(ds, best["fit"], cols, x, y, layers * inter, draws, seed)
-                              for name, (x, y) in tests.items()}
-    ns.provenance = {"probe": {k: report[k] for k in ("mode", "C", "split", "heldout", "qa_check", "h_neurons_only",
-                                                       "random_neurons_only")}
-                     | ({"transfer": report["transfer"]} if tests else {}),
-                     "features": Path(features).name}
+        report["transfer"] = {
+            name: transfer(ds, best["fit"], cols, x, y, layers * inter, draws, seed) for name, (x, y) in tests.items()
+        }
+    ns.provenance = {
+        "probe": {
+            k: report[k] for k in ("mode", "C", "split", "heldout", "qa_check", "h_neurons_only", "random_neurons_only")
+        }
+        | ({"transfer": report["transfer"]} if tests else {}),
+        "features": Path(features).name,
+    }
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     ns.save(out)
@@ -199,8 +241,9 @@ def run_probe(features: str | Path, out: str | Path, cfg: ProbeConfig = ProbeCon
     return report
 
 
-def _qa_criterion(usable: list[dict], qa, inter: int, max_drop: float, progress: bool
-                  ) -> tuple[list[dict], dict[str, Any]]:
+def _qa_criterion(
+    usable: list[dict], qa, inter: int, max_drop: float, progress: bool
+) -> tuple[list[dict], dict[str, Any]]:
     """The C values whose silenced H-neurons keep QA accuracy within ``max_drop`` points of the
     unedited model (all usable ones, with a warning, when none does)."""
     with bar(len(usable) + 1, "QA check", "run", progress) as pbar:
@@ -216,16 +259,25 @@ def _qa_criterion(usable: list[dict], qa, inter: int, max_drop: float, progress:
     kept = [s for s in usable if s["qa_drop_points"] <= max_drop]
     report = {"qa_accuracy": base, "max_drop_points": max_drop, "kept_C": [s["C"] for s in kept]}
     if not kept:
-        report["warning"] = (f"every C's H-neurons cost more than {max_drop} points of QA accuracy when silenced; "
-                             "chose among all C")
+        report["warning"] = (
+            f"every C's H-neurons cost more than {max_drop} points of QA accuracy when silenced; chose among all C"
+        )
         kept = usable
     return kept, report
 
 
-def probe_features(features: str | Path, out: str | Path, cfg: ProbeConfig = ProbeConfig(), for_model: str | None = None,
-                   qa_model: str | None = None, qa_questions: str | Path | None = None, qa_limit: int | None = None,
-                   test_features: tuple[str | Path, ...] = (), progress: bool = True, device: str = "cpu"
-                   ) -> dict[str, Any]:
+def probe_features(
+    features: str | Path,
+    out: str | Path,
+    cfg: ProbeConfig = ProbeConfig(),
+    for_model: str | None = None,
+    qa_model: str | None = None,
+    qa_questions: str | Path | None = None,
+    qa_limit: int | None = None,
+    test_features: tuple[str | Path, ...] = (),
+    progress: bool = True,
+    device: str = "cpu",
+) -> dict[str, Any]:
     """``hedit probe``: refuse features of another model than ``for_model`` (when given), build the QA
     check on ``qa_model`` (when given), then ``run_probe``."""
     if for_model is not None:
@@ -235,8 +287,9 @@ def probe_features(features: str | Path, out: str | Path, cfg: ProbeConfig = Pro
 
         config = read_config(resolve_model(for_model))
         arch = get_architecture(config.get("model_type"))
-        check_features_model(open_features(features)[0], (arch.model_type, *arch.shape(config)),
-                             f"features in {features}")
+        check_features_model(
+            open_features(features)[0], (arch.model_type, *arch.shape(config)), f"features in {features}"
+        )
     qa = None
     if qa_model is not None:
         from hedit.io.questions import select_questions

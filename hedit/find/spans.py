@@ -25,10 +25,12 @@ from hedit.measure.judge import normalize
 
 REGIONS = ("answer", "output", "other")
 _FILLER = set(string.punctuation + string.whitespace + "‘’“”–—")
-FUNCTION_WORDS = frozenset("""
+FUNCTION_WORDS = frozenset(
+    """
 a an the is are was were be been being am of in on at to for from by with and or as that this these those
 it its it's he she they his her their i my we our you your answer capital called named known which who what
-""".split())
+""".split()
+)
 
 
 def token_char_ends(tokenizer, ids: list[int]) -> tuple[str, list[int]]:

@@ -22,8 +22,8 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from hedit.errors import HeditError
 
@@ -101,12 +101,14 @@ def check_target(target: str | Path, sources: Iterable[str | Path] = (), overwri
         if not overwrite:
             raise HeditError(f"output {target} already exists; pass --overwrite to replace it")
         if not is_hedit_output(target):
-            raise HeditError(f"output {target} exists and is not a hedit output; --overwrite only replaces "
-                             "what hedit wrote")
+            raise HeditError(
+                f"output {target} exists and is not a hedit output; --overwrite only replaces what hedit wrote"
+            )
     return target
 
 
 # ------------------------------------------------------------------------------------------ temporaries
+
 
 def _prefix(target: Path) -> str:
     return f".{target.name}.hedit-"
@@ -156,8 +158,10 @@ def _remove(p: Path) -> None:
 
 
 def _appeared(target: Path) -> HeditError:
-    return HeditError(f"output {target} appeared while hedit was writing it (another run?); it was left as it "
-                      "is and nothing was written")
+    return HeditError(
+        f"output {target} appeared while hedit was writing it (another run?); it was left as it "
+        "is and nothing was written"
+    )
 
 
 def _install(tmp: Path, target: Path, overwrite: bool, any_output: bool = False) -> None:
@@ -165,8 +169,9 @@ def _install(tmp: Path, target: Path, overwrite: bool, any_output: bool = False)
     ``any_output``) is replaced."""
     if overwrite and os.path.lexists(target):
         if not any_output and not is_hedit_output(target):
-            raise HeditError(f"output {target} exists and is not a hedit output; --overwrite only replaces "
-                             "what hedit wrote")
+            raise HeditError(
+                f"output {target} exists and is not a hedit output; --overwrite only replaces what hedit wrote"
+            )
         if not target.is_dir() or target.is_symlink():
             os.replace(tmp, target)  # a file: replaced in one step
             return
@@ -189,8 +194,9 @@ def _install(tmp: Path, target: Path, overwrite: bool, any_output: bool = False)
 
 
 @contextlib.contextmanager
-def atomic_dir(target: str | Path, overwrite: bool = False, sources: Iterable[str | Path] = (),
-               checked: bool = True) -> Iterator[Path]:
+def atomic_dir(
+    target: str | Path, overwrite: bool = False, sources: Iterable[str | Path] = (), checked: bool = True
+) -> Iterator[Path]:
     """Yield a fresh temporary folder; on success it becomes ``target``, on any error it is removed.
     ``checked=False`` skips ``check_target`` (hedit's own cache, which it may always replace)."""
     target = Path(target)

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hedit.errors import HeditError
-from hedit.registry import Architecture, get_architecture
 from hedit.io.jsonfile import read_json
 from hedit.io.safetensors_header import Header, TensorInfo, read_header
+from hedit.registry import Architecture, get_architecture
 
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
@@ -148,9 +147,11 @@ def open_checkpoint(source: str | Path) -> Checkpoint:
         rows = 2 * inter if arch.up_fused else inter
         for (layer, which), group in sorted(modules.items()):
             if "weight" not in group:
-                raise HeditError(f"{path}: layer {layer}'s {arch.module(which)} has no weight "
-                                 f"(tensors: {', '.join(sorted(group))}); a quantized checkpoint needs its "
-                                 "quantization_config in config.json")
+                raise HeditError(
+                    f"{path}: layer {layer}'s {arch.module(which)} has no weight "
+                    f"(tensors: {', '.join(sorted(group))}); a quantized checkpoint needs its "
+                    "quantization_config in config.json"
+                )
             f, info = group["weight"]
             want = (None, inter) if which == "down" else (rows, None)
             if len(info.shape) != 2 or any(w is not None and w != got for w, got in zip(want, info.shape)):

@@ -63,7 +63,7 @@ class _Cursor:
     def take(self, n: int) -> bytes:
         if n < 0 or self.pos + n > len(self.buf):
             raise HeditError(f"{self.where} is not a readable GGUF file: truncated header")
-        out = self.buf[self.pos:self.pos + n]
+        out = self.buf[self.pos : self.pos + n]
         self.pos += n
         return out
 
@@ -75,7 +75,7 @@ class _Cursor:
         try:
             return self.take(n).decode("utf-8")
         except UnicodeDecodeError:
-            return self.buf[self.pos - n:self.pos].decode("utf-8", "replace")
+            return self.buf[self.pos - n : self.pos].decode("utf-8", "replace")
 
     def skip_string(self) -> None:
         self.take(self.unpack("<Q"))

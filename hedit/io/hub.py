@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from hedit.errors import HeditError
 
@@ -33,8 +33,13 @@ def endpoint() -> str:
 @contextlib.contextmanager
 def hub_errors(repo_id: str, url: str, revision: str | None = None, offline: bool = False) -> Iterator[None]:
     """Turns the Hub client's errors into one-line HeditErrors (which never carry the token)."""
-    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
-                                        RepositoryNotFoundError, RevisionNotFoundError)
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     try:
         yield
@@ -44,10 +49,12 @@ def hub_errors(repo_id: str, url: str, revision: str | None = None, offline: boo
         raise HeditError(f"{repo_id} is gated on the Hub: accept its terms and log in (HF_TOKEN)") from None
     except RepositoryNotFoundError as e:
         if e.response is not None and e.response.status_code == 401 and "Invalid credentials" in str(e):
-            raise HeditError(f"the Hub at {url} refused the credentials (401): set HF_TOKEN or run "
-                             "`hf auth login`") from None
-        raise HeditError(f"no model {repo_id} on the Hub at {url} (a private one needs a token: HF_TOKEN or "
-                         "`hf auth login`)") from None
+            raise HeditError(
+                f"the Hub at {url} refused the credentials (401): set HF_TOKEN or run `hf auth login`"
+            ) from None
+        raise HeditError(
+            f"no model {repo_id} on the Hub at {url} (a private one needs a token: HF_TOKEN or `hf auth login`)"
+        ) from None
     except LocalEntryNotFoundError as e:
         why = "the Hub is offline (HF_HUB_OFFLINE)" if offline else f"cannot reach the Hub at {url}"
         cause = str(e.__cause__ or e).splitlines()[0] if not offline else ""
@@ -55,8 +62,9 @@ def hub_errors(repo_id: str, url: str, revision: str | None = None, offline: boo
     except HfHubHTTPError as e:
         status = e.response.status_code if e.response is not None else None
         if status == 401:
-            raise HeditError(f"the Hub at {url} refused the credentials (401): set HF_TOKEN or run "
-                             "`hf auth login`") from None
+            raise HeditError(
+                f"the Hub at {url} refused the credentials (401): set HF_TOKEN or run `hf auth login`"
+            ) from None
         if status == 403:
             raise HeditError(f"the Hub at {url} does not let this token write to {repo_id} (403)") from None
         raise HeditError(f"the Hub at {url} answered {status or 'an error'} for {repo_id}") from None
@@ -80,9 +88,16 @@ def download(spec: str) -> Path:
     url = endpoint()
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
     with hub_errors(repo_id, url, revision, offline):
-        path = Path(snapshot_download(repo_id, revision=revision or None, allow_patterns=ALLOW_PATTERNS,
-                                      endpoint=url, cache_dir=os.environ.get("HF_HUB_CACHE") or None,
-                                      local_files_only=offline))
+        path = Path(
+            snapshot_download(
+                repo_id,
+                revision=revision or None,
+                allow_patterns=ALLOW_PATTERNS,
+                endpoint=url,
+                cache_dir=os.environ.get("HF_HUB_CACHE") or None,
+                local_files_only=offline,
+            )
+        )
     if not any(path.glob("*.safetensors")):
         raise HeditError(f"{repo_id} has no safetensors weights (hedit never loads pickled .bin files)")
     return path

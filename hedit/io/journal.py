@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from hedit.errors import HeditError
 from hedit.io.jsonfile import loads, read_text
@@ -46,15 +47,28 @@ def _ints(x: Any) -> bool:
 
 def _response(r: dict) -> bool:
     samples = r.get("samples")
-    return (isinstance(r.get("question_id"), str) and _ints(r.get("prompt_ids")) and isinstance(samples, list)
-            and isinstance(r.get("aliases"), list)
-            and all(isinstance(s, dict) and isinstance(s.get("response"), str) and _ints(s.get("response_ids"))
-                    and isinstance(s.get("label"), str) for s in samples))
+    return (
+        isinstance(r.get("question_id"), str)
+        and _ints(r.get("prompt_ids"))
+        and isinstance(samples, list)
+        and isinstance(r.get("aliases"), list)
+        and all(
+            isinstance(s, dict)
+            and isinstance(s.get("response"), str)
+            and _ints(s.get("response_ids"))
+            and isinstance(s.get("label"), str)
+            for s in samples
+        )
+    )
 
 
 def _cell(r: dict) -> bool:
-    return (isinstance(r.get("set"), str) and isinstance(r.get("alpha"), (int, float)) and
-            isinstance(r.get("task"), str) and (isinstance(r.get("items"), list) or "value" in r))
+    return (
+        isinstance(r.get("set"), str)
+        and isinstance(r.get("alpha"), (int, float))
+        and isinstance(r.get("task"), str)
+        and (isinstance(r.get("items"), list) or "value" in r)
+    )
 
 
 CHECKS = {"responses": _response, "sweep": _cell}  # what the stages that read them pass as ``check``
@@ -64,16 +78,24 @@ class Journal:
     """Opens ``path`` for appending: checks the settings of an existing journal, trims a torn tail,
     writes the header of a new one (``{"_hedit": kind, "config": settings, **extra}``)."""
 
-    def __init__(self, path: str | Path, kind: str, settings: dict[str, Any], extra: dict[str, Any] | None = None,
-                 what: str = "written", check=None):
+    def __init__(
+        self,
+        path: str | Path,
+        kind: str,
+        settings: dict[str, Any],
+        extra: dict[str, Any] | None = None,
+        what: str = "written",
+        check=None,
+    ):
         self.path = Path(path)
         self.header, self.records = read_journal(self.path, kind, check)
         if self.header is not None and self.header.get("config") != settings:
-            raise HeditError(f"{self.path} was {what} with other settings ({self.header.get('config')}); "
-                             "use another output")
+            raise HeditError(
+                f"{self.path} was {what} with other settings ({self.header.get('config')}); use another output"
+            )
         self._new_header = {"_hedit": kind, "config": settings} | (extra or {})
 
-    def __enter__(self) -> "Journal":
+    def __enter__(self) -> Journal:
         if self.header is not None:
             data = self.path.read_bytes()
             if not data.endswith(b"\n"):

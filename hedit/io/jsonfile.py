@@ -51,8 +51,17 @@ def expect(value: Any, kind: type | tuple[type, ...], where: str) -> Any:
     else:
         ok = isinstance(value, kinds)
     if not ok:
-        names = " or ".join({dict: "an object", list: "a list", str: "a string", int: "an integer",
-                             float: "a number", bool: "true or false"}.get(k, k.__name__) for k in kinds)
+        names = " or ".join(
+            {
+                dict: "an object",
+                list: "a list",
+                str: "a string",
+                int: "an integer",
+                float: "a number",
+                bool: "true or false",
+            }.get(k, k.__name__)
+            for k in kinds
+        )
         raise HeditError(f"{where} must be {names}, got {type(value).__name__}")
     return value
 
@@ -72,8 +81,9 @@ def read_text(path: str | Path, what: str | None = None) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise HeditError(f"{name} is not UTF-8 text (byte {e.start}); is it really a {path.suffix or 'text'} "
-                         "file?") from None
+        raise HeditError(
+            f"{name} is not UTF-8 text (byte {e.start}); is it really a {path.suffix or 'text'} file?"
+        ) from None
 
 
 def jsonl(path: str | Path, what: str | None = None) -> list[tuple[int, Any]]:

@@ -56,8 +56,9 @@ def detect(tensors: dict[str, TensorInfo], quant_method: str | None, where: str)
         return ChannelScales("pack-quantized", "weight_scale", 0, weight="weight_packed")
     w = tensors.get("weight")
     if w is not None and w.dtype in FP8:
-        scale = "weight_scale" if "weight_scale" in names else "weight_scale_inv" if "weight_scale_inv" in names \
-            else None
+        scale = (
+            "weight_scale" if "weight_scale" in names else "weight_scale_inv" if "weight_scale_inv" in names else None
+        )
         if scale is None:
             raise HeditError(f"{where}: FP8 weight without weight_scale")
         s = tensors[scale].shape
@@ -65,11 +66,14 @@ def detect(tensors: dict[str, TensorInfo], quant_method: str | None, where: str)
         return ChannelScales("fp8", scale, 0, shared=not per_channel)
     if w is not None and w.dtype in ("F32", "F16", "BF16"):
         return None
-    raise HeditError(f"{where}: quantized layout not recognised (tensors: {', '.join(sorted(names))}); hedit edits "
-                     "GPTQ, AWQ, compressed-tensors pack-quantized and FP8 checkpoints")
+    raise HeditError(
+        f"{where}: quantized layout not recognised (tensors: {', '.join(sorted(names))}); hedit edits "
+        "GPTQ, AWQ, compressed-tensors pack-quantized and FP8 checkpoints"
+    )
 
 
 # ------------------------------------------------------------------------------------------ dequantizers
+
 
 def _unpack_rows(packed: np.ndarray, bits: int = 4) -> np.ndarray:
     """int32 words packed along axis 0 ([n, c] -> [n * 32/bits, c]), value k of a word at bits k*bits."""
@@ -91,8 +95,9 @@ def _unpack_cols(packed: np.ndarray, bits: int = 4, order: tuple[int, ...] | Non
     return vals.reshape(packed.shape[0], -1).astype(np.int32)
 
 
-def dequant_gptq(qweight: np.ndarray, qzeros: np.ndarray, scales: np.ndarray, g_idx: np.ndarray | None = None,
-                 bits: int = 4) -> np.ndarray:
+def dequant_gptq(
+    qweight: np.ndarray, qzeros: np.ndarray, scales: np.ndarray, g_idx: np.ndarray | None = None, bits: int = 4
+) -> np.ndarray:
     q = _unpack_rows(qweight, bits)  # [in, out]
     z = _unpack_cols(qzeros, bits) + 1  # [groups, out]
     in_features = q.shape[0]
@@ -108,8 +113,9 @@ def dequant_awq(qweight: np.ndarray, qzeros: np.ndarray, scales: np.ndarray, bit
     return (scales.astype(np.float32)[g] * (q - z[g])).T
 
 
-def dequant_packed(weight_packed: np.ndarray, weight_scale: np.ndarray, zero_point: np.ndarray | None = None,
-                   bits: int = 4) -> np.ndarray:
+def dequant_packed(
+    weight_packed: np.ndarray, weight_scale: np.ndarray, zero_point: np.ndarray | None = None, bits: int = 4
+) -> np.ndarray:
     q = _unpack_cols(weight_packed, bits) - (1 << (bits - 1))  # [out, in], signed
     groups = weight_scale.shape[1]
     g = np.arange(q.shape[1]) // (q.shape[1] // groups)
@@ -126,4 +132,4 @@ def dequant_fp8(weight_f32: np.ndarray, scale: np.ndarray) -> np.ndarray:
         return weight_f32 * s.reshape(-1, 1)
     bo = -(-weight_f32.shape[0] // s.shape[0])
     bi = -(-weight_f32.shape[1] // s.shape[1])
-    return weight_f32 * np.repeat(np.repeat(s, bo, axis=0), bi, axis=1)[:weight_f32.shape[0], :weight_f32.shape[1]]
+    return weight_f32 * np.repeat(np.repeat(s, bo, axis=0), bi, axis=1)[: weight_f32.shape[0], : weight_f32.shape[1]]

@@ -13,10 +13,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from hedit.errors import HeditError
 from hedit.io.jsonfile import jsonl, read_text
@@ -75,8 +76,7 @@ def parse_row(row: Any, where: str, number: int) -> Question:
         raise HeditError(f"{where}: no answers (expected 'answers', 'answer' or 'answer.aliases')")
     qid = row.get("question_id", row.get("id"))
     qid = str(qid) if qid not in (None, "") else f"q{number:05d}"
-    return Question(qid, q.strip(), tuple(dict.fromkeys(aliases)), row.get("split") or None,
-                    row.get("domain") or None)
+    return Question(qid, q.strip(), tuple(dict.fromkeys(aliases)), row.get("split") or None, row.get("domain") or None)
 
 
 def _rows(path: Path) -> Iterator[tuple[int, Any]]:
@@ -138,8 +138,9 @@ def bundled_questions(split: str | None = None) -> list[Question]:
     return load_questions(bundled_path(), split)
 
 
-def select_questions(path: str | Path | None = None, split: str | None = None, limit: int | None = None,
-                     default_split: str | None = None) -> list[Question]:
+def select_questions(
+    path: str | Path | None = None, split: str | None = None, limit: int | None = None, default_split: str | None = None
+) -> list[Question]:
     """A question file's questions (or the bundled set's ``default_split``), one split, the first ``limit``."""
     if limit is not None and limit < 1:
         raise HeditError(f"--limit must be at least 1, got {limit}")

@@ -18,7 +18,10 @@ from hedit.errors import HeditError
 from hedit.io.jsonfile import loads
 
 DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
 }
 MAX_HEADER = 100 * 1024 * 1024
 
@@ -45,8 +48,24 @@ class Header:
 
 
 # Bytes per element of every safetensors dtype (quantized checkpoints store I8/U8/I32/F8 tensors).
-ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4,
-            "U16": 2, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1}
+ITEMSIZE = {
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U64": 8,
+    "U32": 4,
+    "U16": 2,
+    "U8": 1,
+    "BOOL": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "F8_E8M0": 1,
+}
 
 
 def parse_header(raw: bytes, size: int, name: str) -> tuple[dict[str, TensorInfo], dict[str, str], int]:
@@ -72,8 +91,12 @@ def parse_header(raw: bytes, size: int, name: str) -> tuple[dict[str, TensorInfo
             raise HeditError(f"{where}: unknown dtype {dtype!r}")
         if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
             raise HeditError(f"{where}: shape must be a list of whole numbers")
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_count(o) for o in offsets)
-                and offsets[0] <= offsets[1]):
+        if not (
+            isinstance(offsets, list)
+            and len(offsets) == 2
+            and all(_is_count(o) for o in offsets)
+            and offsets[0] <= offsets[1]
+        ):
             raise HeditError(f"{where}: data_offsets must be two whole numbers, begin <= end")
         t = TensorInfo(tname, dtype, tuple(shape), data_start + offsets[0], data_start + offsets[1])
         if t.nbytes != math.prod(t.shape) * ITEMSIZE[dtype]:
@@ -133,8 +156,16 @@ def read_bytes(fd: int, info: TensorInfo) -> bytearray:
     return buf
 
 
-TORCH_ANY = {"I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-             "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "BOOL": torch.bool} | DTYPES
+TORCH_ANY = {
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E5M2": torch.float8_e5m2,
+    "BOOL": torch.bool,
+} | DTYPES
 
 
 def read_any(fd: int, info: TensorInfo) -> torch.Tensor:

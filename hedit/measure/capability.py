@@ -9,14 +9,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from importlib import resources
-from typing import Mapping, Sequence
 
 import torch
 
+from hedit.check.intervention import scale_neurons
 from hedit.config import ANSWER_ONLY, Decoding
 from hedit.measure.generate import chat_ids, end_ids, generate
-from hedit.check.intervention import scale_neurons
 from hedit.measure.judge import CORRECT
 
 NEUTRAL = "neutral.txt"
@@ -42,11 +42,11 @@ def next_token_logprobs(model, tokenizer, texts: Sequence[str], batch_size: int 
         ids = torch.zeros((len(enc), width), dtype=torch.long)
         mask = torch.zeros((len(enc), width), dtype=torch.long)
         for r, e in enumerate(enc):
-            ids[r, :len(e)] = torch.tensor(e)
-            mask[r, :len(e)] = 1
+            ids[r, : len(e)] = torch.tensor(e)
+            mask[r, : len(e)] = 1
         logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
         lp = torch.log_softmax(logits.to(torch.float32), dim=-1).cpu()
-        out.extend(lp[r, :len(e)] for r, e in enumerate(enc))
+        out.extend(lp[r, : len(e)] for r, e in enumerate(enc))
     return out
 
 
@@ -64,8 +64,15 @@ def trivia_prompt(tokenizer, question: str, chat_template: bool = True) -> list[
     return chat_ids(tokenizer, [{"role": "user", "content": f"{question} {ANSWER_ONLY}"}], chat_template)
 
 
-def answer_questions(model, tokenizer, questions: Sequence[tuple[str, Sequence[str]]], dec: Decoding,
-                     batch_size: int = 16, grader=None, tick=None) -> list[tuple[str, str]]:
+def answer_questions(
+    model,
+    tokenizer,
+    questions: Sequence[tuple[str, Sequence[str]]],
+    dec: Decoding,
+    batch_size: int = 16,
+    grader=None,
+    tick=None,
+) -> list[tuple[str, str]]:
     """(reply, label) for each (question, aliases), generated in batches; ``grader`` (default: the rule
     judge) has ``qa(question, aliases, reply)``."""
     from hedit.measure.compliance import RULES
@@ -87,18 +94,28 @@ def accuracy(labels: Sequence[str]) -> float:
     return sum(lb == CORRECT for lb in labels) / max(len(labels), 1)
 
 
-def qa_accuracy(model, tokenizer, questions: Sequence[tuple[str, Sequence[str]]],
-                layers: Mapping[int, Sequence[tuple[int, float]]] | None = None,
-                dec: Decoding = Decoding(max_new_tokens=24),
-                batch_size: int = 16) -> float:
+def qa_accuracy(
+    model,
+    tokenizer,
+    questions: Sequence[tuple[str, Sequence[str]]],
+    layers: Mapping[int, Sequence[tuple[int, float]]] | None = None,
+    dec: Decoding = Decoding(max_new_tokens=24),
+    batch_size: int = 16,
+) -> float:
     """Trivia accuracy with the given neurons scaled (``layers``: layer -> [(index, alpha)]), or unedited."""
     with scale_neurons(model, layers or {}):
         return accuracy([lb for _, lb in answer_questions(model, tokenizer, questions, dec, batch_size)])
 
 
-def qa_checker(model, tokenizer, questions: Sequence[tuple[str, Sequence[str]]],
-               dec: Decoding = Decoding(max_new_tokens=24), batch_size: int = 16):
+def qa_checker(
+    model,
+    tokenizer,
+    questions: Sequence[tuple[str, Sequence[str]]],
+    dec: Decoding = Decoding(max_new_tokens=24),
+    batch_size: int = 16,
+):
     """A function {layer: [(index, alpha)]} -> trivia accuracy, for the probe's C criterion."""
+
     def check(layers: Mapping[int, Sequence[tuple[int, float]]]) -> float:
         return qa_accuracy(model, tokenizer, questions, layers, dec, batch_size)
 

@@ -24,4 +24,3 @@ def control_sets(neurons: NeuronSet, draws: int, seed: int = 0) -> list[dict[int
             draw[layer] = sorted(int(i) for i in rng.choice(pool, size=len(chosen[layer]), replace=False))
         out.append(draw)
     return out
-

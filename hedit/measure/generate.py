@@ -34,8 +34,8 @@ def left_pad(prompts: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Te
     ids = torch.full((len(prompts), width), pad, dtype=torch.long)
     mask = torch.zeros((len(prompts), width), dtype=torch.long)
     for i, p in enumerate(prompts):
-        ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
-        mask[i, width - len(p):] = 1
+        ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+        mask[i, width - len(p) :] = 1
     return ids, mask
 
 
@@ -44,12 +44,18 @@ def pad_id(tokenizer, ends: set[int]) -> int:
 
 
 def cut(row: list[int], ends: set[int]) -> list[int]:
-    return row[:next((i for i, t in enumerate(row) if t in ends), len(row))]
+    return row[: next((i for i, t in enumerate(row) if t in ends), len(row))]
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompts: list[list[int]], dec: Decoding = Decoding(), ends: set[int] | None = None,
-             seed: int | None = None) -> list[str]:
+def generate(
+    model,
+    tokenizer,
+    prompts: list[list[int]],
+    dec: Decoding = Decoding(),
+    ends: set[int] | None = None,
+    seed: int | None = None,
+) -> list[str]:
     """One response per prompt, in one ``generate`` call (the caller batches)."""
     if not prompts:
         return []
@@ -62,7 +68,12 @@ def generate(model, tokenizer, prompts: list[list[int]], dec: Decoding = Decodin
         kw = {"do_sample": True, "temperature": dec.temperature, "top_p": dec.top_p, "top_k": dec.top_k}
     else:
         kw |= {"temperature": None, "top_p": None, "top_k": None}
-    out = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
-                         max_new_tokens=dec.max_new_tokens, pad_token_id=pad, eos_token_id=sorted(ends) or None,
-                         **kw)[:, ids.shape[1]:].tolist()
+    out = model.generate(
+        input_ids=ids.to(model.device),
+        attention_mask=mask.to(model.device),
+        max_new_tokens=dec.max_new_tokens,
+        pad_token_id=pad,
+        eos_token_id=sorted(ends) or None,
+        **kw,
+    )[:, ids.shape[1] :].tolist()
     return [tokenizer.decode(cut(row, ends), skip_special_tokens=True).strip() for row in out]

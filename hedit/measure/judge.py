@@ -16,10 +16,29 @@ import unicodedata
 CORRECT, INCORRECT, UNCERTAIN = "correct", "incorrect", "uncertain"
 
 UNCERTAINTY_PHRASES = (
-    "i don't know", "i do not know", "i'm not sure", "i am not sure", "not sure", "i'm unsure", "i am unsure",
-    "i cannot answer", "i can't answer", "unable to answer", "unable to determine", "i don't have",
-    "i do not have", "no information", "not enough information", "i'm not aware", "i am not aware",
-    "i cannot determine", "i can't determine", "unknown", "i'm sorry", "i am sorry", "cannot be determined",
+    "i don't know",
+    "i do not know",
+    "i'm not sure",
+    "i am not sure",
+    "not sure",
+    "i'm unsure",
+    "i am unsure",
+    "i cannot answer",
+    "i can't answer",
+    "unable to answer",
+    "unable to determine",
+    "i don't have",
+    "i do not have",
+    "no information",
+    "not enough information",
+    "i'm not aware",
+    "i am not aware",
+    "i cannot determine",
+    "i can't determine",
+    "unknown",
+    "i'm sorry",
+    "i am sorry",
+    "cannot be determined",
 )
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = str.maketrans({c: " " for c in string.punctuation + "‘’“”–—"})

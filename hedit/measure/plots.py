@@ -28,17 +28,23 @@ def plot(summary: dict[str, Any], path: str | Path) -> None:
             ax.fill_between(xs, [h["ci95"][0] for h in hs], [h["ci95"][1] for h in hs], color="#c0392b", alpha=0.15)
         cs = [(r["alpha"], r["controls"]) for r in data if r.get("controls")]
         if cs:
-            ax.plot([a for a, _ in cs], [c["mean"] for _, c in cs], "s--", color="#34495e",
-                    label=f"random controls ({summary['controls']})")
-            ax.fill_between([a for a, _ in cs], [c["min"] for _, c in cs], [c["max"] for _, c in cs],
-                            color="#34495e", alpha=0.12)
+            ax.plot(
+                [a for a, _ in cs],
+                [c["mean"] for _, c in cs],
+                "s--",
+                color="#34495e",
+                label=f"random controls ({summary['controls']})",
+            )
+            ax.fill_between(
+                [a for a, _ in cs], [c["min"] for _, c in cs], [c["max"] for _, c in cs], color="#34495e", alpha=0.12
+            )
         label = {KL: "KL vs alpha=1 (nats)", TRIVIA: "trivia accuracy"}.get(task, "compliance rate")
         ax.set(title=task, xlabel="alpha", ylabel=label)
         if task != KL:
             ax.set_ylim(-0.02, 1.02)
         ax.axvline(1.0, color="grey", lw=0.6)
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(tasks):]:
+    for ax in list(axes.flat)[len(tasks) :]:
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -27,5 +27,5 @@ def auroc_interval(y: np.ndarray, score: np.ndarray, resamples: int = 1000, seed
     pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
     idx = np.concatenate([rng.choice(pos, (resamples, len(pos))), rng.choice(neg, (resamples, len(neg)))], axis=1)
     ranks = rankdata(score[idx], axis=1)
-    auc = (ranks[:, :len(pos)].sum(axis=1) - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg))
+    auc = (ranks[:, : len(pos)].sum(axis=1) - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg))
     return [float(v) for v in np.percentile(auc, [2.5, 97.5])]

@@ -3,7 +3,8 @@ controls'; the mean compliance ``tune`` compares; the printed table."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -23,8 +24,13 @@ def _outcomes(task: str, items: list[dict[str, Any]]) -> list[int]:
     return [int(r["label"] == COMPLIED) for r in items if r["label"] != EXCLUDED]
 
 
-def summarize(records: list[dict[str, Any]], cfg: SweepConfig, sets: dict[str, Any], suites: Sequence[Suite],
-              trivia: Sequence[Item]) -> dict[str, Any]:
+def summarize(
+    records: list[dict[str, Any]],
+    cfg: SweepConfig,
+    sets: dict[str, Any],
+    suites: Sequence[Suite],
+    trivia: Sequence[Item],
+) -> dict[str, Any]:
     """Per task and alpha: the H-neurons' rate with a bootstrap interval, and the controls' mean/min/max."""
     cells = {(r["set"], r["alpha"], r["task"]): r for r in records}
     controls = [s for s in sets if s != "h"]
@@ -50,21 +56,32 @@ def summarize(records: list[dict[str, Any]], cfg: SweepConfig, sets: dict[str, A
             vals = [c["value"] for c in cv if c and c["value"] is not None]
             row = {"alpha": a, "h": hv}
             if vals:
-                row["controls"] = {"mean": float(np.mean(vals)), "min": float(min(vals)), "max": float(max(vals)),
-                                   "draws": vals}
+                row["controls"] = {
+                    "mean": float(np.mean(vals)),
+                    "min": float(min(vals)),
+                    "max": float(max(vals)),
+                    "draws": vals,
+                }
             rows.append(row)
         results[task] = rows
-    out: dict[str, Any] = {"alphas": list(cfg.alphas), "controls": len(controls), "results": results,
-                           "suites": {s.name: {"items": len(s.items), "source": s.source} for s in suites}}
+    out: dict[str, Any] = {
+        "alphas": list(cfg.alphas),
+        "controls": len(controls),
+        "results": results,
+        "suites": {s.name: {"items": len(s.items), "source": s.source} for s in suites},
+    }
     if cfg.capability:
         base = value("h", 1.0, TRIVIA)
         out["trivia_items"] = len(trivia)
         out["capability"] = [
-            {"alpha": a,
-             "trivia_accuracy": (v := value("h", a, TRIVIA)) and v["value"],
-             "accuracy_drop_points": (None if not (v and base) else round(100 * (base["value"] - v["value"]), 3)),
-             "kl": (k := value("h", a, KL)) and k["value"]}
-            for a in cfg.alphas]
+            {
+                "alpha": a,
+                "trivia_accuracy": (v := value("h", a, TRIVIA)) and v["value"],
+                "accuracy_drop_points": (None if not (v and base) else round(100 * (base["value"] - v["value"]), 3)),
+                "kl": (k := value("h", a, KL)) and k["value"],
+            }
+            for a in cfg.alphas
+        ]
     return out
 
 
@@ -97,10 +114,14 @@ def table(summary: dict[str, Any]) -> str:
                 cells_h.append(f"{h['value']:.4f}")
             else:
                 ci = h.get("ci95")
-                cells_h.append(f"{h['value']:.3f} [{ci[0]:.2f}, {ci[1]:.2f}] (n={h['n']})" if ci
-                               else f"{h['value']:.3f}")
+                cells_h.append(
+                    f"{h['value']:.3f} [{ci[0]:.2f}, {ci[1]:.2f}] (n={h['n']})" if ci else f"{h['value']:.3f}"
+                )
             c = row.get("controls")
-            cells_c.append("-" if not c else (f"{c['mean']:.4f}" if t == KL else
-                                              f"{c['mean']:.3f} ({c['min']:.2f}-{c['max']:.2f})"))
+            cells_c.append(
+                "-"
+                if not c
+                else (f"{c['mean']:.4f}" if t == KL else f"{c['mean']:.3f} ({c['min']:.2f}-{c['max']:.2f})")
+            )
         lines.append("| " + " | ".join([f"{a:g}"] + cells_h + cells_c) + " |")
     return "\n".join(lines)

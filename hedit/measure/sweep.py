@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from hedit.check.intervention import model_shape, scale_neurons
 from hedit.config import Decoding, SweepConfig
@@ -30,8 +31,8 @@ from hedit.measure.controls import control_sets
 from hedit.measure.generate import chat_ids, end_ids, generate
 from hedit.measure.judge import CORRECT
 from hedit.measure.plots import plot
-from hedit.measure.summary import BASE, KL, TRIVIA, compliance_of, summarize, table  # noqa: F401 (re-exported)
 from hedit.measure.suites import CHALLENGE, SYCOPHANCY, Item, Suite, first_turn, load_suite, trivia_items
+from hedit.measure.summary import BASE, KL, TRIVIA, compliance_of, summarize, table  # noqa: F401 (re-exported)
 from hedit.progress import bar
 
 CELLS = "cells.jsonl"
@@ -45,29 +46,41 @@ def _scale(layers: dict[int, list[int]], alpha: float) -> dict[int, list[tuple[i
     return {layer: [(i, alpha) for i in idx] for layer, idx in layers.items()}
 
 
-
-
 # ------------------------------------------------------------------------------------------ running
 
-def run_suite(model, tokenizer, suite: str, items: Sequence[Item], dec: Decoding, batch_size: int,
-              judge=RULES, tick=None) -> list[dict[str, Any]]:
+
+def run_suite(
+    model, tokenizer, suite: str, items: Sequence[Item], dec: Decoding, batch_size: int, judge=RULES, tick=None
+) -> list[dict[str, Any]]:
     """Replies and labels for a suite's items (sycophancy: a second turn for correct first answers);
     ``tick(n)`` is called after each batch of n items."""
     ends = end_ids(model, tokenizer)
     tokenizer.padding_side = "left"
     records = []
     for start in range(0, len(items), batch_size):
-        batch = items[start:start + batch_size]
+        batch = items[start : start + batch_size]
         convs = [[{"role": "user", "content": first_turn(suite, it)}] for it in batch]
-        firsts = generate(model, tokenizer, [chat_ids(tokenizer, c, dec.chat_template) for c in convs], dec, ends,
-                          seed=dec.seed + start)
+        firsts = generate(
+            model,
+            tokenizer,
+            [chat_ids(tokenizer, c, dec.chat_template) for c in convs],
+            dec,
+            ends,
+            seed=dec.seed + start,
+        )
         replies = [[f] for f in firsts]
         if suite == SYCOPHANCY:
-            again = [i for i, (it, f) in enumerate(zip(batch, firsts))
-                     if judge.qa(it.question, it.answers, f) == CORRECT]
-            prompts = [chat_ids(tokenizer, convs[i] + [{"role": "assistant", "content": firsts[i]},
-                                                       {"role": "user", "content": CHALLENGE}], dec.chat_template)
-                       for i in again]
+            again = [
+                i for i, (it, f) in enumerate(zip(batch, firsts)) if judge.qa(it.question, it.answers, f) == CORRECT
+            ]
+            prompts = [
+                chat_ids(
+                    tokenizer,
+                    convs[i] + [{"role": "assistant", "content": firsts[i]}, {"role": "user", "content": CHALLENGE}],
+                    dec.chat_template,
+                )
+                for i in again
+            ]
             for i, second in zip(again, generate(model, tokenizer, prompts, dec, ends, seed=dec.seed + start + 1)):
                 replies[i].append(second)
         records += [{"id": it.id, "replies": r, "label": judge.suite(suite, it, r)} for it, r in zip(batch, replies)]
@@ -76,35 +89,47 @@ def run_suite(model, tokenizer, suite: str, items: Sequence[Item], dec: Decoding
     return records
 
 
-def _trivia(model, tokenizer, items: Sequence[Item], dec: Decoding, batch_size: int, judge=RULES, tick=None
-            ) -> list[dict[str, Any]]:
-    answers = answer_questions(model, tokenizer, [(it.question, it.answers) for it in items], dec, batch_size, judge,
-                               tick)
+def _trivia(
+    model, tokenizer, items: Sequence[Item], dec: Decoding, batch_size: int, judge=RULES, tick=None
+) -> list[dict[str, Any]]:
+    answers = answer_questions(
+        model, tokenizer, [(it.question, it.answers) for it in items], dec, batch_size, judge, tick
+    )
     return [{"id": it.id, "replies": [reply], "label": label} for it, (reply, label) in zip(items, answers)]
 
 
-def run_sweep(model_name: str, neurons: str | Path | NeuronSet, out: str | Path, cfg: SweepConfig = SweepConfig(),
-              suite_files: dict[str, str] | None = None, judge=RULES, progress: bool = True, log=print,
-              loaded=None, device: str = "cpu", allow_negative: bool = False) -> dict[str, Any]:
+def run_sweep(
+    model_name: str,
+    neurons: str | Path | NeuronSet,
+    out: str | Path,
+    cfg: SweepConfig = SweepConfig(),
+    suite_files: dict[str, str] | None = None,
+    judge=RULES,
+    progress: bool = True,
+    log=print,
+    loaded=None,
+    device: str = "cpu",
+    allow_negative: bool = False,
+) -> dict[str, Any]:
     """Run (or resume) the sweep into ``out`` and return the summary also written to sweep.json.
 
     ``judge``: ``hedit.measure.compliance.RULES`` (default) or an ``hedit.measure.llm_judge.LLMJudge``.
     ``loaded``: an already loaded (model, tokenizer) pair, else the model is resolved and loaded.
     """
-    from hedit.model.load import load_model, load_tokenizer
     from hedit.model.builtin import resolve_model
+    from hedit.model.load import load_model, load_tokenizer
 
     for a in cfg.alphas:
         check_alpha(a, allow_negative)
     ns = neurons if isinstance(neurons, NeuronSet) else NeuronSet.load(neurons)
     if not ns.neurons:
         raise HeditError("the neurons file lists no neurons")
-    for name in (suite_files or {}):
+    for name in suite_files or {}:
         if name not in cfg.suites:
             raise HeditError(f"a file is given for suite {name!r}, which is not among --suites")
     suites = [load_suite(name, (suite_files or {}).get(name)) for name in cfg.suites]
-    suites = [Suite(s.name, s.items[:cfg.limit], s.source) for s in suites]
-    trivia = trivia_items("heldout")[:cfg.limit] if cfg.capability else ()
+    suites = [Suite(s.name, s.items[: cfg.limit], s.source) for s in suites]
+    trivia = trivia_items("heldout")[: cfg.limit] if cfg.capability else ()
     if not suites and not cfg.capability:
         raise HeditError("nothing to measure: no suites and no capability")
 
@@ -122,8 +147,14 @@ def run_sweep(model_name: str, neurons: str | Path | NeuronSet, out: str | Path,
     controls = control_sets(ns, cfg.controls, cfg.seed)
     sets = {"h": h} | {f"control-{k}": c for k, c in enumerate(controls)}
     settings = {
-        "model": str(model_name), "neurons": _digest(h), "decoding": cfg.decoding.to_dict(), "limit": cfg.limit,
-        "batch_size": cfg.batch_size, "seed": cfg.seed, "judge": judge.name, "capability": cfg.capability,
+        "model": str(model_name),
+        "neurons": _digest(h),
+        "decoding": cfg.decoding.to_dict(),
+        "limit": cfg.limit,
+        "batch_size": cfg.batch_size,
+        "seed": cfg.seed,
+        "judge": judge.name,
+        "capability": cfg.capability,
         "suites": {s.name: _digest([asdict(i) for i in s.items]) for s in suites},
     }
     out = Path(out)
@@ -154,28 +185,24 @@ def run_sweep(model_name: str, neurons: str | Path | NeuronSet, out: str | Path,
             else:
                 with scale_neurons(model, layers):
                     if task == TRIVIA:
-                        record["items"] = _trivia(model, tok, items, cfg.decoding, cfg.batch_size, judge,
-                                                  pbar.update)
+                        record["items"] = _trivia(model, tok, items, cfg.decoding, cfg.batch_size, judge, pbar.update)
                     else:
-                        record["items"] = run_suite(model, tok, task, items, cfg.decoding, cfg.batch_size, judge,
-                                                    pbar.update)
+                        record["items"] = run_suite(
+                            model, tok, task, items, cfg.decoding, cfg.batch_size, judge, pbar.update
+                        )
             journal.append([record])
     summary = summarize(journal.records, cfg, sets, suites, trivia)
-    summary |= {"model": str(model_name), "judge": judge.name, "h_neurons": len(ns.neurons),
-                "per_layer": {str(k): len(v) for k, v in h.items()}, "controls_per_layer": "same as H-neurons",
-                "decoding": cfg.decoding.to_dict()}
+    summary |= {
+        "model": str(model_name),
+        "judge": judge.name,
+        "h_neurons": len(ns.neurons),
+        "per_layer": {str(k): len(v) for k, v in h.items()},
+        "controls_per_layer": "same as H-neurons",
+        "decoding": cfg.decoding.to_dict(),
+    }
     atomic_write_text(out / "sweep.json", json.dumps(summary, indent=2) + "\n")
     plot(summary, out / "sweep.png")
     return summary
 
 
 # ------------------------------------------------------------------------------------------ summary
-
-
-
-
-
-
-
-
-

@@ -39,32 +39,69 @@ def choose_alpha(summary: dict[str, Any], bounds: Bounds = Bounds()) -> dict[str
             why.append(f"trivia accuracy drop {c['accuracy_drop_points']} points > {bounds.max_accuracy_drop}")
         if c["kl"] is None or c["kl"] > bounds.max_kl:
             why.append(f"KL {c['kl']} > {bounds.max_kl}")
-        rows.append({"alpha": a, "compliance": comp, "trivia_accuracy": c["trivia_accuracy"],
-                     "accuracy_drop_points": c["accuracy_drop_points"], "kl": c["kl"],
-                     "within_bounds": not why, "rejected_because": why})
+        rows.append(
+            {
+                "alpha": a,
+                "compliance": comp,
+                "trivia_accuracy": c["trivia_accuracy"],
+                "accuracy_drop_points": c["accuracy_drop_points"],
+                "kl": c["kl"],
+                "within_bounds": not why,
+                "rejected_because": why,
+            }
+        )
         if not why and (best is None or (comp, abs(a - 1)) < (best["compliance"], abs(best["alpha"] - 1))):
             best = rows[-1]
     if best is None or best["compliance"] >= base:
         chosen, reason = 1.0, "no alpha lowers compliance below alpha = 1 within the bounds; alpha 1 means no edit"
     else:
         chosen = best["alpha"]
-        reason = (f"lowest mean compliance within bounds: {best['compliance']:.3f} against {base:.3f} at alpha 1, "
-                  f"trivia accuracy drop {best['accuracy_drop_points']:.1f} points, KL {best['kl']:.4f}")
-    return {"alpha": chosen, "reason": reason, "compliance_at_1": base,
-            "bounds": {"max_accuracy_drop_points": bounds.max_accuracy_drop, "max_kl": bounds.max_kl},
-            "candidates": rows}
+        reason = (
+            f"lowest mean compliance within bounds: {best['compliance']:.3f} against {base:.3f} at alpha 1, "
+            f"trivia accuracy drop {best['accuracy_drop_points']:.1f} points, KL {best['kl']:.4f}"
+        )
+    return {
+        "alpha": chosen,
+        "reason": reason,
+        "compliance_at_1": base,
+        "bounds": {"max_accuracy_drop_points": bounds.max_accuracy_drop, "max_kl": bounds.max_kl},
+        "candidates": rows,
+    }
 
 
-def tune(model_name: str, neurons_path: str | Path, work: str | Path, cfg: TuneConfig = TuneConfig(),
-         out: str | Path | None = None, suite_files: dict[str, str] | None = None, judge=None, progress: bool = True,
-         log=print, loaded=None, device: str = "cpu", allow_negative: bool = False) -> dict[str, Any]:
+def tune(
+    model_name: str,
+    neurons_path: str | Path,
+    work: str | Path,
+    cfg: TuneConfig = TuneConfig(),
+    out: str | Path | None = None,
+    suite_files: dict[str, str] | None = None,
+    judge=None,
+    progress: bool = True,
+    log=print,
+    loaded=None,
+    device: str = "cpu",
+    allow_negative: bool = False,
+) -> dict[str, Any]:
     """Sweep (resumable, in ``work``), choose alpha, write it into ``out`` (default: the neurons file)."""
     ns = NeuronSet.load(neurons_path)
     if any(n.alpha is not None for n in ns.neurons):
-        raise HeditError(f"{neurons_path} sets per-neuron alphas, which would override the tuned one; "
-                         "remove them first")
-    summary = run_sweep(model_name, ns, work, cfg.sweep(), suite_files, judge or RULES, progress=progress, log=log,
-                        loaded=loaded, device=device, allow_negative=allow_negative)
+        raise HeditError(
+            f"{neurons_path} sets per-neuron alphas, which would override the tuned one; remove them first"
+        )
+    summary = run_sweep(
+        model_name,
+        ns,
+        work,
+        cfg.sweep(),
+        suite_files,
+        judge or RULES,
+        progress=progress,
+        log=log,
+        loaded=loaded,
+        device=device,
+        allow_negative=allow_negative,
+    )
     decision = choose_alpha(summary, cfg.bounds)
     ns.alpha = decision["alpha"]
     ns.provenance = dict(ns.provenance) | {"tune": decision | {"sweep": "sweep.json"}}

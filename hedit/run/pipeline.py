@@ -1,11 +1,11 @@
 """`hedit run RECIPE`: identify, tune, (sweep), edit, export-adapter and verify, each stage cached.
 
-    <work>/identify/        collect, filter, features, probe (each cached by `identify`)
-    <work>/tune/            the tuning sweep (resumable); <work>/neurons.json gets the chosen alpha
-    <work>/sweep/           the full sweep with random controls, when the recipe asks for it
-    <work>/edited/ lora/ ia3/   the artifacts; rebuilt only when neurons.json or the source changed
-    <work>/verify.json      verification results (cached the same way)
-    <work>/reproduce.json   the resolved recipe, versions, and SHA-256 of inputs and outputs
+<work>/identify/        collect, filter, features, probe (each cached by `identify`)
+<work>/tune/            the tuning sweep (resumable); <work>/neurons.json gets the chosen alpha
+<work>/sweep/           the full sweep with random controls, when the recipe asks for it
+<work>/edited/ lora/ ia3/   the artifacts; rebuilt only when neurons.json or the source changed
+<work>/verify.json      verification results (cached the same way)
+<work>/reproduce.json   the resolved recipe, versions, and SHA-256 of inputs and outputs
 """
 
 from __future__ import annotations
@@ -16,18 +16,18 @@ from pathlib import Path
 from typing import Any
 
 from hedit import __version__
-from hedit.measure.compliance import RULES
+from hedit.edit.neurons import NeuronSet
 from hedit.errors import HeditError
+from hedit.find.identify import identify
 from hedit.io.atomic import atomic_write_text
 from hedit.io.hashing import sha256_file
-from hedit.io.stamps import Stamps
-from hedit.model.load import check_device
-from hedit.edit.neurons import NeuronSet
 from hedit.io.questions import bundled_questions, load_questions
-from hedit.run.recipe import Recipe
-from hedit.find.identify import identify
+from hedit.io.stamps import Stamps
+from hedit.measure.compliance import RULES
 from hedit.measure.sweep import run_sweep
 from hedit.measure.tune import tune
+from hedit.model.load import check_device
+from hedit.run.recipe import Recipe
 
 
 def _folder_digest(path: Path) -> dict[str, str]:
@@ -44,7 +44,7 @@ def run_recipe(recipe: Recipe, progress: bool = True, log=print, grader=None) ->
     # 1. identify ------------------------------------------------------------------------------------------
     ic = recipe.identify
     qs = bundled_questions() if ic.questions == "bundled" else load_questions(ic.questions)
-    qs = qs[:ic.limit] if ic.limit else qs
+    qs = qs[: ic.limit] if ic.limit else qs
     log(f"[1/5] identify {recipe.model} on {len(qs)} questions")
     report = identify(recipe.model, qs, work / "identify", ic, progress, log, grader, device=recipe.device)
     source = Path(report["model_path"])
@@ -58,12 +58,15 @@ def run_recipe(recipe: Recipe, progress: bool = True, log=print, grader=None) ->
     if tc.enabled:
         log(f"[2/5] tune alpha over {tc.alphas} on {', '.join(tc.suites) or 'capability only'}")
         shutil.copyfile(found, neurons)
-        decision = tune(recipe.model, neurons, work / "tune", tc, judge=grader, progress=progress, log=log,
-                        device=recipe.device)
+        decision = tune(
+            recipe.model, neurons, work / "tune", tc, judge=grader, progress=progress, log=log, device=recipe.device
+        )
         log(f"      alpha = {decision['alpha']:g}: {decision['reason']}")
         if decision["alpha"] == 1.0:
-            log("      note: with alpha 1 the artifacts equal the source; to edit anyway, "
-                "--set tune.enabled=false --set tune.alpha=0")
+            log(
+                "      note: with alpha 1 the artifacts equal the source; to edit anyway, "
+                "--set tune.enabled=false --set tune.alpha=0"
+            )
         out["tune"] = {"alpha": decision["alpha"], "reason": decision["reason"]}
     else:
         ns = NeuronSet.load(found)
@@ -77,8 +80,16 @@ def run_recipe(recipe: Recipe, progress: bool = True, log=print, grader=None) ->
     sc = recipe.sweep
     if sc.enabled:
         log(f"[3/5] sweep alphas {sc.alphas} with {sc.controls} random controls")
-        summary = run_sweep(recipe.model, neurons, work / "sweep", sc, judge=grader or RULES, progress=progress,
-                            log=log, device=recipe.device)
+        summary = run_sweep(
+            recipe.model,
+            neurons,
+            work / "sweep",
+            sc,
+            judge=grader or RULES,
+            progress=progress,
+            log=log,
+            device=recipe.device,
+        )
         out["sweep"] = str(work / "sweep" / "sweep.json")
         out["sweep_capability"] = summary.get("capability")
     else:
@@ -113,8 +124,11 @@ def run_recipe(recipe: Recipe, progress: bool = True, log=print, grader=None) ->
     if vc.enabled and artifacts:
         log(f"[5/5] verify in {vc.runtime}")
         for kind, target in artifacts.items():
-            vin = inputs | {"artifact": stamps.result(f"export:{kind}"), "runtime": vc.runtime,
-                            "new_tokens": vc.new_tokens}
+            vin = inputs | {
+                "artifact": stamps.result(f"export:{kind}"),
+                "runtime": vc.runtime,
+                "new_tokens": vc.new_tokens,
+            }
             if stamps.fresh(f"verify:{kind}", vin):
                 res = stamps.result(f"verify:{kind}")
             else:
@@ -128,8 +142,10 @@ def run_recipe(recipe: Recipe, progress: bool = True, log=print, grader=None) ->
     atomic_write_text(work / "verify.json", json.dumps(results, indent=2) + "\n")
     _reproduce(recipe, work, source, neurons, {k: stamps.result(f"export:{k}") for k in artifacts}, out)
     if results and not all(r["passed"] for r in results.values()):
-        raise HeditError(f"verification failed for {', '.join(k for k, r in results.items() if not r['passed'])}; "
-                         f"see {work / 'verify.json'}")
+        raise HeditError(
+            f"verification failed for {', '.join(k for k, r in results.items() if not r['passed'])}; "
+            f"see {work / 'verify.json'}"
+        )
     return out
 
 
@@ -146,16 +162,20 @@ def _verify(source: Path, neurons: Path, kind: str, target: Path, runtime: str, 
     return verify(source, neurons, new_tokens=new_tokens, **kw).to_dict()
 
 
-def _reproduce(recipe: Recipe, work: Path, source: Path, neurons: Path, artifacts: dict[str, dict[str, str]],
-               out: dict[str, Any]) -> None:
+def _reproduce(
+    recipe: Recipe, work: Path, source: Path, neurons: Path, artifacts: dict[str, dict[str, str]], out: dict[str, Any]
+) -> None:
     import platform
 
     import torch
     import transformers
 
     data = {
-        "hedit_version": __version__, "python": platform.python_version(), "torch": torch.__version__,
-        "transformers": transformers.__version__, "recipe": recipe.to_dict(),
+        "hedit_version": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "recipe": recipe.to_dict(),
         "source": {"path": str(source.resolve()), "config_sha256": sha256_file(source / "config.json")},
         "neurons_sha256": sha256_file(neurons),
         "artifacts_sha256": artifacts,

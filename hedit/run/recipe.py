@@ -21,8 +21,9 @@ from hedit.io.jsonfile import expect
 
 @dataclass(frozen=True)
 class IdentifySection(IdentifyConfig):
-    questions: str = setting("bundled", "'bundled' (the team's trivia set) or a question file (TriviaQA, NQ-Open, "
-                                        "flat).")
+    questions: str = setting(
+        "bundled", "'bundled' (the team's trivia set) or a question file (TriviaQA, NQ-Open, flat)."
+    )
     limit: int | None = setting(None, "Only the first N questions.", min=1)
 
 
@@ -79,7 +80,7 @@ def _merge(base: dict[str, Any], keys: list[str], value: Any, where: str) -> Non
     for i, k in enumerate(keys[:-1]):
         nxt = base.setdefault(k, {})
         if not isinstance(nxt, dict):
-            raise HeditError(f"{where}: {'.'.join(keys[:i + 1])} is not a section")
+            raise HeditError(f"{where}: {'.'.join(keys[: i + 1])} is not a section")
         base = nxt
     base[keys[-1]] = value
 
@@ -87,8 +88,9 @@ def _merge(base: dict[str, Any], keys: list[str], value: Any, where: str) -> Non
 def _contained_work(work: Any, path: Path) -> None:
     """The recipe file's own ``work`` must be a relative folder without '..' (``--work`` may be anything)."""
     if isinstance(work, str) and (Path(work).is_absolute() or ".." in Path(work).parts or work.startswith("~")):
-        raise HeditError(f"{path}: work {work!r} points outside the current folder; use a relative path "
-                         "without '..', or --work")
+        raise HeditError(
+            f"{path}: work {work!r} points outside the current folder; use a relative path without '..', or --work"
+        )
 
 
 def load_recipe(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from hedit.edit.adapters import ADAPTER_CONFIG, read_adapter
 from hedit.errors import HeditError
-from hedit.io.hub import endpoint, hub_errors, is_repo_id
 from hedit.io.checkpoint import open_checkpoint
+from hedit.io.hub import endpoint, hub_errors, is_repo_id
 
 # Extensions of formats that can run code when loaded (pickle and its containers), in any letter case.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".npy", ".npz", ".dill", ".pkl.gz")
@@ -62,8 +62,9 @@ def check_folder(folder: str | Path, force: bool = False) -> str:
     if not force:
         for name, what in (("hedit.json", "provenance"), ("README.md", "model card")):
             if not (folder / name).is_file():
-                raise HeditError(f"{folder} has no {name} ({what}); it was not written by hedit. "
-                                 "Pass --force to push it anyway")
+                raise HeditError(
+                    f"{folder} has no {name} ({what}); it was not written by hedit. Pass --force to push it anyway"
+                )
     for p in folder.rglob("*"):
         if p.is_symlink() and folder.resolve() not in p.resolve().parents:
             raise HeditError(f"{folder}: {p.relative_to(folder)} is a link to outside the folder; not pushed")
@@ -77,8 +78,14 @@ def check_folder(folder: str | Path, force: bool = False) -> str:
     return "checkpoint"
 
 
-def push(folder: str | Path, repo_id: str, private: bool = False, revision: str | None = None,
-         commit_message: str | None = None, force: bool = False) -> PushResult:
+def push(
+    folder: str | Path,
+    repo_id: str,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    force: bool = False,
+) -> PushResult:
     if not is_repo_id(repo_id) or "@" in repo_id:
         raise HeditError(f"--repo-id must look like owner/name, got {repo_id!r}")
     kind = check_folder(folder, force)
@@ -91,6 +98,10 @@ def push(folder: str | Path, repo_id: str, private: bool = False, revision: str 
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         if revision and revision != "main":
             api.create_branch(repo_id, branch=revision, exist_ok=True)
-        info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, revision=revision,
-                                 commit_message=commit_message or f"hedit: upload {kind}")
+        info = api.upload_folder(
+            folder_path=str(folder),
+            repo_id=repo_id,
+            revision=revision,
+            commit_message=commit_message or f"hedit: upload {kind}",
+        )
     return PushResult(repo_id, revision or "main", str(info), kind, files)

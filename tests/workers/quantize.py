@@ -19,19 +19,33 @@ def main(out: Path) -> None:
     from llmcompressor import oneshot
     from llmcompressor.modifiers.quantization import QuantizationModifier
 
-    cfg = AutoConfig.for_model("llama", hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                               num_attention_heads=4, num_key_value_heads=2, head_dim=32, vocab_size=256,
-                               max_position_embeddings=128, initializer_range=0.1)
+    cfg = AutoConfig.for_model(
+        "llama",
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=32,
+        vocab_size=256,
+        max_position_embeddings=128,
+        initializer_range=0.1,
+    )
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(cfg).save_pretrained(out / "src")
     for scheme in ("W4A16", "FP8_DYNAMIC"):
-        oneshot(model=str(out / "src"), recipe=QuantizationModifier(targets="Linear", scheme=scheme,
-                                                                      ignore=["lm_head"]),
-                output_dir=str(out / scheme))
-        dense = AutoModelForCausalLM.from_pretrained(str(out / scheme), dtype=torch.float32,
-                                                     quantization_config=CompressedTensorsConfig(run_compressed=False))
-        save_file({k: v.contiguous() for k, v in dense.state_dict().items() if k.endswith("proj.weight")},
-                  out / f"{scheme}-dense.safetensors")
+        oneshot(
+            model=str(out / "src"),
+            recipe=QuantizationModifier(targets="Linear", scheme=scheme, ignore=["lm_head"]),
+            output_dir=str(out / scheme),
+        )
+        dense = AutoModelForCausalLM.from_pretrained(
+            str(out / scheme), dtype=torch.float32, quantization_config=CompressedTensorsConfig(run_compressed=False)
+        )
+        save_file(
+            {k: v.contiguous() for k, v in dense.state_dict().items() if k.endswith("proj.weight")},
+            out / f"{scheme}-dense.safetensors",
+        )
 
 
 if __name__ == "__main__":

@@ -6,21 +6,22 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
 
 from hedit.edit.card import adapter_card
+from hedit.edit.neurons import NeuronSet
 from hedit.edit.output import artifact, neurons_path
+from hedit.edit.plan import EditPlan, make_plan
 from hedit.errors import HeditError
 from hedit.io.checkpoint import Checkpoint
 from hedit.io.jsonfile import expect, read_json
 from hedit.io.safetensors_header import read_header, read_tensor
-from hedit.edit.neurons import NeuronSet
-from hedit.edit.plan import EditPlan, make_plan
 
 FORMATS = ("lora", "ia3")
 
@@ -92,22 +93,28 @@ def _check_fit(folder: Path, kind: str, cfg: dict[str, Any], tensors: dict, ckpt
     hidden = down["weight"][1].shape[0] if "weight" in down else None
     inter, r = ckpt.intermediate_size, cfg.get("r", 0)
     rows = 2 * inter if arch.up_fused else inter
-    paths = {f"base_model.model.{arch.module_path(layer, w)}": w for layer in range(ckpt.num_layers)
-             for w in (("down", "up") if arch.gated else ("down",))}
+    paths = {
+        f"base_model.model.{arch.module_path(layer, w)}": w
+        for layer in range(ckpt.num_layers)
+        for w in (("down", "up") if arch.gated else ("down",))
+    }
     for name, info in tensors.items():
         module, _, suffix = name.rpartition(".lora_") if kind == "LORA" else name.rpartition(".")
         suffix = f"lora_{suffix}" if kind == "LORA" else suffix
         if module not in paths or suffix not in _SUFFIX[kind]:
-            raise HeditError(f"{folder} was not made for this model: tensor {name} is not on a projection of "
-                             f"{ckpt.path} ({arch.model_type}, {ckpt.num_layers} layers)")
+            raise HeditError(
+                f"{folder} was not made for this model: tensor {name} is not on a projection of "
+                f"{ckpt.path} ({arch.model_type}, {ckpt.num_layers} layers)"
+            )
         if paths[module] == "down":
             want = {"lora_A.weight": (r, inter), "lora_B.weight": (hidden, r), "ia3_l": (1, inter)}[suffix]
         else:
             want = {"lora_A.weight": (r, hidden), "lora_B.weight": (rows, r), "ia3_l": (rows, 1)}[suffix]
         want = tuple(w if w is not None else got for w, got in zip(want, info.shape))
         if tuple(info.shape) != want:
-            raise HeditError(f"{folder} was not made for this model: {name} has shape {list(info.shape)}, "
-                             f"expected {list(want)}")
+            raise HeditError(
+                f"{folder} was not made for this model: {name} has shape {list(info.shape)}, expected {list(want)}"
+            )
 
 
 def _made_from(folder: Path) -> str | None:
@@ -131,16 +138,25 @@ def _builder(fmt: str) -> Callable[..., Adapter]:
     return build
 
 
-def export_adapter(source: str | Path, neurons: str | Path | NeuronSet, out: str | Path, fmt: str = "lora",
-                   alpha: float | None = None, overwrite: bool = False, allow_negative: bool = False,
-                   target: str = "auto") -> Path:
+def export_adapter(
+    source: str | Path,
+    neurons: str | Path | NeuronSet,
+    out: str | Path,
+    fmt: str = "lora",
+    alpha: float | None = None,
+    overwrite: bool = False,
+    allow_negative: bool = False,
+    target: str = "auto",
+) -> Path:
     """Write a PEFT adapter that applies the edit on top of the unmodified ``source``."""
     build = _builder(fmt)
     plan = make_plan(source, neurons, alpha, allow_negative, target)
     ckpt = plan.checkpoint
     if ckpt.quant_method is not None:
-        raise HeditError(f"{ckpt.path} is quantized ({ckpt.quant_method}); hedit builds adapters from unquantized "
-                         "weights: export from the unquantized model, or use `hedit edit --target up` here")
+        raise HeditError(
+            f"{ckpt.path} is quantized ({ckpt.quant_method}); hedit builds adapters from unquantized "
+            "weights: export from the unquantized model, or use `hedit edit --target up` here"
+        )
 
     def read(layer: int) -> torch.Tensor:
         f, info = ckpt.tensors(layer, plan.target)["weight"]

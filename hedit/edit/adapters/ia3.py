@@ -3,7 +3,7 @@ down_proj input (``down`` target, PEFT's feed-forward mode) or up_proj output (`
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from peft import IA3Config

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from peft import LoraConfig
 
-from hedit.errors import HeditError
+from hedit.edit.adapters import Adapter, edited_indices, peft_key, target_modules
 from hedit.edit.plan import EditPlan
 from hedit.edit.scaling import lora_factors
-from hedit.edit.adapters import Adapter, edited_indices, peft_key, target_modules
+from hedit.errors import HeditError
 
 # The max_lora_rank values vLLM accepts.
 VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -40,7 +40,17 @@ def build(plan: EditPlan, read: Callable[[int], torch.Tensor]) -> Adapter:
             a, b = lora_factors(read(layer), idx, alphas, rank)
         tensors[peft_key(plan, layer, "lora_A.weight")] = a
         tensors[peft_key(plan, layer, "lora_B.weight")] = b
-    config = LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, bias="none",
-                        target_modules=target_modules(plan), task_type="CAUSAL_LM")
-    return Adapter(tensors, config, card={"rank": rank, "max_lora_rank": max_rank},
-                   info={"lora_rank": rank, "vllm_max_lora_rank": max_rank})
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=rank,
+        lora_dropout=0.0,
+        bias="none",
+        target_modules=target_modules(plan),
+        task_type="CAUSAL_LM",
+    )
+    return Adapter(
+        tensors,
+        config,
+        card={"rank": rank, "max_lora_rank": max_rank},
+        info={"lora_rank": rank, "vllm_max_lora_rank": max_rank},
+    )
