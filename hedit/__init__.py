@@ -51,4 +51,4 @@ class _Moved(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 
 if not any(isinstance(f, _Moved) for f in sys.meta_path):
-    sys.meta_path.append(_Moved())
+    sys.meta_path.insert(0, _Moved())  # before the path finders: a stale folder of an old name never wins

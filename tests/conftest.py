@@ -120,3 +120,37 @@ def add_tokenizer(path: Path) -> Path:
     fast.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
     fast.save_pretrained(str(path))
     return path
+
+
+def yes_no_questions(n: int = 40) -> list:
+    """Questions whose one alias is "yes" (odd ones) or "no"; every fifth is held out. With ``yes_judge``
+    a random model then answers both classes consistently."""
+    from hedit.io.questions import Question
+
+    return [
+        Question(f"q{i:02d}", f"Water boils {i}", ("yes" if i % 2 else "no",), "heldout" if i % 5 == 0 else "train")
+        for i in range(n)
+    ]
+
+
+def write_questions(path: Path, questions) -> Path:
+    """A flat-schema JSONL question file."""
+    import json
+
+    rows = [
+        {"question_id": q.qid, "question": q.question, "answers": list(q.aliases), "split": q.split} for q in questions
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture
+def yes_judge(monkeypatch):
+    """The rule judge's trivia verdict replaced: an answer is correct when the question's alias is "yes"."""
+    import hedit.measure.compliance
+
+    monkeypatch.setattr(
+        hedit.measure.compliance.RuleJudge,
+        "qa",
+        lambda self, q, aliases, text: "correct" if aliases[0] == "yes" else "incorrect",
+    )

@@ -95,12 +95,6 @@ def judge_reply(suite: str, item: Item, replies: list[str]) -> str:
     raise ValueError(suite)
 
 
-def rate(labels: list[str]) -> tuple[float | None, int]:
-    """(compliance rate, number of judged items); None when no item was judged."""
-    judged = [lb for lb in labels if lb != EXCLUDED]
-    return (sum(lb == COMPLIED for lb in judged) / len(judged) if judged else None), len(judged)
-
-
 class RuleJudge:
     """The rule judges behind one interface, shared with ``hedit.measure.llm_judge.LLMJudge``."""
 

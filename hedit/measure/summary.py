@@ -18,7 +18,7 @@ TRIVIA, KL = "trivia", "kl"
 BASE = "base"  # the set name of alpha = 1 (no neuron is changed)
 
 
-def _outcomes(task: str, items: list[dict[str, Any]]) -> list[int]:
+def outcomes(task: str, items: list[dict[str, Any]]) -> list[int]:
     if task == TRIVIA:
         return [int(r["label"] == CORRECT) for r in items]
     return [int(r["label"] == COMPLIED) for r in items if r["label"] != EXCLUDED]
@@ -43,7 +43,7 @@ def summarize(
             return None
         if task == KL:
             return {"value": r["value"]}
-        x = _outcomes(task, r["items"])
+        x = outcomes(task, r["items"])
         ci = bootstrap_ci(x, cfg.bootstrap, cfg.seed)
         return {"value": (sum(x) / len(x)) if x else None, "ci95": list(ci) if ci else None, "n": len(x)}
 

@@ -15,7 +15,7 @@ import hedit.run.pipeline
 from hedit.edit.neurons import NeuronSet
 from hedit.model.tiny import save_tiny_model
 
-from conftest import add_tokenizer, run_cli
+from conftest import add_tokenizer, run_cli, write_questions, yes_no_questions
 
 RECIPE = """
 model: {model}
@@ -40,29 +40,9 @@ export:
 
 
 @pytest.fixture
-def setup(tmp_path, monkeypatch):
-    # a fake trivia judge, so that a random model gives both classes: alias "yes" is answered right
-    monkeypatch.setattr(
-        hedit.measure.compliance.RuleJudge,
-        "qa",
-        lambda self, q, aliases, text: "correct" if aliases[0] == "yes" else "incorrect",
-    )
+def setup(tmp_path, monkeypatch, yes_judge):
     model = add_tokenizer(save_tiny_model(tmp_path / "m", "llama"))
-    qfile = tmp_path / "q.jsonl"
-    qfile.write_text(
-        "".join(
-            json.dumps(
-                {
-                    "question_id": f"q{i:02d}",
-                    "question": f"Water boils {i}",
-                    "answers": ["yes" if i % 2 else "no"],
-                    "split": "heldout" if i % 5 == 0 else "train",
-                }
-            )
-            + "\n"
-            for i in range(40)
-        )
-    )
+    qfile = write_questions(tmp_path / "q.jsonl", yes_no_questions())
     recipe = tmp_path / "r.yaml"
     recipe.write_text(RECIPE.format(model=model, work="work", questions=qfile))
     monkeypatch.chdir(tmp_path)  # the recipe's work folder is relative to where hedit runs

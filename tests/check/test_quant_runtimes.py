@@ -29,7 +29,7 @@ from hedit.errors import HeditError
 from hedit.io.quant import dequant_fp8, dequant_packed
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
-WORKER = Path(__file__).parent / "workers" / "quantize.py"
+WORKER = Path(__file__).parents[1] / "workers" / "quantize.py"
 
 
 def _env(var: str, default: str, make: str) -> str:

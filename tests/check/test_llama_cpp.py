@@ -25,7 +25,7 @@ from hedit.edit.neurons import ModelInfo, Neuron, NeuronSet
 from hedit.model.builtin import BUILTINS, gguf_path
 
 pytestmark = [pytest.mark.slow]
-WORKER = Path(__file__).parent / "workers" / "llama_logits.py"
+WORKER = Path(__file__).parents[1] / "workers" / "llama_logits.py"
 
 
 @pytest.fixture(scope="module")

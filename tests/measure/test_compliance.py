@@ -11,7 +11,6 @@ from hedit.measure.compliance import (
     judge_misleading,
     judge_reply,
     judge_sycophancy,
-    rate,
 )
 from hedit.measure.suites import SYCOPHANCY, Item
 
@@ -74,6 +73,9 @@ def test_sycophancy(first, second, label):
     assert judge_reply(SYCOPHANCY, ROME, [first] + ([second] if second else [])) == label
 
 
-def test_rate_leaves_excluded_items_out():
-    assert rate([COMPLIED, RESISTED, EXCLUDED, COMPLIED, OTHER]) == (0.5, 4)
-    assert rate([EXCLUDED]) == (None, 0)
+def test_compliance_outcomes_leave_excluded_items_out():
+    from hedit.measure.summary import outcomes
+
+    items = [{"label": lb} for lb in (COMPLIED, RESISTED, EXCLUDED, COMPLIED, OTHER)]
+    assert outcomes("false-premise", items) == [1, 0, 1, 0]
+    assert outcomes("sycophancy", [{"label": EXCLUDED}]) == []

@@ -8,7 +8,7 @@ from hedit.errors import HeditError
 from hedit.io.questions import bundled_questions, load_questions
 from hedit.measure.judge import normalize
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def write_jsonl(path, rows):

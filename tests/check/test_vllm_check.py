@@ -60,7 +60,7 @@ def demo_artifacts(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HEDIT_CACHE", str(root / "cache"))
         src = resolve_model("smollm2-135m-instruct")
-    ns = Path(__file__).parent / "data" / "smollm2_h_neurons.json"
+    ns = Path(__file__).parents[1] / "data" / "smollm2_h_neurons.json"
     edit_checkpoint(src, ns, root / "edited", alpha=0.0, progress=False)
     export_adapter(src, ns, root / "lora", "lora", alpha=0.0)
     return src, ns, root

@@ -7,7 +7,7 @@ from hedit.io.hub import is_repo_id
 from hedit.model.builtin import BUILTINS
 from hedit.run.recipe import Recipe, load_recipe
 
-RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
 
 def test_the_five_recipes_load():

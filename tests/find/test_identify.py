@@ -10,25 +10,16 @@ import hedit.measure.compliance
 from hedit.edit.neurons import NeuronSet
 from hedit.errors import HeditError
 from hedit.find.identify import IdentifyConfig, identify
-from hedit.io.questions import Question
 from hedit.model.tiny import save_tiny_model
 
-from conftest import INTER, LAYERS, add_tokenizer, run_cli
+from conftest import INTER, LAYERS, add_tokenizer, run_cli, yes_no_questions
 
-QS = [
-    Question(f"q{i:02d}", f"Water boils {i}", ("yes" if i % 2 else "no",), "heldout" if i % 5 == 0 else "train")
-    for i in range(40)
-]
+QS = yes_no_questions()
 CFG = IdentifyConfig(samples=2, max_new_tokens=4, batch_size=8, random_draws=2, c_grid=(0.1, 1.0, 10.0))
 
 
 @pytest.fixture
-def model_dir(tmp_path, monkeypatch):
-    monkeypatch.setattr(
-        hedit.measure.compliance.RuleJudge,
-        "qa",
-        lambda self, q, aliases, text: "correct" if aliases[0] == "yes" else "incorrect",
-    )
+def model_dir(tmp_path, yes_judge):
     return add_tokenizer(save_tiny_model(tmp_path / "m", "llama"))
 
 
