@@ -6,6 +6,7 @@ process so peak RSS is its own:
   edit   - `hedit edit` with a cold hash cache (sha256 of every source file computed)
   edit*  - `hedit edit` again, sha256 from hedit's stat-keyed cache
   naive  - transformers from_pretrained, scale columns, save_pretrained
+  verify-s - `hedit verify --runtime structure` of the edit (no model loaded; every byte against the plan)
 Each is run --repeats times; the median time is reported with ratios to the copy.
 
 Then a GGUF row (--gguf, on by default): the built-in Gemma-3-270M Q4_K_M file (253 MB), 20 neurons
@@ -42,6 +43,9 @@ if mode == "copy":
     shutil.copytree(src, dst)
 elif mode.startswith("edit"):
     edit_checkpoint(src, neurons, dst, alpha=0.0, progress=False)
+elif mode == "verify-s":
+    from hedit.check.structure import verify_structure
+    assert verify_structure(src, neurons, 0.0, edited=dst, progress=False).passed
 elif mode == "gcopy":
     shutil.copyfile(src, dst)
 elif mode in ("gup", "gdown"):
@@ -101,7 +105,9 @@ def build(root: Path, size_gb: float) -> tuple[Path, Path]:
 
 
 def run(mode: str, src: Path, dst: Path, neurons: Path, cache: Path) -> dict:
-    if dst.is_dir():
+    if mode == "verify-s":  # reads dst, the edit made beforehand
+        pass
+    elif dst.is_dir():
         shutil.rmtree(dst)
     for p in (dst, Path(f"{dst}.hedit.json")):
         if p.is_file():
@@ -174,15 +180,16 @@ def bench_safetensors(args) -> None:
         f"checkpoint: {size / 1e9:.2f} GB bf16 in {len(shards)} shards; "
         f"largest tensor {largest_tensor(src) / 1e6:.0f} MB; 20 neurons per layer, alpha 0"
     )
-    results: dict[str, list[dict]] = {m: [] for m in ("copy", "edit", "edit*", "naive")}
-    run("edit*", src, root / "out", neurons, root / "warm-cache")  # fills the warm cache
+    results: dict[str, list[dict]] = {m: [] for m in ("copy", "edit", "edit*", "naive", "verify-s")}
+    run("edit*", src, root / "edited", neurons, root / "warm-cache")  # fills the warm cache; verify-s reads it
     for _ in range(args.repeats):  # interleaved, so drift in disk speed hits every mode alike
         for mode in results:
             cache = Path(tempfile.mkdtemp(dir=root)) if mode == "edit" else root / "warm-cache"
-            results[mode].append(run(mode, src, root / "out", neurons, cache))
+            results[mode].append(run(mode, src, root / ("edited" if mode == "verify-s" else "out"), neurons, cache))
             if mode == "edit":
                 shutil.rmtree(cache)
     shutil.rmtree(root / "out", ignore_errors=True)
+    shutil.rmtree(root / "edited", ignore_errors=True)
     table(results, "copy")
 
 

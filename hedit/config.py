@@ -30,7 +30,7 @@ from hedit.errors import HeditError
 ANSWER_ONLY = "Respond with the answer only, without any explanation."
 MODES = ("3-vs-1", "1-vs-1")  # probe labels: the paper's (answer + other rows) or answer rows only
 SUITES = ("false-premise", "misleading-context", "sycophancy")
-RUNTIMES = ("transformers", "vllm")
+RUNTIMES = ("transformers", "vllm", "structure")
 REGIONS = ("answer", "output", "other")
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -369,7 +369,13 @@ class FeaturesConfig(Settings):
 class VerifyConfig(Settings):
     """Checking an artifact against the runtime intervention."""
 
-    runtime: str = setting("transformers", "Where to load the artifact.", choices=RUNTIMES)
+    runtime: str = setting(
+        "transformers",
+        "Where to check the artifact: transformers or vllm (the runtime "
+        "intervention), or structure (no model: every byte against "
+        "the plan, in bounded memory).",
+        choices=RUNTIMES,
+    )
     new_tokens: int = setting(8, "Greedy tokens generated per prompt.", min=1, max=512)
     tolerance: float | None = setting(
         None,

@@ -21,7 +21,7 @@ from hedit.config import VerifyConfig
 from hedit.edit.neurons import NeuronSet
 from hedit.edit.plan import EditPlan, make_plan
 from hedit.errors import HeditError
-from hedit.model.load import load_model, load_tokenizer
+from hedit.model.load import input_device, load_model, load_tokenizer
 
 PROMPTS = (
     "The capital of France is",
@@ -126,14 +126,14 @@ def greedy(model: torch.nn.Module, ids: list[int], new_tokens: int) -> list[int]
     """Greedy continuation (no end-of-sequence stop), recomputing the full sequence each step."""
     seq = torch.tensor([ids])
     for _ in range(new_tokens):
-        nxt = model(seq).logits[0, -1].argmax()
+        nxt = model(seq.to(input_device(model))).logits[0, -1].argmax().cpu()
         seq = torch.cat([seq, nxt.view(1, 1)], dim=1)
     return seq[0].tolist()
 
 
 @torch.no_grad()
 def logits(model: torch.nn.Module, seq: list[int]) -> torch.Tensor:
-    return model(torch.tensor([seq])).logits[0].to(torch.float32)
+    return model(torch.tensor([seq], device=input_device(model))).logits[0].to(torch.float32).cpu()
 
 
 def verify(
@@ -146,7 +146,11 @@ def verify(
     new_tokens: int = 8,
     tolerance: float | None = None,
     trust_remote_code: bool = False,
+    placement: dict | None = None,
 ) -> VerifyResult:
+    """``placement``: load_model's ``device``/``device_map``/``max_memory``/``offload_folder``, for models
+    larger than one device (the comparison itself is always float32)."""
+    place = placement or {}
     if (edited is None) == (adapter is None):
         raise HeditError("give exactly one of --edited or --adapter")
     check_tolerance(tolerance)
@@ -154,7 +158,7 @@ def verify(
     check_artifact(plan, edited, adapter)
     artifact = Path(edited or adapter)
     source = plan.checkpoint.path
-    base = load_model(source, torch.float32, trust_remote_code)
+    base = load_model(source, torch.float32, trust_remote_code, **place)
     prompts = prompt_ids(source, base.config.get_text_config().vocab_size, trust_remote_code)
 
     seqs, ref, plain = [], [], []
@@ -176,7 +180,7 @@ def verify(
             model = PeftModel.from_pretrained(base, str(adapter)).eval()
     else:
         del base
-        model = load_model(edited, torch.float32, trust_remote_code)
+        model = load_model(edited, torch.float32, trust_remote_code, **place)
 
     if tolerance is None:
         tolerance = max(TOLERANCE, RTOL * max(r.abs().max().item() for r in ref))
@@ -221,12 +225,19 @@ def verify_artifact(
     allow_negative: bool = False,
     cfg: VerifyConfig = VerifyConfig(),
     vllm_python: str | None = None,
+    placement: dict | None = None,
 ):
     """``hedit verify``: the artifact in ``cfg.runtime`` (transformers, or vLLM in its own environment)
     against the runtime intervention; a result with ``passed``, ``to_dict()`` and ``summary()``."""
+    if cfg.runtime == "structure":
+        from hedit.check.structure import verify_structure
+
+        return verify_structure(source, neurons, alpha, edited, adapter, allow_negative)
     if cfg.runtime == "vllm":
         from hedit.check.runtime_vllm import LOGPROB_TOLERANCE, verify_vllm
 
         tol = cfg.tolerance if cfg.tolerance is not None else LOGPROB_TOLERANCE
         return verify_vllm(source, neurons, alpha, edited, adapter, allow_negative, cfg.new_tokens, vllm_python, tol)
-    return verify(source, neurons, alpha, edited, adapter, allow_negative, cfg.new_tokens, cfg.tolerance)
+    return verify(
+        source, neurons, alpha, edited, adapter, allow_negative, cfg.new_tokens, cfg.tolerance, placement=placement
+    )

@@ -7,7 +7,17 @@ import sys
 
 import click
 
-from hedit.cli.options import ALPHA, NEG, NEURONS, SOURCE, build, settings_options
+from hedit.cli.options import (
+    ALPHA,
+    DEVICE,
+    NEG,
+    NEURONS,
+    SOURCE,
+    build,
+    placement_from,
+    placement_options,
+    settings_options,
+)
 from hedit.config import VerifyConfig
 
 
@@ -19,15 +29,20 @@ from hedit.config import VerifyConfig
 @click.option("--adapter", type=click.Path(path_type=str), help="Adapter from `hedit export-adapter`.")
 @settings_options(VerifyConfig)
 @click.option("--vllm-python", type=click.Path(path_type=str), help="Python of the vLLM environment.")
+@DEVICE
+@placement_options
 @NEG
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def verify(source, neurons, alpha, edited, adapter, vllm_python, allow_negative, as_json, **kw):
-    """Check in float32 that an artifact equals SOURCE with the runtime intervention."""
+def verify(source, neurons, alpha, edited, adapter, vllm_python, device, allow_negative, as_json, **kw):
+    """Check in float32 that an artifact equals SOURCE with the runtime intervention (or, --runtime
+    structure, byte for byte against the plan without loading a model)."""
     from hedit.check.verify import verify_artifact
 
-    res = verify_artifact(source, neurons, alpha, edited, adapter, allow_negative, build(VerifyConfig, kw), vllm_python)
+    place = {"device": device} | placement_from(kw)
+    cfg = build(VerifyConfig, kw)
+    res = verify_artifact(source, neurons, alpha, edited, adapter, allow_negative, cfg, vllm_python, place)
     click.echo(json.dumps(res.to_dict(), indent=2) if as_json else res.summary())
-    if res.effect == 0 and not as_json:
+    if getattr(res, "effect", None) == 0 and not as_json:
         click.echo("note: the edit changes nothing here (alpha 1?), so this check cannot fail", err=True)
     sys.exit(0 if res.passed else 1)
 

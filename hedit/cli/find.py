@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import click
 
-from hedit.cli.options import DEVICE, MODEL, QUIET, build, judge_from, judge_options, settings_options
+from hedit.cli.options import (
+    DEVICE,
+    MODEL,
+    QUIET,
+    build,
+    judge_from,
+    judge_options,
+    placement_from,
+    placement_options,
+    settings_options,
+)
 from hedit.config import FeaturesConfig, IdentifyConfig, ProbeConfig, SamplingConfig
 
 QUESTIONS = click.option(
@@ -70,12 +80,14 @@ def filter_cmd(responses, out, do_balance, seed):
 @click.option("--out", required=True, type=click.Path(path_type=str), help="Features folder (created).")
 @settings_options(FeaturesConfig)
 @DEVICE
+@placement_options
 @QUIET
 def features(model, responses, out, device, quiet, **kw):
     """CETT of every neuron, averaged per token region, for filtered RESPONSES of MODEL."""
     from hedit.find.features import features_from_file
 
-    features_from_file(model, responses, out, build(FeaturesConfig, kw), device, not quiet)
+    place = placement_from(kw)
+    features_from_file(model, responses, out, build(FeaturesConfig, kw), device, not quiet, place)
     click.echo(f"wrote features to {out}")
 
 
@@ -104,11 +116,13 @@ def features(model, responses, out, device, quiet, **kw):
     "alone and random neurons on them.",
 )
 @DEVICE
+@placement_options
 @QUIET
 def probe(features_dir, out, for_model, qa_model, qa_questions, qa_limit, test_features, device, quiet, **kw):
     """Fit the sparse L1 probe on FEATURES_DIR and write the H-neurons."""
     from hedit.find.probe import probe_features
 
+    place = placement_from(kw)
     r = probe_features(
         features_dir,
         out,
@@ -120,6 +134,7 @@ def probe(features_dir, out, for_model, qa_model, qa_questions, qa_limit, test_f
         test_features,
         not quiet,
         device,
+        place,
     )
     probe_summary(r, out)
 

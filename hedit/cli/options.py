@@ -131,6 +131,46 @@ TARGET = click.option(
     "formats, through their per-channel or per-block scales). auto: up for quantized "
     "sources, down otherwise.",
 )
+
+
+def placement_options(f: Callable) -> Callable:
+    """--device-map, --max-memory and --offload-folder: a model larger than one device, placed by accelerate."""
+    opts = [
+        click.option(
+            "--device-map",
+            default=None,
+            metavar="auto|balanced|sequential",
+            help="Spread the model over the GPUs (and CPU, and disk) with accelerate's device map; "
+            "the intervention's and the CETT hooks work across devices.",
+        ),
+        click.option(
+            "--max-memory", default=None, metavar="0=20GiB,cpu=60GiB", help="Memory per device for --device-map."
+        ),
+        click.option(
+            "--offload-folder",
+            default=None,
+            type=click.Path(path_type=str),
+            help="Where --device-map offloads layers that fit on no device.",
+        ),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def placement_from(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The placement options (taken out of ``kwargs``) as load_model's keyword arguments."""
+    from hedit.model.load import parse_max_memory
+
+    device_map, max_memory, folder = (kwargs.pop(k) for k in ("device_map", "max_memory", "offload_folder"))
+    if device_map is None:
+        if max_memory or folder:
+            raise HeditError("--max-memory and --offload-folder need --device-map")
+        return {}
+    parse_max_memory(max_memory)  # a bad value fails here, before any work
+    return {"device_map": device_map, "max_memory": max_memory, "offload_folder": folder}
+
+
 QUIET = click.option("--quiet", is_flag=True, help="No progress bar.")
 
 

@@ -29,6 +29,7 @@ from hedit.find.spans import answer_positions
 from hedit.io.atomic import check_target
 from hedit.io.jsonfile import expect, loads, read_json
 from hedit.measure.judge import matched_alias
+from hedit.model.load import input_device
 from hedit.progress import bar
 
 FEATURES, META, ROWS = "features.f32", "meta.json", "rows.jsonl"
@@ -75,13 +76,26 @@ def items(tokenizer, records: list[dict], regions: tuple[str, ...], samples_per_
     return out
 
 
+def _column_norms(module: torch.nn.Module) -> torch.Tensor:
+    """||W[:, j]|| of a down_proj, also when accelerate keeps its weight offloaded (meta) between calls."""
+    from accelerate.utils import align_module_device
+
+    with (
+        torch.no_grad(),
+        align_module_device(
+            module, torch.device("cpu") if module.weight.device.type == "meta" else module.weight.device
+        ),
+    ):
+        return module.weight.detach().to(torch.float32).norm(dim=0)
+
+
 class CettHooks:
     """Forward hooks that reduce CETT to per-region means for every layer of a batch."""
 
     def __init__(self, model: torch.nn.Module):
         _, self.layers, self.inter = model_shape(model)
         self.modules = [down_proj_module(model, layer) for layer in range(self.layers)]
-        self.colnorm = [m.weight.detach().to(torch.float32).norm(dim=0) for m in self.modules]
+        self.colnorm = [_column_norms(m) for m in self.modules]
         self.weights: torch.Tensor | None = None  # [regions, batch, tokens]: m_r / (n_r) per token
         self.out: list[torch.Tensor | None] = [None] * self.layers
         self.handles = [m.register_forward_hook(self._hook(i)) for i, m in enumerate(self.modules)]
@@ -90,7 +104,7 @@ class CettHooks:
         def hook(module, args, output):
             z = args[0].to(torch.float32).abs()
             ynorm = output.to(torch.float32).norm(dim=-1).clamp_min(1e-12)  # [B, T]
-            w = self.weights / ynorm  # [R, B, T]
+            w = self.weights.to(ynorm.device) / ynorm  # [R, B, T]
             self.out[layer] = torch.einsum("rbt,btj->rbj", w, z) * self.colnorm[layer].to(z.device)
 
         return hook
@@ -122,8 +136,9 @@ def batch_features(
             pos = torch.tensor(it.masks[name], dtype=torch.long) + off
             w[r, b, pos] = 1.0 / len(pos)
     positions = (mask.cumsum(-1) - 1).clamp_min(0)
-    hooks.weights = w.to(device)
-    model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device))
+    dev = input_device(model)
+    hooks.weights = w.to(dev)
+    model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=positions.to(dev))
     return torch.cat([o.cpu() for o in hooks.out], dim=-1)
 
 
@@ -242,8 +257,10 @@ def features_from_file(
     cfg: FeaturesConfig = FeaturesConfig(),
     device: str = "cpu",
     progress: bool = True,
+    placement: dict | None = None,
 ) -> Path:
-    """``hedit features``: CETT features of a responses file (filtered, or filtered here) of ``model``."""
+    """``hedit features``: CETT features of a responses file (filtered, or filtered here) of ``model``.
+    ``placement``: ``device_map``, ``max_memory``, ``offload_folder`` for a model larger than one device."""
     from hedit.find.collect import consistent, read_responses
     from hedit.model.builtin import resolve_model
     from hedit.model.load import DTYPES, load_model, load_tokenizer
@@ -258,7 +275,7 @@ def features_from_file(
     tok = load_tokenizer(path)
     if tok is None:
         raise HeditError(f"{path} has no tokenizer; features needs one")
-    lm = load_model(path, DTYPES[cfg.dtype], device=device)
+    lm = load_model(path, DTYPES[cfg.dtype], device=device, **(placement or {}))
     return extract(
         lm, tok, records, out, str(model), cfg.regions, cfg.samples_per_question, cfg.batch_size, device, progress
     )

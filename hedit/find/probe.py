@@ -277,6 +277,7 @@ def probe_features(
     test_features: tuple[str | Path, ...] = (),
     progress: bool = True,
     device: str = "cpu",
+    placement: dict | None = None,
 ) -> dict[str, Any]:
     """``hedit probe``: refuse features of another model than ``for_model`` (when given), build the QA
     check on ``qa_model`` (when given), then ``run_probe``."""
@@ -302,5 +303,6 @@ def probe_features(
         tok = load_tokenizer(path)
         if tok is None:
             raise HeditError(f"{path} has no tokenizer; the QA check needs one")
-        qa = qa_checker(load_model(path, device=device), tok, [(q.question, q.aliases) for q in qs])
+        lm = load_model(path, device=device, **(placement or {}))
+        qa = qa_checker(lm, tok, [(q.question, q.aliases) for q in qs])
     return run_probe(features, out, cfg, progress, qa=qa, test_features=test_features)

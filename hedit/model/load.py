@@ -29,21 +29,57 @@ def check_device(device: str) -> str:
     return device
 
 
+def parse_max_memory(text: str | None) -> dict[int | str, str] | None:
+    """'0=20GiB,cpu=60GiB' -> {0: '20GiB', 'cpu': '60GiB'} (accelerate's max_memory)."""
+    if not text:
+        return None
+    out: dict[int | str, str] = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key or not value:
+            raise HeditError(f"--max-memory takes DEVICE=SIZE pairs such as 0=20GiB,cpu=60GiB, got {text!r}")
+        out[int(key) if key.isdigit() else key] = value
+    return out
+
+
 def load_model(
-    path: str | Path, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False, device: str = "cpu"
+    path: str | Path,
+    dtype: torch.dtype = torch.float32,
+    trust_remote_code: bool = False,
+    device: str = "cpu",
+    device_map: str | dict | None = None,
+    max_memory: str | dict | None = None,
+    offload_folder: str | Path | None = None,
 ) -> torch.nn.Module:
+    """A model on ``device``, or placed by accelerate over several devices with ``device_map`` ("auto",
+    "balanced", or a dict) within ``max_memory``, layers that fit nowhere offloaded to ``offload_folder``."""
     check_device(device)
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging
 
     logging.disable_progress_bar()
+    kw: dict = {}
+    if device_map is not None:
+        kw = {
+            "device_map": device_map,
+            "max_memory": parse_max_memory(max_memory) if isinstance(max_memory, str) else max_memory,
+        }
+        if offload_folder is not None:
+            kw["offload_folder"] = str(offload_folder)
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            str(path), dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True
+            str(path), dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True, **kw
         )
     except (OSError, ValueError) as e:
         raise HeditError(f"cannot load model {path}: {str(e).splitlines()[0]}") from None
-    return model.to(device).eval()
+    return (model if device_map is not None else model.to(device)).eval()
+
+
+def input_device(model: torch.nn.Module) -> torch.device:
+    """Where a model's inputs go: its embedding's device (with a device map, the first layer's)."""
+    w = model.get_input_embeddings().weight
+    return torch.device("cpu") if w.device.type == "meta" else w.device
 
 
 def load_tokenizer(path: str | Path, trust_remote_code: bool = False):

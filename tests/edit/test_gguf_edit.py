@@ -7,7 +7,6 @@ import gguf
 import numpy as np
 import pytest
 import torch
-from gguf import GGML_QUANT_SIZES
 from gguf import GGMLQuantizationType as T
 
 from hedit.edit.gguf import edit_gguf
@@ -16,65 +15,8 @@ from hedit.edit.neurons import ModelInfo, Neuron, NeuronSet
 from hedit.errors import HeditError
 from hedit.model.builtin import BUILTINS, gguf_path
 
+from builders import INTER, LAYERS, neurons, write_gguf
 from conftest import leftovers, run_cli
-
-HIDDEN, INTER, LAYERS = 256, 64, 2  # rows of 256 values: one block of every type per ffn_up row
-
-
-def random_blocks(qtype: T, rows: int, cols: int, seed: int = 0) -> np.ndarray:
-    """Valid random data of ``qtype`` ([rows, bytes]): random quantized bytes, finite scales."""
-    rng = np.random.default_rng(seed)
-    if qtype.name in FLOATS:
-        x = rng.standard_normal((rows, cols)).astype(np.float32) * 0.05
-        return gguf.quants.quantize(x, qtype)
-    block, size = GGML_QUANT_SIZES[qtype]
-    raw = rng.integers(0, 256, (rows, cols // block, size), dtype=np.uint8)
-    if qtype.name in ROW_SCALES:
-        for off in ROW_SCALES[qtype.name][2]:
-            raw[:, :, off : off + 2] = (
-                rng.uniform(0.001, 0.01, (rows, cols // block, 1)).astype(np.float16).view(np.uint8)
-            )
-    elif qtype.name == "IQ1_M":
-        d = rng.uniform(0.001, 0.01, (rows, cols // block)).astype(np.float16).view(np.uint16)
-        words = raw[:, :, 48:56].copy().view(np.uint16) & np.uint16(0x0FFF)
-        for k in range(4):
-            words[:, :, k] |= ((d >> np.uint16(4 * k)) & np.uint16(0xF)) << np.uint16(12)
-        raw[:, :, 48:56] = words.view(np.uint8)
-    elif qtype.name == "MXFP4":
-        raw[:, :, 0] = rng.integers(110, 125, (rows, cols // block))
-    return raw.reshape(rows, -1)
-
-
-def write_gguf(path, up_type: T, down_type: T = T.F32, seed: int = 0, arch: str = "llama", fused: bool = False):
-    """Two layers; the intermediate size is INTER, or 256 when ffn_down is block-quantized (one block a row)."""
-    rng = np.random.default_rng(seed)
-    inter = INTER if down_type.name in FLOATS else 256
-    w = gguf.GGUFWriter(str(path), arch)
-    w.add_block_count(LAYERS)
-    w.add_feed_forward_length(inter)
-    w.add_embedding_length(HIDDEN)
-    w.add_string("general.name", "tiny")
-    w.add_tensor("token_embd.weight", rng.standard_normal((16, HIDDEN)).astype(np.float32))
-    for layer in range(LAYERS):
-        up = random_blocks(up_type, 2 * inter if fused else inter, HIDDEN, seed + layer)
-        down = random_blocks(down_type, HIDDEN, inter, seed + 10 + layer)
-        for name, data, t in (
-            (f"blk.{layer}.ffn_up.weight", up, up_type),
-            (f"blk.{layer}.ffn_down.weight", down, down_type),
-        ):
-            if t.name in ("F32", "F16"):
-                w.add_tensor(name, data)
-            else:
-                w.add_tensor(name, data, raw_dtype=t)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
-
-
-def neurons(pairs, alpha=None, model_type="llama", layers=LAYERS, inter=INTER):
-    return NeuronSet(ModelInfo(model_type, layers, inter), [Neuron(la, j, alpha) for la, j in pairs])
 
 
 def tensors(path):

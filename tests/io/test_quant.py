@@ -15,85 +15,12 @@ from safetensors.torch import load_file, save_file
 from hedit.edit.checkpoint import edit_checkpoint
 from hedit.edit.neurons import ModelInfo, Neuron, NeuronSet
 from hedit.errors import HeditError
-from hedit.io.quant import AWQ_ORDER, dequant_awq, dequant_fp8, dequant_gptq, dequant_packed
-from hedit.model.tiny import save_tiny_model
+from hedit.io.quant import dequant_awq, dequant_fp8, dequant_gptq, dequant_packed
 
-HIDDEN, INTER, LAYERS, G = 128, 256, 2, 64
-
-
-def pack_rows(q: np.ndarray) -> np.ndarray:
-    """[n, c] 4-bit ints -> [n/8, c] int32, value k of a word at bits 4k (GPTQ qweight)."""
-    n, c = q.shape
-    w = q.reshape(n // 8, 8, c).astype(np.uint32)
-    return (w << (np.arange(8, dtype=np.uint32)[None, :, None] * 4)).sum(axis=1, dtype=np.uint32).view(np.int32)
-
-
-def pack_cols(q: np.ndarray, order=tuple(range(8))) -> np.ndarray:
-    """[r, c] 4-bit ints -> [r, c/8] int32; slot k of a word holds column 8m + order[k]."""
-    r, c = q.shape
-    w = q.reshape(r, c // 8, 8)[:, :, list(order)].astype(np.uint32)
-    return (w << (np.arange(8, dtype=np.uint32) * 4)).sum(axis=2, dtype=np.uint32).view(np.int32)
-
-
-def quantized(tmp_path, fmt: str, seed: int = 0):
-    """A tiny llama checkpoint whose MLP projections are stored in ``fmt``; returns (folder, {name: W})."""
-    rng = np.random.default_rng(seed)
-    src = save_tiny_model(
-        tmp_path / "float",
-        "llama",
-        hidden_size=HIDDEN,
-        intermediate_size=INTER,
-        num_hidden_layers=LAYERS,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=32,
-    )
-    sd = load_file(src / "model.safetensors")
-    out, want = {}, {}
-    for name, t in sd.items():
-        if ".mlp." not in name:
-            out[name] = t
-            continue
-        base = name[: -len(".weight")]
-        o, i = t.shape
-        if fmt == "fp8":
-            q = torch.from_numpy(rng.standard_normal((o, i)).astype(np.float32) * 100).to(torch.float8_e4m3fn)
-            s = torch.from_numpy(rng.uniform(1e-4, 1e-3, (o, 1)).astype(np.float32))
-            out[name], out[base + ".weight_scale"] = q, s
-            want[base] = q.float().numpy() * s.numpy()
-            continue
-        q = rng.integers(0, 16, (o, i))
-        z = rng.integers(0, 16, (o, i // G))
-        s = rng.uniform(1e-3, 1e-2, (o, i // G)).astype(np.float16)
-        g = np.arange(i) // G
-        if fmt == "gptq":
-            out[base + ".qweight"] = torch.from_numpy(pack_rows(q.T.copy()))
-            out[base + ".qzeros"] = torch.from_numpy(pack_cols((z.T - 1) % 16))
-            out[base + ".scales"] = torch.from_numpy(s.T.copy())
-            out[base + ".g_idx"] = torch.from_numpy(g.astype(np.int32))
-            want[base] = s.astype(np.float32)[:, g] * (q - ((z - 1) % 16 + 1)[:, g])
-        elif fmt == "awq":
-            out[base + ".qweight"] = torch.from_numpy(pack_cols(q.T.copy(), AWQ_ORDER))
-            out[base + ".qzeros"] = torch.from_numpy(pack_cols(z.T.copy(), AWQ_ORDER))
-            out[base + ".scales"] = torch.from_numpy(s.T.copy())
-            want[base] = s.astype(np.float32)[:, g] * (q - z[:, g])
-        else:  # pack-quantized, symmetric: stored q + 8
-            out[base + ".weight_packed"] = torch.from_numpy(pack_cols(q))
-            out[base + ".weight_scale"] = torch.from_numpy(s.astype(np.float32))
-            out[base + ".weight_shape"] = torch.tensor([o, i])
-            want[base] = s.astype(np.float32)[:, g] * (q - 8)
-    folder = tmp_path / fmt
-    folder.mkdir()
-    save_file({k: v.contiguous() for k, v in out.items()}, folder / "model.safetensors", metadata={"format": "pt"})
-    cfg = json.loads((src / "config.json").read_text())
-    cfg["quantization_config"] = {
-        "gptq": {"quant_method": "gptq", "bits": 4, "group_size": G},
-        "awq": {"quant_method": "awq", "bits": 4, "group_size": G, "version": "gemm"},
-        "packed": {"quant_method": "compressed-tensors", "format": "pack-quantized"},
-        "fp8": {"quant_method": "compressed-tensors", "format": "float-quantized"},
-    }[fmt]
-    (folder / "config.json").write_text(json.dumps(cfg))
-    return folder, want
+from builders import Q_HIDDEN as HIDDEN
+from builders import Q_INTER as INTER
+from builders import Q_LAYERS as LAYERS
+from builders import quantized
 
 
 def dequant(folder, fmt, base):

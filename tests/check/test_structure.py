@@ -1,0 +1,113 @@
+"""`verify --runtime structure`: artifacts checked byte for byte against the plan, with no model loaded."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+import torch
+
+from hedit.check.structure import verify_structure
+from hedit.edit.adapters import export_adapter
+from hedit.edit.checkpoint import edit_checkpoint
+from hedit.edit.gguf import edit_gguf
+from hedit.errors import HeditError
+from hedit.io.safetensors_header import read_header
+
+from conftest import neuron_set, run_cli
+
+
+@pytest.mark.parametrize("target", ["down", "up"])
+@pytest.mark.parametrize("model_type, dtype, shards", [("llama", torch.float32, False), ("phi3", torch.bfloat16, True)])
+def test_edits_and_adapters_pass(checkpoint, tmp_path, model_type, dtype, shards, target):
+    src = checkpoint(model_type, dtype, shards)
+    ns = neuron_set(model_type, per_layer=5)
+    edit_checkpoint(src, ns, tmp_path / "e", alpha=0.3, progress=False, target=target)
+    r = verify_structure(src, ns, 0.3, edited=tmp_path / "e", progress=False)
+    assert r.passed and r.edited_tensors == 3 and r.tensors_checked > 20 and r.kind == "checkpoint", r.summary()
+    for fmt in ("lora", "ia3"):
+        export_adapter(src, ns, tmp_path / fmt, fmt, alpha=0.3, target=target)
+        a = verify_structure(src, ns, 0.3, adapter=tmp_path / fmt)
+        assert a.passed and a.edited_tensors == (6 if fmt == "lora" else 3), a.summary()
+    wrong = verify_structure(src, ns, 0.5, edited=tmp_path / "e", progress=False)
+    assert not wrong.passed and wrong.mismatches[0].endswith("not the source scaled as planned")
+
+
+def test_a_changed_byte_anywhere_else_fails(checkpoint, tmp_path):
+    src = checkpoint("llama")
+    ns = neuron_set("llama", per_layer=2)
+    edit_checkpoint(src, ns, tmp_path / "e", alpha=0.0, progress=False)
+    f = tmp_path / "e" / "model.safetensors"
+    info = read_header(f).tensors["model.norm.weight"]
+    data = bytearray(f.read_bytes())
+    data[info.start + 3] ^= 1
+    f.write_bytes(bytes(data))
+    r = verify_structure(src, ns, 0.0, edited=tmp_path / "e", progress=False)
+    assert not r.passed and r.mismatches == ["model.norm.weight: changed, but the plan does not edit it"]
+    res = run_cli(
+        "verify",
+        src,
+        "--neurons",
+        tmp_path / "n.json",
+        "--alpha",
+        "0",
+        "--edited",
+        tmp_path / "e",
+        "--runtime",
+        "structure",
+    )
+    assert res.exit_code == 1  # (no neurons file there: a one-line error)
+    ns.save(tmp_path / "n.json")
+    res = run_cli(
+        "verify",
+        src,
+        "--neurons",
+        tmp_path / "n.json",
+        "--alpha",
+        "0",
+        "--edited",
+        tmp_path / "e",
+        "--runtime",
+        "structure",
+    )
+    assert res.exit_code == 1 and res.stdout.startswith("FAIL structure:") and "model.norm.weight" in res.stdout
+
+
+def test_gguf_edits_pass_and_tampering_fails(tmp_path):
+    from gguf import GGMLQuantizationType as T
+
+    from builders import neurons, write_gguf
+
+    src = write_gguf(tmp_path / "m.gguf", T.Q4_K)
+    ns = neurons([(0, 3), (1, 7)])
+    edit_gguf(src, ns, tmp_path / "o", 0.0, progress=False, target="up")
+    assert verify_structure(src, ns, 0.0, edited=tmp_path / "o").passed
+    out = tmp_path / "o" / "m.gguf"
+    data = bytearray(out.read_bytes())
+    data[-5] ^= 0xFF
+    out.write_bytes(bytes(data))
+    r = verify_structure(src, ns, 0.0, edited=tmp_path / "o")
+    assert not r.passed and "changed, but the plan does not edit them" in r.mismatches[0]
+
+
+def test_quantized_checkpoints_pass(tmp_path):
+    from hedit.edit.neurons import ModelInfo, Neuron, NeuronSet
+
+    from builders import quantized
+
+    folder, _ = quantized(tmp_path, "gptq")
+    ns = NeuronSet(ModelInfo("llama", 2, 256), [Neuron(0, 3), Neuron(1, 9)])
+    edit_checkpoint(folder, ns, tmp_path / "e", alpha=0.3, progress=False)
+    r = verify_structure(folder, ns, 0.3, edited=tmp_path / "e", progress=False)
+    assert r.passed and r.edited_tensors == 2
+
+
+def test_bad_calls(checkpoint, tmp_path):
+    src = checkpoint("llama")
+    with pytest.raises(HeditError, match="exactly one of --edited or --adapter"):
+        verify_structure(src, neuron_set(), 0.0)
+    shutil.copytree(src, tmp_path / "copy")
+    os.chmod(tmp_path / "copy", 0o755)
+    r = verify_structure(src, neuron_set(), 0.0, edited=tmp_path / "copy", progress=False)
+    assert not r.passed and all("not the source scaled as planned" in m for m in r.mismatches)
