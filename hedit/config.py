@@ -32,6 +32,7 @@ MODES = ("3-vs-1", "1-vs-1")  # probe labels: the paper's (answer + other rows) 
 SUITES = ("false-premise", "misleading-context", "sycophancy")
 RUNTIMES = ("transformers", "vllm", "structure")
 REGIONS = ("answer", "output", "other")
+ENGINES = ("auto", "hf", "vllm")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -208,6 +209,34 @@ class SamplingConfig(Settings):
     def sampling(self) -> SamplingConfig:
         """Only the sampling settings (what a responses file records)."""
         return SamplingConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(SamplingConfig)})
+
+
+# ------------------------------------------------------------------------------------------ engines
+
+
+@dataclass(frozen=True)
+class EngineConfig(Settings):
+    """Where generation runs (collect's sampling, the sweep's replies)."""
+
+    engine: str = setting(
+        "auto",
+        "Generation engine: hf (transformers), vllm (in its own environment), or auto: "
+        "what benchmarks/bench_generate.py measured faster for the job on this device.",
+        choices=ENGINES,
+    )
+    engine_dtype: str = setting(
+        "auto",
+        "vLLM's dtype (auto: bfloat16 for sampling on CPU, float32 for sweeps, the model's own on GPU).",
+        choices=("auto", *DTYPES),
+    )
+    tensor_parallel_size: int = setting(1, "vLLM: GPUs that share each layer (tensor parallel).", min=1)
+    pipeline_parallel_size: int = setting(1, "vLLM: pipeline stages (GPUs, or nodes with the ray backend).", min=1)
+    distributed_executor_backend: str | None = setting(
+        None, "vLLM's executor beyond one process: mp, or ray for several nodes.", choices=("mp", "ray")
+    )
+    vllm_python: str | None = setting(
+        None, "Python of the vLLM environment (default: $HEDIT_VLLM_PYTHON, then ./.venv-vllm/bin/python)."
+    )
 
 
 # ------------------------------------------------------------------------------------------ evaluation

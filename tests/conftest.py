@@ -22,6 +22,7 @@ LAYERS, INTER = TEXT["num_hidden_layers"], TEXT["intermediate_size"]
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HEDIT_CACHE", str(tmp_path_factory.mktemp("hedit-cache")))
+    monkeypatch.setenv("HEDIT_ENGINE", "hf")  # engine "auto" would pick vLLM where .venv-vllm exists
 
 
 @pytest.fixture(scope="session")

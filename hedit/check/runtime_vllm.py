@@ -26,7 +26,13 @@ LOGPROB_TOLERANCE = 1e-3
 
 
 def find_vllm_python(explicit: str | None = None) -> str:
-    for cand in (explicit, os.environ.get("HEDIT_VLLM_PYTHON"), ".venv-vllm/bin/python"):
+    """The vLLM environment's Python: ``explicit`` (which must exist), else $HEDIT_VLLM_PYTHON, else
+    ./.venv-vllm/bin/python."""
+    if explicit:
+        if not Path(explicit).is_file():
+            raise HeditError(f"no vLLM environment found: {explicit} is not a file (--vllm-python)")
+        return os.path.abspath(explicit)
+    for cand in (os.environ.get("HEDIT_VLLM_PYTHON"), ".venv-vllm/bin/python"):
         if cand and Path(cand).is_file():
             return os.path.abspath(cand)  # not resolve(): the venv python is a symlink
     raise HeditError(
@@ -53,7 +59,12 @@ def run_worker(python: str, request: dict, timeout: int = 900) -> dict:
             "VLLM_LOGGING_LEVEL": "WARNING",
         }
         proc = subprocess.run(
-            [python, str(worker), str(req), str(res)], capture_output=True, text=True, env=env, timeout=timeout, cwd=tmp
+            [python, "-P", str(worker), str(req), str(res)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+            cwd=tmp,
         )
         if proc.returncode != 0 or not res.exists():
             raise HeditError(f"vLLM failed to run the artifact: {_last_error(proc.stderr + proc.stdout)}")
@@ -123,3 +134,112 @@ def verify_vllm(
     diffs = [abs(a - b) for r, g in zip(ref_logprobs, out["logprobs"]) for a, b in zip(r, g)]
     diff = max(diffs) if diffs and all(math.isfinite(d) for d in diffs) else math.inf
     return VllmResult(str(artifact), agree / total, diff, effect, len(prompts), new_tokens, tolerance)
+
+
+class VllmEngine:
+    """One vLLM engine, in its own environment, alive for a whole hedit command (``vllm_server.py``)."""
+
+    def __init__(
+        self,
+        python: str,
+        model: str | Path,
+        dtype: str = "auto",
+        seed: int = 0,
+        max_model_len: int = 2048,
+        lora_rank: int | None = None,
+        tensor_parallel_size: int = 1,
+        pipeline_parallel_size: int = 1,
+        device: str = "cpu",
+        distributed_executor_backend: str | None = None,
+        timeout: int = 900,
+    ):
+        cfg = {
+            "model": str(Path(model).resolve()),
+            "dtype": dtype,
+            "seed": seed,
+            "max_model_len": max_model_len,
+            "tensor_parallel_size": tensor_parallel_size,
+            "pipeline_parallel_size": pipeline_parallel_size,
+            "distributed_executor_backend": distributed_executor_backend,
+        }
+        if device.startswith("cpu"):
+            cfg["kv_cache_memory_bytes"] = 1 << 30
+        if lora_rank is not None:
+            cfg |= {"enable_lora": True, "max_lora_rank": vllm_max_lora_rank(lora_rank), "max_loras": 1}
+        self._dir = tempfile.TemporaryDirectory(prefix="hedit-vllm-")
+        (Path(self._dir.name) / "engine.json").write_text(json.dumps(cfg))
+        self._log = open(Path(self._dir.name) / "vllm.log", "w+")
+        env = os.environ | {
+            "VLLM_TARGET_DEVICE": "cuda" if device.startswith("cuda") else "cpu",
+            "VLLM_LOGGING_LEVEL": "WARNING",
+        }
+        server = Path(__file__).with_name("vllm_server.py")
+        self._proc = subprocess.Popen(
+            [python, "-P", str(server), str(Path(self._dir.name) / "engine.json")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            env=env,
+            cwd=self._dir.name,
+        )
+        self._timeout = timeout
+        self._answer()  # {"ready": true}, or the engine's own error
+
+    def _answer(self) -> dict:
+        line = self._proc.stdout.readline()
+        if not line:
+            self._log.seek(0)
+            self.close()
+            raise HeditError(f"the vLLM engine stopped: {_last_error(self._log.read())}")
+        answer = json.loads(line)
+        if "error" in answer:
+            raise HeditError(f"vLLM: {answer['error']}")
+        return answer
+
+    def generate(
+        self,
+        prompts: list[list[int]],
+        max_tokens: int,
+        n: int = 1,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        stop_token_ids: list[int] | None = None,
+        lora: str | Path | None = None,
+    ) -> list[list[list[int]]]:
+        """For each prompt, ``n`` generated token-id lists (greedy at temperature 0), under ``lora``."""
+        req = {
+            "op": "generate",
+            "prompts": prompts,
+            "n": n,
+            "temperature": temperature,
+            "top_p": top_p,
+            "top_k": top_k,
+            "max_tokens": max_tokens,
+            "stop_token_ids": stop_token_ids or [],
+        }
+        if lora is not None:
+            self._lora_ids = getattr(self, "_lora_ids", {})
+            lid = self._lora_ids.setdefault(str(lora), len(self._lora_ids) + 1)
+            req["lora"] = {"name": f"cell{lid}", "id": lid, "path": str(lora)}
+        self._proc.stdin.write(json.dumps(req) + "\n")
+        self._proc.stdin.flush()
+        return self._answer()["outputs"]
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            try:
+                self._proc.stdin.write(json.dumps({"op": "shutdown"}) + "\n")
+                self._proc.stdin.flush()
+                self._proc.wait(timeout=60)
+            except (OSError, subprocess.TimeoutExpired, ValueError):
+                self._proc.kill()
+        self._log.close()
+        self._dir.cleanup()
+
+    def __enter__(self) -> VllmEngine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -15,7 +15,7 @@ from hedit.cli.options import (
     placement_options,
     settings_options,
 )
-from hedit.config import FeaturesConfig, IdentifyConfig, ProbeConfig, SamplingConfig
+from hedit.config import EngineConfig, FeaturesConfig, IdentifyConfig, ProbeConfig, SamplingConfig
 
 QUESTIONS = click.option(
     "--questions",
@@ -40,6 +40,7 @@ LIMIT = click.option("--limit", type=int, default=None, help="Only the first N q
     help="Questions per batch.",
 )
 @LIMIT
+@settings_options(EngineConfig)
 @DEVICE
 @QUIET
 @judge_options
@@ -48,10 +49,10 @@ def collect(model, questions, split, out, batch_size, limit, device, quiet, **kw
     from hedit.find.collect import collect_model
     from hedit.io.questions import select_questions
 
-    cfg = build(SamplingConfig, kw)
+    cfg, engine = build(SamplingConfig, kw), build(EngineConfig, kw)
     grader = judge_from(kw)
     qs = select_questions(questions, split, limit, default_split="train")
-    collect_model(model, qs, out, cfg, batch_size, device, not quiet, grader)
+    collect_model(model, qs, out, cfg, batch_size, device, not quiet, grader, engine, click.echo)
     click.echo(f"wrote responses for {len(qs)} questions to {out}")
 
 
@@ -187,6 +188,7 @@ def probe_summary(r: dict, out: str) -> None:
 )
 @LIMIT
 @settings_options(IdentifyConfig)
+@settings_options(EngineConfig)
 @DEVICE
 @QUIET
 @judge_options
@@ -195,10 +197,10 @@ def identify(model, questions, work, limit, device, quiet, **kw):
     from hedit.find.identify import identify as run
     from hedit.io.questions import select_questions
 
-    cfg = build(IdentifyConfig, kw)
+    cfg, engine = build(IdentifyConfig, kw), build(EngineConfig, kw)
     grader = judge_from(kw)
     qs = select_questions(questions, None, limit)
-    r = run(model, qs, work, cfg, not quiet, log=click.echo, grader=grader, device=device)
+    r = run(model, qs, work, cfg, not quiet, log=click.echo, grader=grader, device=device, engine=engine)
     probe_summary(r, f"{work}/neurons.json")
 
 

@@ -17,7 +17,7 @@ from hedit.cli.options import (
     settings_options,
     suite_files,
 )
-from hedit.config import SweepConfig, TuneConfig
+from hedit.config import EngineConfig, SweepConfig, TuneConfig
 
 
 @click.command()
@@ -31,6 +31,7 @@ from hedit.config import SweepConfig, TuneConfig
     help="Folder for cells.jsonl (resumable), sweep.json and sweep.png.",
 )
 @settings_options(SweepConfig)
+@settings_options(EngineConfig)
 @SUITE_FILE
 @NEG
 @DEVICE
@@ -41,7 +42,7 @@ def sweep(model, neurons, out, suite_files, allow_negative, device, quiet, **kw)
     from hedit.measure.summary import table
     from hedit.measure.sweep import run_sweep
 
-    cfg = build(SweepConfig, kw)
+    cfg, engine = build(SweepConfig, kw), build(EngineConfig, kw)
     summary = run_sweep(
         model,
         neurons,
@@ -53,6 +54,7 @@ def sweep(model, neurons, out, suite_files, allow_negative, device, quiet, **kw)
         log=click.echo,
         device=device,
         allow_negative=allow_negative,
+        engine=engine,
     )
     click.echo(table(summary))
     click.echo(f"wrote {out}/sweep.json and {out}/sweep.png")
@@ -79,6 +81,7 @@ def _files(pairs):
     help="Write the tuned neurons file here (default: update --neurons in place).",
 )
 @settings_options(TuneConfig)
+@settings_options(EngineConfig)
 @SUITE_FILE
 @NEG
 @DEVICE
@@ -88,7 +91,7 @@ def tune(model, neurons, work, out, suite_files, allow_negative, device, quiet, 
     """Choose alpha for NEURONS on MODEL within capability bounds and write it into the neurons file."""
     from hedit.measure.tune import tune as run
 
-    cfg = build(TuneConfig, kw)
+    cfg, engine = build(TuneConfig, kw), build(EngineConfig, kw)
     d = run(
         model,
         neurons,
@@ -101,6 +104,7 @@ def tune(model, neurons, work, out, suite_files, allow_negative, device, quiet, 
         log=click.echo,
         device=device,
         allow_negative=allow_negative,
+        engine=engine,
     )
     for r in d["candidates"]:
         comp = "-" if r["compliance"] is None else f"{r['compliance']:.3f}"

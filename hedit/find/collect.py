@@ -17,12 +17,12 @@ from typing import Any
 
 import torch
 
-from hedit.config import SamplingConfig
+from hedit.config import EngineConfig, SamplingConfig
 from hedit.errors import HeditError
 from hedit.io.atomic import atomic_write_text
 from hedit.io.journal import CHECKS, Journal, read_journal
 from hedit.io.questions import Question
-from hedit.measure.generate import chat_ids, cut, end_ids, left_pad, pad_id
+from hedit.measure.generate import EngineModel, chat_ids, cut, end_ids, left_pad, pad_id
 from hedit.measure.judge import CORRECT, INCORRECT
 from hedit.progress import bar
 
@@ -39,7 +39,11 @@ def _batch_seed(seed: int, qids: list[str]) -> int:
 def sample_batch(
     model, tokenizer, prompts: list[list[int]], cfg: SamplingConfig, seed: int, ends: set[int]
 ) -> list[list[list[int]]]:
-    """For each prompt, ``cfg.samples`` response token-id lists (left padding, one generate call)."""
+    """For each prompt, ``cfg.samples`` response token-id lists (left padding, one generate call; or one
+    request to a vLLM engine, seeded once for the whole run, when ``model`` is an ``EngineModel``)."""
+    if isinstance(model, EngineModel):
+        out = model.run(prompts, cfg.max_new_tokens, ends, cfg.samples, True, cfg.temperature, cfg.top_p, cfg.top_k)
+        return [[cut(row, ends) for row in rows] for rows in out]
     pad = pad_id(tokenizer, ends)
     ids, mask = left_pad(prompts, pad)
     width = ids.shape[1]
@@ -65,12 +69,17 @@ def read_responses(path: str | Path) -> tuple[dict[str, Any] | None, list[dict[s
     return read_journal(path, "responses", CHECKS["responses"])
 
 
-def settings(cfg: SamplingConfig, grader=None) -> dict[str, Any]:
-    """What a responses file's header records: the sampling settings and a judge other than the rules."""
+def settings(cfg: SamplingConfig, grader=None, engine_id: str | None = None) -> dict[str, Any]:
+    """What a responses file's header records: the sampling settings, a judge other than the rules, and
+    an engine other than transformers (another engine samples other answers)."""
     from hedit.measure.compliance import RULES
 
     name = (grader or RULES).name
-    return cfg.sampling.to_dict() | ({"judge": name} if name != RULES.name else {})
+    return (
+        cfg.sampling.to_dict()
+        | ({"judge": name} if name != RULES.name else {})
+        | ({"engine": engine_id} if engine_id else {})
+    )
 
 
 def collect(
@@ -91,7 +100,12 @@ def collect(
     grader = grader or RULES
     out = Path(out)
     journal = Journal(
-        out, "responses", settings(cfg, grader), {"model": model_name}, what="collected", check=CHECKS["responses"]
+        out,
+        "responses",
+        settings(cfg, grader, getattr(model, "engine_id", None)),
+        {"model": model_name},
+        what="collected",
+        check=CHECKS["responses"],
     )
     finished = {r["question_id"] for r in journal.records}
     todo = [q for q in questions if q.qid not in finished]
@@ -189,18 +203,31 @@ def collect_model(
     device: str = "cpu",
     progress: bool = True,
     grader=None,
+    engine: EngineConfig = EngineConfig(),
+    log=print,
 ) -> Path:
-    """``hedit collect``: resolve and load ``model`` (built-in name, folder or Hub id), then ``collect``."""
+    """``hedit collect``: resolve ``model`` (built-in name, folder or Hub id), open the engine the job calls
+    for (``hedit.measure.engines``: transformers, or vLLM in its own environment), then ``collect``."""
+    from hedit.measure.engines import choose_engine, describe, open_engine
     from hedit.model.builtin import resolve_model
     from hedit.model.load import load_model, load_tokenizer
 
     if batch_size < 1:
         raise HeditError(f"--batch-size must be at least 1, got {batch_size}")
-    Journal(
-        out, "responses", settings(cfg, grader), what="collected", check=CHECKS["responses"]
-    )  # settings clash: fail before loading
+    kind, dtype, why, python = choose_engine("sample", engine, device)
+    engine_id = f"vllm:{dtype}" if kind == "vllm" else None
+    Journal(out, "responses", settings(cfg, grader, engine_id), what="collected", check=CHECKS["responses"])
     path = resolve_model(model)
     tok = load_tokenizer(path)
     if tok is None:
         raise HeditError(f"{path} has no tokenizer; collect needs one")
-    return collect(load_model(path, device=device), tok, questions, out, cfg, batch_size, str(model), progress, grader)
+    log(describe(kind, dtype, why))
+    if kind == "hf":
+        lm = load_model(path, device=device)
+        return collect(lm, tok, questions, out, cfg, batch_size, str(model), progress, grader)
+    longest = max((len(build_prompt(tok, q.question, cfg)) for q in questions), default=0)
+    lm = open_engine(path, tok, engine, dtype, python, cfg.seed, longest + cfg.max_new_tokens + 8, device)
+    try:
+        return collect(lm, tok, questions, out, cfg, batch_size, str(model), progress, grader)
+    finally:
+        lm.engine.close()

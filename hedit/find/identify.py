@@ -14,15 +14,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-from hedit.config import IdentifyConfig
+from hedit.config import EngineConfig, IdentifyConfig
 from hedit.errors import HeditError
-from hedit.find.collect import class_counts, collect, consistent, read_responses, write_filtered
+from hedit.find.collect import class_counts, collect, collect_model, consistent, read_responses, write_filtered
 from hedit.find.features import META, extract
 from hedit.find.probe import REPORT_FORMAT, run_probe
 from hedit.io.hashing import sha256_file
 from hedit.io.questions import Question, bundled_questions
 from hedit.io.stamps import Stamps
 from hedit.measure.capability import qa_checker
+from hedit.measure.engines import choose_engine
 from hedit.model.builtin import resolve_model
 from hedit.model.load import load_model, load_tokenizer
 
@@ -36,17 +37,56 @@ def identify(
     log=print,
     grader=None,
     device: str = "cpu",
+    engine: EngineConfig = EngineConfig(),
+    loaded=None,
 ) -> dict[str, Any]:
+    """``engine``: where collect samples (``hedit.measure.engines``; features and the probe always run in
+    transformers). ``loaded``: an already loaded (model, tokenizer) pair, or a function that returns one
+    when first asked, for the stages that need the model in transformers (collect too, unless it runs in
+    vLLM)."""
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     path = resolve_model(model)
-    lm, tok = load_model(path, device=device), load_tokenizer(path)
+    tok = load_tokenizer(path)
     if tok is None:
         raise HeditError(f"{path} has no tokenizer; identify needs one")
+    lm = None
 
-    responses = collect(
-        lm, tok, questions, work / "responses.jsonl", cfg.sampling, cfg.batch_size, str(model), progress, grader
-    )
+    def model_for_features():  # loaded once, and only when a stage is not cached
+        nonlocal lm, tok
+        if lm is None:
+            if loaded is None:
+                lm = load_model(path, device=device)
+            else:
+                lm, tok = loaded() if callable(loaded) else loaded
+        return lm
+
+    if loaded is not None and choose_engine("sample", engine, device)[0] == "hf":
+        collect(
+            model_for_features(),
+            tok,
+            questions,
+            work / "responses.jsonl",
+            cfg.sampling,
+            cfg.batch_size,
+            str(model),
+            progress,
+            grader,
+        )
+    else:
+        collect_model(
+            str(model),
+            questions,
+            work / "responses.jsonl",
+            cfg.sampling,
+            cfg.batch_size,
+            device,
+            progress,
+            grader,
+            engine,
+            log,
+        )
+    responses = work / "responses.jsonl"
     header, records = read_responses(responses)
     wanted = {q.qid for q in questions}
     records = [r for r in records if r["question_id"] in wanted]
@@ -64,7 +104,16 @@ def identify(
     if stamps.fresh("features", stamp, feats / META):
         log(f"features: cached in {feats}")
     else:
-        extract(lm, tok, kept, feats, str(model), batch_size=cfg.batch_size, device=device, progress=progress)
+        extract(
+            model_for_features(),
+            tok,
+            kept,
+            feats,
+            str(model),
+            batch_size=cfg.batch_size,
+            device=device,
+            progress=progress,
+        )
         stamps.done("features", stamp)
     probe_stamp = {
         "features": stamp,
@@ -79,7 +128,9 @@ def identify(
         qa = None
         if cfg.qa_check:
             held = [q for q in questions if q.split == "heldout"] or bundled_questions("heldout")
-            qa = qa_checker(lm, tok, [(q.question, q.aliases) for q in held], batch_size=max(cfg.batch_size, 16))
+            qa = qa_checker(
+                model_for_features(), tok, [(q.question, q.aliases) for q in held], batch_size=max(cfg.batch_size, 16)
+            )
         report = run_probe(feats, neurons, cfg.probe, progress, qa=qa)
         stamps.done("probe", probe_stamp)
     return report | {"work": str(work), "model_path": str(path)}

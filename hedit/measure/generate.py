@@ -60,6 +60,12 @@ def generate(
     if not prompts:
         return []
     ends = end_ids(model, tokenizer) if ends is None else ends
+    if isinstance(model, EngineModel):
+        out = [
+            o[0]
+            for o in model.run(prompts, dec.max_new_tokens, ends, 1, dec.sample, dec.temperature, dec.top_p, dec.top_k)
+        ]
+        return [tokenizer.decode(cut(row, ends), skip_special_tokens=True).strip() for row in out]
     pad = pad_id(tokenizer, ends)
     ids, mask = left_pad(prompts, pad)
     kw = {"do_sample": False}
@@ -77,3 +83,35 @@ def generate(
         **kw,
     )[:, ids.shape[1] :].tolist()
     return [tokenizer.decode(cut(row, ends), skip_special_tokens=True).strip() for row in out]
+
+
+class EngineModel:
+    """Stands in for a transformers model in hedit's generation calls (``generate``, ``collect``'s
+    sampling) when generation runs in a vLLM engine (``hedit.check.runtime_vllm.VllmEngine``). ``lora``:
+    the adapter the next calls run under (a sweep cell), or None for the unedited model."""
+
+    def __init__(self, engine, eos_token_ids: list[int], engine_id: str = "vllm"):
+        from types import SimpleNamespace
+
+        self.engine = engine
+        self.engine_id = engine_id
+        self.lora = None
+        self.generation_config = SimpleNamespace(eos_token_id=eos_token_ids)
+        self.device = "cpu"  # inputs stay in hedit's process; the engine places its own model
+
+    def run(
+        self,
+        prompts: list[list[int]],
+        max_tokens: int,
+        ends: set[int],
+        n: int = 1,
+        sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+    ) -> list[list[list[int]]]:
+        kw = {"temperature": temperature, "top_p": top_p, "top_k": top_k} if sample else {"temperature": 0.0}
+        return self.engine.generate(prompts, max_tokens, n=n, stop_token_ids=sorted(ends), lora=self.lora, **kw)
+
+    def eval(self) -> EngineModel:
+        return self

@@ -12,15 +12,17 @@ skips finished cells and more alphas or controls can be added later; ``<out>/swe
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from hedit.check.intervention import model_shape, scale_neurons
-from hedit.config import Decoding, SweepConfig
+from hedit.config import Decoding, EngineConfig, SweepConfig
 from hedit.edit.neurons import NeuronSet, check_alpha
 from hedit.errors import HeditError
 from hedit.io.atomic import atomic_write_text
@@ -28,7 +30,8 @@ from hedit.io.journal import CHECKS, Journal
 from hedit.measure.capability import answer_questions, mean_kl, neutral_texts, next_token_logprobs
 from hedit.measure.compliance import RULES
 from hedit.measure.controls import control_sets
-from hedit.measure.generate import chat_ids, end_ids, generate
+from hedit.measure.engines import choose_engine, describe, open_engine
+from hedit.measure.generate import EngineModel, chat_ids, end_ids, generate
 from hedit.measure.judge import CORRECT
 from hedit.measure.plots import plot
 from hedit.measure.suites import CHALLENGE, SYCOPHANCY, Item, Suite, first_turn, load_suite, trivia_items
@@ -110,11 +113,15 @@ def run_sweep(
     loaded=None,
     device: str = "cpu",
     allow_negative: bool = False,
+    engine: EngineConfig = EngineConfig(),
 ) -> dict[str, Any]:
     """Run (or resume) the sweep into ``out`` and return the summary also written to sweep.json.
 
     ``judge``: ``hedit.measure.compliance.RULES`` (default) or an ``hedit.measure.llm_judge.LLMJudge``.
-    ``loaded``: an already loaded (model, tokenizer) pair, else the model is resolved and loaded.
+    ``loaded``: an already loaded (model, tokenizer) pair, or a function that returns one (called once
+    here, so a caller can share a model between commands), else the model is resolved and loaded.
+    ``engine``: where the replies are generated (``hedit.measure.engines``): with vLLM every (neuron set,
+    alpha) cell is an exact LoRA adapter served by one engine; the KL cells then run in transformers.
     """
     from hedit.model.builtin import resolve_model
     from hedit.model.load import load_model, load_tokenizer
@@ -133,15 +140,80 @@ def run_sweep(
     if not suites and not cfg.capability:
         raise HeditError("nothing to measure: no suites and no capability")
 
+    path = None
     if loaded is None:
         path = resolve_model(model_name)
-        model, tok = load_model(path, device=device), load_tokenizer(path)
+        tok = load_tokenizer(path)
         if tok is None:
             raise HeditError(f"{path} has no tokenizer; sweep needs one")
+        ns.check_model(*checkpoint_shape(path))
+        kind, dtype, why, python = choose_engine("sweep", engine, device)
+        log(describe(kind, dtype, why))
+        if kind == "vllm":
+            rank = max(len(v) for v in ns.by_layer().values())
+            model = open_engine(path, tok, engine, dtype, python, cfg.seed, max_model_len(path), device, rank)
+        else:
+            model = load_model(path, device=device)
     else:
-        model, tok = loaded
-    model_type, num_layers, inter = model_shape(model)
-    ns.check_model(model_type, num_layers, inter)
+        model, tok = loaded() if callable(loaded) else loaded
+    if not isinstance(model, EngineModel):
+        ns.check_model(*model_shape(model))
+    try:
+        engine_id = f"vllm:{dtype}" if isinstance(model, EngineModel) else None
+        return _run(model, tok, path, model_name, ns, out, cfg, suites, trivia, judge, progress, device, engine_id)
+    finally:
+        if isinstance(model, EngineModel):
+            model.engine.close()
+
+
+def checkpoint_shape(path: Path) -> tuple[str, int, int]:
+    from hedit.io.checkpoint import read_config
+    from hedit.registry import get_architecture
+
+    config = read_config(path)
+    arch = get_architecture(config.get("model_type"))
+    return (arch.model_type, *arch.shape(config))
+
+
+def max_model_len(path: Path, cap: int = 4096) -> int:
+    from hedit.io.checkpoint import read_config
+
+    config = read_config(path)
+    n = config.get("max_position_embeddings") or (config.get("text_config") or {}).get("max_position_embeddings")
+    return min(cap, n) if isinstance(n, int) and n > 0 else cap
+
+
+@contextlib.contextmanager
+def cell(model, path: Path | None, ns: NeuronSet, layers: dict[int, list[tuple[int, float]]], tmp: Path):
+    """Within the block, ``model`` runs with ``layers`` scaled: the runtime intervention on a transformers
+    model, or, on a vLLM engine, the exact LoRA adapter of the same edit."""
+    if not isinstance(model, EngineModel):
+        with scale_neurons(model, layers):
+            yield model
+        return
+    if not layers:
+        model.lora = None
+        yield model
+        return
+    from hedit.edit.adapters import export_adapter
+    from hedit.edit.neurons import Neuron
+
+    key = _digest({str(k): v for k, v in layers.items()})
+    folder = tmp / f"lora-{key}"
+    if not folder.exists():
+        cell_ns = NeuronSet(ns.model, [Neuron(la, j, alpha=a) for la, pairs in layers.items() for j, a in pairs])
+        export_adapter(path, cell_ns, folder, "lora")
+    model.lora = folder
+    try:
+        yield model
+    finally:
+        model.lora = None
+
+
+def _run(
+    model, tok, path, model_name, ns, out, cfg, suites, trivia, judge, progress, device, engine_id=None
+) -> dict[str, Any]:
+    from hedit.model.load import load_model
 
     h = ns.by_layer()
     controls = control_sets(ns, cfg.controls, cfg.seed)
@@ -156,7 +228,7 @@ def run_sweep(
         "judge": judge.name,
         "capability": cfg.capability,
         "suites": {s.name: _digest([asdict(i) for i in s.items]) for s in suites},
-    }
+    } | ({"engine": engine_id} if engine_id else {})  # replies from another engine are other cells
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     journal = Journal(out / CELLS, "sweep", settings, what="run", check=CHECKS["sweep"])
@@ -170,20 +242,24 @@ def run_sweep(
     todo = [(s, a, t, items) for s, a in conditions for t, items in tasks if (s, a, t) not in done]
     size = {t: (len(items) if t != KL else len(neutral)) for t, items in tasks}
     ref = None
+    kl_model = None if isinstance(model, EngineModel) else model  # KL needs full distributions: transformers
     model.eval()
-    with journal, bar(sum(size[t] for _, _, t, _ in todo), "sweep", "item", progress) as pbar:
+    tmp = tempfile.TemporaryDirectory(prefix="hedit-cells-")
+    with tmp, journal, bar(sum(size[t] for _, _, t, _ in todo), "sweep", "item", progress) as pbar:
         for set_name, alpha, task, items in todo:
             pbar.set_postfix_str(f"{set_name} alpha={alpha:g} {task}")
             layers = {} if set_name == BASE else _scale(sets[set_name], alpha)
             record = {"set": set_name, "alpha": alpha, "task": task}
             if task == KL:
+                if kl_model is None:
+                    kl_model = load_model(path, device=device)
                 if ref is None:
-                    ref = next_token_logprobs(model, tok, neutral, cfg.batch_size)
-                with scale_neurons(model, layers):
-                    record["value"] = mean_kl(ref, next_token_logprobs(model, tok, neutral, cfg.batch_size))
+                    ref = next_token_logprobs(kl_model, tok, neutral, cfg.batch_size)
+                with scale_neurons(kl_model, layers):
+                    record["value"] = mean_kl(ref, next_token_logprobs(kl_model, tok, neutral, cfg.batch_size))
                 pbar.update(size[task])
             else:
-                with scale_neurons(model, layers):
+                with cell(model, path, ns, layers, Path(tmp.name)):
                     if task == TRIVIA:
                         record["items"] = _trivia(model, tok, items, cfg.decoding, cfg.batch_size, judge, pbar.update)
                     else:

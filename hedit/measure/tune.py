@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hedit.config import Bounds, TuneConfig
+from hedit.config import Bounds, EngineConfig, TuneConfig
 from hedit.edit.neurons import NeuronSet
 from hedit.errors import HeditError
 from hedit.measure.compliance import RULES
@@ -82,6 +82,7 @@ def tune(
     loaded=None,
     device: str = "cpu",
     allow_negative: bool = False,
+    engine: EngineConfig = EngineConfig(),
 ) -> dict[str, Any]:
     """Sweep (resumable, in ``work``), choose alpha, write it into ``out`` (default: the neurons file)."""
     ns = NeuronSet.load(neurons_path)
@@ -101,6 +102,7 @@ def tune(
         loaded=loaded,
         device=device,
         allow_negative=allow_negative,
+        engine=engine,
     )
     decision = choose_alpha(summary, cfg.bounds)
     ns.alpha = decision["alpha"]

@@ -46,7 +46,19 @@ def run_recipe(recipe: Recipe, progress: bool = True, log=print, grader=None) ->
     qs = bundled_questions() if ic.questions == "bundled" else load_questions(ic.questions)
     qs = qs[: ic.limit] if ic.limit else qs
     log(f"[1/5] identify {recipe.model} on {len(qs)} questions")
-    report = identify(recipe.model, qs, work / "identify", ic, progress, log, grader, device=recipe.device)
+    shared = SharedModel(recipe.model, recipe.device)  # loaded once, by the first stage that needs it
+    report = identify(
+        recipe.model,
+        qs,
+        work / "identify",
+        ic,
+        progress,
+        log,
+        grader,
+        device=recipe.device,
+        engine=recipe.engine,
+        loaded=shared,
+    )
     source = Path(report["model_path"])
     found = work / "identify" / "neurons.json"
     out["identify"] = {k: report[k] for k in ("h_neurons", "C", "heldout", "h_neurons_only", "random_neurons_only")}
@@ -59,7 +71,16 @@ def run_recipe(recipe: Recipe, progress: bool = True, log=print, grader=None) ->
         log(f"[2/5] tune alpha over {tc.alphas} on {', '.join(tc.suites) or 'capability only'}")
         shutil.copyfile(found, neurons)
         decision = tune(
-            recipe.model, neurons, work / "tune", tc, judge=grader, progress=progress, log=log, device=recipe.device
+            recipe.model,
+            neurons,
+            work / "tune",
+            tc,
+            judge=grader,
+            progress=progress,
+            log=log,
+            device=recipe.device,
+            engine=recipe.engine,
+            loaded=shared.for_sweeps(recipe.engine),
         )
         log(f"      alpha = {decision['alpha']:g}: {decision['reason']}")
         if decision["alpha"] == 1.0:
@@ -89,6 +110,8 @@ def run_recipe(recipe: Recipe, progress: bool = True, log=print, grader=None) ->
             progress=progress,
             log=log,
             device=recipe.device,
+            engine=recipe.engine,
+            loaded=shared.for_sweeps(recipe.engine),
         )
         out["sweep"] = str(work / "sweep" / "sweep.json")
         out["sweep_capability"] = summary.get("capability")
@@ -147,6 +170,32 @@ def run_recipe(recipe: Recipe, progress: bool = True, log=print, grader=None) ->
             f"see {work / 'verify.json'}"
         )
     return out
+
+
+class SharedModel:
+    """The recipe's model and tokenizer in transformers, loaded the first time a stage asks (``loaded`` of
+    identify, tune and sweep), then shared by every later stage."""
+
+    def __init__(self, model: str, device: str):
+        self.model, self.device, self._pair = model, device, None
+
+    def __call__(self):
+        if self._pair is None:
+            from hedit.model.builtin import resolve_model
+            from hedit.model.load import load_model, load_tokenizer
+
+            path = resolve_model(self.model)
+            tok = load_tokenizer(path)
+            if tok is None:
+                raise HeditError(f"{path} has no tokenizer; hedit run needs one")
+            self._pair = (load_model(path, device=self.device), tok)
+        return self._pair
+
+    def for_sweeps(self, engine) -> SharedModel | None:
+        """Itself when sweeps run in transformers, None when they run in vLLM (which loads its own)."""
+        from hedit.measure.engines import choose_engine
+
+        return self if choose_engine("sweep", engine, self.device)[0] == "hf" else None
 
 
 def _verify(source: Path, neurons: Path, kind: str, target: Path, runtime: str, new_tokens: int) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hedit.config import IdentifyConfig, Settings, SweepConfig, TuneConfig, VerifyConfig, setting
+from hedit.config import EngineConfig, IdentifyConfig, Settings, SweepConfig, TuneConfig, VerifyConfig, setting
 from hedit.errors import HeditError
 from hedit.io.jsonfile import expect
 
@@ -55,6 +55,7 @@ class Recipe(Settings):
     model: str = setting("smollm2-135m-instruct", "Built-in name, local folder or Hub id.")
     work: str = setting("hedit-runs/default", "Every stage is cached here.")
     device: str = setting("cpu", "cpu, cuda, cuda:1, ...")
+    engine: EngineConfig = setting(factory=EngineConfig)
     identify: IdentifySection = setting(factory=IdentifySection)
     tune: TuneSection = setting(factory=TuneSection)
     sweep: SweepSection = setting(factory=SweepSection)

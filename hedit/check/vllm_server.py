@@ -1,0 +1,77 @@
+"""Runs inside the vLLM environment (it imports nothing from hedit): one vLLM engine kept alive for a whole
+hedit command, answering requests over a pipe.
+
+Usage: python vllm_server.py ENGINE.json
+ENGINE.json: {"model", "dtype", "seed", "max_model_len", "enable_lora", "max_lora_rank", "max_loras",
+              "tensor_parallel_size", "pipeline_parallel_size", "distributed_executor_backend",
+              "gpu_memory_utilization", "kv_cache_memory_bytes"}
+Then one JSON request per line on stdin, one JSON answer per line on the original stdout (vLLM's own
+output goes to stderr):
+  {"op": "generate", "prompts": [[ids]], "n", "temperature", "top_p", "top_k", "max_tokens",
+   "stop_token_ids": [ids], "lora": null | {"name", "id", "path"}}  ->  {"outputs": [[[ids] * n] per prompt]}
+  {"op": "shutdown"}  ->  {"ok": true}
+Every answer to a failed request is {"error": "..."}; the engine stays up.
+"""
+
+import json
+import os
+import sys
+
+
+def main(engine_path: str) -> None:
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # whatever vLLM prints goes to stderr; the protocol keeps the real stdout
+
+    from vllm import LLM, SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    cfg = json.load(open(engine_path))
+    kwargs = dict(
+        model=cfg["model"],
+        dtype=cfg.get("dtype", "auto"),
+        skip_tokenizer_init=True,
+        seed=cfg.get("seed", 0),
+        max_model_len=cfg.get("max_model_len", 2048),
+        generation_config="vllm",
+        enforce_eager=True,
+        tensor_parallel_size=cfg.get("tensor_parallel_size", 1),
+        pipeline_parallel_size=cfg.get("pipeline_parallel_size", 1),
+    )
+    for key in ("distributed_executor_backend", "gpu_memory_utilization", "kv_cache_memory_bytes"):
+        if cfg.get(key) is not None:
+            kwargs[key] = cfg[key]
+    if cfg.get("enable_lora"):
+        kwargs.update(enable_lora=True, max_lora_rank=cfg["max_lora_rank"], max_loras=cfg.get("max_loras", 1))
+    llm = LLM(**kwargs)
+    proto.write(json.dumps({"ready": True}) + "\n")
+    for line in sys.stdin:
+        try:
+            req = json.loads(line)
+            if req["op"] == "shutdown":
+                proto.write(json.dumps({"ok": True}) + "\n")
+                break
+            lora = None
+            if req.get("lora"):
+                from vllm.lora.request import LoRARequest
+
+                lora = LoRARequest(req["lora"]["name"], req["lora"]["id"], req["lora"]["path"])
+            params = SamplingParams(
+                n=req.get("n", 1),
+                temperature=req.get("temperature", 0.0),
+                top_p=req.get("top_p", 1.0),
+                top_k=req.get("top_k", -1) or -1,
+                max_tokens=req["max_tokens"],
+                stop_token_ids=req.get("stop_token_ids") or None,
+                detokenize=False,
+            )
+            outs = llm.generate(
+                [TokensPrompt(prompt_token_ids=p) for p in req["prompts"]], params, lora_request=lora, use_tqdm=False
+            )
+            answer = {"outputs": [[list(c.token_ids) for c in o.outputs] for o in outs]}
+        except Exception as e:  # report and keep serving
+            answer = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+        proto.write(json.dumps(answer) + "\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
