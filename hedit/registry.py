@@ -16,7 +16,7 @@ from typing import Any
 
 from hedit.errors import HeditError
 
-WHICH = ("down", "up")
+WHICH = ("down", "up", "gate")
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,7 @@ class Architecture:
     layers_module: str  # dotted path of the decoder-layer ModuleList in the transformers model
     tensor_prefix: str  # regex of a decoder layer's checkpoint tensor names, with a named group `layer`
     down_proj: str  # dotted path of the down-projection inside one decoder layer
+    gate_proj: str | None  # the gate projection (fused with up in phi3: the gate rows come first)
     up_proj: str | None  # the up-projection (None: the MLP is not gated, so no exact up-row edit)
     up_fused: bool  # gate and up in one tensor, gate rows first (phi3's gate_up_proj): up row j is inter + j
     text_config: str | None  # key of the language-model sub-config (multimodal models), else None
@@ -38,11 +39,12 @@ class Architecture:
         return self.up_proj is not None
 
     def module(self, which: str = "down") -> str:
-        """The module inside one decoder layer: ``down`` or ``up``."""
-        if which == "up":
-            if self.up_proj is None:
+        """The module inside one decoder layer: ``down``, ``up`` or ``gate``."""
+        if which in ("up", "gate"):
+            module = self.up_proj if which == "up" else self.gate_proj
+            if module is None:
                 raise HeditError(f"{self.model_type} has no gated MLP: its neurons cannot be edited through up_proj")
-            return self.up_proj
+            return module
         return self.down_proj
 
     def layer_of_tensor(self, name: str, which: str = "down", suffix: str = "weight") -> int | None:
@@ -51,13 +53,14 @@ class Architecture:
         return int(m.group("layer")) if m else None
 
     def split_tensor(self, name: str) -> tuple[int, str, str] | None:
-        """(layer, "down"/"up", tensor suffix such as "weight" or "scales") for a projection tensor, else None."""
+        """(layer, "down"/"up"/"gate", tensor suffix such as "weight" or "scales") for a projection tensor,
+        else None. A fused gate/up tensor is reported as "up"."""
         m = _compiled(self.tensor_prefix).match(name)
         if not m:
             return None
         rest = name[m.end() :]
         for which in WHICH:
-            module = self.up_proj if which == "up" else self.down_proj
+            module = {"down": self.down_proj, "up": self.up_proj, "gate": self.gate_proj}[which]
             if module and rest.startswith(module + "."):
                 return int(m.group("layer")), which, rest[len(module) + 1 :]
         return None

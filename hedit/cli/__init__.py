@@ -25,6 +25,7 @@ class _Group(click.Group):
         "filter",
         "features",
         "probe",
+        "origin",
         "sweep",
         "tune",
         "edit",

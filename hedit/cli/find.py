@@ -204,4 +204,50 @@ def identify(model, questions, work, limit, device, quiet, **kw):
     probe_summary(r, f"{work}/neurons.json")
 
 
-COMMANDS = [identify, collect, filter_cmd, features, probe]
+@click.command()
+@click.option("--base", required=True, help="The pre-trained base model (built-in name, folder or Hub id).")
+@click.option("--instruct", required=True, help="The instruction-tuned model the neurons were found in.")
+@click.option("--neurons", required=True, type=click.Path(path_type=str), help="Neuron-set file (neurons.json).")
+@click.option(
+    "--out",
+    default="hedit-origin",
+    show_default=True,
+    type=click.Path(path_type=str),
+    help="Folder for origin.json and drift.png.",
+)
+@click.option(
+    "--identify-work",
+    default=None,
+    type=click.Path(path_type=str),
+    help="identify's work folder for the instruct model: also score the probe on the base model's "
+    "activations for the same responses.",
+)
+@click.option("--draws", type=int, default=2000, show_default=True, help="Random neuron sets for the baseline.")
+@DEVICE
+@QUIET
+def origin(base, instruct, neurons, out, identify_work, draws, device, quiet):
+    """Do the H-neurons already exist in the base model? Parameter drift and probe transfer."""
+    from hedit.find.origin import run_origin
+
+    if draws < 10:
+        raise click.BadParameter("must be at least 10", param_hint="--draws")
+    r = run_origin(base, instruct, neurons, out, identify_work, draws, device=device, progress=not quiet)
+    h = r["h_neurons"]
+    lo, hi = h["mean_rank_ci95"]
+    rnd = h["random_mean_rank"]
+    click.echo(
+        f"H-neurons' mean rank of parameter drift {h['mean_rank']:.3f} [{lo:.3f}, {hi:.3f}] (0 = changed "
+        f"least) vs random neurons {rnd['mean']:.3f} +- {rnd['std']:.3f}; p = {h['p_lower_than_random']:.3g} "
+        "that they changed less by chance"
+    )
+    t = r.get("probe_transfer")
+    if t:
+        click.echo(
+            f"probe on the base model's activations: AUROC {t['probe']['auroc']:.3f} "
+            f"(instruct: {t['instruct_heldout']['auroc']:.3f}); H-neurons only "
+            f"{t['h_neurons_only']['auroc']:.3f} vs random {t['random_neurons_only']['auroc']['mean']:.3f}"
+        )
+    click.echo(f"wrote {out}/origin.json and {out}/drift.png")
+
+
+COMMANDS = [identify, collect, filter_cmd, features, probe, origin]

@@ -118,6 +118,20 @@ def run_recipe(recipe: Recipe, progress: bool = True, log=print, grader=None) ->
     else:
         log("[3/5] sweep: off (sweep.enabled: true runs it with random controls)")
 
+    oc = recipe.origin
+    if oc.enabled:
+        from hedit.find.origin import run_origin
+
+        stamp = {"base": oc.base, "draws": oc.draws, "neurons_sha256": sha256_file(found)}
+        if stamps.fresh("origin", stamp, work / "origin" / "origin.json"):
+            log("      origin: cached")
+        else:
+            log(f"      origin: {oc.base} against {recipe.model}")
+            run_origin(oc.base, recipe.model, found, work / "origin", work / "identify", oc.draws,
+                       device=recipe.device, progress=progress)
+            stamps.done("origin", stamp)
+        out["origin"] = str(work / "origin" / "origin.json")
+
     # 4. edit and export ----------------------------------------------------------------------------------
     from hedit.edit.adapters import export_adapter
     from hedit.edit.checkpoint import edit_checkpoint

@@ -39,6 +39,17 @@ class SweepSection(SweepConfig):
 
 
 @dataclass(frozen=True)
+class OriginSection(Settings):
+    enabled: bool = setting(False, "Compare the H-neurons with the pre-trained base model (`hedit origin`).")
+    base: str | None = setting(None, "The base model: built-in name, folder or Hub id.")
+    draws: int = setting(2000, "Random neuron sets for the baseline.", min=10)
+
+    def check(self) -> None:
+        if self.enabled and not self.base:
+            raise HeditError("origin.enabled needs origin.base (the pre-trained model)")
+
+
+@dataclass(frozen=True)
 class ExportSection(Settings):
     edited: bool = setting(True, "Write the edited checkpoint.")
     lora: bool = setting(True, "Write the exact LoRA adapter.")
@@ -59,6 +70,7 @@ class Recipe(Settings):
     identify: IdentifySection = setting(factory=IdentifySection)
     tune: TuneSection = setting(factory=TuneSection)
     sweep: SweepSection = setting(factory=SweepSection)
+    origin: OriginSection = setting(factory=OriginSection)
     export: ExportSection = setting(factory=ExportSection)
     verify: VerifySection = setting(factory=VerifySection)
 

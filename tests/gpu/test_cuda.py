@@ -26,8 +26,10 @@ def model(tmp_path_factory):
 
 
 def test_features_on_cuda_equal_cpu(model):
-    items = [Item([5, 9, 22, 40, 77, 3, 8], {"answer": [5, 6], "other": [0, 1, 2, 3, 4]}, {}),
-             Item([1, 2, 3, 4], {"answer": [3], "other": [0, 1, 2]}, {})]
+    items = [
+        Item([5, 9, 22, 40, 77, 3, 8], {"answer": [5, 6], "other": [0, 1, 2, 3, 4]}, {}),
+        Item([1, 2, 3, 4], {"answer": [3], "other": [0, 1, 2]}, {}),
+    ]
     out = []
     for device in ("cpu", "cuda"):
         m = load_model(model, device=device)
@@ -49,12 +51,20 @@ def test_device_map_over_gpu_and_cpu(model, tmp_path):
 
 def test_identify_sweep_and_verify_on_cuda(model, tmp_path, yes_judge):
     cfg = IdentifyConfig(samples=2, max_new_tokens=4, batch_size=8, random_draws=2, c_grid=(0.1, 1.0, 10.0))
-    report = identify(str(model), yes_no_questions(), tmp_path / "id", cfg, progress=False, log=lambda *a: None,
-                      device="cuda")
+    report = identify(
+        str(model), yes_no_questions(), tmp_path / "id", cfg, progress=False, log=lambda *a: None, device="cuda"
+    )
     assert report["h_neurons"] > 0
     ns = neuron_set("llama", per_layer=4)
-    sw = SweepConfig(alphas=(0.0, 1.0), controls=1, limit=4, max_new_tokens=6, batch_size=4,
-                     suites=("false-premise",), capability=True)
+    sw = SweepConfig(
+        alphas=(0.0, 1.0),
+        controls=1,
+        limit=4,
+        max_new_tokens=6,
+        batch_size=4,
+        suites=("false-premise",),
+        capability=True,
+    )
     gpu = run_sweep(str(model), ns, tmp_path / "gpu", sw, progress=False, log=lambda *a: None, device="cuda")
     cpu = run_sweep(str(model), ns, tmp_path / "cpu", sw, progress=False, log=lambda *a: None, device="cpu")
     assert gpu["results"]["false-premise"] == cpu["results"]["false-premise"]

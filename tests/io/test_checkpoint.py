@@ -13,7 +13,7 @@ def test_single_file(checkpoint):
     ck = open_checkpoint(checkpoint("llama"))
     assert ck.weight_files == ["model.safetensors"]
     assert (ck.num_layers, ck.intermediate_size, ck.down_proj[0][1].shape[0]) == (LAYERS, INTER, 64)
-    assert sorted(ck.modules) == [(layer, w) for layer in range(LAYERS) for w in ("down", "up")]
+    assert sorted(ck.modules) == [(layer, w) for layer in range(LAYERS) for w in ("down", "gate", "up")]
     assert sorted(ck.down_proj) == list(range(LAYERS))
     assert {p.name for p in ck.aux_files()} == {"config.json", "generation_config.json"}
 
