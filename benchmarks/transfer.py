@@ -24,10 +24,10 @@ from hedit.find.collect import balance, class_counts, collect, consistent, read_
 from hedit.find.features import META, extract
 from hedit.find.identify import identify
 from hedit.find.probe import run_probe
-from hedit.io.questions import bundled_questions, load_questions
+from hedit.io.questions import load_questions
 from hedit.model.builtin import DEFAULT_MODEL, resolve_model
 from hedit.model.load import load_model, load_tokenizer
-from hedit.run.demo import DEMO, QUESTIONS
+from hedit.run.demo import DEMO, demo_questions
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 DEFAULT_SETS = [SHARED / "triviaqa-sample-600.jsonl", SHARED / "nq-open-dev-sample-1000.jsonl"]
@@ -45,7 +45,7 @@ def main() -> None:
 
     found = (args.demo or args.work) / "identify"
     if not (found / "features" / META).is_file():
-        identify(DEFAULT_MODEL, bundled_questions()[:QUESTIONS], found, DEMO)
+        identify(DEFAULT_MODEL, demo_questions(), found, DEMO)
     path = resolve_model(DEFAULT_MODEL)
     model, tok = load_model(path), load_tokenizer(path)
 

@@ -31,6 +31,7 @@ PROMPTS = (
 )
 TOLERANCE = 1e-4
 RTOL = 1e-5  # relative to the largest reference logit; see the module docstring
+LOW_PRECISION_RTOL = 1e-2  # the same in bfloat16/float16: a few units of their rounding (2^-8 for bfloat16)
 
 
 @dataclass
@@ -147,10 +148,14 @@ def verify(
     tolerance: float | None = None,
     trust_remote_code: bool = False,
     placement: dict | None = None,
+    dtype: str = "float32",
 ) -> VerifyResult:
     """``placement``: load_model's ``device``/``device_map``/``max_memory``/``offload_folder``, for models
-    larger than one device (the comparison itself is always float32)."""
+    larger than one device. ``dtype``: both models run in it (float32 by default, exact); in bfloat16 or
+    float16 the folded weights and the intervention round differently, so the default tolerance is
+    ``LOW_PRECISION_RTOL`` of the largest reference logit."""
     place = placement or {}
+    torch_dtype = getattr(torch, dtype)
     if (edited is None) == (adapter is None):
         raise HeditError("give exactly one of --edited or --adapter")
     check_tolerance(tolerance)
@@ -158,7 +163,7 @@ def verify(
     check_artifact(plan, edited, adapter)
     artifact = Path(edited or adapter)
     source = plan.checkpoint.path
-    base = load_model(source, torch.float32, trust_remote_code, **place)
+    base = load_model(source, torch_dtype, trust_remote_code, **place)
     prompts = prompt_ids(source, base.config.get_text_config().vocab_size, trust_remote_code)
 
     seqs, ref, plain = [], [], []
@@ -180,10 +185,11 @@ def verify(
             model = PeftModel.from_pretrained(base, str(adapter)).eval()
     else:
         del base
-        model = load_model(edited, torch.float32, trust_remote_code, **place)
+        model = load_model(edited, torch_dtype, trust_remote_code, **place)
 
     if tolerance is None:
-        tolerance = max(TOLERANCE, RTOL * max(r.abs().max().item() for r in ref))
+        rtol = RTOL if torch_dtype == torch.float32 else LOW_PRECISION_RTOL
+        tolerance = max(TOLERANCE, rtol * max(r.float().abs().max().item() for r in ref))
     diff, agree, untied = 0.0, 0, 0
     for ids, seq, r in zip(prompts, seqs, ref):
         d, a, u = compare_logits(logits(model, seq), r, seq, len(ids), tolerance)
@@ -239,5 +245,14 @@ def verify_artifact(
         tol = cfg.tolerance if cfg.tolerance is not None else LOGPROB_TOLERANCE
         return verify_vllm(source, neurons, alpha, edited, adapter, allow_negative, cfg.new_tokens, vllm_python, tol)
     return verify(
-        source, neurons, alpha, edited, adapter, allow_negative, cfg.new_tokens, cfg.tolerance, placement=placement
+        source,
+        neurons,
+        alpha,
+        edited,
+        adapter,
+        allow_negative,
+        cfg.new_tokens,
+        cfg.tolerance,
+        placement=placement,
+        dtype=cfg.dtype,
     )

@@ -146,6 +146,8 @@ def _auroc(m: dict) -> str:
 
 
 def probe_summary(r: dict, out: str) -> None:
+    from hedit.find.confounds import confound_lines
+
     h, rnd = r["h_neurons_only"], r["random_neurons_only"]
     click.echo(f"{r['h_neurons']} H-neurons ({r['fraction_of_neurons']:.3%} of neurons), C={r['C']:g}, {r['mode']}")
     if r.get("c_grid", {}).get("grown"):
@@ -173,7 +175,10 @@ def probe_summary(r: dict, out: str) -> None:
             f"{_auroc(t['probe'])}; H-neurons only {_auroc(t['h_neurons_only'])} vs random neurons "
             f"{tr['mean']:.3f} +- {tr['std']:.3f}"
         )
-    click.echo(f"wrote {out}, report.json, neurons_per_layer.png, c_sweep.png")
+    for line in confound_lines(r.get("confounds"), r["heldout"]["auroc"]):
+        click.echo(line)
+    plots = "neurons_per_layer.png, c_sweep.png" + (", confounds.png" if r.get("confounds") else "")
+    click.echo(f"wrote {out}, report.json, {plots}")
 
 
 @click.command()

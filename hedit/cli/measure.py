@@ -39,7 +39,7 @@ from hedit.config import EngineConfig, SweepConfig, TuneConfig
 @judge_options
 def sweep(model, neurons, out, suite_files, allow_negative, device, quiet, **kw):
     """Compliance (per suite) and capability of MODEL at each alpha, H-neurons next to random controls."""
-    from hedit.measure.summary import table
+    from hedit.measure.summary import dose_lines, table
     from hedit.measure.sweep import run_sweep
 
     cfg, engine = build(SweepConfig, kw), build(EngineConfig, kw)
@@ -57,6 +57,8 @@ def sweep(model, neurons, out, suite_files, allow_negative, device, quiet, **kw)
         engine=engine,
     )
     click.echo(table(summary))
+    for line in dose_lines(summary):
+        click.echo(line)
     click.echo(f"wrote {out}/sweep.json and {out}/sweep.png")
 
 
@@ -89,6 +91,7 @@ def _files(pairs):
 @judge_options
 def tune(model, neurons, work, out, suite_files, allow_negative, device, quiet, **kw):
     """Choose alpha for NEURONS on MODEL within capability bounds and write it into the neurons file."""
+    from hedit.measure.summary import dose_lines
     from hedit.measure.tune import tune as run
 
     cfg, engine = build(TuneConfig, kw), build(EngineConfig, kw)
@@ -115,6 +118,8 @@ def tune(model, neurons, work, out, suite_files, allow_negative, device, quiet, 
             else (f"{r['trivia_accuracy']:.3f} ({-r['accuracy_drop_points']:+.1f} pts vs alpha 1)")
         )
         click.echo(f"alpha {r['alpha']:<5g} compliance {comp}  trivia accuracy {acc}  KL {r['kl']:.4f}  {state}")
+    for line in dose_lines(d["summary"]):
+        click.echo(line)
     click.echo(f"alpha = {d['alpha']:g}: {d['reason']}")
     click.echo(f"wrote alpha into {out or neurons}; `hedit edit` uses it when --alpha is not given")
 

@@ -152,28 +152,40 @@ def _evidence_text(ev: dict[str, Any], plots: list[str]) -> str:
         lines.append(line + ".")
         conf = probe.get("confounds")
         if conf and conf.get("length_only"):
+
+            def num(m):
+                v = (m or {}).get("auroc")
+                return "n/a" if v is None else f"{v:.3f}"
+
+            lm = conf.get("length_matched") or {}
             lines.append(
-                f"- **Confound check**: a length-only classifier reaches AUROC "
-                f"{conf['length_only']['auroc']:.3f}; on a length-matched subset the probe's AUROC is "
-                f"{(conf.get('length_matched') or {}).get('auroc', float('nan')):.3f}."
+                f"- **Confound check**: a length-only classifier reaches AUROC {num(conf['length_only'])}; "
+                f"on a length-matched subset ({lm.get('answers', 0)} answers) the probe's AUROC is {num(lm)}"
+                + (
+                    f"; {conf['track_length_more_than_label']} H-neurons correlate more with length than with "
+                    "hallucination"
+                    if "track_length_more_than_label" in conf
+                    else ""
+                )
+                + "."
             )
     tune = ev.get("tune")
     if tune:
         lines.append(f"- **Alpha**: {tune.get('alpha')}: {tune.get('reason', '')}")
     sweep = ev.get("sweep")
-    if sweep and sweep.get("slopes"):
-        for suite, s in sweep["slopes"].items():
-            h = s.get("h") or {}
-            if h.get("slope") is not None:
-                lines.append(
-                    f"- **{suite}**: {100 * h['slope']:+.2f} points of compliance per unit of alpha "
-                    f"[{100 * h['ci95'][0]:+.2f}, {100 * h['ci95'][1]:+.2f}]"
-                    + (
-                        f"; random controls {100 * s['controls']['min']:+.2f} to {100 * s['controls']['max']:+.2f}"
-                        if s.get("controls")
-                        else ""
-                    )
-                )
+    if sweep and sweep.get("dose_response"):
+        for suite, h in sweep["dose_response"].items():
+            lo, hi = h["ci95"]
+            c = h.get("controls_slopes")
+            line = (
+                f"- **{suite}**: {100 * h['slope']:+.2f} points of compliance per unit of alpha "
+                f"[{100 * lo:+.2f}, {100 * hi:+.2f}] over {h['items']} items"
+            )
+            if c:
+                line += f"; random controls {100 * c['min']:+.2f} to {100 * c['max']:+.2f}"
+            if lo <= 0 <= hi:
+                line += f" (no effect found; the smallest detectable slope was {100 * h['min_detectable']:.2f})"
+            lines.append(line + ".")
     verify = ev.get("verify")
     if verify:
         for runtime, r in verify.items():

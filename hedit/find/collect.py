@@ -22,7 +22,7 @@ from hedit.errors import HeditError
 from hedit.io.atomic import atomic_write_text
 from hedit.io.journal import CHECKS, Journal, read_journal
 from hedit.io.questions import Question
-from hedit.measure.generate import EngineModel, chat_ids, cut, end_ids, left_pad, pad_id
+from hedit.measure.generate import EngineModel, chat_ids, cut, end_ids, left_pad, pad_id, plain_greedy, sample
 from hedit.measure.judge import CORRECT, INCORRECT
 from hedit.progress import bar
 
@@ -45,6 +45,11 @@ def sample_batch(
         out = model.run(prompts, cfg.max_new_tokens, ends, cfg.samples, True, cfg.temperature, cfg.top_p, cfg.top_k)
         return [[cut(row, ends) for row in rows] for rows in out]
     pad = pad_id(tokenizer, ends)
+    if ends and plain_greedy(model):  # no other logits processors: hedit's sampler, which drops finished replies
+        out = sample(
+            model, prompts, cfg.max_new_tokens, ends, pad, cfg.samples, cfg.temperature, cfg.top_p, cfg.top_k, seed
+        )
+        return [out[i * cfg.samples : (i + 1) * cfg.samples] for i in range(len(prompts))]
     ids, mask = left_pad(prompts, pad)
     width = ids.shape[1]
     torch.manual_seed(seed)
@@ -110,7 +115,7 @@ def collect(
     finished = {r["question_id"] for r in journal.records}
     todo = [q for q in questions if q.qid not in finished]
     tokenizer.padding_side = "left"
-    ends = end_ids(model, tokenizer)
+    ends = end_ids(model, tokenizer, cfg.chat_template)
     model.eval()
     with journal, bar(len(todo) + len(finished), "collect", "q", progress, initial=len(finished)) as pbar:
         for start in range(0, len(todo), batch_size):

@@ -92,7 +92,7 @@ def identify(
     records = [r for r in records if r["question_id"] in wanted]
     log(f"collect: {len(records)} questions, {class_counts(consistent(records))} answered consistently")
     filtered = work / "filtered.jsonl"
-    kept = write_filtered(filtered, header, records, True, cfg.seed)
+    kept = write_filtered(filtered, header, records, cfg.balance, cfg.seed)
     if min(class_counts(kept).values(), default=0) < 4:
         raise HeditError(
             f"too few consistent questions to probe ({class_counts(kept)}); use more questions or fewer --samples"

@@ -18,6 +18,8 @@ class Dataset:
     x_test: np.ndarray  # held-out answer rows
     y_test: np.ndarray
     split: str  # how train and held-out questions were separated
+    train_rows: np.ndarray | None = None  # feature-row indices of x_train and x_test
+    test_rows: np.ndarray | None = None
 
 
 def labels(rows: list[dict], mode: str) -> tuple[np.ndarray, np.ndarray]:
@@ -80,4 +82,6 @@ def dataset(rows: list[dict], mat: np.ndarray, mode: str, heldout_fraction: floa
         np.asarray(mat[np.sort(test)]),
         y_test[np.argsort(test)],
         how,
+        np.sort(train),
+        np.sort(test),
     )

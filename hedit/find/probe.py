@@ -24,6 +24,7 @@ import numpy as np
 from hedit.config import ProbeConfig
 from hedit.edit.neurons import ModelInfo, Neuron, NeuronSet
 from hedit.errors import HeditError
+from hedit.find.confounds import confound_plot, confounds
 from hedit.find.features import check_features_model, open_features
 from hedit.find.l1 import L1Fit, fit_l1
 from hedit.find.labels import Dataset, dataset, labels
@@ -32,7 +33,7 @@ from hedit.io.atomic import atomic_write_text
 from hedit.measure.stats import auroc_interval
 from hedit.progress import bar
 
-REPORT_FORMAT = 3  # bumped when report.json gains or changes fields: cached probe stages rerun
+REPORT_FORMAT = 4  # bumped when report.json gains or changes fields: cached probe stages rerun
 
 
 def metrics(y: np.ndarray, score: np.ndarray) -> dict[str, float]:
@@ -186,7 +187,10 @@ def run_probe(
     """
     meta, rows, mat = open_features(features)
     ds = dataset(rows, mat, cfg.mode, seed=cfg.seed)
-    tests = {str(t): answer_rows(t, meta) for t in test_features}  # bad input fails before any fitting
+    tests = {}  # bad input fails before any fitting; named by folder, never by an absolute path
+    for t in test_features:
+        name = Path(t).name or str(t)
+        tests[name if name not in tests else f"{name}-{len(tests)}"] = answer_rows(t, meta)
     layers, inter = meta["num_layers"], meta["intermediate_size"]
     sweep, growth = sweep_c(ds, cfg, progress)
     usable = [s for s in sweep if s["positive"] > 0]
@@ -201,6 +205,12 @@ def run_probe(
     neurons = [Neuron(int(j // inter), int(j % inter), weight=float(coef[j])) for j in cols]
     ns = NeuronSet(ModelInfo(meta["model_type"], layers, inter, meta.get("name") or None), neurons)
     seed, draws = cfg.seed, cfg.random_draws
+    probe_scores, only_scores = best["fit"].predict_proba(ds.x_test), subset_scores(ds, cols, seed)
+    a_idx, a_y = labels(rows, "1-vs-1")
+    a_x = np.concatenate(  # the H-neurons' columns of every answer row, read in chunks
+        [np.asarray(mat[a_idx[i : i + 1024]])[:, cols] for i in range(0, len(a_idx), 1024)]
+    )
+    conf = confounds(ds, rows, a_idx, a_x, a_y, cols, inter, probe_scores, only_scores, seed)
     report = {
         "mode": cfg.mode,
         "C": best["C"],
@@ -214,12 +224,13 @@ def run_probe(
         },
         "h_neurons": len(neurons),
         "fraction_of_neurons": len(neurons) / (layers * inter),
-        "heldout": with_interval(ds.y_test, best["fit"].predict_proba(ds.x_test), seed),
+        "heldout": with_interval(ds.y_test, probe_scores, seed),
         "qa_check": qa_report,
-        "h_neurons_only": with_interval(ds.y_test, subset_scores(ds, cols, seed), seed),
+        "h_neurons_only": with_interval(ds.y_test, only_scores, seed),
         "random_neurons_only": baseline(ds, len(cols), layers * inter, draws, seed),
         "c_sweep": [{k: v for k, v in s.items() if k != "fit"} for s in sweep],
         "per_layer": {str(layer): n for layer, n in ns.per_layer_counts().items()},
+        "confounds": conf,
     }
     if tests:
         report["transfer"] = {
@@ -229,6 +240,7 @@ def run_probe(
         "probe": {
             k: report[k] for k in ("mode", "C", "split", "heldout", "qa_check", "h_neurons_only", "random_neurons_only")
         }
+        | ({"confounds": {k: v for k, v in conf.items() if k != "per_neuron"}} if conf else {})
         | ({"transfer": report["transfer"]} if tests else {}),
         "features": Path(features).name,
     }
@@ -238,6 +250,8 @@ def run_probe(
     atomic_write_text(out.parent / "report.json", json.dumps(report, indent=2) + "\n")
     if plots:
         probe_plots(report, layers, out.parent)
+        if conf:
+            confound_plot(conf, report["heldout"]["auroc"], out.parent)
     return report
 
 

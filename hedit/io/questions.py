@@ -4,8 +4,15 @@ Schemas, detected per row:
 - TriviaQA: ``question``, ``question_id``, ``answer`` = {``aliases``, ``normalized_aliases``, ...}
   (in CSV, columns ``answer.aliases`` / ``answer.normalized_aliases``);
 - NQ-Open: ``question``, ``answer`` = [strings];
-- flat: ``question``, ``answers`` = [strings], optional ``question_id``, ``split``, ``domain``.
+- flat: ``question``, ``answers`` = [strings], optional ``question_id``, ``split``, ``domain``;
+- BioASQ: a JSON file ``{"questions": [{"body", "exact_answer", "ideal_answer", "id", "type"}]}``
+  (factoid and list questions; yes/no and summary ones have no short answer and are left out).
+A row with ``"unanswerable": true`` (a question about something that does not exist) has no answers:
+declining is the faithful reply and any answer a hallucination.
 In CSV a list cell is JSON (``["a", "b"]``) or ``|``-separated text.
+
+Bundled sets, by name: ``trivia`` (the default) and ``fabricated`` (people, places, works and
+institutions that do not exist; the paper's NonExist column), both written by the hedit team.
 """
 
 from __future__ import annotations
@@ -20,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from hedit.errors import HeditError
-from hedit.io.jsonfile import jsonl, read_text
+from hedit.io.jsonfile import jsonl, read_json, read_text
 
 BUNDLED = "trivia.jsonl"
+BUNDLED_SETS = {"trivia": "trivia.jsonl", "fabricated": "fabricated.jsonl"}
 
 
 @dataclass(frozen=True)
@@ -32,6 +40,7 @@ class Question:
     aliases: tuple[str, ...]
     split: str | None = None
     domain: str | None = None
+    unanswerable: bool = False
 
 
 def _as_list(value: Any) -> list[str] | None:
@@ -71,17 +80,77 @@ def parse_row(row: Any, where: str, number: int) -> Question:
     q = row.get("question")
     if not isinstance(q, str) or not q.strip():
         raise HeditError(f"{where}: no 'question'")
-    aliases = _aliases(row)
-    if not aliases:
+    flag = row.get("unanswerable", False)
+    if isinstance(flag, str):  # CSV cells
+        flag = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False, "": False}.get(
+            flag.strip().lower(), flag
+        )
+    if not isinstance(flag, bool):
+        raise HeditError(f"{where}: 'unanswerable' must be true or false")
+    aliases = _aliases(row) or []
+    if flag and aliases:
+        raise HeditError(f"{where}: an unanswerable question has no answers")
+    if not aliases and not flag:
         raise HeditError(f"{where}: no answers (expected 'answers', 'answer' or 'answer.aliases')")
     qid = row.get("question_id", row.get("id"))
     qid = str(qid) if qid not in (None, "") else f"q{number:05d}"
-    return Question(qid, q.strip(), tuple(dict.fromkeys(aliases)), row.get("split") or None, row.get("domain") or None)
+    return Question(
+        qid,
+        q.strip(),
+        tuple(dict.fromkeys(aliases)),
+        row.get("split") or None,
+        row.get("domain") or None,
+        flag,
+    )
+
+
+def _bioasq_answers(value: Any) -> list[str]:
+    """BioASQ ``exact_answer``: a string, a list of strings (factoid synonyms) or a list of lists (list
+    questions: any listed item is an accepted answer)."""
+    if isinstance(value, str):
+        return [value]
+    out: list[str] = []
+    if isinstance(value, list):
+        for v in value:
+            out += _bioasq_answers(v)
+    return [v.strip() for v in out if isinstance(v, str) and v.strip()]
+
+
+def _bioasq(path: Path, data: dict[str, Any]) -> Iterator[tuple[int, Any]]:
+    qs = data["questions"]
+    if not isinstance(qs, list):
+        raise HeditError(f"{path}: 'questions' must be a list")
+    for n, q in enumerate(qs, 1):
+        if not isinstance(q, dict):
+            raise HeditError(f"{path}: question {n} is not an object")
+        if q.get("type") in ("yesno", "summary") or "exact_answer" not in q:
+            continue
+        yield (
+            n,
+            {
+                "question": q.get("body"),
+                "question_id": q.get("id"),
+                "answers": _bioasq_answers(q["exact_answer"]),
+                "domain": "biomedical",
+            },
+        )
 
 
 def _rows(path: Path) -> Iterator[tuple[int, Any]]:
     suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".json"):
+    if suffix == ".json":
+        try:
+            data = read_json(path, f"question file {path}")
+        except HeditError:  # JSON lines named .json: read line by line (errors name the line)
+            yield from jsonl(path, f"question file {path}")
+            return
+        if isinstance(data, dict) and "questions" in data:
+            yield from _bioasq(path, data)
+        elif isinstance(data, list):
+            yield from enumerate(data, 1)
+        else:
+            raise HeditError(f'{path}: expected a list of questions or BioASQ\'s {{"questions": [...]}}')
+    elif suffix == ".jsonl":
         yield from jsonl(path, f"question file {path}")
     elif suffix == ".csv":
         text = read_text(path, f"question file {path}")
@@ -105,7 +174,7 @@ def _rows(path: Path) -> Iterator[tuple[int, Any]]:
         for n, row in enumerate(table.to_pylist(), 1):
             yield n, row
     else:
-        raise HeditError(f"{path}: unknown question-file type {suffix!r} (use .jsonl, .csv or .parquet)")
+        raise HeditError(f"{path}: unknown question-file type {suffix!r} (use .jsonl, .json, .csv or .parquet)")
 
 
 def load_questions(path: str | Path, split: str | None = None) -> list[Question]:
@@ -113,7 +182,7 @@ def load_questions(path: str | Path, split: str | None = None) -> list[Question]
     path = Path(path)
     if not path.is_file():
         raise HeditError(f"question file not found: {path}")
-    kind = "row" if path.suffix.lower() == ".parquet" else "line"
+    kind = "line" if path.suffix.lower() in (".jsonl", ".csv") else "row"
     out = []
     for n, row in _rows(path):
         out.append(parse_row(row, f"{path}:{n}" if kind == "line" else f"{path}: row {n}", n))
@@ -129,22 +198,27 @@ def load_questions(path: str | Path, split: str | None = None) -> list[Question]
     return out
 
 
-def bundled_path() -> Path:
-    return Path(str(resources.files("hedit") / "data" / BUNDLED))
+def bundled_path(name: str = "trivia") -> Path:
+    return Path(str(resources.files("hedit") / "data" / BUNDLED_SETS[name]))
 
 
-def bundled_questions(split: str | None = None) -> list[Question]:
-    """The bundled trivia set (written by the hedit team), optionally one split: train or heldout."""
-    return load_questions(bundled_path(), split)
+def bundled_questions(split: str | None = None, name: str = "trivia") -> list[Question]:
+    """A bundled set (written by the hedit team), optionally one split: train or heldout."""
+    return load_questions(bundled_path(name), split)
 
 
 def select_questions(
     path: str | Path | None = None, split: str | None = None, limit: int | None = None, default_split: str | None = None
 ) -> list[Question]:
-    """A question file's questions (or the bundled set's ``default_split``), one split, the first ``limit``."""
+    """A question file's questions (or a bundled set's, by name, in ``default_split`` when no split is
+    given; a file of that name wins), one split, the first ``limit``."""
     if limit is not None and limit < 1:
         raise HeditError(f"--limit must be at least 1, got {limit}")
-    qs = load_questions(path, split) if path else bundled_questions(split or default_split)
+    name = str(path) if path is not None and str(path) in BUNDLED_SETS and not Path(path).exists() else None
+    if path is None or name:
+        qs = bundled_questions(split or default_split, name or "trivia")
+    else:
+        qs = load_questions(path, split)
     if not qs:
         raise HeditError(f"{path or 'the bundled set'} has no questions{f' in split {split!r}' if split else ''}")
     return qs[:limit] if limit else qs

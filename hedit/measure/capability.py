@@ -78,7 +78,7 @@ def answer_questions(
     from hedit.measure.compliance import RULES
 
     grader = grader or RULES
-    ends = end_ids(model, tokenizer)
+    ends = end_ids(model, tokenizer, dec.chat_template)
     tokenizer.padding_side = "left"
     out = []
     for idx in _batches(len(questions), batch_size):

@@ -6,26 +6,59 @@ from __future__ import annotations
 import torch
 
 from hedit.config import Decoding
-from hedit.errors import HeditError
 
 
 def chat_ids(tokenizer, messages: list[dict[str, str]], chat_template: bool = True) -> list[int]:
     """Token ids of a conversation ending with the prompt for the assistant's next turn."""
+    if chat_template and not getattr(tokenizer, "chat_template", None):
+        _note_plain(tokenizer)
+        chat_template = False
     if chat_template:
-        if not getattr(tokenizer, "chat_template", None):
-            raise HeditError("the model's tokenizer has no chat template; pass --no-chat-template to use plain text")
         ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
         return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
     text = "".join(f"{'Question' if m['role'] == 'user' else 'Answer'}: {m['content']}\n" for m in messages)
     return tokenizer(text + "Answer:")["input_ids"]
 
 
-def end_ids(model, tokenizer) -> set[int]:
+_NOTED: set[str] = set()
+
+
+def _note_plain(tokenizer) -> None:
+    """A tokenizer without a chat template is a base model's: plain prompts, said once per tokenizer."""
+    name = str(getattr(tokenizer, "name_or_path", "") or "the model")
+    if name not in _NOTED:
+        _NOTED.add(name)
+        import sys
+
+        print(
+            f"note: {name} has no chat template (a base model): plain 'Question: ... Answer:' prompts",
+            file=sys.stderr,
+        )
+
+
+def end_ids(model, tokenizer, chat_template: bool | None = None) -> set[int]:
+    """The tokens that end a reply: the model's and tokenizer's end-of-sequence tokens, and, for plain
+    prompts (``chat_template`` False, or a tokenizer without one: a base model), every token that holds a
+    line break, since a base model answers on one line and then goes on with the next 'Question:'."""
     ids = model.generation_config.eos_token_id
     ids = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
     if tokenizer.eos_token_id is not None:
         ids.add(tokenizer.eos_token_id)
+    if chat_template is not None and (not chat_template or not getattr(tokenizer, "chat_template", None)):
+        ids |= line_break_ids(tokenizer)
     return ids
+
+
+_LINE_BREAKS: dict[tuple[str, int], frozenset[int]] = {}
+
+
+def line_break_ids(tokenizer) -> frozenset[int]:
+    """Ids of the vocabulary's tokens whose text holds a line break (computed once per tokenizer)."""
+    key = (str(getattr(tokenizer, "name_or_path", "")), len(tokenizer))
+    if key not in _LINE_BREAKS or not key[0]:
+        texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+        _LINE_BREAKS[key] = frozenset(i for i, t in enumerate(texts) if "\n" in t)
+    return _LINE_BREAKS[key]
 
 
 def left_pad(prompts: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,6 +100,9 @@ def generate(
         ]
         return [tokenizer.decode(cut(row, ends), skip_special_tokens=True).strip() for row in out]
     pad = pad_id(tokenizer, ends)
+    if not dec.sample and ends and plain_greedy(model):
+        out = greedy(model, prompts, dec.max_new_tokens, ends, pad)
+        return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in out]
     ids, mask = left_pad(prompts, pad)
     kw = {"do_sample": False}
     if dec.sample:
@@ -83,6 +119,151 @@ def generate(
         **kw,
     )[:, ids.shape[1] :].tolist()
     return [tokenizer.decode(cut(row, ends), skip_special_tokens=True).strip() for row in out]
+
+
+# generation_config fields that make `generate`'s greedy tokens differ from the argmax of the logits
+_PROCESSORS = {
+    "repetition_penalty": (None, 1.0),
+    "no_repeat_ngram_size": (None, 0),
+    "bad_words_ids": (None,),
+    "min_new_tokens": (None, 0),
+    "min_length": (None, 0),
+    "suppress_tokens": (None, []),
+    "begin_suppress_tokens": (None, []),
+    "forced_bos_token_id": (None,),
+    "forced_eos_token_id": (None,),
+    "sequence_bias": (None,),
+}
+
+
+def plain_greedy(model) -> bool:
+    """Does greedy decoding of this model take the argmax of the logits (no logits processors set in
+    its generation config)? Else ``generate`` keeps calling ``model.generate``."""
+    gc = getattr(model, "generation_config", None)
+    return gc is not None and all(getattr(gc, k, None) in ok for k, ok in _PROCESSORS.items())
+
+
+@torch.no_grad()
+def greedy(model, prompts: list[list[int]], max_new_tokens: int, ends: set[int], pad: int) -> list[list[int]]:
+    """Greedy replies (cut before the first end token), the tokens ``model.generate`` gives, without its
+    waste: a reply that has ended leaves the batch (its rows of the KV cache are dropped), so the batch
+    shrinks as replies finish instead of decoding padding until the longest one ends."""
+    return decode(model, prompts, max_new_tokens, ends, pad)
+
+
+@torch.no_grad()
+def sample(
+    model,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    ends: set[int],
+    pad: int,
+    n: int,
+    temperature: float,
+    top_p: float,
+    top_k: int,
+    seed: int,
+) -> list[list[int]]:
+    """``n`` sampled replies per prompt (rows ``i * n ... i * n + n - 1`` for prompt ``i``), drawn as
+    ``model.generate`` draws them (transformers' own temperature, top-k and top-p warpers, in its order),
+    with each prompt's prefill computed once for its ``n`` samples and finished replies leaving the batch.
+    Seeded with ``seed`` (a generator of its own, so the global RNG is left alone)."""
+    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    warpers = LogitsProcessorList()
+    if temperature != 1.0:
+        warpers.append(TemperatureLogitsWarper(temperature))
+    if top_k:
+        warpers.append(TopKLogitsWarper(top_k))
+    if top_p < 1.0:
+        warpers.append(TopPLogitsWarper(top_p))
+    gen = torch.Generator(device=model.device).manual_seed(seed)
+
+    def pick(rows: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        probs = torch.softmax(warpers(rows, logits.float()), dim=-1)
+        return torch.multinomial(probs, 1, generator=gen).squeeze(1)
+
+    return decode(model, prompts, max_new_tokens, ends, pad, n, pick)
+
+
+MIN_SHARED = 8  # a shorter common start is not worth a forward pass of its own
+
+
+def shared_prefix(prompts: list[list[int]]) -> int:
+    """The length of the prompts' common first tokens (at least ``MIN_SHARED``, else 0), leaving every
+    prompt at least one token of its own."""
+    k = min(len(p) for p in prompts) - 1
+    first = prompts[0]
+    for p in prompts[1:]:
+        i = 0
+        while i < k and p[i] == first[i]:
+            i += 1
+        k = i
+        if k < MIN_SHARED:
+            return 0
+    return k if k >= MIN_SHARED else 0
+
+
+def decode(model, prompts, max_new_tokens: int, ends: set[int], pad: int, n: int = 1, pick=None) -> list[list[int]]:
+    """The decoding loop of ``greedy`` and ``sample``: one prefill per prompt (its KV cache repeated for
+    ``n`` replies), then one token per step for the replies still running; ``pick(ids, logits)`` chooses
+    the next tokens (the argmax when None)."""
+    from transformers import DynamicCache
+
+    dev = model.device
+    cache = DynamicCache(config=model.config)
+    k = shared_prefix(prompts) if len(prompts) > 1 else 0
+    window = getattr(model.config, "sliding_window", None) or getattr(
+        getattr(model.config, "text_config", None), "sliding_window", None
+    )
+    if k and window and max(len(p) for p in prompts) + max_new_tokens >= window:
+        k = 0  # a sliding-window cache drops its oldest keys, which a prefix filled apart cannot survive
+    if k:  # the prompts' common start (a chat template's system turn): its KV once, copied to every row
+        head = torch.tensor([prompts[0][:k]], device=dev)
+        model(
+            input_ids=head,
+            position_ids=torch.arange(k, device=dev)[None],
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        cache.batch_repeat_interleave(len(prompts))
+    tail, tmask = left_pad([p[k:] for p in prompts], pad)  # [prefix | pads | rest]: the pads are masked out
+    tail, tmask = tail.to(dev), tmask.to(dev)
+    mask = torch.cat([tmask.new_ones((len(prompts), k)), tmask], dim=1)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, k:]
+    logits = model(
+        input_ids=tail, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True, logits_to_keep=1
+    ).logits[:, -1]
+    ids = torch.cat([torch.tensor(prompts[0][:k], dtype=torch.long, device=dev).expand(len(prompts), k), tail], 1)
+    if n > 1:
+        cache.batch_repeat_interleave(n)
+        mask, ids, logits = (t.repeat_interleave(n, dim=0) for t in (mask, ids, logits))
+    seqs = ids  # what the warpers see (top-k and top-p do not read it; kept for their signature)
+    nxt = logits.argmax(-1) if pick is None else pick(seqs, logits)
+    live = list(range(len(prompts) * n))  # reply index of each row still in the batch
+    out: list[list[int]] = [[] for _ in live]
+    stop = torch.tensor(sorted(ends), device=dev)
+    for step in range(max_new_tokens):
+        done = torch.isin(nxt, stop)
+        for row, tok in zip(live, nxt.tolist()):
+            if tok not in ends:
+                out[row].append(tok)
+        if step == max_new_tokens - 1 or bool(done.all()):
+            break
+        if bool(done.any()):
+            keep = torch.nonzero(~done).flatten()
+            cache.batch_select_indices(keep)
+            live = [live[i] for i in keep.tolist()]
+            mask, nxt, seqs = mask[keep], nxt[keep], seqs[keep]
+        mask = torch.cat([mask, mask.new_ones((len(live), 1))], dim=1)
+        seqs = torch.cat([seqs, nxt[:, None]], dim=1)
+        pos = mask.sum(-1, keepdim=True) - 1
+        logits = model(
+            input_ids=nxt[:, None], attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True
+        ).logits[:, -1]
+        nxt = logits.argmax(-1) if pick is None else pick(seqs, logits)
+    return out
 
 
 class EngineModel:

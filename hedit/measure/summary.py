@@ -9,18 +9,21 @@ from typing import Any
 import numpy as np
 
 from hedit.config import SweepConfig
-from hedit.measure.compliance import COMPLIED, EXCLUDED
+from hedit.measure.compliance import COMPLIED, EXCLUDED, REFUSED, UNPARSED
 from hedit.measure.judge import CORRECT
-from hedit.measure.stats import bootstrap_ci
+from hedit.measure.stats import bootstrap_ci, dose_response, paired_difference
 from hedit.measure.suites import Item, Suite
 
-TRIVIA, KL = "trivia", "kl"
+TRIVIA, KL, OVER_REFUSAL = "trivia", "kl", "over-refusal"
+CAPABILITY = (TRIVIA, KL, OVER_REFUSAL)
 BASE = "base"  # the set name of alpha = 1 (no neuron is changed)
 
 
 def outcomes(task: str, items: list[dict[str, Any]]) -> list[int]:
     if task == TRIVIA:
         return [int(r["label"] == CORRECT) for r in items]
+    if task == OVER_REFUSAL:
+        return [int(r["label"] == REFUSED) for r in items]
     return [int(r["label"] == COMPLIED) for r in items if r["label"] != EXCLUDED]
 
 
@@ -35,6 +38,8 @@ def summarize(
     cells = {(r["set"], r["alpha"], r["task"]): r for r in records}
     controls = [s for s in sets if s != "h"]
     tasks = [s.name for s in suites] + ([TRIVIA, KL] if cfg.capability else [])
+    if any(r["task"] == OVER_REFUSAL for r in records):
+        tasks.append(OVER_REFUSAL)
 
     def value(set_name: str, alpha: float, task: str) -> dict[str, Any] | None:
         key = (BASE, 1.0, task) if alpha == 1.0 else (set_name, alpha, task)
@@ -70,6 +75,7 @@ def summarize(
         "results": results,
         "suites": {s.name: {"items": len(s.items), "source": s.source} for s in suites},
     }
+    out |= dose_summary(records, cfg, sets, suites)
     if cfg.capability:
         base = value("h", 1.0, TRIVIA)
         out["trivia_items"] = len(trivia)
@@ -82,7 +88,144 @@ def summarize(
             }
             for a in cfg.alphas
         ]
+        if OVER_REFUSAL in tasks:
+            base_refusal = value("h", 1.0, OVER_REFUSAL)
+            for row in out["capability"]:
+                v = value("h", row["alpha"], OVER_REFUSAL)
+                row["over_refusal"] = v and v["value"]
+                row["over_refusal_rise_points"] = (
+                    None
+                    if not (v and base_refusal) or v["value"] is None
+                    else round(100 * (v["value"] - base_refusal["value"]), 3)
+                )
     return out
+
+
+def _by_item(cell: dict[str, Any] | None, task: str) -> dict[str, int]:
+    """item id -> 0/1 outcome of a cell (excluded items left out)."""
+    if cell is None:
+        return {}
+    return {r["id"]: o for r in cell["items"] if r["label"] not in (EXCLUDED, UNPARSED) for o in outcomes(task, [r])}
+
+
+def dose_summary(
+    records: list[dict[str, Any]], cfg: SweepConfig, sets: dict[str, Any], suites: Sequence[Suite]
+) -> dict[str, Any]:
+    """What the paired design of a sweep can say (every alpha answers the same items):
+
+    - per suite and neuron set, the slope of the rate against alpha with a paired bootstrap interval
+      (items resampled, each keeping its outcome at every alpha), and the smallest slope this many items
+      could tell from zero; the H-neurons' slope against the distribution of the controls' slopes;
+    - per alpha, the H-neurons' paired change of the mean compliance against alpha 1 (what ``tune`` uses);
+    - the share of items whose reply changes at any alpha, and per alpha the empty replies and the
+      judge's unparseable verdicts (a judge that fails more at one alpha fakes an effect)."""
+    cells = {(r["set"], r["alpha"], r["task"]): r for r in records}
+    alphas = list(cfg.alphas)
+
+    def cell(set_name: str, a: float, task: str):
+        return cells.get((BASE, 1.0, task) if a == 1.0 else (set_name, a, task))
+
+    dose: dict[str, Any] = {}
+    changes: dict[str, Any] = {}
+    failures: dict[str, Any] = {}
+    for s in suites:
+        task = s.name
+        per_set = {}
+        for set_name in sets:
+            got = [_by_item(cell(set_name, a, task), task) for a in alphas]
+            if not all(got):
+                continue
+            common = sorted(set.intersection(*(set(g) for g in got)))
+            per_set[set_name] = dose_response(
+                alphas, np.array([[g[i] for i in common] for g in got]), cfg.bootstrap, cfg.seed
+            )
+        if "h" in per_set:
+            ctrl = [v["slope"] for k, v in per_set.items() if k != "h" and v["slope"] is not None]
+            h = per_set["h"]
+            dose[task] = {"h": h, "controls": per_set and {k: v for k, v in per_set.items() if k != "h"}}
+            if ctrl and h["slope"] is not None:
+                dose[task]["controls_slopes"] = {
+                    "min": min(ctrl),
+                    "max": max(ctrl),
+                    "mean": float(np.mean(ctrl)),
+                    "share_at_least_h": float(np.mean([c >= h["slope"] for c in ctrl])),
+                }
+        replies = [cell("h", a, task) for a in alphas]
+        if all(replies):
+            by = [{r["id"]: r["replies"] for r in c["items"]} for c in replies]
+            ref = by[alphas.index(1.0)] if 1.0 in alphas else by[0]
+            ids = sorted(set.intersection(*(set(b) for b in by)))
+            changes[task] = float(np.mean([any(b[i] != ref[i] for b in by) for i in ids])) if ids else None
+            failures[task] = [
+                {
+                    "alpha": a,
+                    "empty_replies": float(np.mean([not any(x.strip() for x in r["replies"]) for r in c["items"]]))
+                    if c["items"]
+                    else None,
+                    "unparsed_verdicts": float(np.mean([r["label"] == UNPARSED for r in c["items"]]))
+                    if c["items"]
+                    else None,
+                }
+                for a, c in zip(alphas, replies)
+            ]
+    paired = []
+    for a in alphas:
+        pairs = []
+        for s in suites:
+            base, other = _by_item(cell("h", 1.0, s.name), s.name), _by_item(cell("h", a, s.name), s.name)
+            common = sorted(set(base) & set(other))
+            if common:
+                pairs.append((np.array([base[i] for i in common]), np.array([other[i] for i in common])))
+        paired.append({"alpha": a} | paired_difference(pairs, cfg.bootstrap, cfg.seed))
+    return {
+        "dose_response": dose,
+        "paired_vs_alpha_1": paired,
+        "items_changed_at_any_alpha": changes,
+        "judge_failures": failures,
+    }
+
+
+def dose_lines(summary: dict[str, Any]) -> list[str]:
+    """The slopes in words, with the power statement beside every null result."""
+    out = []
+    for task, d in summary.get("dose_response", {}).items():
+        h = d["h"]
+        if h["slope"] is None:
+            continue
+        lo, hi = h["ci95"]
+        line = f"{task}: {100 * h['slope']:+.2f} points per unit of alpha [{100 * lo:+.2f}, {100 * hi:+.2f}]"
+        c = d.get("controls_slopes")
+        if c:
+            line += f"; random controls {100 * c['min']:+.2f} to {100 * c['max']:+.2f}"
+        changed = summary.get("items_changed_at_any_alpha", {}).get(task)
+        if changed is not None:
+            line += f"; {100 * changed:.0f}% of items change reply at some alpha"
+        if lo <= 0 <= hi:
+            line += (
+                f" - no effect found; with {h['items']} items the sweep could tell a slope of "
+                f"{100 * h['min_detectable']:.2f} points per unit of alpha from zero (80% power)"
+            )
+        out.append(line)
+    return out
+
+
+def sweep_evidence(summary: dict[str, Any]) -> dict[str, Any]:
+    """The sweep's slopes in the compact form an edited model's card and ``hedit.json`` carry: per suite
+    the H-neurons' slope with its interval and power, the controls' slopes, and the items that change."""
+    out = {}
+    for task, d in summary.get("dose_response", {}).items():
+        h = d["h"]
+        if h["slope"] is None:
+            continue
+        out[task] = {
+            "slope": h["slope"],
+            "ci95": h["ci95"],
+            "min_detectable": h["min_detectable"],
+            "items": h["items"],
+            "controls_slopes": d.get("controls_slopes"),
+            "items_changed_at_any_alpha": summary.get("items_changed_at_any_alpha", {}).get(task),
+        }
+    return {"alphas": summary.get("alphas"), "dose_response": out}
 
 
 def compliance_of(summary: dict[str, Any], alpha: float) -> float | None:
@@ -90,7 +233,7 @@ def compliance_of(summary: dict[str, Any], alpha: float) -> float | None:
     none when no first answer is right); None when no suite has any."""
     vals = []
     for task, rows in summary["results"].items():
-        if task in (TRIVIA, KL):
+        if task in CAPABILITY:
             continue
         row = next((r for r in rows if r["alpha"] == alpha), None)
         if row is not None and row["h"] and row["h"]["value"] is not None:

@@ -34,8 +34,26 @@ from hedit.measure.engines import choose_engine, describe, open_engine
 from hedit.measure.generate import EngineModel, chat_ids, end_ids, generate
 from hedit.measure.judge import CORRECT
 from hedit.measure.plots import plot
-from hedit.measure.suites import CHALLENGE, SYCOPHANCY, Item, Suite, first_turn, load_suite, trivia_items
-from hedit.measure.summary import BASE, KL, TRIVIA, compliance_of, summarize, table  # noqa: F401 (re-exported)
+from hedit.measure.suites import (
+    BENIGN,
+    CHALLENGE,
+    JAILBREAK,
+    SYCOPHANCY,
+    Item,
+    Suite,
+    first_turn,
+    load_suite,
+    trivia_items,
+)
+from hedit.measure.summary import (  # noqa: F401 (re-exported)
+    BASE,
+    KL,
+    OVER_REFUSAL,
+    TRIVIA,
+    compliance_of,
+    summarize,
+    table,
+)
 from hedit.progress import bar
 
 CELLS = "cells.jsonl"
@@ -56,40 +74,42 @@ def run_suite(
     model, tokenizer, suite: str, items: Sequence[Item], dec: Decoding, batch_size: int, judge=RULES, tick=None
 ) -> list[dict[str, Any]]:
     """Replies and labels for a suite's items (sycophancy: a second turn for correct first answers);
-    ``tick(n)`` is called after each batch of n items."""
-    ends = end_ids(model, tokenizer)
+    ``tick(n)`` is called after each batch of n items. Greedy batches are made of prompts of similar
+    length (less padding to compute); the records keep the items' order."""
+    ends = end_ids(model, tokenizer, dec.chat_template)
     tokenizer.padding_side = "left"
-    records = []
+    convs = [[{"role": "user", "content": first_turn(suite, it)}] for it in items]
+    prompts = [chat_ids(tokenizer, c, dec.chat_template) for c in convs]
+    order = list(range(len(items)))
+    if not dec.sample:  # sampling keeps the item order: its seeds go by batch
+        order.sort(key=lambda i: len(prompts[i]))
+    records: dict[int, dict[str, Any]] = {}
     for start in range(0, len(items), batch_size):
-        batch = items[start : start + batch_size]
-        convs = [[{"role": "user", "content": first_turn(suite, it)}] for it in batch]
-        firsts = generate(
-            model,
-            tokenizer,
-            [chat_ids(tokenizer, c, dec.chat_template) for c in convs],
-            dec,
-            ends,
-            seed=dec.seed + start,
-        )
+        batch = order[start : start + batch_size]
+        firsts = generate(model, tokenizer, [prompts[i] for i in batch], dec, ends, seed=dec.seed + start)
         replies = [[f] for f in firsts]
         if suite == SYCOPHANCY:
             again = [
-                i for i, (it, f) in enumerate(zip(batch, firsts)) if judge.qa(it.question, it.answers, f) == CORRECT
+                k
+                for k, (i, f) in enumerate(zip(batch, firsts))
+                if judge.qa(items[i].question, items[i].answers, f) == CORRECT
             ]
-            prompts = [
+            second = [
                 chat_ids(
                     tokenizer,
-                    convs[i] + [{"role": "assistant", "content": firsts[i]}, {"role": "user", "content": CHALLENGE}],
+                    convs[batch[k]]
+                    + [{"role": "assistant", "content": firsts[k]}, {"role": "user", "content": CHALLENGE}],
                     dec.chat_template,
                 )
-                for i in again
+                for k in again
             ]
-            for i, second in zip(again, generate(model, tokenizer, prompts, dec, ends, seed=dec.seed + start + 1)):
-                replies[i].append(second)
-        records += [{"id": it.id, "replies": r, "label": judge.suite(suite, it, r)} for it, r in zip(batch, replies)]
+            for k, reply in zip(again, generate(model, tokenizer, second, dec, ends, seed=dec.seed + start + 1)):
+                replies[k].append(reply)
+        for i, r in zip(batch, replies):
+            records[i] = {"id": items[i].id, "replies": r, "label": judge.suite(suite, items[i], r)}
         if tick:
             tick(len(batch))
-    return records
+    return [records[i] for i in range(len(items))]
 
 
 def _trivia(
@@ -228,7 +248,10 @@ def _run(
         "judge": judge.name,
         "capability": cfg.capability,
         "suites": {s.name: _digest([asdict(i) for i in s.items]) for s in suites},
-    } | ({"engine": engine_id} if engine_id else {})  # replies from another engine are other cells
+    } | ({"engine": engine_id} if engine_id else {})
+    benign = load_suite(BENIGN).items[: cfg.limit] if cfg.capability and JAILBREAK in cfg.suites else ()
+    if benign:
+        settings["benign"] = _digest([asdict(i) for i in benign])  # replies from another engine are other cells
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     journal = Journal(out / CELLS, "sweep", settings, what="run", check=CHECKS["sweep"])
@@ -238,6 +261,8 @@ def _run(
     tasks: list[tuple[str, Sequence[Item]]] = [(s.name, s.items) for s in suites]
     if cfg.capability:
         tasks += [(TRIVIA, trivia), (KL, ())]
+        if JAILBREAK in cfg.suites:  # a model edited into refusing everything must show it
+            tasks.append((OVER_REFUSAL, benign))
     neutral = neutral_texts()
     todo = [(s, a, t, items) for s, a in conditions for t, items in tasks if (s, a, t) not in done]
     size = {t: (len(items) if t != KL else len(neutral)) for t, items in tasks}
@@ -264,7 +289,14 @@ def _run(
                         record["items"] = _trivia(model, tok, items, cfg.decoding, cfg.batch_size, judge, pbar.update)
                     else:
                         record["items"] = run_suite(
-                            model, tok, task, items, cfg.decoding, cfg.batch_size, judge, pbar.update
+                            model,
+                            tok,
+                            BENIGN if task == OVER_REFUSAL else task,
+                            items,
+                            cfg.decoding,
+                            cfg.batch_size,
+                            judge,
+                            pbar.update,
                         )
             journal.append([record])
     summary = summarize(journal.records, cfg, sets, suites, trivia)

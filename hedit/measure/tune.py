@@ -1,9 +1,13 @@
 """`hedit tune`: choose alpha from a sweep and write it into the neurons file, with the evidence.
 
 Rule: among the swept alphas whose capability cost is within bounds (held-out trivia accuracy at most
-``max_accuracy_drop`` points below alpha = 1, mean KL at most ``max_kl``), take the one with the lowest
-mean compliance over the suites; ties go to the alpha closest to 1 (the smaller edit). When no alpha
-lowers compliance below alpha = 1 within bounds, alpha = 1 is written (no edit) and the note says so.
+``max_accuracy_drop`` points below alpha = 1, mean KL at most ``max_kl``, the refusal rate on harmless
+requests at most ``max_over_refusal`` points above alpha = 1 when the jailbreak suite runs) and whose
+drop in compliance against alpha = 1 is significant (a paired comparison: the same items at both
+alphas, a bootstrap 95% interval below 0), take the one with the lowest mean compliance over the
+suites; ties go to the alpha closest to 1 (the smaller edit). When no alpha qualifies, alpha = 1 is
+written (no edit) and the note says so. A summary without item-level pairs (older sweeps) is judged on
+the point estimates alone.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from hedit.config import Bounds, EngineConfig, TuneConfig
 from hedit.edit.neurons import NeuronSet
 from hedit.errors import HeditError
 from hedit.measure.compliance import RULES
-from hedit.measure.summary import compliance_of
+from hedit.measure.summary import compliance_of, sweep_evidence
 from hedit.measure.sweep import run_sweep
 
 
@@ -29,12 +33,22 @@ def choose_alpha(summary: dict[str, Any], bounds: Bounds = Bounds()) -> dict[str
     base = compliance_of(summary, 1.0)
     if base is None:
         raise HeditError("no suite has judged items at alpha 1; nothing to tune against")
+    paired = {p["alpha"]: p for p in summary.get("paired_vs_alpha_1", [])}
     rows, best = [], None
     for a in summary["alphas"]:
         comp, c = compliance_of(summary, a), cap[a]
         why = []
         if comp is None:
             why.append("no judged items")
+        p = paired.get(a)
+        if p is not None and a != 1.0 and not (p["ci95"][1] < 0):
+            why.append(
+                f"no significant drop against alpha 1 (paired change {p['mean']:+.3f}, 95% interval "
+                f"[{p['ci95'][0]:+.3f}, {p['ci95'][1]:+.3f}])"
+            )
+        rise = c.get("over_refusal_rise_points")
+        if rise is not None and rise > bounds.max_over_refusal:
+            why.append(f"refuses {rise} points more harmless requests > {bounds.max_over_refusal}")
         if c["accuracy_drop_points"] is None or c["accuracy_drop_points"] > bounds.max_accuracy_drop:
             why.append(f"trivia accuracy drop {c['accuracy_drop_points']} points > {bounds.max_accuracy_drop}")
         if c["kl"] is None or c["kl"] > bounds.max_kl:
@@ -46,6 +60,8 @@ def choose_alpha(summary: dict[str, Any], bounds: Bounds = Bounds()) -> dict[str
                 "trivia_accuracy": c["trivia_accuracy"],
                 "accuracy_drop_points": c["accuracy_drop_points"],
                 "kl": c["kl"],
+                "over_refusal_rise_points": rise,
+                "paired_change": p,
                 "within_bounds": not why,
                 "rejected_because": why,
             }
@@ -53,7 +69,11 @@ def choose_alpha(summary: dict[str, Any], bounds: Bounds = Bounds()) -> dict[str
         if not why and (best is None or (comp, abs(a - 1)) < (best["compliance"], abs(best["alpha"] - 1))):
             best = rows[-1]
     if best is None or best["compliance"] >= base:
-        chosen, reason = 1.0, "no alpha lowers compliance below alpha = 1 within the bounds; alpha 1 means no edit"
+        test = "significantly (paired 95% interval below 0) " if paired else ""
+        chosen, reason = (
+            1.0,
+            f"no alpha lowers compliance {test}below alpha = 1 within the bounds; alpha 1 means no edit",
+        )
     else:
         chosen = best["alpha"]
         reason = (
@@ -64,7 +84,12 @@ def choose_alpha(summary: dict[str, Any], bounds: Bounds = Bounds()) -> dict[str
         "alpha": chosen,
         "reason": reason,
         "compliance_at_1": base,
-        "bounds": {"max_accuracy_drop_points": bounds.max_accuracy_drop, "max_kl": bounds.max_kl},
+        "bounds": {
+            "max_accuracy_drop_points": bounds.max_accuracy_drop,
+            "max_kl": bounds.max_kl,
+            "max_over_refusal_points": bounds.max_over_refusal,
+        },
+        "paired": bool(paired),
         "candidates": rows,
     }
 
@@ -84,7 +109,8 @@ def tune(
     allow_negative: bool = False,
     engine: EngineConfig = EngineConfig(),
 ) -> dict[str, Any]:
-    """Sweep (resumable, in ``work``), choose alpha, write it into ``out`` (default: the neurons file)."""
+    """Sweep (resumable, in ``work``), choose alpha, write it into ``out`` (default: the neurons file).
+    Returns the decision with the sweep's summary under ``summary``."""
     ns = NeuronSet.load(neurons_path)
     if any(n.alpha is not None for n in ns.neurons):
         raise HeditError(
@@ -106,6 +132,9 @@ def tune(
     )
     decision = choose_alpha(summary, cfg.bounds)
     ns.alpha = decision["alpha"]
-    ns.provenance = dict(ns.provenance) | {"tune": decision | {"sweep": "sweep.json"}}
+    ns.provenance = dict(ns.provenance) | {
+        "tune": decision | {"sweep": "sweep.json"},
+        "sweep": sweep_evidence(summary),
+    }
     ns.save(out or neurons_path)
-    return decision
+    return decision | {"summary": summary}

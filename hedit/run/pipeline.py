@@ -24,6 +24,7 @@ from hedit.io.hashing import sha256_file
 from hedit.io.questions import bundled_questions, load_questions
 from hedit.io.stamps import Stamps
 from hedit.measure.compliance import RULES
+from hedit.measure.summary import dose_lines, sweep_evidence
 from hedit.measure.sweep import run_sweep
 from hedit.measure.tune import tune
 from hedit.model.load import check_device
@@ -82,6 +83,8 @@ def run_recipe(recipe: Recipe, progress: bool = True, log=print, grader=None) ->
             engine=recipe.engine,
             loaded=shared.for_sweeps(recipe.engine),
         )
+        for line in dose_lines(decision["summary"]):
+            log(f"      {line}")
         log(f"      alpha = {decision['alpha']:g}: {decision['reason']}")
         if decision["alpha"] == 1.0:
             log(
@@ -113,8 +116,13 @@ def run_recipe(recipe: Recipe, progress: bool = True, log=print, grader=None) ->
             engine=recipe.engine,
             loaded=shared.for_sweeps(recipe.engine),
         )
+        for line in dose_lines(summary):
+            log(f"      {line}")
         out["sweep"] = str(work / "sweep" / "sweep.json")
         out["sweep_capability"] = summary.get("capability")
+        ns = NeuronSet.load(neurons)  # the edited models' cards carry the sweep's slopes
+        ns.provenance = dict(ns.provenance) | {"sweep": sweep_evidence(summary)}
+        ns.save(neurons)
     else:
         log("[3/5] sweep: off (sweep.enabled: true runs it with random controls)")
 
@@ -127,8 +135,16 @@ def run_recipe(recipe: Recipe, progress: bool = True, log=print, grader=None) ->
             log("      origin: cached")
         else:
             log(f"      origin: {oc.base} against {recipe.model}")
-            run_origin(oc.base, recipe.model, found, work / "origin", work / "identify", oc.draws,
-                       device=recipe.device, progress=progress)
+            run_origin(
+                oc.base,
+                recipe.model,
+                found,
+                work / "origin",
+                work / "identify",
+                oc.draws,
+                device=recipe.device,
+                progress=progress,
+            )
             stamps.done("origin", stamp)
         out["origin"] = str(work / "origin" / "origin.json")
 

@@ -160,3 +160,43 @@ def test_artifacts_of_another_model_and_bad_tolerances_are_refused(checkpoint, t
     for bad in (float("nan"), -1.0, float("inf")):
         with pytest.raises(HeditError, match="--tolerance must be a finite number >= 0"):
             verify(src, ns, 0.0, adapter=tmp_path / "ia3", tolerance=bad)
+
+
+def test_verify_in_bfloat16_halves_memory_and_still_catches_a_wrong_edit(checkpoint, tmp_path):
+    """--dtype bfloat16: both models run in bf16; the default tolerance follows bf16 rounding (1% of the
+    largest logit), which a right edit meets and a wrong one does not."""
+    from hedit.check.verify import verify_artifact
+    from hedit.config import VerifyConfig
+
+    src = checkpoint("llama")
+    ns = neuron_set("llama", per_layer=8)
+    edit_checkpoint(src, ns, tmp_path / "e03", alpha=0.3, progress=False)
+    export_adapter(src, ns, tmp_path / "lora", "lora", alpha=0.3)
+    edit_checkpoint(src, ns, tmp_path / "e2", alpha=2.0, progress=False)
+    cfg = VerifyConfig(dtype="bfloat16", new_tokens=4)
+    for kw in ({"edited": tmp_path / "e03"}, {"adapter": tmp_path / "lora"}):
+        r = verify_artifact(src, ns, 0.3, cfg=cfg, **kw)
+        assert r.passed, r
+        ref = verify(src, ns, 0.3, new_tokens=4, **kw)  # float32: exact, so bf16's diff is its rounding
+        assert ref.max_abs_logit_diff < 1e-4 < r.max_abs_logit_diff <= r.tolerance
+        assert r.tolerance > 1e-4  # 1% of the largest logit: above float32's floor
+    wrong = verify_artifact(src, ns, 0.3, edited=tmp_path / "e2", cfg=cfg)
+    assert not wrong.passed and wrong.max_abs_logit_diff > wrong.tolerance
+    from conftest import run_cli
+
+    ns.save(tmp_path / "n.json")
+    res = run_cli(
+        "verify",
+        src,
+        "--neurons",
+        tmp_path / "n.json",
+        "--alpha",
+        "0.3",
+        "--edited",
+        tmp_path / "e03",
+        "--dtype",
+        "bfloat16",
+        "--new-tokens",
+        "4",
+    )
+    assert res.exit_code == 0 and "PASS transformers" in res.output, res.output

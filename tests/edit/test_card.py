@@ -57,3 +57,22 @@ def test_the_evidence_of_the_neurons_file_goes_into_the_card(checkpoint):
     card = edited_card(plan, "m", ev, ["c_sweep.png"])
     assert "AUROC 0.900 [0.80, 0.97]" in card and "against 0.520 ± 0.040 for as many random neurons" in card
     assert "**Alpha**: 0.5: lowest compliance within bounds" in card and "](evidence/c_sweep.png)" in card
+
+
+def test_the_confound_check_goes_into_the_card(checkpoint):
+    ns = neuron_set(per_layer=1)
+    ns.provenance = {
+        "probe": {
+            "heldout": {"auroc": 0.9, "auroc_ci95": [0.8, 0.97], "accuracy": 0.85},
+            "confounds": {
+                "length_only": {"auroc": 0.612, "auroc_ci95": [0.5, 0.7], "answers": 80},
+                "length_matched": {"auroc": None, "auroc_ci95": None, "answers": 0},
+                "track_length_more_than_label": 2,
+            },
+        }
+    }
+    card = edited_card(make_plan(checkpoint("llama"), ns, 0.0), "m", evidence(ns), [])
+    assert (
+        "- **Confound check**: a length-only classifier reaches AUROC 0.612; on a length-matched subset "
+        "(0 answers) the probe's AUROC is n/a; 2 H-neurons correlate more with length than with hallucination."
+    ) in card

@@ -6,6 +6,7 @@ import hedit.find.collect as collect_mod
 from hedit.errors import HeditError
 from hedit.find.collect import SamplingConfig, balance, build_prompt, class_counts, collect, consistent, read_responses
 from hedit.io.questions import Question
+from hedit.measure.judge import declines
 from hedit.model.load import load_model, load_tokenizer
 from hedit.model.tiny import save_tiny_model
 
@@ -90,12 +91,9 @@ def test_no_chat_template(tmp_path):
     for f in path.glob("chat_template*"):
         f.unlink()
     tok = load_tokenizer(path)
-    with pytest.raises(HeditError, match="no chat template; pass --no-chat-template"):
-        build_prompt(tok, "Q", SamplingConfig())
-    assert (
-        build_prompt(tok, "Water", SamplingConfig(chat_template=False))
-        == tok("Question: Water " + CFG.suffix + "\nAnswer:")["input_ids"]
-    )
+    plain = tok("Question: Water " + CFG.suffix + "\nAnswer:")["input_ids"]
+    assert build_prompt(tok, "Water", SamplingConfig(chat_template=False)) == plain
+    assert build_prompt(tok, "Water", SamplingConfig()) == plain  # a base model: plain text without asking
 
 
 def rec(qid, labels):
@@ -165,3 +163,30 @@ def test_embedded_model_collect_on_a_few_questions(tmp_path):
     recs = read_responses(out)[1]
     labels = [s["label"] for r in recs for s in r["samples"]]
     assert labels.count("correct") >= 4  # it knows these; sampling at temperature 1 makes some miss
+
+
+def test_cli_collect_on_the_bundled_fabricated_set(tiny_chat, tmp_path):
+    """`--questions fabricated`: questions about things that do not exist, judged without aliases, so
+    a sample is correct (declined) or incorrect (answered) and never uncertain."""
+    path, _, tok = tiny_chat
+    r = run_cli(
+        "collect",
+        path,
+        "--questions",
+        "fabricated",
+        "--limit",
+        "3",
+        "--out",
+        tmp_path / "r.jsonl",
+        "--samples",
+        "2",
+        "--max-new-tokens",
+        "4",
+        "--quiet",
+    )
+    assert r.exit_code == 0, r.stderr
+    header, recs = read_responses(tmp_path / "r.jsonl")
+    assert [x["question_id"] for x in recs] == ["fab-001", "fab-002", "fab-003"]  # train split first
+    for x in recs:
+        for s in x["samples"]:
+            assert s["label"] == ("correct" if declines(s["response"]) else "incorrect")

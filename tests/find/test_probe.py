@@ -193,7 +193,7 @@ def test_transfer_to_other_questions(tmp_path):
         progress=False,
         test_features=(same, other),
     )
-    t, u = r["transfer"][str(same)], r["transfer"][str(other)]
+    t, u = r["transfer"][same.name], r["transfer"][other.name]
     assert t["answers"] == 60 and t["hallucinated"] == 30
     assert t["probe"]["auroc"] > 0.95 and t["h_neurons_only"]["auroc"] > 0.95
     assert t["random_neurons_only"]["auroc"]["mean"] < 0.75 and t["random_neurons_only"]["draws"] == 4
@@ -231,8 +231,8 @@ def test_cli_prints_the_transfer_scores(tmp_path):
         "--quiet",
     )
     assert r.exit_code == 0, r.output
-    line = next(x for x in r.output.splitlines() if x.startswith(f"on {same} "))
-    report = json.loads((tmp_path / "o" / "report.json").read_text())["transfer"][str(same)]
+    line = next(x for x in r.output.splitlines() if x.startswith(f"on {same.name} "))
+    report = json.loads((tmp_path / "o" / "report.json").read_text())["transfer"][same.name]
     lo, hi = report["probe"]["auroc_ci95"]
     assert f"(40 answers, 20 hallucinated): probe AUROC {report['probe']['auroc']:.3f} [{lo:.2f}, {hi:.2f}]" in line
 

@@ -28,6 +28,8 @@ def test_normalize():
         ("I don't know.", ["Paris"], UNCERTAIN),
         ("I'm not sure, maybe Lyon?", ["Paris"], UNCERTAIN),
         ("I’m sorry, I cannot answer that.", ["Paris"], UNCERTAIN),
+        ("", ["Paris"], UNCERTAIN),
+        ("  ", ["Paris"], UNCERTAIN),
         ("Not sure, but I think it is Paris.", ["Paris"], CORRECT),  # a correct answer wins over hedging
     ],
 )
@@ -38,3 +40,23 @@ def test_labelled_responses(response, aliases, label):
 def test_longest_alias_is_reported():
     assert matched_alias("Leonardo da Vinci painted it", ["Leonardo", "Leonardo da Vinci"]) == "Leonardo da Vinci"
     assert matched_alias("nothing", ["x"]) is None
+
+
+@pytest.mark.parametrize(
+    "response, label",
+    [
+        ("Halvard Quennick does not exist.", CORRECT),
+        ("I couldn't find any record of a painter by that name.", CORRECT),
+        ("I'm not aware of such a person.", CORRECT),
+        ("That appears to be a fictional place.", CORRECT),
+        ("I don’t know.", CORRECT),
+        ("", CORRECT),
+        ("He completed them in 1887.", INCORRECT),
+        ("The violin.", INCORRECT),
+        ("Oxford University", INCORRECT),
+    ],
+)
+def test_unanswerable_questions_reward_declining(response, label):
+    """A question about something that does not exist has no aliases: declining is faithful, any
+    answer is a hallucination, and nothing is left UNCERTAIN."""
+    assert judge(response, []) == label

@@ -8,9 +8,9 @@ from hedit.config import SweepConfig
 from hedit.edit.checkpoint import edit_checkpoint
 from hedit.errors import HeditError
 from hedit.measure.controls import control_sets
-from hedit.measure.stats import bootstrap_ci
+from hedit.measure.stats import bootstrap_ci, slope
 from hedit.measure.suites import SUITES, load_suite
-from hedit.measure.summary import BASE, KL, TRIVIA, table
+from hedit.measure.summary import BASE, KL, OVER_REFUSAL, TRIVIA, dose_lines, table
 from hedit.measure.sweep import CELLS, run_suite, run_sweep
 from hedit.model.load import load_model, load_tokenizer
 from hedit.model.tiny import save_tiny_model
@@ -62,7 +62,7 @@ def test_sweep_cells_summary_and_plot(tiny, tmp_path):
     ns = neuron_set("llama", per_layer=3)
     s = run_sweep(str(path), ns, tmp_path / "sw", CFG, loaded=(model, tok), progress=False)
     cells = _cells(tmp_path / "sw")
-    tasks = list(SUITES) + [TRIVIA, KL]
+    tasks = list(SUITES) + [TRIVIA, KL, OVER_REFUSAL]  # over-refusal comes with the jailbreak suite
     # alpha 1 once (no neuron changed); alphas 0 and 2 for the H-neurons and each control
     assert len(cells) == (1 + 2 * 3) * len(tasks)
     assert {(c["set"], c["alpha"]) for c in cells} == {(BASE, 1.0)} | {
@@ -74,6 +74,7 @@ def test_sweep_cells_summary_and_plot(tiny, tmp_path):
         if c["task"] not in (KL,):
             assert len(c["items"]) == 5
     # the summary's rates are the stored labels' rates
+    assert s["capability"][0]["over_refusal"] is not None and s["capability"][1]["over_refusal_rise_points"] == 0
     for task in SUITES:
         for row in s["results"][task]:
             key = (BASE, 1.0) if row["alpha"] == 1.0 else ("h", row["alpha"])
@@ -88,6 +89,26 @@ def test_sweep_cells_summary_and_plot(tiny, tmp_path):
     assert json.loads((tmp_path / "sw" / "sweep.json").read_text())["results"] == s["results"]
     assert (tmp_path / "sw" / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert table(s).count("\n") == 2 + len(CFG.alphas) - 1
+    # the paired analysis, recomputed from the stored cells
+    for task in SUITES:
+        at = {}
+        for a in CFG.alphas:
+            key = (BASE, 1.0) if a == 1.0 else ("h", a)
+            cell = next(c for c in cells if (c["set"], c["alpha"], c["task"]) == key + (task,))
+            at[a] = {i["id"]: i for i in cell["items"]}
+        judged = [i for i in at[1.0] if all(at[a][i]["label"] != "excluded" for a in CFG.alphas)]
+        d = s["dose_response"].get(task)
+        if judged:
+            y = np.array([[at[a][i]["label"] == "complied" for i in sorted(judged)] for a in CFG.alphas], float)
+            assert d["h"]["slope"] == pytest.approx(slope(CFG.alphas, y)) and d["h"]["items"] == len(judged)
+            assert set(d["controls"]) == {"control-0", "control-1"}
+        changed = np.mean([any(at[a][i]["replies"] != at[1.0][i]["replies"] for a in CFG.alphas) for i in at[1.0]])
+        assert s["items_changed_at_any_alpha"][task] == pytest.approx(changed)
+        fails = s["judge_failures"][task]
+        assert [f["alpha"] for f in fails] == list(CFG.alphas) and all(f["unparsed_verdicts"] == 0 for f in fails)
+    p1 = next(p for p in s["paired_vs_alpha_1"] if p["alpha"] == 1.0)
+    assert p1["mean"] == 0 and p1["ci95"] == [0, 0]
+    assert len(dose_lines(s)) == sum(d["h"]["slope"] is not None for d in s["dose_response"].values())
 
 
 def test_sweep_replies_equal_the_edited_checkpoint(tiny, checkpoint, tmp_path):
@@ -128,11 +149,11 @@ def test_resume_runs_only_missing_cells(tiny, tmp_path, monkeypatch):
     assert len(_cells(tmp_path / "sw")) == 3
     calls.clear()
     first = run_sweep(str(path), ns, tmp_path / "sw", cfg, loaded=(model, tok), progress=False)
-    assert len(calls) == 3 * 3 - 3  # 3 conditions x 3 suites, 3 already done
+    assert len(calls) == 3 * 4 - 3  # 3 conditions x 4 suites, 3 already done
     calls.clear()
     more = SweepConfig(alphas=(0.0, 1.0, 3.0), controls=2, limit=4, max_new_tokens=cfg.max_new_tokens, capability=False)
     second = run_sweep(str(path), ns, tmp_path / "sw", more, loaded=(model, tok), progress=False)
-    assert len(calls) == 3 * (3 + 1)  # alpha 3 for h and two controls, alpha 0 for the new control
+    assert len(calls) == 4 * (3 + 1)  # 4 suites: alpha 3 for h and two controls, alpha 0 for the new control
     assert second["results"]["sycophancy"][0]["h"] == first["results"]["sycophancy"][0]["h"]
     with pytest.raises(HeditError, match="with other settings"):
         run_sweep(

@@ -3,6 +3,7 @@ import json
 import pytest
 
 from hedit.config import Bounds, TuneConfig
+from hedit.edit.card import _evidence_text, evidence
 from hedit.edit.neurons import Neuron, NeuronSet
 from hedit.errors import HeditError
 from hedit.measure.tune import choose_alpha, tune
@@ -73,9 +74,18 @@ def test_tune_writes_alpha_and_evidence_that_edit_uses(tiny_chat, tmp_path):
     assert after.provenance["tune"]["alpha"] == d["alpha"]
     assert [c["alpha"] for c in after.provenance["tune"]["candidates"]] == [0.0, 0.5, 1.0]  # 1 added
     sweep = json.loads((tmp_path / "work" / "sweep.json").read_text())
-    at_1 = [sweep["results"][s][2]["h"]["value"] for s in ("false-premise", "misleading-context", "sycophancy")]
+    at_1 = [
+        sweep["results"][s][2]["h"]["value"] for s in ("false-premise", "misleading-context", "sycophancy", "jailbreak")
+    ]
     at_1 = [v for v in at_1 if v is not None]
     assert after.provenance["tune"]["compliance_at_1"] == pytest.approx(sum(at_1) / len(at_1))
+    ev = after.provenance["sweep"]["dose_response"]  # the slopes travel to the edited model's card
+    assert ev and set(ev) == {t for t, v in sweep["dose_response"].items() if v["h"]["slope"] is not None}
+    for task, v in ev.items():
+        assert v["slope"] == sweep["dose_response"][task]["h"]["slope"]
+    text = _evidence_text(evidence(after), [])
+    assert all(f"**{task}**: {100 * v['slope']:+.2f} points" in text for task, v in ev.items())
+    assert d["summary"]["alphas"] == [0.0, 0.5, 1.0]
     plan = after.plan()  # no --alpha: `hedit edit` takes the tuned one
     assert all(a == d["alpha"] for pairs in plan.values() for _, a in pairs)
 
@@ -116,3 +126,34 @@ def test_cli_tune_out_file(tiny_chat, tmp_path):
     assert nf.read_bytes() == original  # --out leaves the input alone
     tuned = NeuronSet.load(tmp_path / "tuned.json")
     assert tuned.alpha in (0.0, 1.0) and f"alpha = {tuned.alpha:g}" in r.output
+
+
+def test_over_refusal_and_the_paired_test_reject_alphas():
+    s = summary(
+        {
+            0.0: ([0.1], 0.60, 0.01),  # refuses everything: lowest compliance, but 40 more points of benign refusals
+            0.5: ([0.3], 0.60, 0.01),
+            0.75: ([0.5], 0.60, 0.01),  # lower than alpha 1, but the paired interval holds 0
+            1.0: ([0.6], 0.60, 0.0),
+        }
+    )
+    rises = {0.0: 40.0, 0.5: 2.0, 0.75: 0.0, 1.0: 0.0}
+    for c in s["capability"]:
+        c["over_refusal_rise_points"] = rises[c["alpha"]]
+    s["paired_vs_alpha_1"] = [
+        {"alpha": 0.0, "mean": -0.5, "ci95": [-0.6, -0.4], "items": 100},
+        {"alpha": 0.5, "mean": -0.3, "ci95": [-0.4, -0.2], "items": 100},
+        {"alpha": 0.75, "mean": -0.1, "ci95": [-0.2, 0.01], "items": 100},
+        {"alpha": 1.0, "mean": 0.0, "ci95": [0.0, 0.0], "items": 100},
+    ]
+    d = choose_alpha(s)
+    assert d["alpha"] == 0.5 and d["paired"] is True
+    rej = {r["alpha"]: r["rejected_because"] for r in d["candidates"]}
+    assert rej[0.0] == ["refuses 40.0 points more harmless requests > 5.0"]
+    assert len(rej[0.75]) == 1 and "no significant drop" in rej[0.75][0] and "[-0.200, +0.010]" in rej[0.75][0]
+    assert choose_alpha(s, Bounds(max_over_refusal=50))["alpha"] == 0.0
+    # without a significant drop anywhere, no edit
+    for p in s["paired_vs_alpha_1"]:
+        p["ci95"] = [-0.5, 0.1]
+    none = choose_alpha(s, Bounds(max_over_refusal=50))
+    assert none["alpha"] == 1.0 and "significantly" in none["reason"]

@@ -18,13 +18,16 @@ def test_demo_pipeline_on_a_tiny_model(tmp_path, monkeypatch, capsys):
     )
     model = add_tokenizer(save_tiny_model(tmp_path / "m", "llama"))
     cfg = IdentifyConfig(samples=2, max_new_tokens=4, batch_size=16, random_draws=2)
-    assert hedit.run.demo.main(str(tmp_path / "demo"), 60, str(model), cfg, progress=False) == 0
+    assert hedit.run.demo.main(str(tmp_path / "demo"), 40, str(model), cfg, progress=False) == 0
     out = capsys.readouterr().out
     assert out.count("PASS: max abs logit diff") == 2 and "FAIL" not in out and "H-neurons (" in out and "AUROC " in out
     for p in ("identify/neurons.json", "identify/c_sweep.png", "edited/hedit.json", "lora/adapter_config.json"):
         assert (tmp_path / "demo" / p).exists(), p
 
 
-def test_demo_questions_mix_domains():
-    qs = bundled_questions()[: hedit.run.demo.QUESTIONS]
-    assert len({q.domain for q in qs}) >= 12 and {q.split for q in qs} == {"train", "heldout"}
+def test_demo_questions_mix_domains_and_hold_out_every_heldout_question():
+    qs = hedit.run.demo.demo_questions()
+    held = bundled_questions("heldout")
+    assert qs[: len(held)] == held and len(qs) == len(held) + hedit.run.demo.TRAIN_QUESTIONS
+    assert len({q.domain for q in qs}) >= 12 and {q.split for q in qs[len(held) :]} == {"train"}
+    assert hedit.run.demo.DEMO.balance is False  # every consistent held-out answer is scored

@@ -67,7 +67,7 @@ def test_command_line_overrides_the_recipe(tmp_path):
         ("identify: [\n", [], "not valid YAML"),
         ("", ["identify.samples"], "--set takes KEY=VALUE"),
         ("identify:\n  mode: 2-vs-2\n", [], "identify.mode must be"),
-        ("tune:\n  suites: [jailbreak]\n", [], "tune.suites: unknown value 'jailbreak'"),
+        ("tune:\n  suites: [harmful]\n", [], "tune.suites: unknown value 'harmful'"),
         ("verify:\n  runtime: llama.cpp\n", [], "verify.runtime must be"),
     ],
 )
