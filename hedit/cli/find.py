@@ -21,7 +21,8 @@ QUESTIONS = click.option(
     "--questions",
     type=click.Path(path_type=str),
     default=None,
-    help="Question file (.jsonl, .csv, .parquet). Default: the bundled trivia set.",
+    help="Question file (.jsonl, .json, .csv, .parquet; BioASQ JSON too), or a bundled set by name: trivia "
+    "(the default) or fabricated (things that do not exist).",
 )
 LIMIT = click.option("--limit", type=int, default=None, help="Only the first N questions.")
 

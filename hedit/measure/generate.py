@@ -36,17 +36,32 @@ def _note_plain(tokenizer) -> None:
         )
 
 
-def end_ids(model, tokenizer, chat_template: bool | None = None) -> set[int]:
-    """The tokens that end a reply: the model's and tokenizer's end-of-sequence tokens, and, for plain
-    prompts (``chat_template`` False, or a tokenizer without one: a base model), every token that holds a
-    line break, since a base model answers on one line and then goes on with the next 'Question:'."""
+class Ends(frozenset):
+    """The tokens that end a reply (the set's members), and ``soft`` ones that end it only once it holds
+    something else: a base model's line break ends its answer, but a line break before any answer
+    does not."""
+
+    soft: frozenset[int] = frozenset()
+
+    def __new__(cls, hard, soft=frozenset()):
+        self = super().__new__(cls, hard)
+        self.soft = frozenset(soft) - self
+        return self
+
+
+def end_ids(model, tokenizer, chat_template: bool | None = None) -> Ends:
+    """The tokens that end a reply: the model's and tokenizer's end-of-sequence tokens; for plain prompts
+    (``chat_template`` False, or a tokenizer without one: a base model) every token that holds a line
+    break ends it too, once it has begun (``Ends.soft``), since a base model answers on one line and
+    then goes on with the next 'Question:'."""
     ids = model.generation_config.eos_token_id
     ids = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
     if tokenizer.eos_token_id is not None:
         ids.add(tokenizer.eos_token_id)
+    soft = frozenset()
     if chat_template is not None and (not chat_template or not getattr(tokenizer, "chat_template", None)):
-        ids |= line_break_ids(tokenizer)
-    return ids
+        soft = line_break_ids(tokenizer)
+    return Ends(ids, soft)
 
 
 _LINE_BREAKS: dict[tuple[str, int], frozenset[int]] = {}
@@ -77,7 +92,14 @@ def pad_id(tokenizer, ends: set[int]) -> int:
 
 
 def cut(row: list[int], ends: set[int]) -> list[int]:
-    return row[: next((i for i, t in enumerate(row) if t in ends), len(row))]
+    """``row`` up to its first end token (a soft end of ``Ends`` counts once a token before it is not one)."""
+    soft = getattr(ends, "soft", frozenset())
+    begun = False
+    for i, t in enumerate(row):
+        if t in ends or (begun and t in soft):
+            return row[:i]
+        begun = begun or t not in soft
+    return row
 
 
 @torch.no_grad()
@@ -243,11 +265,15 @@ def decode(model, prompts, max_new_tokens: int, ends: set[int], pad: int, n: int
     nxt = logits.argmax(-1) if pick is None else pick(seqs, logits)
     live = list(range(len(prompts) * n))  # reply index of each row still in the batch
     out: list[list[int]] = [[] for _ in live]
-    stop = torch.tensor(sorted(ends), device=dev)
+    stop = torch.tensor(sorted(ends), device=dev, dtype=torch.long)
+    soft = torch.tensor(sorted(getattr(ends, "soft", ())), device=dev, dtype=torch.long)
+    begun = torch.zeros(len(live), dtype=torch.bool, device=dev)  # holds a token that is not a soft end
     for step in range(max_new_tokens):
-        done = torch.isin(nxt, stop)
-        for row, tok in zip(live, nxt.tolist()):
-            if tok not in ends:
+        is_soft = torch.isin(nxt, soft)
+        done = torch.isin(nxt, stop) | (is_soft & begun)
+        begun |= ~is_soft
+        for row, tok, end in zip(live, nxt.tolist(), done.tolist()):
+            if not end:
                 out[row].append(tok)
         if step == max_new_tokens - 1 or bool(done.all()):
             break
@@ -255,7 +281,7 @@ def decode(model, prompts, max_new_tokens: int, ends: set[int], pad: int, n: int
             keep = torch.nonzero(~done).flatten()
             cache.batch_select_indices(keep)
             live = [live[i] for i in keep.tolist()]
-            mask, nxt, seqs = mask[keep], nxt[keep], seqs[keep]
+            mask, nxt, seqs, begun = mask[keep], nxt[keep], seqs[keep], begun[keep]
         mask = torch.cat([mask, mask.new_ones((len(live), 1))], dim=1)
         seqs = torch.cat([seqs, nxt[:, None]], dim=1)
         pos = mask.sum(-1, keepdim=True) - 1

@@ -117,7 +117,8 @@ def dose_summary(
       (items resampled, each keeping its outcome at every alpha), and the smallest slope this many items
       could tell from zero; the H-neurons' slope against the distribution of the controls' slopes;
     - per alpha, the H-neurons' paired change of the mean compliance against alpha 1 (what ``tune`` uses);
-    - the share of items whose reply changes at any alpha, and per alpha the empty replies and the
+    - the share of items whose label (complied or not) changes at any alpha, and whose reply's wording
+      does, and per alpha the empty replies and the
       judge's unparseable verdicts (a judge that fails more at one alpha fakes an effect)."""
     cells = {(r["set"], r["alpha"], r["task"]): r for r in records}
     alphas = list(cfg.alphas)
@@ -127,6 +128,7 @@ def dose_summary(
 
     dose: dict[str, Any] = {}
     changes: dict[str, Any] = {}
+    flips: dict[str, Any] = {}
     failures: dict[str, Any] = {}
     for s in suites:
         task = s.name
@@ -156,6 +158,9 @@ def dose_summary(
             ref = by[alphas.index(1.0)] if 1.0 in alphas else by[0]
             ids = sorted(set.intersection(*(set(b) for b in by)))
             changes[task] = float(np.mean([any(b[i] != ref[i] for b in by) for i in ids])) if ids else None
+            outs = [_by_item(c, task) for c in replies]  # the judged outcome, not the wording
+            common = sorted(set.intersection(*(set(o) for o in outs)))
+            flips[task] = float(np.mean([len({o[i] for o in outs}) > 1 for i in common])) if common else None
             failures[task] = [
                 {
                     "alpha": a,
@@ -181,6 +186,7 @@ def dose_summary(
         "dose_response": dose,
         "paired_vs_alpha_1": paired,
         "items_changed_at_any_alpha": changes,
+        "items_flipped_at_any_alpha": flips,
         "judge_failures": failures,
     }
 
@@ -198,8 +204,11 @@ def dose_lines(summary: dict[str, Any]) -> list[str]:
         if c:
             line += f"; random controls {100 * c['min']:+.2f} to {100 * c['max']:+.2f}"
         changed = summary.get("items_changed_at_any_alpha", {}).get(task)
+        flipped = summary.get("items_flipped_at_any_alpha", {}).get(task)
+        if flipped is not None:
+            line += f"; {100 * flipped:.0f}% of items change label at some alpha"
         if changed is not None:
-            line += f"; {100 * changed:.0f}% of items change reply at some alpha"
+            line += f" ({100 * changed:.0f}% change the reply's wording)"
         if lo <= 0 <= hi:
             line += (
                 f" - no effect found; with {h['items']} items the sweep could tell a slope of "
@@ -224,6 +233,7 @@ def sweep_evidence(summary: dict[str, Any]) -> dict[str, Any]:
             "items": h["items"],
             "controls_slopes": d.get("controls_slopes"),
             "items_changed_at_any_alpha": summary.get("items_changed_at_any_alpha", {}).get(task),
+            "items_flipped_at_any_alpha": summary.get("items_flipped_at_any_alpha", {}).get(task),
         }
     return {"alphas": summary.get("alphas"), "dose_response": out}
 

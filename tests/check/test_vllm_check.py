@@ -12,9 +12,6 @@ from hedit.check.runtime_vllm import find_vllm_python, verify_vllm
 from hedit.edit.adapters import export_adapter
 from hedit.edit.checkpoint import edit_checkpoint
 from hedit.errors import HeditError
-from hedit.model.tiny import save_tiny_model
-
-from conftest import neuron_set
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
@@ -27,19 +24,6 @@ def vllm_python():
         if os.environ.get("HEDIT_REQUIRE_VLLM") == "1":
             pytest.fail(str(e))
         pytest.skip(str(e))
-
-
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory):
-    root = tmp_path_factory.mktemp("vllm")
-    # vLLM's CPU attention needs a head size it has kernels for (64)
-    src = save_tiny_model(
-        root / "src", "llama", hidden_size=128, num_attention_heads=2, num_key_value_heads=1, head_dim=64
-    )
-    ns = neuron_set("llama", per_layer=6)
-    edit_checkpoint(src, ns, root / "edited", alpha=0.0, progress=False)
-    export_adapter(src, ns, root / "lora", "lora", alpha=0.0)
-    return src, ns, root
 
 
 def test_missing_vllm_environment_is_a_clear_error(monkeypatch, tmp_path):
@@ -66,11 +50,12 @@ def demo_artifacts(tmp_path_factory):
     return src, ns, root
 
 
-@pytest.mark.parametrize("model, min_effect", [("artifacts", 1e-2), ("demo_artifacts", 1e-3)])
 @pytest.mark.parametrize("kind", ["edited", "adapter"])
-def test_vllm_matches_transformers(vllm_python, request, model, min_effect, kind):
-    """A tiny random model, and the demo model with the H-neurons `make demo` found (silenced)."""
-    src, ns, root = request.getfixturevalue(model)
+def test_vllm_matches_transformers(vllm_python, demo_artifacts, kind):
+    """The demo model with the H-neurons `make demo` found, silenced (tiny random models go through vLLM
+    in tests/check/test_engines.py)."""
+    src, ns, root = demo_artifacts
+    min_effect = 1e-3
     artifact = {"edited": {"edited": root / "edited"}, "adapter": {"adapter": root / "lora"}}[kind]
     r = verify_vllm(src, ns, 0.0, vllm_python=vllm_python, new_tokens=8, **artifact)
     assert r.token_agreement == 1.0, r

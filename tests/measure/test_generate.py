@@ -167,10 +167,35 @@ def test_plain_prompts_end_replies_at_a_line_break(tiny):
     assert breaks == {i for i in range(len(tok)) if "\n" in tok.decode([i])} and len(breaks) >= 1
     assert tok.convert_tokens_to_ids("Ċ") in breaks  # the byte-level line break itself
     base = end_ids(model, tok)
-    assert base == {2} and end_ids(model, tok, chat_template=False) == base | breaks
-    assert end_ids(model, tok, chat_template=True) == base | breaks  # no template: a base model, plain prompts
+    assert base == {2} and not base.soft
+    plain = end_ids(model, tok, chat_template=False)
+    assert plain == base and plain.soft == breaks
+    assert end_ids(model, tok, chat_template=True).soft == breaks  # no template: a base model, plain prompts
     tok.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
-    assert end_ids(model, tok, chat_template=True) == base
+    assert not end_ids(model, tok, chat_template=True).soft
+    # a line break ends a reply once it has begun; one before any answer does not
+    nl = tok.convert_tokens_to_ids("Ċ")
+    assert cut([nl, 40, 41, nl, 42], plain) == [nl, 40, 41] and cut([40, 2, nl], plain) == [40]
+    assert cut([nl, nl], plain) == [nl, nl] and cut([40, nl], base) == [40, nl]
+
+
+def test_the_decoder_lets_a_leading_line_break_pass():
+    """Soft ends in the decoding loop: the same replies as `model.generate` run to full length and cut
+    by the rule, for rows that begin with the soft token, hit it later, or never."""
+    from hedit.measure.generate import Ends
+    from hedit.measure.generate import greedy as pruned
+    from hedit.model.tiny import tiny_model
+
+    model = tiny_model("llama", seed=6)
+    g = torch.Generator().manual_seed(4)
+    prompts = [torch.randint(3, 250, (n,), generator=g).tolist() for n in (5, 8, 3, 11)]
+    free = pruned(model, prompts, 12, {9999}, 0)  # full length: no end token in a 256-word vocabulary
+    ends = Ends({9999}, {free[0][0], free[1][3]})  # row 0 begins with a soft end; row 1 meets one later
+    got = pruned(model, prompts, 12, ends, 0)
+    assert got == [cut(r, ends) for r in free]
+    assert got[0][0] == free[0][0] and len(got[0]) > 1  # the leading one let the reply go on
+    assert len(got[1]) <= 3
+    assert len({len(r) for r in got}) > 1
 
 
 def test_sampler_near_greedy_equals_greedy_per_reply():

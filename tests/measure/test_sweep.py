@@ -104,6 +104,9 @@ def test_sweep_cells_summary_and_plot(tiny, tmp_path):
             assert set(d["controls"]) == {"control-0", "control-1"}
         changed = np.mean([any(at[a][i]["replies"] != at[1.0][i]["replies"] for a in CFG.alphas) for i in at[1.0]])
         assert s["items_changed_at_any_alpha"][task] == pytest.approx(changed)
+        if judged:  # the outcome (label), not the wording: what the paper's replication counted
+            flipped = np.mean([len({at[a][i]["label"] for a in CFG.alphas}) > 1 for i in sorted(judged)])
+            assert s["items_flipped_at_any_alpha"][task] == pytest.approx(flipped)
         fails = s["judge_failures"][task]
         assert [f["alpha"] for f in fails] == list(CFG.alphas) and all(f["unparsed_verdicts"] == 0 for f in fails)
     p1 = next(p for p in s["paired_vs_alpha_1"] if p["alpha"] == 1.0)
