@@ -97,6 +97,7 @@ def main(
         ("probe report", root / "identify" / "report.json"),
         ("plots", root / "identify" / "neurons_per_layer.png"),
         ("", root / "identify" / "c_sweep.png"),
+        ("", root / "identify" / "confounds.png"),
         ("edited checkpoint", edited),
         ("LoRA adapter", lora),
     ]:
