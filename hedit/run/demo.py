@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from hedit.check.verify import verify
-from hedit.config import IdentifyConfig
+from hedit.config import EngineConfig, IdentifyConfig
 from hedit.edit.adapters import export_adapter
 from hedit.edit.checkpoint import edit_checkpoint
 from hedit.find.identify import identify
@@ -47,7 +47,8 @@ def main(
         f"({cfg.samples} samples each, temperature {cfg.temperature})",
         flush=True,
     )
-    report = identify(model, qs, root / "identify", cfg, progress)
+    # transformers on every machine: its samples do not depend on whether a vLLM environment exists
+    report = identify(model, qs, root / "identify", cfg, progress, engine=EngineConfig(engine="hf"))
     src = Path(report["model_path"])
     neurons = root / "identify" / "neurons.json"
     rnd = report["random_neurons_only"]["accuracy"]

@@ -18,7 +18,10 @@ from conftest import leftovers, neuron_set, tree_digest
 # Runs `hedit ARGS...`; after the first shard is edited it prints MID and waits until the file named by
 # $HEDIT_TEST_GATE exists (or forever), so the test can signal it there.
 WRAPPER = r"""
-import os, sys, time
+import os, signal, sys, time
+# SIGINT as in a terminal, also when the test runner itself was started with SIGINT ignored (a background
+# job of a non-interactive shell), which Python would otherwise keep
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import hedit.edit.checkpoint as e
 real = e._apply
 calls = []
