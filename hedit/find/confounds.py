@@ -138,7 +138,7 @@ def confound_lines(conf: dict[str, Any] | None, probe_auroc: float) -> list[str]
     ]
 
 
-def confound_plot(conf: dict[str, Any], probe_auroc: float, folder: Path) -> None:
+def confound_plot(conf: dict[str, Any], probe_auroc: float, folder: Path, probe_ci: list[float] | None = None) -> None:
     """confounds.png: each H-neuron's |correlation| with the label against that with length, and the
     AUROC of the probe, the length-only classifier and the probe on length-matched answers."""
     import matplotlib
@@ -158,7 +158,7 @@ def confound_plot(conf: dict[str, Any], probe_auroc: float, folder: Path) -> Non
     a.legend(fontsize=8)
     names = ["probe", "length only", "probe, length-matched"]
     vals = [probe_auroc, conf["length_only"].get("auroc"), conf["length_matched"].get("auroc")]
-    cis = [None, conf["length_only"].get("auroc_ci95"), conf["length_matched"].get("auroc_ci95")]
+    cis = [probe_ci, conf["length_only"].get("auroc_ci95"), conf["length_matched"].get("auroc_ci95")]
     for i, (v, ci) in enumerate(zip(vals, cis)):
         if v is None:
             continue

@@ -251,7 +251,7 @@ def run_probe(
     if plots:
         probe_plots(report, layers, out.parent)
         if conf:
-            confound_plot(conf, report["heldout"]["auroc"], out.parent)
+            confound_plot(conf, report["heldout"]["auroc"], out.parent, report["heldout"]["auroc_ci95"])
     return report
 
 
