@@ -7,6 +7,7 @@ import click
 from hedit.cli.options import (
     DEVICE,
     MODEL,
+    NEURONS,
     QUIET,
     build,
     judge_from,
@@ -213,7 +214,7 @@ def identify(model, questions, work, limit, device, quiet, **kw):
 @click.command()
 @click.option("--base", required=True, help="The pre-trained base model (built-in name, folder or Hub id).")
 @click.option("--instruct", required=True, help="The instruction-tuned model the neurons were found in.")
-@click.option("--neurons", required=True, type=click.Path(path_type=str), help="Neuron-set file (neurons.json).")
+@NEURONS
 @click.option(
     "--out",
     default="hedit-origin",
