@@ -1,11 +1,20 @@
-"""hedit's decoder against `model.generate`, side by side on the embedded model: sweep cells and sampling.
+"""hedit's decoding against `model.generate`, side by side on the embedded model: sweep cells and sampling.
 
-sweep: the sweep's replies come from greedy decoding of batches of 32 prompts, 48 new tokens at most.
-`model.generate` keeps decoding every row of a batch until its longest reply ends; hedit's decoder
-(``hedit.measure.generate.greedy``) drops a reply from the batch, and its KV cache rows, once it ends.
-Both run the same items (the bundled suites, ``--limit`` items each) under the same cells: alpha 1 and
-the demo-sized random set of neurons scaled by 0 and by 2 (the runtime intervention's hooks), in one
-process, alternating; the replies must be identical, and the script prints the seconds and the ratio.
+sweep: a sweep's greedy replies for every cell: alpha 1, and ``--sets`` random sets of ``--neurons``
+neurons (the demo's H-neuron count) scaled by each alpha of ``--alphas`` (the README sweep's shape:
+16 cells), over ``--limit`` items of each suite (sycophancy with its second turns). The arms:
+
+- ``generate``: what sweeps ran before: one cell at a time under the intervention hooks,
+  `model.generate` in batches of ``--old-batch`` prompts (the old default), every row decoded until the
+  longest reply of its batch ends;
+- ``pruned``: one cell at a time, hedit's decoder (finished replies leave the batch, the shared chat
+  start prefilled once), same batches;
+- ``shared``: what sweeps run now: every cell of a suite in the same batches
+  (``hedit.check.intervention.CellScales``: each row scaled by its own cell), ``--batch-size``
+  sequences (the sweep default), so one decoding step reads the weights once for all cells.
+
+All arms run in one process on the same items; every cell's replies must be identical across arms,
+and the script prints seconds and ratios against the first arm.
 
 sample: collect's job (``--questions`` bundled held-out questions x 5 samples, temperature 1, top-p 0.9,
 top-k 50, 24 new tokens, batches of 32 questions) through `model.generate` and through hedit's sampler
@@ -13,7 +22,7 @@ top-k 50, 24 new tokens, batches of 32 questions) through `model.generate` and t
 the batch). The draws differ (another random stream), so the script compares what they measure: reply
 length, share of correct samples, and questions answered consistently.
 
-    python benchmarks/bench_decode.py [--jobs sweep,sample] [--limit 100] [--questions 64]
+    python benchmarks/bench_decode.py [--jobs sweep,sample] [--limit 16] [--arms generate,shared]
 """
 
 from __future__ import annotations
@@ -24,21 +33,27 @@ import time
 
 import torch
 
+from hedit.config import SweepConfig
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2-135m-instruct")
-    ap.add_argument("--limit", type=int, default=100)
+    ap.add_argument("--limit", type=int, default=16)
     ap.add_argument("--suites", default="false-premise,misleading-context,sycophancy")
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--neurons", type=int, default=8, help="random neurons scaled in the edited cells")
+    ap.add_argument("--alphas", default="0,0.5,1.5,2,3", help="the edited cells' alphas (alpha 1 is one cell)")
+    ap.add_argument("--sets", type=int, default=3, help="random neuron sets (the H-neurons and 2 controls)")
+    ap.add_argument("--neurons", type=int, default=31, help="neurons per set")
+    ap.add_argument("--batch-size", type=int, default=SweepConfig.batch_size)
+    ap.add_argument("--old-batch", type=int, default=16, help="prompts per generate call before cells shared batches")
+    ap.add_argument("--arms", default="generate,shared", help="of generate, pruned, shared")
     ap.add_argument("--jobs", default="sweep,sample")
     ap.add_argument("--questions", type=int, default=64)
     args = ap.parse_args()
     jobs = args.jobs.split(",")
 
     import hedit.measure.generate as gen
-    from hedit.check.intervention import scale_neurons
+    from hedit.check.intervention import CellScales, scale_neurons
     from hedit.config import Decoding
     from hedit.measure.suites import load_suite
     from hedit.measure.sweep import run_suite
@@ -47,45 +62,60 @@ def main() -> None:
 
     path = resolve_model(args.model)
     model, tok = load_model(path), load_tokenizer(path)
+    model.eval()
     if "sample" in jobs:
         bench_sample(model, tok, args)
     if "sweep" not in jobs:
         return
     layers, inter = model.config.num_hidden_layers, model.config.intermediate_size
     g = torch.Generator().manual_seed(0)
-    picks = torch.randperm(layers * inter, generator=g)[: args.neurons].tolist()
-    cells = {"alpha 1": {}}
-    for alpha in (0.0, 2.0):
-        cell: dict[int, list[tuple[int, float]]] = {}
-        for j in picks:
-            cell.setdefault(j // inter, []).append((j % inter, alpha))
-        cells[f"alpha {alpha:g}"] = cell
+    sets = []
+    for _ in range(args.sets):
+        by_layer: dict[int, list[int]] = {}
+        for j in torch.randperm(layers * inter, generator=g)[: args.neurons].tolist():
+            by_layer.setdefault(j // inter, []).append(j % inter)
+        sets.append(by_layer)
+    alphas = [float(a) for a in args.alphas.split(",")]
+    cells = [{}] + [{la: [(i, a) for i in idx] for la, idx in s.items()} for a in alphas for s in sets]
     dec = Decoding()
     real = gen.plain_greedy
-    times = {"generate": 0.0, "pruned": 0.0}
+    arms = args.arms.split(",")
+    times = dict.fromkeys(arms, 0.0)
     same = total = 0
     print(
-        f"{args.model}: suites {args.suites}, {args.limit} items each, batch {args.batch_size}, "
-        f"{dec.max_new_tokens} new tokens, cells: {', '.join(cells)}; {torch.get_num_threads()} threads"
+        f"{args.model}: suites {args.suites}, {args.limit} items each, {len(cells)} cells "
+        f"(alpha 1, {args.sets} sets of {args.neurons} neurons x alphas {args.alphas}), {dec.max_new_tokens} new "
+        f"tokens; generate/pruned: one cell at a time, batch {args.old_batch}; shared: batch {args.batch_size} "
+        f"sequences; {torch.get_num_threads()} threads"
     )
     for suite in args.suites.split(","):
         items = load_suite(suite).items[: args.limit]
-        for name, cell in cells.items():
-            replies = {}
-            for arm in ("generate", "pruned"):
-                gen.plain_greedy = real if arm == "pruned" else (lambda m: False)
-                t = time.perf_counter()
-                with scale_neurons(model, cell):
-                    recs = run_suite(model, tok, suite, items, dec, args.batch_size)
-                times[arm] += time.perf_counter() - t
-                replies[arm] = [r["replies"] for r in recs]
+        replies = {}
+        for arm in arms:
+            gen.plain_greedy = (lambda m: False) if arm == "generate" else real
+            t = time.perf_counter()
+            if arm == "shared":
+                with CellScales(model, cells) as scales:
+                    recs = run_suite(model, tok, suite, items, dec, args.batch_size, scales=scales)
+            else:
+                recs = []
+                for c in cells:
+                    with scale_neurons(model, c):
+                        recs.append(run_suite(model, tok, suite, items, dec, args.old_batch))
+            sec = time.perf_counter() - t
             gen.plain_greedy = real
-            n = len(replies["generate"])
-            eq = sum(a == b for a, b in zip(replies["generate"], replies["pruned"]))
+            times[arm] += sec
+            replies[arm] = [[r["replies"] for r in cell] for cell in recs]
+            print(f"  {suite:20s} {arm:9s} {sec:7.1f} s", flush=True)
+        first = replies[arms[0]]
+        for arm in arms[1:]:
+            eq = sum(a == b for ca, cb in zip(first, replies[arm]) for a, b in zip(ca, cb))
+            n = sum(len(c) for c in first)
             same, total = same + eq, total + n
-            print(f"  {suite:20s} {name:8s} {n} items, identical replies {eq}/{n}", flush=True)
-    a, b = times["generate"], times["pruned"]
-    print(f"model.generate {a:.1f} s, pruned greedy {b:.1f} s: {a / b:.2f}x faster; identical replies {same}/{total}")
+            print(f"  {suite:20s} {arm} identical to {arms[0]}: {eq}/{n} cell items", flush=True)
+    base = times[arms[0]]
+    ratios = ", ".join(f"{arm} {times[arm]:.1f} s ({base / times[arm]:.2f}x)" for arm in arms)
+    print(f"sweep: {ratios}; identical replies {same}/{total}")
 
 
 def bench_sample(model, tok, args) -> None:

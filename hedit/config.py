@@ -277,7 +277,12 @@ class Evaluation(Decoding):
         SUITES, "Behaviour suites (comma-separated); empty: capability only.", each=SUITES
     )
     limit: int | None = setting(None, "Only the first N items of each suite (and of the trivia check).", min=1)
-    batch_size: int = setting(16, "Prompts per generate call.", min=1)
+    batch_size: int = setting(
+        128,
+        "Sequences decoded together: items x (neuron set, alpha) cells in greedy sweeps on transformers, "
+        "else prompts per generate call.",
+        min=1,
+    )
 
     def check(self) -> None:
         if len(set(self.suites)) != len(self.suites):

@@ -102,8 +102,10 @@ def leftovers(parent: Path) -> list[str]:
     return [p for p in os.listdir(parent) if ".hedit-" in p]
 
 
-def add_tokenizer(path: Path) -> Path:
-    """Give a tiny checkpoint a real (word-level) tokenizer with a chat template, built offline."""
+def add_tokenizer(path: Path, fill: int = 0) -> Path:
+    """Give a tiny checkpoint a real (word-level) tokenizer with a chat template, built offline.
+    ``fill``: pad the vocabulary with made-up words up to that many ids, so that every token a tiny
+    model draws decodes to a word (else most decode to nothing)."""
     import re
 
     from tokenizers import Tokenizer, models, pre_tokenizers
@@ -113,6 +115,7 @@ def add_tokenizer(path: Path) -> Path:
 
     words = sorted(set(re.findall(r"\w+|[^\w\s]", " ".join(PROMPTS))))
     vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3} | {w: i + 4 for i, w in enumerate(words)}
+    vocab |= {f"w{i}": i for i in range(len(vocab), fill)}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     fast = PreTrainedTokenizerFast(

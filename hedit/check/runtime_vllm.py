@@ -152,6 +152,7 @@ class VllmEngine:
         device: str = "cpu",
         distributed_executor_backend: str | None = None,
         timeout: int = 900,
+        max_loras: int = 1,
     ):
         cfg = {
             "model": str(Path(model).resolve()),
@@ -165,7 +166,7 @@ class VllmEngine:
         if device.startswith("cpu"):
             cfg["kv_cache_memory_bytes"] = 1 << 30
         if lora_rank is not None:
-            cfg |= {"enable_lora": True, "max_lora_rank": vllm_max_lora_rank(lora_rank), "max_loras": 1}
+            cfg |= {"enable_lora": True, "max_lora_rank": vllm_max_lora_rank(lora_rank), "max_loras": max_loras}
         self._dir = tempfile.TemporaryDirectory(prefix="hedit-vllm-")
         (Path(self._dir.name) / "engine.json").write_text(json.dumps(cfg))
         self._log = open(Path(self._dir.name) / "vllm.log", "w+")
@@ -206,10 +207,11 @@ class VllmEngine:
         top_p: float = 1.0,
         top_k: int = 0,
         stop_token_ids: list[int] | None = None,
-        lora: str | Path | None = None,
+        lora: str | Path | None | list[str | Path | None] = None,
         ignore_eos: bool = False,
     ) -> list[list[list[int]]]:
-        """For each prompt, ``n`` generated token-id lists (greedy at temperature 0), under ``lora``."""
+        """For each prompt, ``n`` generated token-id lists (greedy at temperature 0), under ``lora``: one
+        adapter for all prompts, or a list with each prompt's (None: the model alone)."""
         req = {
             "op": "generate",
             "prompts": prompts,
@@ -221,13 +223,20 @@ class VllmEngine:
             "stop_token_ids": stop_token_ids or [],
             "ignore_eos": ignore_eos,
         }
-        if lora is not None:
-            self._lora_ids = getattr(self, "_lora_ids", {})
-            lid = self._lora_ids.setdefault(str(lora), len(self._lora_ids) + 1)
-            req["lora"] = {"name": f"cell{lid}", "id": lid, "path": str(lora)}
+        if isinstance(lora, list):
+            req["lora"] = [self._adapter(a) for a in lora]
+        elif lora is not None:
+            req["lora"] = self._adapter(lora)
         self._proc.stdin.write(json.dumps(req) + "\n")
         self._proc.stdin.flush()
         return self._answer()["outputs"]
+
+    def _adapter(self, lora: str | Path | None) -> dict | None:
+        if lora is None:
+            return None
+        self._lora_ids = getattr(self, "_lora_ids", {})
+        lid = self._lora_ids.setdefault(str(lora), len(self._lora_ids) + 1)
+        return {"name": f"cell{lid}", "id": lid, "path": str(lora)}
 
     def close(self) -> None:
         if self._proc.poll() is None:

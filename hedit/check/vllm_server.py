@@ -8,7 +8,9 @@ ENGINE.json: {"model", "dtype", "seed", "max_model_len", "enable_lora", "max_lor
 Then one JSON request per line on stdin, one JSON answer per line on the original stdout (vLLM's own
 output goes to stderr):
   {"op": "generate", "prompts": [[ids]], "n", "temperature", "top_p", "top_k", "max_tokens",
-   "stop_token_ids": [ids], "lora": null | {"name", "id", "path"}}  ->  {"outputs": [[[ids] * n] per prompt]}
+   "stop_token_ids": [ids], "lora": null | ADAPTER | [null | ADAPTER per prompt]}
+  ->  {"outputs": [[[ids] * n] per prompt]}, where ADAPTER is {"name", "id", "path"}; prompts under
+  different adapters share the engine's batches (up to max_loras adapters at a time)
   {"op": "shutdown"}  ->  {"ok": true}
 Every answer to a failed request is {"error": "..."}; the engine stays up.
 """
@@ -50,11 +52,14 @@ def main(engine_path: str) -> None:
             if req["op"] == "shutdown":
                 proto.write(json.dumps({"ok": True}) + "\n")
                 break
-            lora = None
-            if req.get("lora"):
+            lora = req.get("lora")
+            if lora:
                 from vllm.lora.request import LoRARequest
 
-                lora = LoRARequest(req["lora"]["name"], req["lora"]["id"], req["lora"]["path"])
+                def request(a):
+                    return LoRARequest(a["name"], a["id"], a["path"]) if a else None
+
+                lora = [request(a) for a in lora] if isinstance(lora, list) else request(lora)
             params = SamplingParams(
                 n=req.get("n", 1),
                 temperature=req.get("temperature", 0.0),

@@ -16,7 +16,7 @@ import torch
 
 from hedit.check.intervention import scale_neurons
 from hedit.config import ANSWER_ONLY, Decoding
-from hedit.measure.generate import chat_ids, end_ids, generate
+from hedit.measure.generate import chat_ids, end_ids, generate_cells
 from hedit.measure.judge import CORRECT
 
 NEUTRAL = "neutral.txt"
@@ -72,22 +72,39 @@ def answer_questions(
     batch_size: int = 16,
     grader=None,
     tick=None,
-) -> list[tuple[str, str]]:
+    scales=None,
+) -> list[tuple[str, str]] | list[list[tuple[str, str]]]:
     """(reply, label) for each (question, aliases), generated in batches; ``grader`` (default: the rule
-    judge) has ``qa(question, aliases, reply)``."""
+    judge) has ``qa(question, aliases, reply)``. With ``scales`` (``hedit.check.intervention.CellScales``)
+    one such list per cell, every batch decoding its questions under all cells at once (``batch_size``
+    sequences: questions x cells)."""
     from hedit.measure.compliance import RULES
 
     grader = grader or RULES
     ends = end_ids(model, tokenizer, dec.chat_template)
     tokenizer.padding_side = "left"
-    out = []
-    for idx in _batches(len(questions), batch_size):
+    n = len(scales) if scales is not None else 1
+    out: list[list[tuple[str, str]]] = [[] for _ in range(n)]
+    for idx in _batches(len(questions), max(1, batch_size // n)):
         prompts = [trivia_prompt(tokenizer, questions[i][0], dec.chat_template) for i in idx]
-        for i, reply in zip(idx, generate(model, tokenizer, prompts, dec, ends, seed=dec.seed + idx.start)):
-            out.append((reply, grader.qa(questions[i][0], list(questions[i][1]), reply)))
+        rows = [(c, i) for c in range(n) for i in range(len(idx))]
+        replies = generate_cells(
+            model,
+            tokenizer,
+            [prompts[i] for _, i in rows],
+            dec,
+            ends,
+            dec.seed + idx.start,
+            scales,
+            [c for c, _ in rows],
+            batch_size,
+        )
+        for (c, i), reply in zip(rows, replies):
+            q = questions[idx[i]]
+            out[c].append((reply, grader.qa(q[0], list(q[1]), reply)))
         if tick:
-            tick(len(idx))
-    return out
+            tick(len(idx) * n)
+    return out if scales is not None else out[0]
 
 
 def accuracy(labels: Sequence[str]) -> float:

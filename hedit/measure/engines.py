@@ -2,7 +2,8 @@
 
 Measured on this project's 2-core CPU with the embedded model (the README has the table): vLLM's CPU
 build samples 1.8x faster than transformers in bfloat16 (0.8x in float32), and serves a sweep's cells
-(one exact LoRA each) at 0.4-0.55x transformers with hooks. On a CUDA GPU vLLM's continuous batching is
+(one exact LoRA each) at 0.4-0.55x transformers with hooks (0.34x since transformers decodes all cells
+in the same batches). On a CUDA GPU vLLM's continuous batching is
 the standard way to sample at scale. So ``auto`` is:
 
     device   job      engine
@@ -56,6 +57,14 @@ def choose_engine(job: str, cfg: EngineConfig, device: str = "cpu") -> tuple[str
     return "vllm", dtype, why, python
 
 
+def mix_adapters(device: str) -> bool:
+    """Does a sweep on vLLM send all its cells' prompts together, each under its own adapter? On CUDA,
+    where vLLM's multi-LoRA kernels batch mixed adapters. Not on CPU: vLLM's CPU build was no faster
+    mixed (``benchmarks/bench_generate.py --jobs sweep``, float32: about 11 min with the 4 cells' adapters
+    mixed against 9.3 min one after another)."""
+    return device.startswith("cuda")
+
+
 def eos_ids(model_path: Path, tokenizer) -> list[int]:
     """The end tokens of a checkpoint (generation_config.json, else config.json, and the tokenizer's)."""
     ids: set[int] = set()
@@ -83,8 +92,10 @@ def open_engine(
     max_model_len: int,
     device: str = "cpu",
     lora_rank: int | None = None,
+    max_loras: int = 1,
 ):
-    """An ``EngineModel`` over a fresh vLLM engine (close it with ``.engine.close()``)."""
+    """An ``EngineModel`` over a fresh vLLM engine (close it with ``.engine.close()``); ``max_loras``
+    adapters (sweep cells) may share its batches."""
     from hedit.check.runtime_vllm import VllmEngine
     from hedit.measure.generate import EngineModel
 
@@ -99,8 +110,9 @@ def open_engine(
         cfg.pipeline_parallel_size,
         device,
         cfg.distributed_executor_backend,
+        max_loras=max_loras,
     )
-    return EngineModel(engine, eos_ids(model_path, tokenizer), f"vllm:{dtype}")
+    return EngineModel(engine, eos_ids(model_path, tokenizer), f"vllm:{dtype}", max_loras > 1)
 
 
 def describe(engine: str, dtype: str, why: str) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from hedit.config import Decoding
+from hedit.errors import HeditError
 
 
 def chat_ids(tokenizer, messages: list[dict[str, str]], chat_template: bool = True) -> list[int]:
@@ -110,11 +111,25 @@ def generate(
     dec: Decoding = Decoding(),
     ends: set[int] | None = None,
     seed: int | None = None,
+    cells=None,
 ) -> list[str]:
-    """One response per prompt, in one ``generate`` call (the caller batches)."""
+    """One response per prompt, in one ``generate`` call (the caller batches). ``cells``: (the cells,
+    the cell of each prompt) where ``cells_share_batches(model, dec)``: the prompts of several sweep
+    cells in one batch; the cells are a ``hedit.check.intervention.CellScales`` on a transformers model,
+    on a vLLM engine anything with ``adapters`` (each cell's LoRA folder, or None)."""
     if not prompts:
         return []
     ends = end_ids(model, tokenizer) if ends is None else ends
+    if cells is not None:
+        if not cells_share_batches(model, dec) or not ends:
+            raise HeditError("sweep cells share a batch only in greedy decoding")
+        scales, row_cells = cells
+        if isinstance(model, EngineModel):  # each prompt under its cell's adapter, in the engine's batches
+            loras = [scales.adapters[c] for c in row_cells]
+            out = [o[0] for o in model.run(prompts, dec.max_new_tokens, ends, loras=loras)]
+            return [tokenizer.decode(cut(row, ends), skip_special_tokens=True).strip() for row in out]
+        out = decode(model, prompts, dec.max_new_tokens, ends, pad_id(tokenizer, ends), cells=cells)
+        return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in out]
     if isinstance(model, EngineModel):
         out = [
             o[0]
@@ -143,6 +158,30 @@ def generate(
     return [tokenizer.decode(cut(row, ends), skip_special_tokens=True).strip() for row in out]
 
 
+def generate_cells(
+    model,
+    tokenizer,
+    prompts: list[list[int]],
+    dec: Decoding,
+    ends,
+    seed: int,
+    scales=None,
+    row_cells=None,
+    batch_size=0,
+) -> list[str]:
+    """``generate`` for the rows of one batch of a sweep: without ``scales`` one call under whatever the
+    model runs now (``seed`` for sampling); with ``scales`` (CellScales) row ``r`` runs under cell
+    ``row_cells[r]``, in calls of at most ``batch_size`` rows."""
+    if scales is None:
+        return generate(model, tokenizer, prompts, dec, ends, seed=seed)
+    step = batch_size or len(prompts)
+    out: list[str] = []
+    for s in range(0, len(prompts), step):
+        rows = (scales, row_cells[s : s + step])
+        out += generate(model, tokenizer, prompts[s : s + step], dec, ends, cells=rows)
+    return out
+
+
 # generation_config fields that make `generate`'s greedy tokens differ from the argmax of the logits
 _PROCESSORS = {
     "repetition_penalty": (None, 1.0),
@@ -156,6 +195,16 @@ _PROCESSORS = {
     "forced_eos_token_id": (None,),
     "sequence_bias": (None,),
 }
+
+
+def cells_share_batches(model, dec: Decoding) -> bool:
+    """Can the prompts of several sweep cells decode in one batch? In greedy decoding (sampled replies
+    keep a seed per batch): on a transformers model, by hedit's decoder under
+    ``hedit.check.intervention.CellScales``; on a vLLM engine that mixes adapters (``mix_adapters``),
+    each prompt under its cell's adapter."""
+    if isinstance(model, EngineModel):
+        return not dec.sample and model.mix_adapters
+    return not dec.sample and plain_greedy(model)
 
 
 def plain_greedy(model) -> bool:
@@ -226,12 +275,18 @@ def shared_prefix(prompts: list[list[int]]) -> int:
     return k if k >= MIN_SHARED else 0
 
 
-def decode(model, prompts, max_new_tokens: int, ends: set[int], pad: int, n: int = 1, pick=None) -> list[list[int]]:
+def decode(
+    model, prompts, max_new_tokens: int, ends: set[int], pad: int, n: int = 1, pick=None, cells=None
+) -> list[list[int]]:
     """The decoding loop of ``greedy`` and ``sample``: one prefill per prompt (its KV cache repeated for
     ``n`` replies), then one token per step for the replies still running; ``pick(ids, logits)`` chooses
-    the next tokens (the argmax when None)."""
+    the next tokens (the argmax when None). ``cells``: (``hedit.check.intervention.CellScales``, the cell
+    of each prompt), so that prompts of several sweep cells share the batch; the decoder keeps telling
+    the hooks which cell each row is as rows leave."""
     from transformers import DynamicCache
 
+    scales, row_cells = cells if cells is not None else (None, None)
+    rc = torch.as_tensor(row_cells, dtype=torch.long) if scales is not None else None
     dev = model.device
     cache = DynamicCache(config=model.config)
     k = shared_prefix(prompts) if len(prompts) > 1 else 0
@@ -240,16 +295,23 @@ def decode(model, prompts, max_new_tokens: int, ends: set[int], pad: int, n: int
     )
     if k and window and max(len(p) for p in prompts) + max_new_tokens >= window:
         k = 0  # a sliding-window cache drops its oldest keys, which a prefix filled apart cannot survive
-    if k:  # the prompts' common start (a chat template's system turn): its KV once, copied to every row
-        head = torch.tensor([prompts[0][:k]], device=dev)
+    if k:  # the prompts' common start (a chat template's system turn): its KV once per cell, copied to every row
+        heads = sorted(set(rc.tolist())) if rc is not None else [0]
+        if scales is not None:
+            scales.select(heads)
         model(
-            input_ids=head,
-            position_ids=torch.arange(k, device=dev)[None],
+            input_ids=torch.tensor([prompts[0][:k]] * len(heads), device=dev),
+            position_ids=torch.arange(k, device=dev)[None].expand(len(heads), k),
             past_key_values=cache,
             use_cache=True,
             logits_to_keep=1,
         )
-        cache.batch_repeat_interleave(len(prompts))
+        if rc is None:
+            cache.batch_repeat_interleave(len(prompts))
+        else:
+            cache.batch_select_indices(torch.tensor([heads.index(c) for c in rc.tolist()], device=dev))
+    if scales is not None:
+        scales.select(rc)
     tail, tmask = left_pad([p[k:] for p in prompts], pad)  # [prefix | pads | rest]: the pads are masked out
     tail, tmask = tail.to(dev), tmask.to(dev)
     mask = torch.cat([tmask.new_ones((len(prompts), k)), tmask], dim=1)
@@ -261,6 +323,9 @@ def decode(model, prompts, max_new_tokens: int, ends: set[int], pad: int, n: int
     if n > 1:
         cache.batch_repeat_interleave(n)
         mask, ids, logits = (t.repeat_interleave(n, dim=0) for t in (mask, ids, logits))
+        if scales is not None:
+            rc = rc.repeat_interleave(n)
+            scales.select(rc)
     seqs = ids  # what the warpers see (top-k and top-p do not read it; kept for their signature)
     nxt = logits.argmax(-1) if pick is None else pick(seqs, logits)
     live = list(range(len(prompts) * n))  # reply index of each row still in the batch
@@ -282,6 +347,9 @@ def decode(model, prompts, max_new_tokens: int, ends: set[int], pad: int, n: int
             cache.batch_select_indices(keep)
             live = [live[i] for i in keep.tolist()]
             mask, nxt, seqs, begun = mask[keep], nxt[keep], seqs[keep], begun[keep]
+            if scales is not None:
+                rc = rc[keep.cpu()]
+                scales.select(rc)
         mask = torch.cat([mask, mask.new_ones((len(live), 1))], dim=1)
         seqs = torch.cat([seqs, nxt[:, None]], dim=1)
         pos = mask.sum(-1, keepdim=True) - 1
@@ -295,13 +363,16 @@ def decode(model, prompts, max_new_tokens: int, ends: set[int], pad: int, n: int
 class EngineModel:
     """Stands in for a transformers model in hedit's generation calls (``generate``, ``collect``'s
     sampling) when generation runs in a vLLM engine (``hedit.check.runtime_vllm.VllmEngine``). ``lora``:
-    the adapter the next calls run under (a sweep cell), or None for the unedited model."""
+    the adapter the next calls run under (a sweep cell), or None for the unedited model. ``mix_adapters``:
+    whether a sweep sends the prompts of all its cells together, each under its adapter (the engine
+    holding several at once), rather than cell after cell."""
 
-    def __init__(self, engine, eos_token_ids: list[int], engine_id: str = "vllm"):
+    def __init__(self, engine, eos_token_ids: list[int], engine_id: str = "vllm", mix_adapters: bool = False):
         from types import SimpleNamespace
 
         self.engine = engine
         self.engine_id = engine_id
+        self.mix_adapters = mix_adapters
         self.lora = None
         self.generation_config = SimpleNamespace(eos_token_id=eos_token_ids)
         self.device = "cpu"  # inputs stay in hedit's process; the engine places its own model
@@ -316,9 +387,12 @@ class EngineModel:
         temperature: float = 1.0,
         top_p: float = 1.0,
         top_k: int = 0,
+        loras: list | None = None,
     ) -> list[list[list[int]]]:
+        """``loras``: each prompt's adapter (None: the model alone), else ``self.lora`` for all."""
         kw = {"temperature": temperature, "top_p": top_p, "top_k": top_k} if sample else {"temperature": 0.0}
-        return self.engine.generate(prompts, max_tokens, n=n, stop_token_ids=sorted(ends), lora=self.lora, **kw)
+        lora = self.lora if loras is None else loras
+        return self.engine.generate(prompts, max_tokens, n=n, stop_token_ids=sorted(ends), lora=lora, **kw)
 
     def eval(self) -> EngineModel:
         return self

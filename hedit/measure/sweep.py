@@ -5,8 +5,12 @@ per layer), the model runs every suite under the runtime intervention (``hedit.c
 compliance rate per suite with a bootstrap 95% interval, held-out trivia accuracy, and the mean KL of
 next-token distributions against alpha = 1 on neutral prose. Alpha = 1 is the unedited model, run once.
 
-Results are appended cell by cell ((set, alpha, task) per line) to ``<out>/cells.jsonl``, so a rerun
-skips finished cells and more alphas or controls can be added later; ``<out>/sweep.json`` and
+Greedy replies of every pending cell of a task are decoded in the same batches (on transformers under
+``hedit.check.intervention.CellScales``, on vLLM each prompt under its cell's adapter), which reads the
+weights once per step for all cells; each row gets exactly its own cell's replies.
+
+Results are appended task by task, one line per (set, alpha, task) cell, to ``<out>/cells.jsonl``, so a
+rerun skips finished cells and more alphas or controls can be added later; ``<out>/sweep.json`` and
 ``<out>/sweep.png`` are rewritten from all cells at the end.
 """
 
@@ -21,7 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from hedit.check.intervention import model_shape, scale_neurons
+from hedit.check.intervention import CellScales, model_shape, scale_neurons
 from hedit.config import Decoding, EngineConfig, SweepConfig
 from hedit.edit.neurons import NeuronSet, check_alpha
 from hedit.errors import HeditError
@@ -30,8 +34,8 @@ from hedit.io.journal import CHECKS, Journal
 from hedit.measure.capability import answer_questions, mean_kl, neutral_texts, next_token_logprobs
 from hedit.measure.compliance import RULES
 from hedit.measure.controls import control_sets
-from hedit.measure.engines import choose_engine, describe, open_engine
-from hedit.measure.generate import EngineModel, chat_ids, end_ids, generate
+from hedit.measure.engines import choose_engine, describe, mix_adapters, open_engine
+from hedit.measure.generate import EngineModel, cells_share_batches, chat_ids, end_ids, generate_cells
 from hedit.measure.judge import CORRECT
 from hedit.measure.plots import plot
 from hedit.measure.suites import (
@@ -57,6 +61,7 @@ from hedit.measure.summary import (  # noqa: F401 (re-exported)
 from hedit.progress import bar
 
 CELLS = "cells.jsonl"
+MAX_LORAS = 32  # adapters a vLLM engine holds at once (its batches mix up to that many cells)
 
 
 def _digest(obj: Any) -> str:
@@ -71,11 +76,23 @@ def _scale(layers: dict[int, list[int]], alpha: float) -> dict[int, list[tuple[i
 
 
 def run_suite(
-    model, tokenizer, suite: str, items: Sequence[Item], dec: Decoding, batch_size: int, judge=RULES, tick=None
-) -> list[dict[str, Any]]:
+    model,
+    tokenizer,
+    suite: str,
+    items: Sequence[Item],
+    dec: Decoding,
+    batch_size: int,
+    judge=RULES,
+    tick=None,
+    scales=None,
+) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
     """Replies and labels for a suite's items (sycophancy: a second turn for correct first answers);
-    ``tick(n)`` is called after each batch of n items. Greedy batches are made of prompts of similar
-    length (less padding to compute); the records keep the items' order."""
+    ``tick(n)`` is called after each batch of n sequences. Greedy batches are made of prompts of similar
+    length (less padding to compute); the records keep the items' order.
+
+    ``scales`` (``hedit.check.intervention.CellScales``): the records of every cell, a list per cell;
+    each batch decodes its items under all cells at once (``batch_size`` sequences: items x cells), so
+    a step of the decoder reads the weights once for every cell."""
     ends = end_ids(model, tokenizer, dec.chat_template)
     tokenizer.padding_side = "left"
     convs = [[{"role": "user", "content": first_turn(suite, it)}] for it in items]
@@ -83,42 +100,61 @@ def run_suite(
     order = list(range(len(items)))
     if not dec.sample:  # sampling keeps the item order: its seeds go by batch
         order.sort(key=lambda i: len(prompts[i]))
-    records: dict[int, dict[str, Any]] = {}
-    for start in range(0, len(items), batch_size):
-        batch = order[start : start + batch_size]
-        firsts = generate(model, tokenizer, [prompts[i] for i in batch], dec, ends, seed=dec.seed + start)
+    n = len(scales) if scales is not None else 1
+    records: list[dict[int, dict[str, Any]]] = [{} for _ in range(n)]
+    for start in range(0, len(items), max(1, batch_size // n)):
+        batch = order[start : start + max(1, batch_size // n)]
+        rows = [(c, i) for c in range(n) for i in batch]
+        firsts = generate_cells(
+            model,
+            tokenizer,
+            [prompts[i] for _, i in rows],
+            dec,
+            ends,
+            dec.seed + start,
+            scales,
+            [c for c, _ in rows],
+            batch_size,
+        )
         replies = [[f] for f in firsts]
         if suite == SYCOPHANCY:
             again = [
                 k
-                for k, (i, f) in enumerate(zip(batch, firsts))
+                for k, ((_, i), f) in enumerate(zip(rows, firsts))
                 if judge.qa(items[i].question, items[i].answers, f) == CORRECT
             ]
             second = [
                 chat_ids(
                     tokenizer,
-                    convs[batch[k]]
+                    convs[rows[k][1]]
                     + [{"role": "assistant", "content": firsts[k]}, {"role": "user", "content": CHALLENGE}],
                     dec.chat_template,
                 )
                 for k in again
             ]
-            for k, reply in zip(again, generate(model, tokenizer, second, dec, ends, seed=dec.seed + start + 1)):
+            cells = [rows[k][0] for k in again]
+            more = generate_cells(model, tokenizer, second, dec, ends, dec.seed + start + 1, scales, cells, batch_size)
+            for k, reply in zip(again, more):
                 replies[k].append(reply)
-        for i, r in zip(batch, replies):
-            records[i] = {"id": items[i].id, "replies": r, "label": judge.suite(suite, items[i], r)}
+        for (c, i), r in zip(rows, replies):
+            records[c][i] = {"id": items[i].id, "replies": r, "label": judge.suite(suite, items[i], r)}
         if tick:
-            tick(len(batch))
-    return [records[i] for i in range(len(items))]
+            tick(len(rows))
+    out = [[cell[i] for i in range(len(items))] for cell in records]
+    return out if scales is not None else out[0]
 
 
 def _trivia(
-    model, tokenizer, items: Sequence[Item], dec: Decoding, batch_size: int, judge=RULES, tick=None
-) -> list[dict[str, Any]]:
+    model, tokenizer, items: Sequence[Item], dec: Decoding, batch_size: int, judge=RULES, tick=None, scales=None
+) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
     answers = answer_questions(
-        model, tokenizer, [(it.question, it.answers) for it in items], dec, batch_size, judge, tick
+        model, tokenizer, [(it.question, it.answers) for it in items], dec, batch_size, judge, tick, scales
     )
-    return [{"id": it.id, "replies": [reply], "label": label} for it, (reply, label) in zip(items, answers)]
+    cells = answers if scales is not None else [answers]
+    out = [
+        [{"id": it.id, "replies": [reply], "label": label} for it, (reply, label) in zip(items, cell)] for cell in cells
+    ]
+    return out if scales is not None else out[0]
 
 
 def run_sweep(
@@ -171,7 +207,11 @@ def run_sweep(
         log(describe(kind, dtype, why))
         if kind == "vllm":
             rank = max(len(v) for v in ns.by_layer().values())
-            model = open_engine(path, tok, engine, dtype, python, cfg.seed, max_model_len(path), device, rank)
+            # cells share the engine's batches where vLLM batches adapters well (CUDA), else one after another
+            cells = 1 + sum(a != 1.0 for a in cfg.alphas) * (1 + cfg.controls) if mix_adapters(device) else 1
+            model = open_engine(
+                path, tok, engine, dtype, python, cfg.seed, max_model_len(path), device, rank, min(cells, MAX_LORAS)
+            )
         else:
             model = load_model(path, device=device)
     else:
@@ -211,23 +251,37 @@ def cell(model, path: Path | None, ns: NeuronSet, layers: dict[int, list[tuple[i
         with scale_neurons(model, layers):
             yield model
         return
-    if not layers:
-        model.lora = None
-        yield model
-        return
-    from hedit.edit.adapters import export_adapter
-    from hedit.edit.neurons import Neuron
-
-    key = _digest({str(k): v for k, v in layers.items()})
-    folder = tmp / f"lora-{key}"
-    if not folder.exists():
-        cell_ns = NeuronSet(ns.model, [Neuron(la, j, alpha=a) for la, pairs in layers.items() for j, a in pairs])
-        export_adapter(path, cell_ns, folder, "lora")
-    model.lora = folder
+    model.lora = adapter(path, ns, layers, tmp)
     try:
         yield model
     finally:
         model.lora = None
+
+
+def adapter(path: Path, ns: NeuronSet, layers: dict[int, list[tuple[int, float]]], tmp: Path) -> Path | None:
+    """The exact LoRA adapter of a cell's edit, exported once into ``tmp`` (None: no edit)."""
+    if not layers:
+        return None
+    from hedit.edit.adapters import export_adapter
+    from hedit.edit.neurons import Neuron
+
+    folder = tmp / f"lora-{_digest({str(k): v for k, v in layers.items()})}"
+    if not folder.exists():
+        cell_ns = NeuronSet(ns.model, [Neuron(la, j, alpha=a) for la, pairs in layers.items() for j, a in pairs])
+        export_adapter(path, cell_ns, folder, "lora")
+    return folder
+
+
+class Adapters(contextlib.nullcontext):
+    """The cells of a task on a vLLM engine, what ``CellScales`` is on transformers: each cell's adapter
+    (``adapters[c]``), so prompts of every cell go to the engine together."""
+
+    def __init__(self, path: Path, ns: NeuronSet, cells: Sequence[dict[int, list[tuple[int, float]]]], tmp: Path):
+        super().__init__(self)
+        self.adapters = [adapter(path, ns, layers, tmp) for layers in cells]
+
+    def __len__(self) -> int:
+        return len(self.adapters)
 
 
 def _run(
@@ -270,35 +324,43 @@ def _run(
     kl_model = None if isinstance(model, EngineModel) else model  # KL needs full distributions: transformers
     model.eval()
     tmp = tempfile.TemporaryDirectory(prefix="hedit-cells-")
+    if cells_share_batches(model, cfg.decoding):  # every cell of a task in the same batches
+        groups = [[w for w in todo if w[2] == t] for t, _ in tasks if t != KL] + [[w] for w in todo if w[2] == KL]
+    else:
+        groups = [[w] for w in todo]
     with tmp, journal, bar(sum(size[t] for _, _, t, _ in todo), "sweep", "item", progress) as pbar:
-        for set_name, alpha, task, items in todo:
-            pbar.set_postfix_str(f"{set_name} alpha={alpha:g} {task}")
-            layers = {} if set_name == BASE else _scale(sets[set_name], alpha)
-            record = {"set": set_name, "alpha": alpha, "task": task}
+        for group in filter(None, groups):
+            set_name, alpha, task, items = group[0]
+            layers = [{} if s == BASE else _scale(sets[s], a) for s, a, _, _ in group]
+            where = f"{set_name} alpha={alpha:g}" if len(group) == 1 else f"{len(group)} cells"
+            pbar.set_postfix_str(f"{where} {task}")
             if task == KL:
                 if kl_model is None:
                     kl_model = load_model(path, device=device)
                 if ref is None:
                     ref = next_token_logprobs(kl_model, tok, neutral, cfg.batch_size)
-                with scale_neurons(kl_model, layers):
-                    record["value"] = mean_kl(ref, next_token_logprobs(kl_model, tok, neutral, cfg.batch_size))
+                with scale_neurons(kl_model, layers[0]):
+                    per_cell = [mean_kl(ref, next_token_logprobs(kl_model, tok, neutral, cfg.batch_size))]
                 pbar.update(size[task])
             else:
-                with cell(model, path, ns, layers, Path(tmp.name)):
+                suite = BENIGN if task == OVER_REFUSAL else task
+                if len(group) == 1:
+                    scope = cell(model, path, ns, layers[0], Path(tmp.name))
+                elif isinstance(model, EngineModel):
+                    scope = Adapters(path, ns, layers, Path(tmp.name))
+                else:
+                    scope = CellScales(model, layers)
+                with scope as scales:
+                    scales = scales if len(group) > 1 else None
                     if task == TRIVIA:
-                        record["items"] = _trivia(model, tok, items, cfg.decoding, cfg.batch_size, judge, pbar.update)
+                        per_cell = _trivia(model, tok, items, cfg.decoding, cfg.batch_size, judge, pbar.update, scales)
                     else:
-                        record["items"] = run_suite(
-                            model,
-                            tok,
-                            BENIGN if task == OVER_REFUSAL else task,
-                            items,
-                            cfg.decoding,
-                            cfg.batch_size,
-                            judge,
-                            pbar.update,
+                        per_cell = run_suite(
+                            model, tok, suite, items, cfg.decoding, cfg.batch_size, judge, pbar.update, scales
                         )
-            journal.append([record])
+                per_cell = per_cell if scales is not None else [per_cell]
+            key = "value" if task == KL else "items"
+            journal.append([{"set": s, "alpha": a, "task": task, key: v} for (s, a, _, _), v in zip(group, per_cell)])
     summary = summarize(journal.records, cfg, sets, suites, trivia)
     summary |= {
         "model": str(model_name),

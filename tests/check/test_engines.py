@@ -65,7 +65,7 @@ def test_collect_through_vllm_matches_transformers_near_greedy(vllm_python, chat
         assert [s["response_ids"] for s in a["samples"]] == [s["response_ids"] for s in b["samples"]]
 
 
-def test_sweep_cells_as_loras_in_vllm_equal_the_intervention(vllm_python, chat_model, tmp_path):
+def test_sweep_cells_as_loras_in_vllm_equal_the_intervention(vllm_python, chat_model, tmp_path, monkeypatch):
     ns = neuron_set("llama", per_layer=6)
     cfg = SweepConfig(
         alphas=(0.0, 1.0),
@@ -80,14 +80,18 @@ def test_sweep_cells_as_loras_in_vllm_equal_the_intervention(vllm_python, chat_m
         str(chat_model), ns, tmp_path / "hf", cfg, progress=False, log=lambda m: None, engine=EngineConfig(engine="hf")
     )
     run_sweep(str(chat_model), ns, tmp_path / "vllm", cfg, progress=False, log=lambda m: None, engine=VLLM32)
+    import hedit.measure.sweep as sweep_mod
+
+    monkeypatch.setattr(sweep_mod, "mix_adapters", lambda device: True)  # what CUDA does: cells share batches
+    run_sweep(str(chat_model), ns, tmp_path / "mixed", cfg, progress=False, log=lambda m: None, engine=VLLM32)
 
     def replies(folder):
         lines = (folder / "cells.jsonl").read_text().splitlines()[1:]
         return {(c["set"], c["alpha"]): [i["replies"] for i in c["items"]] for c in map(json.loads, lines)}
 
-    hf, vl = replies(tmp_path / "hf"), replies(tmp_path / "vllm")
+    hf, vl, mixed = replies(tmp_path / "hf"), replies(tmp_path / "vllm"), replies(tmp_path / "mixed")
     assert set(hf) == set(vl) == {("base", 1.0), ("h", 0.0), ("control-0", 0.0)}
-    assert hf == vl
+    assert hf == vl == mixed
     assert hf[("h", 0.0)] != hf[("base", 1.0)]  # the edit changes replies: the equality is not vacuous
 
 

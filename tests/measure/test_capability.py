@@ -47,7 +47,7 @@ def test_qa_accuracy_counts_alias_matches(tiny_chat, monkeypatch):
     import hedit.measure.capability as cap
 
     replies = iter(["Paris", "I think it is Lyon", "paris, France"])
-    monkeypatch.setattr(cap, "generate", lambda m, t, prompts, *a, **k: [next(replies) for _ in prompts])
+    monkeypatch.setattr(cap, "generate_cells", lambda m, t, prompts, *a, **k: [next(replies) for _ in prompts])
     qs = [("Capital of France?", ["Paris"])] * 3
     assert qa_accuracy(model, tok, qs, dec=Decoding(max_new_tokens=2)) == pytest.approx(2 / 3)
     assert accuracy(["correct", "incorrect", "uncertain", "correct"]) == 0.5

@@ -239,3 +239,54 @@ def test_sampler_draws_from_the_warped_distribution():
     assert sample(model, [prompt], 3, {9999}, 0, 5, temperature, top_p, top_k, seed=7) == sample(
         model, [prompt], 3, {9999}, 0, 5, temperature, top_p, top_k, seed=7
     )
+
+
+@pytest.mark.parametrize(
+    "arch, kw", [("llama", {}), ("qwen3", {}), ("gemma3_text", {"sliding_window": 64}), ("phi3", {})]
+)
+def test_cells_in_one_batch_give_each_cells_replies(arch, kw):
+    """A sweep decodes the prompts of several cells (neuron sets x alphas) in one batch: each reply must
+    be the token list the decoder gives for that cell alone, with the shared start prefilled per cell and
+    rows of every cell leaving at different steps."""
+    from hedit.check.intervention import CellScales, scale_neurons
+    from hedit.measure.generate import decode
+
+    from conftest import neuron_set
+
+    model = tiny_model_for(arch, **kw)
+    g = torch.Generator().manual_seed(2)
+    head = torch.randint(3, 250, (10,), generator=g).tolist()
+    prompts = [head + torch.randint(3, 250, (n,), generator=g).tolist() for n in (3, 9, 5, 12)]
+    ns = neuron_set(arch, per_layer=8)
+    cells = [{}, ns.plan(0.0), ns.plan(3.0)]
+    with torch.no_grad():
+        free = decode(model, prompts, 10, set(), 0)
+    ends = {free[0][1], free[2][5]}
+    alone = []
+    for layers in cells:
+        with torch.no_grad(), scale_neurons(model, layers):
+            alone.append(decode(model, prompts, 10, ends, 0))
+    assert alone[0] != alone[1] and alone[0] != alone[2]  # the cells do differ
+    rows = [(c, i) for c in range(len(cells)) for i in range(len(prompts))]
+    with torch.no_grad(), CellScales(model, cells) as scales:
+        got = decode(model, [prompts[i] for _, i in rows], 10, ends, 0, cells=(scales, [c for c, _ in rows]))
+        some = decode(model, [prompts[3], prompts[0]], 10, ends, 0, cells=(scales, [2, 1]))  # a subset, any order
+    assert got == [alone[c][i] for c, i in rows]
+    assert some == [alone[2][3], alone[1][0]]
+    assert len({len(r) for r in got}) > 1
+
+
+def tiny_model_for(arch, **kw):
+    from hedit.model.tiny import tiny_model
+
+    return tiny_model(arch, seed=3, **kw)
+
+
+def test_cells_need_greedy_on_a_transformers_model(tiny):
+    from hedit.check.intervention import CellScales
+    from hedit.errors import HeditError
+
+    model, tok = tiny
+    with CellScales(model, [{}, {0: [(1, 0.0)]}]) as scales:
+        with pytest.raises(HeditError, match="share a batch only in greedy decoding"):
+            generate(model, tok, [[5, 6]], Decoding(sample=True), cells=(scales, [1]))

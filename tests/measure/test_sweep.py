@@ -139,10 +139,11 @@ def test_resume_runs_only_missing_cells(tiny, tmp_path, monkeypatch):
     calls, crash = [], [True]
     real = sweep_mod.run_suite
 
-    def counting(*a, **k):
-        calls.append(a[2])
-        if len(calls) == 4 and crash and crash.pop():
+    def counting(*a, **k):  # one call runs every pending cell of a suite: count the cells
+        scales = a[8] if len(a) > 8 else k.get("scales")
+        if calls and crash and crash.pop():
             raise RuntimeError("killed")  # interrupted in the middle of the sweep
+        calls.extend([a[2]] * (len(scales) if scales is not None else 1))
         return real(*a, **k)
 
     monkeypatch.setattr(sweep_mod, "run_suite", counting)
@@ -230,3 +231,37 @@ def test_cli_sweep_prints_the_table(tiny, tmp_path):
     assert r.exit_code == 0, r.output
     assert "| alpha | false-premise (H) | trivia (H) | kl (H)" in r.output
     assert json.loads((tmp_path / "o" / "sweep.json").read_text())["controls"] == 1
+
+
+def test_cells_sharing_batches_give_the_replies_of_cells_run_alone(tmp_path, monkeypatch):
+    """Greedy sweeps decode every pending cell of a task in the same batches (CellScales); the records
+    must be those of running each cell on its own, for every task (sycophancy's second turns, trivia,
+    over-refusal), and the journal one record per cell."""
+    path = add_tokenizer(save_tiny_model(tmp_path / "m", "llama"), fill=256)  # every token decodes to a word
+    model, tok = load_model(path), load_tokenizer(path)
+    ns = neuron_set("llama", per_layer=6)
+    cfg = SweepConfig(alphas=(0.0, 1.0, 3.0), controls=1, limit=5, max_new_tokens=6, batch_size=7)
+    calls = []
+    real = sweep_mod.run_suite
+    monkeypatch.setattr(sweep_mod, "run_suite", lambda *a, **k: calls.append(a[8]) or real(*a, **k))
+    from hedit.measure.compliance import RuleJudge
+
+    class Judge(RuleJudge):  # a first answer of an even number of characters is correct: some rows take a second turn
+        def qa(self, question, aliases, reply):
+            return "correct" if len(reply) % 2 == 0 else "incorrect"
+
+    judge = Judge()
+    shared = run_sweep(str(path), ns, tmp_path / "shared", cfg, judge=judge, loaded=(model, tok), progress=False)
+    assert calls and all(len(s) == 5 for s in calls)  # base + 2 sets x 2 alphas, in one call per suite
+    monkeypatch.setattr(sweep_mod, "cells_share_batches", lambda m, d: False)
+    alone = run_sweep(str(path), ns, tmp_path / "alone", cfg, judge=judge, loaded=(model, tok), progress=False)
+    key = lambda r: (r["set"], r["alpha"], r["task"])  # noqa: E731
+    a = sorted(_cells(tmp_path / "shared"), key=key)
+    b = sorted(_cells(tmp_path / "alone"), key=key)
+    assert [key(r) for r in a] == [key(r) for r in b] and len(a) == 5 * (len(SUITES) + 3)
+    assert a == b
+    replies = {key(r): [i["replies"] for i in r["items"]] for r in a if "items" in r}
+    assert replies[("h", 0.0, "sycophancy")] != replies[(BASE, 1.0, "sycophancy")]  # cells differ
+    twice = [len(r) == 2 for cell, rs in replies.items() if cell[2] == "sycophancy" for r in rs]
+    assert 0 < sum(twice) < len(twice)  # some rows of the shared batches took a second turn, some did not
+    assert shared["results"] == alone["results"]
