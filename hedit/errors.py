@@ -1,4 +1,16 @@
-"""The exception types hedit raises for bad input and for signals; the CLI prints each as a single line."""
+"""The exception types hedit raises for bad input and for signals; the CLI prints each as a single line.
+``redact`` removes credentials from any text hedit prints."""
+
+import re
+
+# scheme://user:password@host or scheme://token@host: the user-info part of a URL
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@'\"]+@")
+
+
+def redact(text: str) -> str:
+    """``text`` with the user-info of every URL in it replaced by ``***`` (``HF_ENDPOINT`` or a judge URL
+    may carry a password: it is never printed)."""
+    return _USERINFO.sub(r"\1***@", text)
 
 
 class HeditError(Exception):

@@ -1,9 +1,12 @@
 """Builders of test inputs shared by several test files: GGUF files with valid random blocks of any type,
-and quantized safetensors checkpoints packed from known integer weights."""
+GGUF files crafted byte by byte (overlapping, misaligned, mis-shaped tensors), and quantized safetensors
+checkpoints packed from known integer weights."""
 
 from __future__ import annotations
 
 import json
+import struct
+from pathlib import Path
 
 import gguf
 import numpy as np
@@ -33,6 +36,14 @@ def random_blocks(qtype: T, rows: int, cols: int, seed: int = 0) -> np.ndarray:
             raw[:, :, off : off + 2] = (
                 rng.uniform(0.001, 0.01, (rows, cols // block, 1)).astype(np.float16).view(np.uint8)
             )
+        # offsets as real weights have them: a block's range holds 0 (its values have both signs)
+        d = raw[:, :, 0:2].copy().view(np.float16).astype(np.float32)
+        if qtype.name in ("Q4_1", "Q5_1"):  # value = d * q + m, m the block's minimum
+            top = 15 if qtype.name == "Q4_1" else 31
+            m = -d * rng.uniform(0.2 * top, 0.8 * top, d.shape)
+            raw[:, :, 2:4] = m.astype(np.float16).view(np.uint8)
+        elif qtype.name in ("Q4_K", "Q5_K"):  # value = d * sc * q - dmin * mn: dmin small beside d
+            raw[:, :, 2:4] = (d / 6).astype(np.float16).view(np.uint8)  # offset <= 63 d / 6, within 15 steps
     elif qtype.name == "IQ1_M":
         d = rng.uniform(0.001, 0.01, (rows, cols // block)).astype(np.float16).view(np.uint16)
         words = raw[:, :, 48:56].copy().view(np.uint16) & np.uint16(0x0FFF)
@@ -152,3 +163,78 @@ def quantized(tmp_path, fmt: str, seed: int = 0):
     }[fmt]
     (folder / "config.json").write_text(json.dumps(cfg))
     return folder, want
+
+
+# ------------------------------------------------------------------------------------------ crafted GGUF
+
+
+def _gguf_string(s: str) -> bytes:
+    b = s.encode()
+    return struct.pack("<Q", len(b)) + b
+
+
+def _gguf_value(v) -> bytes:
+    """(type, bytes) of a metadata value: bool, int (u32), float (f32), str, or a list of ints."""
+    if isinstance(v, bool):
+        return struct.pack("<I", 7) + struct.pack("<?", v)
+    if isinstance(v, int):
+        return struct.pack("<I", 4) + struct.pack("<I", v)
+    if isinstance(v, float):
+        return struct.pack("<I", 6) + struct.pack("<f", v)
+    if isinstance(v, str):
+        return struct.pack("<I", 8) + _gguf_string(v)
+    return struct.pack("<I", 9) + struct.pack("<IQ", 4, len(v)) + b"".join(struct.pack("<I", x) for x in v)
+
+
+def craft_gguf(path, metadata: dict, tensors: list, alignment: int = 32) -> Path:
+    """A GGUF file written byte by byte, so that it can be wrong in ways gguf-py's writer never is:
+    ``tensors`` is a list of (name, shape in GGUF order, F32 values or None, data offset); an offset of
+    None puts the tensor where it would lie after the ones before it (aligned), a tensor's name puts it
+    where that one would lie, (name, delta) a few bytes off; so an offset may overlap another tensor, be
+    misaligned or out of order. Values default to ones."""
+    head = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(metadata))
+    for k, v in metadata.items():
+        head += _gguf_string(k) + _gguf_value(v)
+    auto, pos = {}, 0  # where each tensor would lie, one after another
+    for name, shape, _, _ in tensors:
+        auto[name] = -(-pos // alignment) * alignment
+        pos = auto[name] + 4 * int(np.prod(shape))
+    infos, blobs, pos = b"", [], 0
+    for name, shape, values, offset in tensors:
+        n = int(np.prod(shape))
+        data = (np.ones(n, np.float32) if values is None else np.asarray(values, np.float32).reshape(-1)).tobytes()
+        if offset is None:
+            offset = auto[name]
+        elif isinstance(offset, str):  # where that tensor would lie
+            offset = auto[offset]
+        elif isinstance(offset, tuple):  # (name, delta)
+            offset = auto[offset[0]] + offset[1]
+        infos += _gguf_string(name) + struct.pack("<I", len(shape)) + b"".join(struct.pack("<Q", d) for d in shape)
+        infos += struct.pack("<IQ", 0, offset)  # type 0: F32
+        blobs.append((offset, data))
+        pos = max(pos, offset + len(data))
+    header = head + infos
+    start = -(-len(header) // alignment) * alignment
+    body = bytearray(pos)
+    for offset, data in blobs:
+        body[offset : offset + len(data)] = data
+    Path(path).write_bytes(header + bytes(start - len(header)) + bytes(body))
+    return Path(path)
+
+
+def llama_gguf_tensors(layers: int = 3, inter: int = 96, hidden: int = 64, up_rows: int | None = None) -> list:
+    """The tensors of a tiny F32 llama GGUF for ``craft_gguf``, each after the one before."""
+    out = [("token_embd.weight", (hidden, 16), None, None)]
+    for layer in range(layers):
+        out.append((f"blk.{layer}.ffn_down.weight", (inter, hidden), None, None))
+        out.append((f"blk.{layer}.ffn_up.weight", (hidden, up_rows or inter), None, None))
+    return out
+
+
+def llama_gguf_metadata(layers: int = 3, inter: int = 96, hidden: int = 64, **extra) -> dict:
+    return {
+        "general.architecture": "llama",
+        "llama.block_count": layers,
+        "llama.feed_forward_length": inter,
+        "llama.embedding_length": hidden,
+    } | extra

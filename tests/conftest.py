@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from pathlib import Path
@@ -158,3 +159,24 @@ def yes_judge(monkeypatch):
         "qa",
         lambda self, q, aliases, text: "correct" if aliases[0] == "yes" else "incorrect",
     )
+
+
+@contextlib.contextmanager
+def small_disk(where: Path, size: str):
+    """A tmpfs of ``size`` mounted at ``where`` (made here), unmounted after; skips where mounting is not
+    allowed (hedit's tests run as root here, and in CI)."""
+    import subprocess
+    import time
+
+    where.mkdir()
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True
+    ).returncode:
+        pytest.skip("mounting a small tmpfs is not allowed here")
+    try:
+        yield where
+    finally:
+        for _ in range(20):
+            if subprocess.run(["umount", str(where)], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.1)

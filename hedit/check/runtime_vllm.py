@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from hedit.check.verify import check_artifact, check_tolerance, prompt_ids, reference_generation
+from hedit.check.verify import VACUOUS, check_artifact, check_tolerance, prompt_ids, reference_generation
 from hedit.edit.adapters import read_adapter
 from hedit.edit.adapters.lora import vllm_max_lora_rank
 from hedit.edit.neurons import NeuronSet
@@ -87,16 +87,22 @@ class VllmResult:
             self.token_agreement == 1.0
             and math.isfinite(self.max_abs_logprob_diff)
             and self.max_abs_logprob_diff <= self.tolerance
+            and not self.vacuous
         )
 
+    @property
+    def vacuous(self) -> bool:
+        """The tolerance is not below the edit's own effect: an unedited model would pass too."""
+        return 0 < self.effect <= self.tolerance  # an edit that changes nothing (alpha 1) has nothing to tell apart
+
     def to_dict(self) -> dict:
-        return asdict(self) | {"passed": self.passed}
+        return asdict(self) | {"passed": self.passed, "vacuous": self.vacuous}
 
     def summary(self) -> str:
         return (
             f"{'PASS' if self.passed else 'FAIL'} vllm: greedy-token agreement {self.token_agreement:.1%}, "
             f"max abs logprob diff {self.max_abs_logprob_diff:.2e} (tolerance {self.tolerance:g}), "
-            f"edit effect {self.effect:.2e}"
+            f"edit effect {self.effect:.2e}{VACUOUS if self.vacuous else ''}"
         )
 
 

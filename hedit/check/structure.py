@@ -143,7 +143,37 @@ def _checkpoint(plan: EditPlan, out: Path, progress: bool) -> StructureResult:
                 os.close(sfd)
                 os.close(dfd)
             pbar.update(src.stat().st_size)
+    _copied_files(plan, out, res)
     return res
+
+
+def _copied_files(plan: EditPlan, out: Path, res: StructureResult) -> None:
+    """Every file the edit copied (config, generation config, tokenizer, chat template, the index) is
+    byte-identical to the source's, and the folder holds nothing else but hedit's own files: a changed
+    ``rms_norm_eps`` or chat template changes the model as surely as a changed tensor."""
+    from hedit.edit.output import CARD, PROVENANCE
+    from hedit.io.checkpoint import INDEX
+
+    ckpt = plan.checkpoint
+    copied = [p.name for p in ckpt.aux_files()] + ([INDEX] if (ckpt.path / INDEX).is_file() else [])
+    for name in copied:
+        src, dst = ckpt.path / name, out / name
+        if not dst.is_file() or dst.is_symlink():
+            res.mismatches.append(f"{name}: copied from the source, but missing from the edit")
+            continue
+        size = src.stat().st_size
+        sfd, dfd = os.open(src, os.O_RDONLY), os.open(dst, os.O_RDONLY)
+        try:
+            if dst.stat().st_size != size or not _same_bytes(sfd, dfd, 0, size):
+                res.mismatches.append(f"{name}: differs from the source's")
+            res.bytes_compared += size
+        finally:
+            os.close(sfd)
+            os.close(dfd)
+    known = set(copied) | set(ckpt.weight_files) | {PROVENANCE, CARD, "evidence"}
+    for p in sorted(out.iterdir()):
+        if p.name not in known:
+            res.mismatches.append(f"{p.name}: in the edit, but neither copied from the source nor written by hedit")
 
 
 def _adapter(plan: EditPlan, folder: Path) -> StructureResult:
@@ -162,7 +192,8 @@ def _adapter(plan: EditPlan, folder: Path) -> StructureResult:
         finally:
             os.close(fd)
 
-    want = _builder(fmt)(plan, read).tensors
+    built = _builder(fmt)(plan, read)
+    want = built.tensors
     got = load_file(folder / ADAPTER_WEIGHTS)
     res = StructureResult(str(folder), "adapter", len(got), 0, sum(t.numel() * t.element_size() for t in got.values()))
     for name in sorted(set(want) | set(got)):
@@ -172,7 +203,28 @@ def _adapter(plan: EditPlan, folder: Path) -> StructureResult:
             res.mismatches.append(f"{name}: not the factor the plan implies")
         else:
             res.edited_tensors += 1
+    _adapter_files(plan, built, folder, cfg, res)
     return res
+
+
+def _adapter_files(plan: EditPlan, built, folder: Path, cfg: dict, res: StructureResult) -> None:
+    """``adapter_config.json`` is the one the plan implies (rank, scaling, targets: a changed
+    ``lora_alpha`` rescales the whole edit), and the folder holds nothing but the adapter and hedit's files."""
+    import tempfile
+
+    from hedit.edit.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+    from hedit.edit.output import CARD, PROVENANCE
+
+    built.config.base_model_name_or_path = cfg.get("base_model_name_or_path")
+    with tempfile.TemporaryDirectory(prefix="hedit-structure-") as tmp:
+        built.config.save_pretrained(tmp)
+        want = read_json(Path(tmp) / ADAPTER_CONFIG)
+    if want != cfg:
+        keys = sorted(k for k in set(want) | set(cfg) if want.get(k) != cfg.get(k))
+        res.mismatches.append(f"{ADAPTER_CONFIG}: not the one the plan implies ({', '.join(keys[:5])} differ)")
+    for p in sorted(folder.iterdir()):
+        if p.name not in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, PROVENANCE, CARD, "evidence"):
+            res.mismatches.append(f"{p.name}: in the adapter folder, but not written by hedit")
 
 
 def _gguf(source: Path, neurons, alpha, edited: Path, allow_negative: bool) -> StructureResult:

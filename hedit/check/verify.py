@@ -32,6 +32,7 @@ PROMPTS = (
 TOLERANCE = 1e-4
 RTOL = 1e-5  # relative to the largest reference logit; see the module docstring
 LOW_PRECISION_RTOL = 1e-2  # the same in bfloat16/float16: a few units of their rounding (2^-8 for bfloat16)
+VACUOUS = "; the tolerance is not below the edit's own effect, so an unedited model would pass too: lower it"
 
 
 @dataclass
@@ -51,16 +52,22 @@ class VerifyResult:
             math.isfinite(self.max_abs_logit_diff)
             and self.max_abs_logit_diff <= self.tolerance
             and self.untied_disagreements == 0
+            and not self.vacuous
         )
 
+    @property
+    def vacuous(self) -> bool:
+        """The tolerance is not below the edit's own effect: an unedited copy would pass too."""
+        return 0 < self.effect <= self.tolerance  # an edit that changes nothing (alpha 1) has nothing to tell apart
+
     def to_dict(self) -> dict:
-        return asdict(self) | {"passed": self.passed}
+        return asdict(self) | {"passed": self.passed, "vacuous": self.vacuous}
 
     def summary(self) -> str:
         return (
             f"{'PASS' if self.passed else 'FAIL'} transformers: max abs logit diff {self.max_abs_logit_diff:.2e} "
             f"(tolerance {self.tolerance:g}), greedy-token agreement {self.token_agreement:.1%}, "
-            f"edit effect {self.effect:.2e}"
+            f"edit effect {self.effect:.2e}{VACUOUS if self.vacuous else ''}"
         )
 
 

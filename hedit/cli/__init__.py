@@ -13,7 +13,7 @@ import threading
 import click
 
 from hedit import __version__
-from hedit.errors import HeditError, Interrupted
+from hedit.errors import HeditError, Interrupted, redact
 
 
 class _Group(click.Group):
@@ -43,6 +43,7 @@ class _Group(click.Group):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         """Usage errors too are one ``hedit: error:`` line (exit 2), not click's usage block."""
         prog_name = "hedit"  # error lines name the command as people type it, also under test runners
+        _check_cwd()
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
@@ -95,7 +96,7 @@ def _os_error(e: OSError) -> str:
 
 
 def _fail(message: str, code: int) -> None:
-    click.echo(f"hedit: error: {' '.join(message.split())}", err=True)
+    click.echo(f"hedit: error: {redact(' '.join(message.split()))}", err=True)
     sys.exit(code)
 
 
@@ -124,6 +125,18 @@ def main():
     """Find H-neurons in chat LLMs and write edited models that carry the fix with them."""
 
 
+def _check_cwd() -> None:
+    """A deleted working directory is one line, checked before the commands (and torch, whose math
+    library aborts with a fatal error in one) are imported."""
+    try:
+        os.getcwd()
+    except OSError:
+        click.echo(
+            "hedit: error: the working directory no longer exists (deleted?); cd to a folder that does", err=True
+        )
+        sys.exit(1)
+
+
 def _register() -> None:
     from hedit.cli import check, edit, find, measure, run, ship
 
@@ -132,4 +145,5 @@ def _register() -> None:
             main.add_command(command)
 
 
+_check_cwd()
 _register()

@@ -19,17 +19,22 @@ from hedit.errors import HeditError
 def _floats(value: Any, flag: str) -> tuple[float, ...]:
     if isinstance(value, tuple):
         return value
-    parts = [p.strip() for p in str(value).split(",") if p.strip()]
+    parts = [p.strip() for p in str(value).split(",")]
+    if any(not p for p in parts) and str(value).strip():
+        raise HeditError(f"{flag} takes comma-separated numbers, got {value!r} (an empty item)")
     try:
-        return tuple(float(p) for p in parts)
+        return tuple(float(p) for p in parts if p)
     except ValueError:
         raise HeditError(f"{flag} takes comma-separated numbers, got {value!r}") from None
 
 
-def _strings(value: Any) -> tuple[str, ...]:
+def _strings(value: Any, flag: str = "the option") -> tuple[str, ...]:
     if isinstance(value, tuple):
         return value
-    return tuple(p.strip() for p in str(value).split(",") if p.strip())
+    parts = tuple(p.strip() for p in str(value).split(","))
+    if any(not p for p in parts) and str(value).strip():
+        raise HeditError(f"{flag} takes comma-separated names, got {value!r} (an empty item)")
+    return tuple(p for p in parts if p)
 
 
 def _base(kind: Any) -> Any:
@@ -82,7 +87,7 @@ def build(cls: type[Settings], kwargs: dict[str, Any], **extra: Any) -> Any:
             if typing.get_origin(kind) is tuple:
                 item = typing.get_args(kind)[0]
                 flag = fld.metadata.get("flag") or f"--{fld.name.replace('_', '-')}"
-                value = _floats(value, flag) if item is float else _strings(value)
+                value = _floats(value, flag) if item is float else _strings(value, flag)
             values[fld.name] = value
     return cls(**values)
 

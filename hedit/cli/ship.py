@@ -17,7 +17,9 @@ def push(folder, repo_id, private, revision, commit_message, force):
     from hedit.ship.push import push as run
 
     r = run(folder, repo_id, private, revision, commit_message, force)
-    click.echo(f"pushed {r.kind} ({len(r.files)} files) to {r.repo_id}@{r.revision}: {r.commit_url}")
+    from hedit.errors import redact
+
+    click.echo(redact(f"pushed {r.kind} ({len(r.files)} files) to {r.repo_id}@{r.revision}: {r.commit_url}"))
 
 
 COMMANDS = [push]

@@ -9,7 +9,8 @@ same size, same offset): metadata, tokenizer and every other tensor stay byte-id
   new f16 scale (alpha 0 and powers of two exactly), for every block type with such a scale.
 - ``--target down`` (the default for F32/F16/BF16 files): column j of ``ffn_down``. Float types are scaled
   exactly; block types keep every scale and re-round only the chosen values (Q4_0, Q4_1, Q5_0, Q5_1,
-  Q8_0, Q4_K, Q5_K, Q6_K), within half a quantization step.
+  Q8_0, Q4_K, Q5_K, Q6_K), within half a quantization step where alpha times the value lies in the
+  block's range; a value that would land more than one step from it (clipped) refuses the edit.
 
 The error of every edited tensor against the exactly scaled dequantized weights (gguf-py's
 dequantizers) is measured and recorded. ``--out x.gguf`` writes the file with ``x.gguf.hedit.json``
@@ -79,9 +80,31 @@ def gguf_shape(header: GgufHeader) -> tuple[Architecture, int, int]:
     layers, inter = header.metadata.get(f"{name}.block_count"), header.metadata.get(f"{name}.feed_forward_length")
     if isinstance(inter, list):
         raise HeditError(f"{name}: per-layer feed_forward_length is not supported")
-    if not isinstance(layers, int) or not isinstance(inter, int) or layers <= 0 or inter <= 0:
-        raise HeditError(f"the GGUF file lacks {name}.block_count or {name}.feed_forward_length")
+    if type(layers) is not int or type(inter) is not int or layers <= 0 or inter <= 0:  # bool is no count
+        raise HeditError(f"the GGUF file lacks {name}.block_count or {name}.feed_forward_length (positive integers)")
+    _check_ffn_shapes(header, arch, name, layers, inter)
     return arch, layers, inter
+
+
+def _check_ffn_shapes(header: GgufHeader, arch: Architecture, name: str, layers: int, inter: int) -> None:
+    """Every MLP tensor has the shape the metadata implies (GGUF order, row length first): ffn_down
+    [inter, embd], ffn_up [embd, inter] (twice inter when gate and up are fused); a tensor of another
+    shape would make the edit touch the wrong bytes."""
+    embd = header.metadata.get(f"{name}.embedding_length")
+    embd = embd if type(embd) is int and embd > 0 else None
+    rows = 2 * inter if arch.up_fused else inter
+    for layer in range(layers):
+        for which in ("down", "up") if arch.gated else ("down",):
+            t = header.tensors.get(arch.gguf_tensor(layer, which))
+            if t is None:
+                continue
+            want = (inter, embd) if which == "down" else (embd, rows)
+            if len(t.shape) != 2 or any(w is not None and w != g for w, g in zip(want, t.shape)):
+                shown = [w if w is not None else "embd" for w in want]
+                raise HeditError(
+                    f"{header.path}: {t.name} has shape {list(t.shape)}, but the metadata says {shown} "
+                    f"({name}.feed_forward_length {inter}); not a file hedit can edit safely"
+                )
 
 
 def _known_names(header: GgufHeader) -> list[str]:
@@ -99,6 +122,9 @@ def _known_names(header: GgufHeader) -> list[str]:
 def _rows(path: Path, t: GgufTensor) -> np.ndarray:
     """The tensor's bytes as [rows, row bytes], memory-mapped (only what is indexed is read)."""
     return np.memmap(path, dtype=np.uint8, mode="r", offset=t.offset, shape=(t.rows, t.row_bytes))
+
+
+ROW_RTOL = 2.0**-9  # a row edit's error bound: a few units of f16 rounding of the scales, relative
 
 
 def _resolve_target(target: str, arch: Architecture, tensors: dict, layers: list[int]) -> str:
@@ -127,7 +153,15 @@ def _row_edit(
         raise HeditError(f"{t.name} is {type_name}, which has no per-block scale hedit can edit")
     old = np.array(_rows(path, t)[rows])
     new = scale_rows(old, type_name, alphas)
-    err = float(np.abs(_dequant(new, type_name) - alphas[:, None] * _dequant(old, type_name)).max())
+    want = alphas[:, None] * _dequant(old, type_name)
+    err = float(np.abs(_dequant(new, type_name) - want).max())
+    bound = ROW_RTOL * float(np.abs(want).max()) if want.size else 0.0
+    if err > bound and type_name not in FLOATS:
+        raise HeditError(
+            f"{t.name} ({type_name}): the new f16 block scales cannot hold alpha {float(np.max(np.abs(alphas))):g} "
+            f"(max abs error {err:.3g}, above hedit's bound of {ROW_RTOL:g} of the largest scaled value: scales "
+            "that underflow or lose their precision); edit the float model, or a GGUF of a float type"
+        )
     writes = [(t.offset + r * t.row_bytes, new[i].tobytes()) for i, r in enumerate(rows)]
     return writes, TensorEdit(t.name, type_name, len(rows), int((new != old).sum()), err)
 
@@ -150,7 +184,7 @@ def _column_edit(
     by_block: dict[int, list[tuple[int, float]]] = {}
     for c, a in zip(cols, alphas):
         by_block.setdefault(c // block, []).append((c % block, float(a)))
-    writes, changed, err = [], 0, 0.0
+    writes, changed, err, clipped = [], 0, 0.0, 0
     base = t.offset
     for b, edits in sorted(by_block.items()):
         old = np.ascontiguousarray(raw[:, b * size : (b + 1) * size])
@@ -159,7 +193,8 @@ def _column_edit(
         if type_name in FLOATS:
             new = _float_columns(old, type_name, pos, al)
         else:
-            new = requantize_elements(old, type_name, pos, al)
+            new, n = requantize_elements(old, type_name, pos, al)
+            clipped += n
         want = _dequant(old, type_name)
         want[:, pos] *= al
         got = _dequant(new, type_name)
@@ -168,6 +203,13 @@ def _column_edit(
             raise RuntimeError(f"{t.name}: values other than the chosen ones changed")  # a bug, never input
         changed += int((new != old).sum())
         writes += [(base + r * row_bytes + b * size, new[r].tobytes()) for r in range(n_rows)]
+    if clipped:
+        big = float(np.max(np.abs(alphas)))
+        raise HeditError(
+            f"{t.name} ({type_name}): {clipped} values clip at alpha {big:g} under their blocks' fixed scales "
+            f"(max abs error {err:.3g}; hedit's bound is one quantization step); --target up scales the "
+            "blocks' own scales and holds this alpha"
+        )
     return writes, TensorEdit(t.name, type_name, len(cols), changed, err)
 
 

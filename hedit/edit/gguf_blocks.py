@@ -148,21 +148,34 @@ def _legacy(type_name: str):
     return {"Q4_0": (None, None, 2), "Q4_1": (2, None, 4), "Q5_0": (None, 2, 6), "Q5_1": (2, 4, 8)}[type_name]
 
 
-def requantize_elements(blocks: np.ndarray, type_name: str, positions: np.ndarray, alphas: np.ndarray) -> np.ndarray:
+def requantize_elements(
+    blocks: np.ndarray, type_name: str, positions: np.ndarray, alphas: np.ndarray
+) -> tuple[np.ndarray, int]:
     """``blocks`` (uint8, [n, block bytes], one block per row) with the value at ``positions[i]`` of every
     row replaced by the nearest representable value to ``alphas[i]`` times it, under the block's own
-    scales; ``positions`` and ``alphas`` are per column edit: [m] (applied to all n rows)."""
+    scales; ``positions`` and ``alphas`` are per column edit: [m] (applied to all n rows). Also returns
+    how many values clipped: alpha times them lies more than a step past the block's range, so the
+    stored value is more than one quantization step from it."""
     out = np.array(blocks, dtype=np.uint8, copy=True)
+    clips = [0]
     for pos, a in zip(positions, alphas):
-        _requantize_one(out, type_name, int(pos), float(a))
-    return out
+        _requantize_one(out, type_name, int(pos), float(a), clips)
+    return out, clips[0]
+
+
+def _clip(x: np.ndarray, lo: int, hi: int, live: np.ndarray, clips: list[int]) -> np.ndarray:
+    """The integer nearest ``x`` (alpha times a value, in units of its block's step) within [lo, hi];
+    counts, where the block is live, the values that land more than one step from ``x`` (past the
+    block's range: a clip, not a rounding)."""
+    clips[0] += int((((x < lo - 1) | (x > hi + 1)) & live).sum())
+    return np.clip(np.rint(x), lo, hi)
 
 
 def _f16(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x).view(np.float16).astype(np.float32).reshape(-1)
 
 
-def _requantize_one(b: np.ndarray, t: str, k: int, a: float) -> None:
+def _requantize_one(b: np.ndarray, t: str, k: int, a: float, clips: list[int]) -> None:
     """In place: value k of every block (row) of ``b`` re-rounded for alpha ``a``."""
     if t in ("Q4_0", "Q4_1", "Q5_0", "Q5_1"):
         d = _f16(b[:, 0:2])
@@ -178,10 +191,10 @@ def _requantize_one(b: np.ndarray, t: str, k: int, a: float) -> None:
         if m is None:
             center = 8 if t == "Q4_0" else 16
             value = d * (q - center)
-            qn = np.clip(np.rint(np.divide(a * value, d, out=np.zeros_like(d), where=d != 0)) + center, 0, top)
+            qn = _clip(np.divide(a * value, d, out=np.zeros_like(d), where=d != 0) + center, 0, top, d != 0, clips)
         else:
             value = d * q + m
-            qn = np.clip(np.rint(np.divide(a * value - m, d, out=np.zeros_like(d), where=d != 0)), 0, top)
+            qn = _clip(np.divide(a * value - m, d, out=np.zeros_like(d), where=d != 0), 0, top, d != 0, clips)
         qn = np.where(d == 0, q, qn).astype(np.int32)
         b[:, byte] = (b[:, byte] & np.uint8(0xF0 if shift == 0 else 0x0F)) | ((qn & 0x0F).astype(np.uint8) << shift)
         if qh_off is not None:
@@ -192,7 +205,7 @@ def _requantize_one(b: np.ndarray, t: str, k: int, a: float) -> None:
     if t == "Q8_0":
         d = _f16(b[:, 0:2])
         q = b[:, 2 + k].view(np.int8).astype(np.int32)
-        qn = np.clip(np.rint(np.divide(a * d * q, d, out=np.zeros_like(d), where=d != 0)), -128, 127)
+        qn = _clip(np.divide(a * d * q, d, out=np.zeros_like(d), where=d != 0), -128, 127, d != 0, clips)
         qn = np.where(d == 0, q, qn).astype(np.int8)
         b[:, 2 + k] = qn.view(np.uint8)
         return
@@ -213,7 +226,8 @@ def _requantize_one(b: np.ndarray, t: str, k: int, a: float) -> None:
             q |= ((b[:, hb] >> s) & 1).astype(np.int32) << 4
             top = 31
         value = step * q - off
-        qn = np.clip(np.rint(np.divide(a * value + off, step, out=np.zeros_like(step), where=step != 0)), 0, top)
+        raw = np.divide(a * value + off, step, out=np.zeros_like(step), where=step != 0)
+        qn = _clip(raw, 0, top, step != 0, clips)
         qn = np.where(step == 0, q, qn).astype(np.int32)
         b[:, byte] = (b[:, byte] & np.uint8(0xF0 if shift == 0 else 0x0F)) | ((qn & 0x0F).astype(np.uint8) << shift)
         if t == "Q5_K":
@@ -228,7 +242,7 @@ def _requantize_one(b: np.ndarray, t: str, k: int, a: float) -> None:
         hb, hshift = 128 + h * 32 + kk, 2 * s
         q = (((b[:, lb] >> lshift) & 0x0F) | (((b[:, hb] >> hshift) & 0x03) << 4)).astype(np.int32)
         value = step * (q - 32)
-        qn = np.clip(np.rint(np.divide(a * value, step, out=np.zeros_like(step), where=step != 0)) + 32, 0, 63)
+        qn = _clip(np.divide(a * value, step, out=np.zeros_like(step), where=step != 0) + 32, 0, 63, step != 0, clips)
         qn = np.where(step == 0, q, qn).astype(np.int32)
         b[:, lb] = (b[:, lb] & np.uint8(~(0x0F << lshift) & 0xFF)) | ((qn & 0x0F).astype(np.uint8) << lshift)
         b[:, hb] = (b[:, hb] & np.uint8(~(0x03 << hshift) & 0xFF)) | (((qn >> 4) & 0x03).astype(np.uint8) << hshift)

@@ -192,9 +192,16 @@ def _known(obj: dict, keys: tuple[str, ...], where: str) -> None:
         raise HeditError(f"unknown key '{where}{unknown[0]}' (known: {', '.join(keys)})")
 
 
+MAX_ALPHA = 100.0  # the paper scales by 0 to 3; beyond 100 an alpha can only be a typo (1e5 for 1.5)
+
+
 def check_alpha(alpha: float, allow_negative: bool = False) -> None:
     if not math.isfinite(alpha):
         raise HeditError(f"alpha must be a finite number, got {alpha}")
+    if abs(alpha) > MAX_ALPHA:
+        raise HeditError(
+            f"alpha {alpha:g} is out of range: hedit takes alphas up to {MAX_ALPHA:g} (the paper's are 0 to 3)"
+        )
     if alpha < 0 and not allow_negative:
         raise HeditError(f"alpha {alpha} is negative; pass --allow-negative-alpha if you mean it")
 

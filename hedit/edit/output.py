@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -18,7 +19,8 @@ from typing import Any
 
 from hedit.edit.card import plots_beside, provenance
 from hedit.edit.plan import EditPlan
-from hedit.io.atomic import SIDECAR, atomic_dir, atomic_file, atomic_write_text, check_target
+from hedit.errors import HeditError
+from hedit.io.atomic import SIDECAR, atomic_dir, atomic_file, atomic_write_text, check_target, is_hedit_output
 from hedit.io.hashing import Hasher
 
 PROVENANCE, CARD = "hedit.json", "README.md"
@@ -43,30 +45,63 @@ def artifact(
     """Yield a ``Writer`` whose ``path`` the caller fills; on success the artifact, its ``hedit.json`` and
     its card are in place at ``out``; on any error (or signal) nothing is left."""
     out = Path(out)
-    check_target(out, [plan.source], overwrite)
+    sources = [plan.source, ("neurons file", neurons_file)]
+    check_target(out, sources, overwrite, "artifact" if folder else "file")
+    sidecar = Path(f"{out}{SIDECAR}")
+    if not folder:
+        _check_sidecar(out, sidecar, overwrite)
     hasher = Hasher(plan.weight_files)
     plots = plots_beside(neurons_file)
     try:
-        if folder:
-            with atomic_dir(out, overwrite, [plan.source]) as tmp:
-                w = Writer(tmp)
-                yield w
-                data = provenance(plan, kind, hasher.result(), str(neurons_file) if neurons_file else None, w.info)
-                if plots and w.card is not None:
-                    (tmp / "evidence").mkdir()
-                    for p in plots:
-                        shutil.copyfile(p, tmp / "evidence" / p.name)
-                (tmp / PROVENANCE).write_text(json.dumps(data, indent=2) + "\n")
-                if w.card is not None:
-                    (tmp / CARD).write_text(w.card(plan, out.name, data["evidence"], [p.name for p in plots]))
-        else:
-            with atomic_file(out, overwrite, [plan.source]) as tmp:
-                w = Writer(tmp)
-                yield w
-                data = provenance(plan, kind, hasher.result(), str(neurons_file) if neurons_file else None, w.info)
-            atomic_write_text(f"{out}{SIDECAR}", json.dumps(data, indent=2) + "\n")
+        yield from _write(out, plan, kind, overwrite, neurons_file, folder, sources, sidecar, hasher, plots)
     finally:
         hasher.cancel()
+
+
+def _write(out, plan, kind, overwrite, neurons_file, folder, sources, sidecar, hasher, plots) -> Iterator[Writer]:
+    """The body of ``artifact``: a folder, or a file with its sidecar."""
+    if folder:
+        with atomic_dir(out, overwrite, sources, kind="artifact") as tmp:
+            w = Writer(tmp)
+            yield w
+            data = provenance(plan, kind, hasher.result(), str(neurons_file) if neurons_file else None, w.info)
+            if plots and w.card is not None:
+                (tmp / "evidence").mkdir()
+                for p in plots:
+                    shutil.copyfile(p, tmp / "evidence" / p.name)
+            (tmp / PROVENANCE).write_text(json.dumps(data, indent=2) + "\n")
+            if w.card is not None:
+                (tmp / CARD).write_text(w.card(plan, out.name, data["evidence"], [p.name for p in plots]))
+    else:
+        fresh, wrote = not os.path.lexists(sidecar), False
+        try:
+            with atomic_file(out, overwrite, sources, kind="file") as tmp:
+                w = Writer(tmp)
+                yield w
+                data = provenance(plan, kind, hasher.result(), str(neurons_file) if neurons_file else None, w.info)
+                # the sidecar first (over nothing, or an earlier sidecar of hedit's): when it cannot
+                # be written the artifact is not installed either
+                atomic_write_text(sidecar, json.dumps(data, indent=2) + "\n")
+                wrote = fresh
+        except BaseException:
+            if wrote:  # the artifact was not installed after all: its new sidecar goes too
+                with contextlib.suppress(OSError):
+                    sidecar.unlink()
+            raise
+
+
+def _check_sidecar(out: Path, sidecar: Path, overwrite: bool) -> None:
+    """``x.gguf.hedit.json`` may exist only as the sidecar of an earlier hedit output ``x.gguf`` that
+    ``--overwrite`` replaces; a folder or a user's file of that name is never replaced."""
+    if not os.path.lexists(sidecar):
+        return
+    if sidecar.is_dir() or sidecar.is_symlink() or not sidecar.is_file():
+        raise HeditError(f"{sidecar} exists and is not a file; hedit writes {out}'s provenance there")
+    if not (overwrite and is_hedit_output(out, "file")):
+        raise HeditError(
+            f"{sidecar} already exists and is not the provenance of a hedit output {out.name}; move it away "
+            "(hedit writes the provenance there)"
+        )
 
 
 def neurons_path(neurons: Any) -> str | None:

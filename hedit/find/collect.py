@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 from collections.abc import Iterable
 from pathlib import Path
@@ -19,8 +20,9 @@ import torch
 
 from hedit.config import EngineConfig, SamplingConfig
 from hedit.errors import HeditError
-from hedit.io.atomic import atomic_write_text
-from hedit.io.journal import CHECKS, Journal, read_journal
+from hedit.io.atomic import atomic_write_text, check_place
+from hedit.io.hashing import fingerprint
+from hedit.io.journal import CHECKS, KEYS, Journal, read_journal
 from hedit.io.questions import Question
 from hedit.measure.generate import EngineModel, chat_ids, cut, end_ids, left_pad, pad_id, plain_greedy, sample
 from hedit.measure.judge import CORRECT, INCORRECT
@@ -70,8 +72,19 @@ def sample_batch(
 
 
 def read_responses(path: str | Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    """Header and records of a responses file; a torn last line (a crash mid-write) is ignored."""
-    return read_journal(path, "responses", CHECKS["responses"])
+    """Header and records of a responses file; a torn last line (a crash mid-write) is ignored. A question
+    recorded twice, or with another number of samples than the header's settings, is an error."""
+    header, records = read_journal(path, "responses", CHECKS["responses"], KEYS["responses"])
+    config = (header or {}).get("config")
+    want = config.get("samples") if isinstance(config, dict) else None
+    if isinstance(want, int):
+        for r in records:
+            if len(r["samples"]) != want:
+                raise HeditError(
+                    f"{path}: question {r['question_id']!r} has {len(r['samples'])} samples, the header's settings "
+                    f"say {want} (a file edited by hand, or two files merged?)"
+                )
+    return header, records
 
 
 def settings(cfg: SamplingConfig, grader=None, engine_id: str | None = None) -> dict[str, Any]:
@@ -97,9 +110,11 @@ def collect(
     model_name: str = "",
     progress: bool = True,
     grader=None,
+    model_id: str | None = None,
 ) -> Path:
     """Sample, judge and append; questions already in ``out`` are skipped. ``grader``: the rule judge
-    (default) or an ``hedit.measure.llm_judge.LLMJudge``."""
+    (default) or an ``hedit.measure.llm_judge.LLMJudge``. ``model_id``: the model's fingerprint
+    (``hedit.io.hashing.fingerprint``), recorded and checked on resume."""
     from hedit.measure.compliance import RULES
 
     grader = grader or RULES
@@ -111,6 +126,7 @@ def collect(
         {"model": model_name},
         what="collected",
         check=CHECKS["responses"],
+        model_id=model_id,
     )
     finished = {r["question_id"] for r in journal.records}
     todo = [q for q in questions if q.qid not in finished]
@@ -221,18 +237,39 @@ def collect_model(
         raise HeditError(f"--batch-size must be at least 1, got {batch_size}")
     kind, dtype, why, python = choose_engine("sample", engine, device)
     engine_id = f"vllm:{dtype}" if kind == "vllm" else None
-    Journal(out, "responses", settings(cfg, grader, engine_id), what="collected", check=CHECKS["responses"])
     path = resolve_model(model)
+    check_journal_place(out, [("model", path)])
+    model_id = fingerprint(path)
+    Journal(
+        out,
+        "responses",
+        settings(cfg, grader, engine_id),
+        what="collected",
+        check=CHECKS["responses"],
+        model_id=model_id,
+    )
     tok = load_tokenizer(path)
     if tok is None:
         raise HeditError(f"{path} has no tokenizer; collect needs one")
+    longest = max((len(build_prompt(tok, q.question, cfg)) for q in questions), default=0)  # every prompt renders
     log(describe(kind, dtype, why))
     if kind == "hf":
         lm = load_model(path, device=device)
-        return collect(lm, tok, questions, out, cfg, batch_size, str(model), progress, grader)
-    longest = max((len(build_prompt(tok, q.question, cfg)) for q in questions), default=0)
+        return collect(lm, tok, questions, out, cfg, batch_size, str(model), progress, grader, model_id)
     lm = open_engine(path, tok, engine, dtype, python, cfg.seed, longest + cfg.max_new_tokens + 8, device)
     try:
-        return collect(lm, tok, questions, out, cfg, batch_size, str(model), progress, grader)
+        return collect(lm, tok, questions, out, cfg, batch_size, str(model), progress, grader, model_id)
     finally:
         lm.engine.close()
+
+
+def check_journal_place(out: str | Path, sources) -> Path:
+    """A journal's path: not a folder, not inside a model folder or an input (``check_place``), its
+    folder not a file."""
+    out = Path(out)
+    if out.is_dir():
+        raise HeditError(f"--out {out} is a folder; collect writes a responses file (.jsonl)")
+    parent = out.absolute().parent
+    if os.path.lexists(parent) and not parent.is_dir():
+        raise HeditError(f"cannot write {out}: {parent} is a file, not a folder")
+    return check_place(out, sources)

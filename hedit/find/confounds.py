@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from hedit.find.labels import Dataset
+from hedit.io.atomic import save_png
 from hedit.measure.stats import auroc_interval
 
 LENGTHS = ("answer_tokens", "response_tokens")
@@ -170,5 +171,5 @@ def confound_plot(conf: dict[str, Any], probe_auroc: float, folder: Path, probe_
     b.set(ylim=(0, 1.02), ylabel="held-out AUROC")
     b.set_title("does length explain detection?", fontsize=9)
     fig.tight_layout()
-    fig.savefig(folder / "confounds.png", dpi=120)
+    save_png(fig, folder / "confounds.png", 120)
     plt.close(fig)

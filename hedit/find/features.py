@@ -13,7 +13,9 @@ and ``rows.jsonl`` (question id, sample, class, label, region, split).
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -158,8 +160,10 @@ def extract(
     batch_size: int = 8,
     device: str = "cpu",
     progress: bool = True,
+    sources=(),
 ) -> Path:
-    """Write the feature matrix and its row index into the folder ``out``."""
+    """Write the feature matrix and its row index into the folder ``out`` (which may replace only an
+    earlier features folder; ``sources``: the inputs it must not touch, see ``check_place``)."""
     from hedit.io.atomic import atomic_dir
 
     todo = items(tokenizer, records, regions, samples_per_question)
@@ -169,8 +173,9 @@ def extract(
     width = sig["num_layers"] * sig["intermediate_size"]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     order = sorted(range(len(todo)), key=lambda i: len(todo[i].ids))  # similar lengths batch together
-    with atomic_dir(out, overwrite=True) as tmp:
-        mat = np.memmap(tmp / FEATURES, dtype=np.float32, mode="w+", shape=(len(todo) * len(regions), width))
+    shape = (len(todo) * len(regions), width)
+    with atomic_dir(out, overwrite=True, sources=sources, kind="features") as tmp:
+        mat = _preallocated(tmp / FEATURES, shape)
         hooks = CettHooks(model)
         try:
             with bar(len(todo), "features", "seq", progress) as pbar:
@@ -199,6 +204,36 @@ def extract(
         }
         (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
     return Path(out)
+
+
+def _preallocated(path: Path, shape: tuple[int, int]) -> np.memmap:
+    """A float32 matrix file with every block allocated before it is memory-mapped: on a full disk the
+    allocation fails with ENOSPC (one line), where writes through the mapping would raise SIGBUS."""
+    size = shape[0] * shape[1] * 4
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        if size:
+            try:
+                os.posix_fallocate(fd, 0, size)
+            except OSError as e:
+                if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)):
+                    raise OSError(e.errno, e.strerror, str(path)) from None
+                _write_zeros(fd, size, path)  # no fallocate here: write the zeros, which a full disk refuses
+    finally:
+        os.close(fd)
+    return np.memmap(path, dtype=np.float32, mode="r+", shape=shape)
+
+
+def _write_zeros(fd: int, size: int, path: Path) -> None:
+    block = bytes(1 << 20)
+    pos = 0
+    while pos < size:
+        n = min(len(block), size - pos)
+        try:
+            os.pwrite(fd, block[:n], pos)
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, str(path)) from None
+        pos += n
 
 
 def check_features_model(meta: dict[str, Any], expected: tuple[str, int, int], what: str) -> None:
@@ -268,7 +303,8 @@ def features_from_file(
     header, records = read_responses(responses)
     if header is None:
         raise HeditError(f"responses file not found: {responses}")
-    check_target(out, [responses], overwrite=True)
+    sources = [("responses file", responses), ("model", resolve_model(model))]
+    check_target(out, sources, overwrite=True, kind="features")
     if "filtered" not in header:
         records = consistent(records)
     path = resolve_model(model)
@@ -277,5 +313,15 @@ def features_from_file(
         raise HeditError(f"{path} has no tokenizer; features needs one")
     lm = load_model(path, DTYPES[cfg.dtype], device=device, **(placement or {}))
     return extract(
-        lm, tok, records, out, str(model), cfg.regions, cfg.samples_per_question, cfg.batch_size, device, progress
+        lm,
+        tok,
+        records,
+        out,
+        str(model),
+        cfg.regions,
+        cfg.samples_per_question,
+        cfg.batch_size,
+        device,
+        progress,
+        sources,
     )

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,9 @@ from hedit.errors import HeditError
 from hedit.find.collect import class_counts, collect, collect_model, consistent, read_responses, write_filtered
 from hedit.find.features import META, extract
 from hedit.find.probe import REPORT_FORMAT, run_probe
-from hedit.io.hashing import sha256_file
+from hedit.io.atomic import check_work
+from hedit.io.hashing import fingerprint, sha256_file
+from hedit.io.jsonfile import read_json
 from hedit.io.questions import Question, bundled_questions
 from hedit.io.stamps import Stamps
 from hedit.measure.capability import qa_checker
@@ -45,8 +46,9 @@ def identify(
     when first asked, for the stages that need the model in transformers (collect too, unless it runs in
     vLLM)."""
     work = Path(work)
-    work.mkdir(parents=True, exist_ok=True)
     path = resolve_model(model)
+    check_work(work, [("model", path)])
+    work.mkdir(parents=True, exist_ok=True)
     tok = load_tokenizer(path)
     if tok is None:
         raise HeditError(f"{path} has no tokenizer; identify needs one")
@@ -72,6 +74,7 @@ def identify(
             str(model),
             progress,
             grader,
+            fingerprint(path),
         )
     else:
         collect_model(
@@ -123,7 +126,7 @@ def identify(
     }
     if stamps.fresh("probe", probe_stamp, neurons, work / "report.json"):
         log(f"probe: cached in {neurons}")
-        report = json.loads((work / "report.json").read_text())
+        report = read_json(work / "report.json")
     else:
         qa = None
         if cfg.qa_check:

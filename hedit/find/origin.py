@@ -27,8 +27,9 @@ import torch
 
 from hedit.edit.neurons import NeuronSet
 from hedit.errors import HeditError
-from hedit.io.atomic import atomic_write_text
+from hedit.io.atomic import atomic_write_text, check_work, save_png
 from hedit.io.checkpoint import Checkpoint, open_checkpoint
+from hedit.io.jsonfile import expect, read_json
 from hedit.io.safetensors_header import read_tensor
 from hedit.progress import bar
 
@@ -140,7 +141,7 @@ def plot(ranks: np.ndarray, chosen: dict[int, list[int]], report: dict[str, Any]
     )
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_png(fig, path, 110)
     plt.close(fig)
 
 
@@ -161,7 +162,7 @@ def probe_transfer(
     report_path = identify_work / "report.json"
     if not (feats / META).is_file() or not report_path.is_file() or not filtered.is_file():
         raise HeditError(f"{identify_work} is not an identify work folder (filtered.jsonl, features/, report.json)")
-    rep = json.loads(report_path.read_text())
+    rep = expect(read_json(report_path), dict, str(report_path))
     meta, rows, mat = open_features(feats)
     _, records = read_responses(filtered)
     path = resolve_model(base_model)
@@ -224,6 +225,8 @@ def run_origin(
     if not ns.neurons:
         raise HeditError("the neurons file lists no neurons")
     out = Path(out)
+    inputs = [("base model", b.path), ("model", i.path), ("identify work folder", identify_work)]
+    check_work(out, inputs + ([] if isinstance(neurons, NeuronSet) else [("neurons file", neurons)]))
     out.mkdir(parents=True, exist_ok=True)
     cos, rel = drift(b, i, progress)
     ranks = normalized_ranks(cos)

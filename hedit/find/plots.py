@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from hedit.io.atomic import save_png
+
 
 def probe_plots(report: dict[str, Any], layers: int, folder: Path) -> None:
     import matplotlib
@@ -19,7 +21,7 @@ def probe_plots(report: dict[str, Any], layers: int, folder: Path) -> None:
     ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set(xlabel="layer", ylabel="H-neurons", title=f"{report['h_neurons']} H-neurons per layer (C={report['C']:g})")
     fig.tight_layout()
-    fig.savefig(folder / "neurons_per_layer.png", dpi=120)
+    save_png(fig, folder / "neurons_per_layer.png", 120)
     plt.close(fig)
 
     sweep = report["c_sweep"]
@@ -32,8 +34,9 @@ def probe_plots(report: dict[str, Any], layers: int, folder: Path) -> None:
     ax2.plot(cs, [s["positive"] for s in sweep], "^:", color="#c0392b", label="positive weights")
     ax2.set(ylabel="H-neurons")
     ax.axvline(report["C"], color="grey", lw=0.8)
-    fig.legend(loc="lower right", fontsize=8)
     ax.set_title(f"C sweep ({report['mode']})")
-    fig.tight_layout()
-    fig.savefig(folder / "c_sweep.png", dpi=120)
+    # the legend goes below the axes, in a band of its own: never over the data or the axis labels
+    fig.legend(loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.09, 1, 1))
+    save_png(fig, folder / "c_sweep.png", 120)
     plt.close(fig)

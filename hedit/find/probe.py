@@ -29,7 +29,7 @@ from hedit.find.features import check_features_model, open_features
 from hedit.find.l1 import L1Fit, fit_l1
 from hedit.find.labels import Dataset, dataset, labels
 from hedit.find.plots import probe_plots
-from hedit.io.atomic import atomic_write_text
+from hedit.io.atomic import atomic_write_text, check_place
 from hedit.measure.stats import auroc_interval
 from hedit.progress import bar
 
@@ -186,6 +186,12 @@ def run_probe(
     training rows), are scored on their answer rows: does what was found here carry over?
     """
     meta, rows, mat = open_features(features)
+    out_path = Path(out)
+    check_place(out_path, [("features folder", features), *(("test features", t) for t in test_features)])
+    if out_path.is_dir():
+        raise HeditError(
+            f"--out {out} is a folder; probe writes a neurons file (neurons.json) and its report beside it"
+        )
     ds = dataset(rows, mat, cfg.mode, seed=cfg.seed)
     tests = {}  # bad input fails before any fitting; named by folder, never by an absolute path
     for t in test_features:

@@ -61,24 +61,101 @@ def rename_noreplace(src: str | Path, dst: str | Path) -> None:
 # ------------------------------------------------------------------------------------------ checks
 
 SIDECAR = ".hedit.json"
+WEIGHT_SUFFIXES = (".safetensors", ".gguf", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx")
 
 
-def is_hedit_output(path: Path) -> bool:
-    """A folder or file that hedit wrote: what ``--overwrite`` may replace."""
+def is_hedit_output(path: Path, kind: str = "any") -> bool:
+    """A folder or file that hedit wrote: what ``--overwrite`` may replace. ``kind``: ``artifact`` (a
+    folder with ``hedit.json``), ``features`` (a features folder), ``file`` (a file with its
+    ``.hedit.json`` sidecar), or ``any`` of them."""
     if path.is_dir() and not path.is_symlink():
-        for marker, keys in (("hedit.json", ("hedit_version",)), ("meta.json", ("hedit_version", "layout"))):
+        markers = {
+            "artifact": ("hedit.json", ("hedit_version",)),
+            "features": ("meta.json", ("hedit_version", "layout")),
+        }
+        for name, (marker, keys) in markers.items():
+            if kind not in ("any", name):
+                continue
             try:
-                data = json.loads((path / marker).read_text(encoding="utf-8"))
+                data = json.loads((path / marker).read_bytes()) if (path / marker).is_file() else None
             except (OSError, ValueError):
                 continue
             if isinstance(data, dict) and any(k in data for k in keys):
                 return True
         return False
-    return path.is_file() and Path(f"{path}{SIDECAR}").is_file()
+    return kind in ("any", "file") and path.is_file() and Path(f"{path}{SIDECAR}").is_file()
 
 
-def check_target(target: str | Path, sources: Iterable[str | Path] = (), overwrite: bool = False) -> Path:
-    """Refuse an output that would destroy or escape anything (see the module docstring)."""
+def is_model_folder(path: Path) -> bool:
+    """A folder that holds a model: a ``config.json`` beside weights, or an artifact hedit wrote."""
+    try:
+        if not path.is_dir():
+            return False
+        if (path / "hedit.json").is_file():
+            return True
+        return (path / "config.json").is_file() and any(
+            n.endswith(WEIGHT_SUFFIXES) or n == "model.safetensors.index.json" for n in os.listdir(path)
+        )
+    except OSError:
+        return False
+
+
+def _inputs(sources: Iterable[str | Path | tuple[str, str | Path]]) -> list[tuple[str, Path]]:
+    out = []
+    for s in sources:
+        role, p = s if isinstance(s, tuple) else ("source", s)
+        if p is not None:
+            out.append((role, Path(p)))
+    return out
+
+
+def check_place(
+    target: str | Path, sources: Iterable[str | Path | tuple[str, str | Path]] = (), replaces: bool = False
+) -> Path:
+    """The one rule for every path hedit writes (an artifact, a journal, a work folder), links followed:
+    it is never an input (``sources``: the model and every file the command reads, given as paths or
+    (role, path)), never inside one, never a folder that holds one, and never inside a model folder
+    (hedit writes beside models, not into them). ``replaces``: ``target`` itself may be a previous
+    output that the caller's own rules let it replace (``check_target``); otherwise a work folder or a
+    journal that is a model folder is refused too."""
+    target = Path(target)
+    t = target.resolve()
+    for role, src in _inputs(sources):
+        s = src.resolve()
+        if t == s:
+            raise HeditError(f"output {target} is the {role} {src}; hedit never replaces what it reads")
+        if s in t.parents:
+            raise HeditError(f"output {target} is inside the {role} {src}; hedit never writes into what it reads")
+        if t in s.parents:
+            raise HeditError(f"output {target} holds the {role} {src}; hedit never removes what it reads")
+    for folder in ([] if replaces else [t]) + list(t.parents):
+        if is_model_folder(folder):
+            where = "is" if folder == t else "is inside"
+            raise HeditError(f"output {target} {where} the model folder {folder}; hedit never writes into a model")
+    return target
+
+
+def check_work(work: str | Path, sources: Iterable[str | Path | tuple[str, str | Path]] = ()) -> Path:
+    """A work folder (``identify --work``, ``sweep --out``, a recipe's ``work``), which hedit creates
+    and fills over several runs: a folder (or nothing yet), never a model folder or inside one, never
+    an input (``check_place``)."""
+    work = Path(work)
+    if os.path.lexists(work) and not work.is_dir():
+        raise HeditError(f"{work} is a file, not a folder; give a folder for the work")
+    for p in work.absolute().parents:
+        if os.path.lexists(p) and not p.is_dir():
+            raise HeditError(f"cannot create {work}: {p} is a file, not a folder")
+    return check_place(work, sources)
+
+
+def check_target(
+    target: str | Path,
+    sources: Iterable[str | Path | tuple[str, str | Path]] = (),
+    overwrite: bool = False,
+    kind: str = "any",
+) -> Path:
+    """Refuse an output that would destroy or escape anything (see the module docstring); with
+    ``overwrite``, an existing output is replaced only when it is a hedit output of ``kind``."""
     target = Path(target)
     t = target.resolve()
     cwd = Path.cwd().resolve()
@@ -86,23 +163,19 @@ def check_target(target: str | Path, sources: Iterable[str | Path] = (), overwri
         raise HeditError(f"output {target} is the working directory or one of its parents")
     if not target.name or target.name in (".", ".."):
         raise HeditError(f"output {target} is not a new file or folder name")
-    for source in sources:
-        s = Path(source).resolve()
-        if t == s:
-            raise HeditError(f"output {target} is the source {source}; the source is never modified")
-        if s in t.parents:
-            raise HeditError(f"output {target} is inside the source {source}; the source is never modified")
-        if t in s.parents:
-            raise HeditError(f"output {target} holds the source {source}; the source is never modified")
+    check_place(target, sources, replaces=True)
     parent = target.absolute().parent
     if not parent.is_dir():
+        if os.path.lexists(parent):
+            raise HeditError(f"cannot write {target}: {parent} is a file, not a folder")
         raise HeditError(f"folder {parent} does not exist")
     if os.path.lexists(target):
         if not overwrite:
             raise HeditError(f"output {target} already exists; pass --overwrite to replace it")
-        if not is_hedit_output(target):
+        if not is_hedit_output(target, kind):
+            what = " of this kind (features replace only a features folder)" if kind == "features" else ""
             raise HeditError(
-                f"output {target} exists and is not a hedit output; --overwrite only replaces what hedit wrote"
+                f"output {target} exists and is not a hedit output{what}; --overwrite only replaces what hedit wrote"
             )
     return target
 
@@ -164,11 +237,11 @@ def _appeared(target: Path) -> HeditError:
     )
 
 
-def _install(tmp: Path, target: Path, overwrite: bool, any_output: bool = False) -> None:
+def _install(tmp: Path, target: Path, overwrite: bool, any_output: bool = False, kind: str = "any") -> None:
     """Rename ``tmp`` to ``target``; with ``overwrite``, a previous hedit output there (or anything, with
     ``any_output``) is replaced."""
     if overwrite and os.path.lexists(target):
-        if not any_output and not is_hedit_output(target):
+        if not any_output and not is_hedit_output(target, kind):
             raise HeditError(
                 f"output {target} exists and is not a hedit output; --overwrite only replaces what hedit wrote"
             )
@@ -195,58 +268,109 @@ def _install(tmp: Path, target: Path, overwrite: bool, any_output: bool = False)
 
 @contextlib.contextmanager
 def atomic_dir(
-    target: str | Path, overwrite: bool = False, sources: Iterable[str | Path] = (), checked: bool = True
+    target: str | Path,
+    overwrite: bool = False,
+    sources: Iterable[str | Path | tuple[str, str | Path]] = (),
+    checked: bool = True,
+    kind: str = "any",
 ) -> Iterator[Path]:
     """Yield a fresh temporary folder; on success it becomes ``target``, on any error it is removed.
     ``checked=False`` skips ``check_target`` (hedit's own cache, which it may always replace)."""
     target = Path(target)
     if checked:
-        check_target(target, sources, overwrite)
+        check_target(target, sources, overwrite, kind)
     elif os.path.lexists(target) and not target.is_dir():
         raise HeditError(f"output {target} exists and is not a folder")
     parent = target.absolute().parent
     if not parent.is_dir():
         raise HeditError(f"folder {parent} does not exist")
     remove_stale(target)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{_prefix(target)}{os.getpid()}-", dir=parent))
+    tmp = Path(_temp(target, tempfile.mkdtemp))
     try:
         yield tmp
         os.chmod(tmp, 0o755)
-        _install(tmp, target, overwrite or not checked, any_output=not checked)
-    except BaseException:
+        _install(tmp, target, overwrite or not checked, any_output=not checked, kind=kind)
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if (disk := disk_error(e, target)) is not None:
+            raise disk from None
         raise
 
 
 @contextlib.contextmanager
-def atomic_file(target: str | Path, overwrite: bool = False, sources: Iterable[str | Path] = ()) -> Iterator[Path]:
+def atomic_file(
+    target: str | Path,
+    overwrite: bool = False,
+    sources: Iterable[str | Path | tuple[str, str | Path]] = (),
+    kind: str = "any",
+) -> Iterator[Path]:
     """Like ``atomic_dir`` for one file: yields the path of a temporary file beside ``target``."""
-    target = check_target(target, sources, overwrite)
+    target = check_target(target, sources, overwrite, kind)
     remove_stale(target)
-    fd, name = tempfile.mkstemp(prefix=f"{_prefix(target)}{os.getpid()}-", dir=target.absolute().parent)
+    fd, name = _temp(target, tempfile.mkstemp)
     os.close(fd)
     tmp = Path(name)
     try:
         yield tmp
         os.chmod(tmp, 0o644)
-        _install(tmp, target, overwrite)
-    except BaseException:
+        _install(tmp, target, overwrite, kind=kind)
+    except BaseException as e:
         _remove(tmp)
+        if (disk := disk_error(e, target)) is not None:
+            raise disk from None
         raise
 
 
-def atomic_write_text(target: str | Path, text: str) -> None:
+def disk_error(e: BaseException, target: Path) -> HeditError | None:
+    """A one-line error naming ``target`` for a full or read-only disk met while writing it (wherever it
+    struck: a kernel copy names its source file, the safetensors writer raises its own error type);
+    None for any other error."""
+    code = e.errno if isinstance(e, OSError) else None
+    text = str(e)
+    if code == errno.ENOSPC or "No space left on device" in text or "os error 28" in text:
+        return HeditError(f"no space left on the device writing {target}; nothing was written")
+    if code in (errno.EROFS, errno.EDQUOT):
+        return HeditError(f"cannot write {target}: {e.strerror}; nothing was written")
+    return None
+
+
+def _temp(target: Path, make):
+    """A temporary entry beside ``target`` (``make``: mkstemp or mkdtemp); an error names ``target``, not
+    the hidden entry (a read-only folder, a name too long)."""
+    parent = target.absolute().parent
+    try:
+        return make(prefix=f"{_prefix(target)}{os.getpid()}-", dir=parent)
+    except OSError as e:
+        if e.errno == errno.ENAMETOOLONG:
+            raise HeditError(f"cannot write {target}: the name is too long for the file system") from None
+        if e.errno == errno.ENOSPC:
+            raise HeditError(f"no space left on the device to write {target}; nothing was written") from None
+        raise HeditError(f"cannot write {target}: {e.strerror} ({parent})") from None
+
+
+def atomic_write_text(target: str | Path, text: str | bytes) -> None:
     """Write a file through a temporary file beside it and a rename: readers see the old or the new."""
     target = Path(target)
-    fd, tmp = tempfile.mkstemp(prefix=f"{_prefix(target)}{os.getpid()}-", dir=target.absolute().parent)
+    fd, tmp = _temp(target, tempfile.mkstemp)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(text.encode("utf-8") if isinstance(text, str) else text)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if (disk := disk_error(e, target)) is not None:
+            raise disk from None
         raise
+
+
+def save_png(fig, target: str | Path, dpi: int = 120) -> None:
+    """A matplotlib figure written as PNG atomically: a full disk leaves no empty or torn plot."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    atomic_write_text(target, buf.getvalue())

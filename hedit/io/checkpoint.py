@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from hedit.errors import HeditError
+from hedit.io.files import check_model_folder
 from hedit.io.jsonfile import read_json
 from hedit.io.safetensors_header import Header, TensorInfo, read_header
 from hedit.registry import Architecture, get_architecture
@@ -116,6 +117,7 @@ def open_checkpoint(source: str | Path) -> Checkpoint:
         raise HeditError(f"source not found: {source}")
     if not path.is_dir():
         raise HeditError(f"source must be a checkpoint folder: {source}")
+    check_model_folder(path)
     config = read_config(path)
     arch = get_architecture(config.get("model_type"))
     num_layers, inter = arch.shape(config)

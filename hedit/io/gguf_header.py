@@ -141,7 +141,7 @@ def read_gguf_header(path: str | Path) -> GgufHeader:
             ttype, offset = c.unpack("<I"), c.unpack("<Q")
             infos.append((name, shape, ttype, offset))
         align = metadata.get("general.alignment", 32)
-        if not isinstance(align, int) or align <= 0 or align & (align - 1):
+        if type(align) is not int or align <= 0 or align & (align - 1):
             raise HeditError(f"{where}: general.alignment {align!r} is not a power of two")
         data_start = -(-c.pos // align) * align
         tensors = {}
@@ -158,14 +158,35 @@ def read_gguf_header(path: str | Path) -> GgufHeader:
                 count *= d
             n_bytes = count // block * size
             start = data_start + offset
+            if offset % align:
+                raise HeditError(f"{where}: tensor {name!r} data at offset {offset} is not aligned to {align} bytes")
             if start + n_bytes > size_of(buf):
                 raise HeditError(f"{where}: tensor {name!r} lies outside the file (truncated?)")
             if name in tensors:
                 raise HeditError(f"{where}: tensor {name!r} appears twice")
             tensors[name] = GgufTensor(name, qtype.name, shape, start, n_bytes)
+        _check_layout(list(tensors.values()), where)
         return GgufHeader(path, version, metadata, tensors, data_start)
     finally:
         buf.close()
+
+
+def _check_layout(tensors: list[GgufTensor], where: str) -> None:
+    """No two tensors share bytes (an edit of one would change the other), and tensor data comes in the
+    header's order, as gguf-py and llama.cpp write it; either is refused, as in safetensors."""
+    by_offset = sorted(tensors, key=lambda t: (t.offset, t.n_bytes))
+    for a, b in zip(by_offset, by_offset[1:]):
+        if b.offset < a.offset + a.n_bytes and b.n_bytes and a.n_bytes:
+            raise HeditError(
+                f"{where}: tensors {a.name!r} and {b.name!r} share bytes ({a.offset}..{a.offset + a.n_bytes} and "
+                f"{b.offset}..{b.offset + b.n_bytes}); not a GGUF file hedit can edit safely"
+            )
+    for a, b in zip(tensors, tensors[1:]):
+        if b.offset < a.offset:
+            raise HeditError(
+                f"{where}: tensor data out of order ({b.name!r} lies before {a.name!r}, which the header lists "
+                "first); not a GGUF file hedit can edit safely"
+            )
 
 
 def size_of(buf) -> int:

@@ -101,3 +101,35 @@ class Hasher:
         """Stop: queued files are dropped and running ones stop at their next chunk."""
         self._stop.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+FINGERPRINT_SAMPLE = 1 << 20  # bytes read at the start, middle and end of each weight file
+
+
+def fingerprint(folder: str | Path) -> str:
+    """A short digest that tells one model from another without reading its weights: a Hub snapshot's
+    revision, else the SHA-256 of its config, tokenizer files and, per weight file, its name, size and
+    three 1 MiB samples (a fine-tune of the same architecture differs in them). Journals record it, so
+    a resumed run never mixes two models' answers."""
+    folder = Path(folder)
+    parts = folder.absolute().parts
+    if len(parts) >= 3 and parts[-2] == "snapshots" and re.fullmatch(r"[0-9a-f]{40}", parts[-1]):
+        return f"hub:{parts[-3]}@{parts[-1]}"
+    h = hashlib.sha256()
+    if not folder.is_dir():
+        names = [folder.name]
+        folder, files = folder.parent, [folder]
+    else:
+        files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+        names = [p.name for p in files]
+    for p, name in zip(files, names):
+        size = p.stat().st_size
+        h.update(f"{name}\0{size}\0".encode())
+        with open(p, "rb") as f:
+            if size <= 3 * FINGERPRINT_SAMPLE:
+                h.update(f.read())
+            else:
+                for at in (0, size // 2, size - FINGERPRINT_SAMPLE):
+                    f.seek(at)
+                    h.update(f.read(FINGERPRINT_SAMPLE))
+    return h.hexdigest()

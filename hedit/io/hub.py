@@ -24,6 +24,21 @@ def is_repo_id(text: str) -> bool:
     return bool(REPO_ID.match(text)) and not text.startswith((".", "/"))
 
 
+def check_repo_id(repo_id: str) -> str:
+    """``repo_id`` when the Hub would take it as a repository name (huggingface_hub's own rule: no
+    ``..``, ``--``, leading ``.``, ``.git`` ending, at most 96 characters), else one HeditError."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if not is_repo_id(repo_id) or "@" in repo_id:
+        raise HeditError(f"--repo-id must look like owner/name, got {repo_id!r}")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        why = str(e).split(". ")[0].strip().rstrip(".")
+        raise HeditError(f"--repo-id {repo_id[:100]!r} is not a name the Hub accepts ({why[:160]})") from None
+    return repo_id
+
+
 def endpoint() -> str:
     from huggingface_hub import constants
 

@@ -7,19 +7,36 @@ from pathlib import Path
 from typing import Any
 
 from hedit.errors import HeditError
+from hedit.io.files import LIMITS, read_bytes
 
-MAX_BYTES = 256 * 1024 * 1024
+MAX_BYTES = LIMITS["json"]
+
+
+class _Duplicate(ValueError):
+    pass
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise _Duplicate(k)
+        out[k] = v
+    return out
 
 
 def loads(text: str | bytes, where: str) -> Any:
-    """Parse JSON text; bad encoding, bad syntax or nesting too deep is a HeditError naming ``where``."""
+    """Parse JSON text; bad encoding, bad syntax, a key given twice in one object (which value would
+    count?) or nesting too deep is a HeditError naming ``where``."""
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError as e:
             raise HeditError(f"{where} is not UTF-8 text (byte {e.start})") from None
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_pairs)
+    except _Duplicate as e:
+        raise HeditError(f"{where}: the key {str(e)!r} appears twice in one object") from None
     except json.JSONDecodeError as e:
         raise HeditError(f"{where}: not valid JSON ({e.msg}, line {e.lineno}, column {e.colno})") from None
     except RecursionError:
@@ -28,19 +45,8 @@ def loads(text: str | bytes, where: str) -> Any:
 
 def read_json(path: str | Path, what: str | None = None) -> Any:
     """The JSON value in ``path``; a missing, unreadable, non-UTF-8 or invalid file is one HeditError."""
-    path = Path(path)
     name = what or str(path)
-    try:
-        if path.stat().st_size > MAX_BYTES:
-            raise HeditError(f"{name} is too large for a JSON file ({path.stat().st_size} bytes)")
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise HeditError(f"{name} not found") from None
-    except IsADirectoryError:
-        raise HeditError(f"{name} is a folder, not a JSON file") from None
-    except OSError as e:
-        raise HeditError(f"cannot read {name}: {e.strerror}") from None
-    return loads(data, name)
+    return loads(read_bytes(path, name, "json"), name)
 
 
 def expect(value: Any, kind: type | tuple[type, ...], where: str) -> Any:
@@ -66,24 +72,22 @@ def expect(value: Any, kind: type | tuple[type, ...], where: str) -> Any:
     return value
 
 
-def read_text(path: str | Path, what: str | None = None) -> str:
-    """A UTF-8 text file's contents; a missing, unreadable or non-UTF-8 file is one HeditError."""
+def read_text(path: str | Path, what: str | None = None, kind: str = "text") -> str:
+    """A UTF-8 text file's contents (a regular file of at most ``LIMITS[kind]`` bytes, no NUL
+    character); a missing, unreadable, non-UTF-8 or binary file is one HeditError."""
     path = Path(path)
     name = what or str(path)
+    data = read_bytes(path, name, kind)
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise HeditError(f"{name} not found") from None
-    except IsADirectoryError:
-        raise HeditError(f"{name} is a folder, not a file") from None
-    except OSError as e:
-        raise HeditError(f"cannot read {name}: {e.strerror}") from None
-    try:
-        return data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise HeditError(
             f"{name} is not UTF-8 text (byte {e.start}); is it really a {path.suffix or 'text'} file?"
         ) from None
+    nul = data.find(b"\0")
+    if nul >= 0:
+        raise HeditError(f"{name} holds a NUL byte (at byte {nul}); not a text file")
+    return text
 
 
 def jsonl(path: str | Path, what: str | None = None) -> list[tuple[int, Any]]:

@@ -27,9 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from hedit.errors import HeditError
+from hedit.io.files import check_regular
 from hedit.io.jsonfile import jsonl, read_json, read_text
 
 BUNDLED = "trivia.jsonl"
+MAX_QUESTION = 100_000  # characters; a longer "question" is a file mix-up, and would not fit a model's context
 BUNDLED_SETS = {"trivia": "trivia.jsonl", "fabricated": "fabricated.jsonl"}
 
 
@@ -80,6 +82,8 @@ def parse_row(row: Any, where: str, number: int) -> Question:
     q = row.get("question")
     if not isinstance(q, str) or not q.strip():
         raise HeditError(f"{where}: no 'question'")
+    if len(q) > MAX_QUESTION:
+        raise HeditError(f"{where}: the question is {len(q)} characters long; hedit takes at most {MAX_QUESTION}")
     flag = row.get("unanswerable", False)
     if isinstance(flag, str):  # CSV cells
         flag = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False, "": False}.get(
@@ -180,8 +184,9 @@ def _rows(path: Path) -> Iterator[tuple[int, Any]]:
 def load_questions(path: str | Path, split: str | None = None) -> list[Question]:
     """All questions of a file; a malformed row is an error naming its line (or row) number."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise HeditError(f"question file not found: {path}")
+    check_regular(path, f"question file {path}")
     kind = "line" if path.suffix.lower() in (".jsonl", ".csv") else "row"
     out = []
     for n, row in _rows(path):

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from hedit.io.atomic import atomic_write_text
+from hedit.io.jsonfile import expect, read_json
 
 STAMPS = "stages.json"
 
@@ -15,7 +16,7 @@ STAMPS = "stages.json"
 class Stamps:
     def __init__(self, work: str | Path):
         self.path = Path(work) / STAMPS
-        self.data = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        self.data = expect(read_json(self.path), dict, str(self.path)) if self.path.exists() else {}
 
     def fresh(self, stage: str, inputs: dict[str, Any], *outputs: Path) -> bool:
         """True when ``stage`` last ran with exactly ``inputs`` and its ``outputs`` still exist."""

@@ -15,10 +15,31 @@ def chat_ids(tokenizer, messages: list[dict[str, str]], chat_template: bool = Tr
         _note_plain(tokenizer)
         chat_template = False
     if chat_template:
-        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        ids = render_chat(tokenizer, messages)
         return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
     text = "".join(f"{'Question' if m['role'] == 'user' else 'Answer'}: {m['content']}\n" for m in messages)
     return tokenizer(text + "Answer:")["input_ids"]
+
+
+RENDER_SECONDS = 10.0  # one prompt through a chat template; a real template takes milliseconds
+
+
+def render_chat(tokenizer, messages: list[dict[str, str]]):
+    """The chat template applied to ``messages`` (token ids), bounded: a template that raises, has bad
+    syntax or an unknown filter, or runs past ``RENDER_SECONDS`` is one HeditError naming the model."""
+    from hedit.io.files import time_limit
+
+    name = str(getattr(tokenizer, "name_or_path", "") or "the model")
+    with time_limit(
+        RENDER_SECONDS, f"the chat template of {name} ran for more than {RENDER_SECONDS:g} s on one prompt"
+    ):
+        try:
+            return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        except HeditError:
+            raise
+        except Exception as e:  # jinja2's TemplateError kinds, and what a template's own code raises
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise HeditError(f"the chat template of {name} cannot be applied: {type(e).__name__}: {why}") from None
 
 
 _NOTED: set[str] = set()
@@ -302,7 +323,7 @@ def decode(
         model(
             input_ids=torch.tensor([prompts[0][:k]] * len(heads), device=dev),
             position_ids=torch.arange(k, device=dev)[None].expand(len(heads), k),
-            past_key_values=cache,
+            cache=cache,
             use_cache=True,
             logits_to_keep=1,
         )
@@ -317,7 +338,7 @@ def decode(
     mask = torch.cat([tmask.new_ones((len(prompts), k)), tmask], dim=1)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, k:]
     logits = model(
-        input_ids=tail, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True, logits_to_keep=1
+        input_ids=tail, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True, logits_to_keep=1
     ).logits[:, -1]
     ids = torch.cat([torch.tensor(prompts[0][:k], dtype=torch.long, device=dev).expand(len(prompts), k), tail], 1)
     if n > 1:
@@ -354,7 +375,7 @@ def decode(
         seqs = torch.cat([seqs, nxt[:, None]], dim=1)
         pos = mask.sum(-1, keepdim=True) - 1
         logits = model(
-            input_ids=nxt[:, None], attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True
+            input_ids=nxt[:, None], attention_mask=mask, position_ids=pos, cache=cache, use_cache=True
         ).logits[:, -1]
         nxt = logits.argmax(-1) if pick is None else pick(seqs, logits)
     return out

@@ -154,4 +154,9 @@ def make_judge(url: str | None, model: str | None, key_env: str = "OPENAI_API_KE
         return RULES
     if not model:
         raise HeditError("--judge-url needs --judge-model")
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise HeditError(f"--judge-url must be an http:// or https:// address, got {url!r}")
     return LLMJudge(url, model, key_env)

@@ -6,7 +6,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from hedit.measure.summary import KL, TRIVIA
+from hedit.io.atomic import save_png
+from hedit.measure.summary import KL, OVER_REFUSAL, TRIVIA
 
 
 def plot(summary: dict[str, Any], path: str | Path) -> None:
@@ -38,14 +39,29 @@ def plot(summary: dict[str, Any], path: str | Path) -> None:
             ax.fill_between(
                 [a for a, _ in cs], [c["min"] for _, c in cs], [c["max"] for _, c in cs], color="#34495e", alpha=0.12
             )
-        label = {KL: "KL vs alpha=1 (nats)", TRIVIA: "trivia accuracy"}.get(task, "compliance rate")
+        label = {
+            KL: "KL vs alpha=1 (nats)",
+            TRIVIA: "trivia accuracy",
+            OVER_REFUSAL: "refusal rate (harmless requests)",
+        }.get(task, "compliance rate")
         ax.set(title=task, xlabel="alpha", ylabel=label)
         if task != KL:
             ax.set_ylim(-0.02, 1.02)
         ax.axvline(1.0, color="grey", lw=0.6)
-        ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(tasks) :]:
         ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    for ax in list(axes.flat)[1 : len(tasks)]:  # one legend for every panel, in a band below them
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    spare = list(axes.flat)[len(tasks) :]
+    if spare:  # an empty panel holds the legend, away from every curve and label
+        spare[0].legend(handles, labels, loc="center", fontsize=9, frameon=False)
+        fig.tight_layout()
+    else:  # else a band of its own below the panels
+        fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
+        fig.tight_layout(rect=(0, 0.5 / (3.2 * rows), 1, 1))
+    save_png(fig, path, 110)
     plt.close(fig)

@@ -29,7 +29,8 @@ from hedit.check.intervention import CellScales, model_shape, scale_neurons
 from hedit.config import Decoding, EngineConfig, SweepConfig
 from hedit.edit.neurons import NeuronSet, check_alpha
 from hedit.errors import HeditError
-from hedit.io.atomic import atomic_write_text
+from hedit.io.atomic import atomic_write_text, check_work
+from hedit.io.hashing import fingerprint
 from hedit.io.journal import CHECKS, Journal
 from hedit.measure.capability import answer_questions, mean_kl, neutral_texts, next_token_logprobs
 from hedit.measure.compliance import RULES
@@ -184,6 +185,9 @@ def run_sweep(
 
     for a in cfg.alphas:
         check_alpha(a, allow_negative)
+    path = resolve_model(model_name) if loaded is None else None
+    named = path or (Path(model_name) if Path(str(model_name)).exists() else None)
+    check_work(out, [("model", named), ("neurons file", None if isinstance(neurons, NeuronSet) else neurons)])
     ns = neurons if isinstance(neurons, NeuronSet) else NeuronSet.load(neurons)
     if not ns.neurons:
         raise HeditError("the neurons file lists no neurons")
@@ -196,9 +200,7 @@ def run_sweep(
     if not suites and not cfg.capability:
         raise HeditError("nothing to measure: no suites and no capability")
 
-    path = None
     if loaded is None:
-        path = resolve_model(model_name)
         tok = load_tokenizer(path)
         if tok is None:
             raise HeditError(f"{path} has no tokenizer; sweep needs one")
@@ -308,7 +310,8 @@ def _run(
         settings["benign"] = _digest([asdict(i) for i in benign])  # replies from another engine are other cells
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    journal = Journal(out / CELLS, "sweep", settings, what="run", check=CHECKS["sweep"])
+    model_id = fingerprint(path) if path is not None else None
+    journal = Journal(out / CELLS, "sweep", settings, what="run", check=CHECKS["sweep"], model_id=model_id)
     done = {(r["set"], r["alpha"], r["task"]) for r in journal.records}
 
     conditions = [(BASE, 1.0)] + [(s, a) for a in cfg.alphas if a != 1.0 for s in sets]

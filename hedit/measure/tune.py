@@ -18,6 +18,7 @@ from typing import Any
 from hedit.config import Bounds, EngineConfig, TuneConfig
 from hedit.edit.neurons import NeuronSet
 from hedit.errors import HeditError
+from hedit.io.atomic import check_place
 from hedit.measure.compliance import RULES
 from hedit.measure.summary import compliance_of, sweep_evidence
 from hedit.measure.sweep import run_sweep
@@ -111,6 +112,8 @@ def tune(
 ) -> dict[str, Any]:
     """Sweep (resumable, in ``work``), choose alpha, write it into ``out`` (default: the neurons file).
     Returns the decision with the sweep's summary under ``summary``."""
+    if out is not None:
+        check_place(out, [("model", Path(model_name) if Path(str(model_name)).exists() else None)])
     ns = NeuronSet.load(neurons_path)
     if any(n.alpha is not None for n in ns.neurons):
         raise HeditError(

@@ -129,6 +129,7 @@ def resolve_model(name_or_path: str | Path, must_exist: bool = True) -> Path:
     """A local checkpoint folder for a built-in name, a local path, or a Hub id (``owner/name[@rev]``,
     downloaded when not a local folder). With ``must_exist=False`` an unknown name is returned as a
     path, for the caller to report."""
+    from hedit.io.files import check_model_folder
     from hedit.io.hub import download, is_repo_id
 
     key = str(name_or_path)
@@ -136,9 +137,9 @@ def resolve_model(name_or_path: str | Path, must_exist: bool = True) -> Path:
         return materialize(BUILTINS[key])
     path = Path(key)
     if path.exists():
-        return path
+        return check_model_folder(path) if path.is_dir() else path
     if is_repo_id(key):
-        return download(key)
+        return check_model_folder(download(key))
     if not must_exist:
         return path
     raise HeditError(

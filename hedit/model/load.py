@@ -86,9 +86,18 @@ def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
     """The checkpoint's tokenizer, or None when the folder has none."""
     from transformers import AutoTokenizer
 
+    from hedit.io.jsonfile import expect, read_json
+
     p = Path(path)
     if p.is_dir() and not any(
         (p / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
     ):
         return None
-    return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):  # transformers' errors name neither
+        if (p / name).exists():
+            expect(read_json(p / name), dict, str(p / name))
+    try:
+        return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    except Exception as e:  # the tokenizers library and transformers raise many kinds for a broken folder
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise HeditError(f"cannot load the tokenizer of {path}: {why}") from None

@@ -19,7 +19,7 @@ from hedit import __version__
 from hedit.edit.neurons import NeuronSet
 from hedit.errors import HeditError
 from hedit.find.identify import identify
-from hedit.io.atomic import atomic_write_text
+from hedit.io.atomic import atomic_write_text, check_work
 from hedit.io.hashing import sha256_file
 from hedit.io.questions import bundled_questions, load_questions
 from hedit.io.stamps import Stamps
@@ -38,6 +38,7 @@ def _folder_digest(path: Path) -> dict[str, str]:
 def run_recipe(recipe: Recipe, progress: bool = True, log=print, grader=None) -> dict[str, Any]:
     check_device(recipe.device)  # a recipe written for a GPU box fails here, not after the first stage
     work = Path(recipe.work)
+    check_work(work, [("model", Path(recipe.model) if Path(recipe.model).exists() else None)])
     work.mkdir(parents=True, exist_ok=True)
     stamps = Stamps(work)
     out: dict[str, Any] = {"work": str(work)}

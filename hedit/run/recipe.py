@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from hedit.config import EngineConfig, IdentifyConfig, Settings, SweepConfig, TuneConfig, VerifyConfig, setting
 from hedit.errors import HeditError
-from hedit.io.jsonfile import expect
+from hedit.io.jsonfile import expect, read_text
 
 
 @dataclass(frozen=True)
@@ -77,8 +79,6 @@ class Recipe(Settings):
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """'tune.alphas=[0, 0.5]' -> (['tune', 'alphas'], [0, 0.5]); the value is read as YAML."""
-    import yaml
-
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise HeditError(f"--set takes KEY=VALUE (e.g. identify.samples=5), got {text!r}")
@@ -99,32 +99,43 @@ def _merge(base: dict[str, Any], keys: list[str], value: Any, where: str) -> Non
 
 
 def _contained_work(work: Any, path: Path) -> None:
-    """The recipe file's own ``work`` must be a relative folder without '..' (``--work`` may be anything)."""
-    if isinstance(work, str) and (Path(work).is_absolute() or ".." in Path(work).parts or work.startswith("~")):
+    """The recipe file's own ``work`` must be a relative folder without '..' that stays inside the
+    current folder with every link followed (``--work`` may be anything)."""
+    if not isinstance(work, str):
+        return
+    p = Path(work)
+    cwd = Path.cwd().resolve()
+    escapes = p.is_absolute() or ".." in p.parts or work.startswith("~")
+    if not escapes:
+        r = (cwd / p).resolve()
+        escapes = r != cwd and cwd not in r.parents
+    if escapes:
         raise HeditError(
-            f"{path}: work {work!r} points outside the current folder; use a relative path without '..', or --work"
+            f"{path}: work {work!r} points outside the current folder (a link?); use a relative path without "
+            "'..', or --work"
         )
 
 
 def load_recipe(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    import yaml
-
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
+        if not path.exists():
             raise HeditError(f"recipe not found: {path}")
+        text = read_text(path, f"recipe {path}", "recipe")
         try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise HeditError(f"{path} is not UTF-8 text") from None
-        try:
-            loaded = yaml.safe_load(text)
+            loaded = yaml.load(text, Loader=_StrictLoader)
         except yaml.YAMLError as e:
             raise HeditError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
         except RecursionError:
             raise HeditError(f"{path}: nested too deeply") from None
+        if _expanded_size(loaded) > MAX_NODES:
+            raise HeditError(
+                f"{path}: the recipe expands to more than {MAX_NODES} values (YAML aliases that repeat each other?)"
+            )
         data = expect(loaded if loaded is not None else {}, dict, f"{path}: the recipe")
+        if not data and not overrides:
+            raise HeditError(f"{path} sets nothing (empty); a recipe names at least its model")
     file_work = data.get("work")
     data = _deep_copy(data)
     for text in overrides:
@@ -133,6 +144,40 @@ def load_recipe(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     if path is not None and data.get("work") == file_work:  # --work / --set work=... are the user's own
         _contained_work(file_work, path)
     return Recipe.from_dict(data)
+
+
+MAX_NODES = 10_000  # values in a recipe once its aliases are expanded; a real one has about a hundred
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml's safe loader that refuses a key given twice in one mapping (which value would count?)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} appears twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _expanded_size(value: Any, memo: dict[int, int] | None = None) -> int:
+    """How many values ``value`` holds with every shared (aliased) part counted each time it appears,
+    computed once per distinct object, so an alias bomb is measured in microseconds, never expanded."""
+    memo = {} if memo is None else memo
+    if id(value) in memo:
+        return memo[id(value)]
+    if isinstance(value, dict):
+        n = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in value.items())
+    elif isinstance(value, list):
+        n = 1 + sum(_expanded_size(v, memo) for v in value)
+    else:
+        n = 1
+    memo[id(value)] = n
+    return n
 
 
 def _deep_copy(value: Any) -> Any:

@@ -10,26 +10,52 @@ login cache, read by huggingface_hub itself, and is never printed or written.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from hedit.edit.adapters import ADAPTER_CONFIG, read_adapter
 from hedit.errors import HeditError
 from hedit.io.checkpoint import open_checkpoint
-from hedit.io.hub import endpoint, hub_errors, is_repo_id
+from hedit.io.hub import check_repo_id, endpoint, hub_errors
 
 # Extensions of formats that can run code when loaded (pickle and its containers), in any letter case.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".npy", ".npz", ".dill", ".pkl.gz")
 
 
+PICKLE_SCAN = 64 << 20  # files up to this size are parsed as a pickle stream (protocol 0 and 1 have no magic)
+
+
+def _parses_as_pickle(data: bytes) -> bool:
+    """True when ``data`` is one whole pickle stream (opcodes to a STOP at its very end), as a protocol 0
+    or 1 pickle is whatever its name; ``pickletools`` only reads opcodes, it never runs them."""
+    import pickletools
+
+    if not data or data[-1:] != b".":
+        return False
+    end = None
+    try:
+        for op, _, pos in pickletools.genops(data):
+            end = pos
+            if op.name == "STOP":
+                break
+    except Exception:  # not opcodes: JSON, text, safetensors
+        return False
+    return end == len(data) - 1
+
+
 def is_pickle(path: Path) -> bool:
     """A pickle by name (any case of ``PICKLE_SUFFIXES``) or by content: pickle's protocol 2-5 opcode,
-    or a zip archive holding a ``.pkl`` member (``torch.save``'s format)."""
+    a whole protocol 0/1 stream (``data.json`` holding ``(dp0 ... .``), or a zip archive holding a
+    ``.pkl`` member (``torch.save``'s format)."""
     if path.name.lower().endswith(PICKLE_SUFFIXES):
         return True
     try:
         with open(path, "rb") as f:
             head = f.read(4)
+            size = os.fstat(f.fileno()).st_size
+            if size <= PICKLE_SCAN and not path.name.endswith(".safetensors") and _parses_as_pickle(head + f.read()):
+                return True
     except OSError:
         return False
     if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
@@ -68,6 +94,8 @@ def check_folder(folder: str | Path, force: bool = False) -> str:
     for p in folder.rglob("*"):
         if p.is_symlink() and folder.resolve() not in p.resolve().parents:
             raise HeditError(f"{folder}: {p.relative_to(folder)} is a link to outside the folder; not pushed")
+        if not (p.is_file() or p.is_dir()):
+            raise HeditError(f"{folder}: {p.relative_to(folder)} is not a regular file (a device or FIFO?); not pushed")
     pickles = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and is_pickle(p))
     if pickles:
         raise HeditError(f"{folder} holds pickle files ({', '.join(pickles)}); hedit pushes safetensors only")
@@ -86,8 +114,7 @@ def push(
     commit_message: str | None = None,
     force: bool = False,
 ) -> PushResult:
-    if not is_repo_id(repo_id) or "@" in repo_id:
-        raise HeditError(f"--repo-id must look like owner/name, got {repo_id!r}")
+    check_repo_id(repo_id)
     kind = check_folder(folder, force)
     from huggingface_hub import HfApi
 

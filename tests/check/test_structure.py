@@ -111,3 +111,54 @@ def test_bad_calls(checkpoint, tmp_path):
     os.chmod(tmp_path / "copy", 0o755)
     r = verify_structure(src, neuron_set(), 0.0, edited=tmp_path / "copy", progress=False)
     assert not r.passed and all("not the source scaled as planned" in m for m in r.mismatches)
+
+
+def test_every_copied_file_is_checked_too(checkpoint, tmp_path):
+    """A changed rms_norm_eps (the model changes: the transformers check fails too), a changed chat
+    template, a missing tokenizer file or a file nobody wrote: each is a mismatch, not a PASS."""
+    import json
+
+    from hedit.check.verify import verify_artifact
+
+    from conftest import add_tokenizer
+
+    src = tmp_path / "src"
+    shutil.copytree(checkpoint("llama"), src)
+    for p in src.iterdir():
+        p.chmod(0o644)
+    add_tokenizer(src)
+    ns = neuron_set("llama", per_layer=2)
+    edit_checkpoint(src, ns, tmp_path / "e", alpha=0.0, progress=False)
+    assert verify_structure(src, ns, 0.0, edited=tmp_path / "e", progress=False).passed
+    cfg = tmp_path / "e" / "config.json"
+    good = cfg.read_text()
+    cfg.write_text(json.dumps(json.loads(good) | {"rms_norm_eps": 0.5}))
+    r = verify_structure(src, ns, 0.0, edited=tmp_path / "e", progress=False)
+    assert not r.passed and r.mismatches == ["config.json: differs from the source's"]
+    assert not verify_artifact(src, ns, 0.0, edited=tmp_path / "e").passed  # the model itself changed
+    cfg.write_text(good)
+    for change, want in (
+        (lambda e: (e / "chat_template.jinja").write_text("{{ 'always comply' }}"), "chat_template.jinja: differs"),
+        (lambda e: (e / "tokenizer.json").unlink(), "tokenizer.json: copied from the source, but missing"),
+        (lambda e: (e / "notes.txt").write_text("x"), "notes.txt: in the edit, but neither copied"),
+    ):
+        shutil.copytree(tmp_path / "e", tmp_path / "e2")
+        change(tmp_path / "e2")
+        r = verify_structure(src, ns, 0.0, edited=tmp_path / "e2", progress=False)
+        assert not r.passed and len(r.mismatches) == 1 and r.mismatches[0].startswith(want), r.mismatches
+        shutil.rmtree(tmp_path / "e2")
+
+
+def test_an_adapter_config_that_rescales_the_edit_fails(checkpoint, tmp_path):
+    """lora_alpha doubled scales the whole edit by two: the factors are unchanged, the config is not."""
+    import json
+
+    src = checkpoint("llama")
+    ns = neuron_set("llama", per_layer=2)
+    export_adapter(src, ns, tmp_path / "a", "lora", alpha=0.0)
+    assert verify_structure(src, ns, 0.0, adapter=tmp_path / "a").passed
+    p = tmp_path / "a" / "adapter_config.json"
+    cfg = json.loads(p.read_text())
+    p.write_text(json.dumps(cfg | {"lora_alpha": 2 * cfg["lora_alpha"]}))
+    r = verify_structure(src, ns, 0.0, adapter=tmp_path / "a")
+    assert not r.passed and r.mismatches == ["adapter_config.json: not the one the plan implies (lora_alpha differ)"]

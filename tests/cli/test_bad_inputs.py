@@ -4,20 +4,28 @@ included), every source byte unchanged, nothing written anywhere else, and the H
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib
 import json
 import os
+import pickle
 import re
 import shutil
+import signal
+import stat
 import struct
 from pathlib import Path
 
 import gguf
 import numpy as np
 import pytest
+from gguf import GGMLQuantizationType as T
 
 from hedit.model.tiny import save_tiny_model
 
+from builders import craft_gguf, llama_gguf_metadata, llama_gguf_tensors, write_gguf
+from builders import neurons as gguf_neurons
 from conftest import add_tokenizer, neuron_set, run_cli
 
 TOKEN = "hf_SECRETtoken0123456789"
@@ -76,12 +84,41 @@ def pristine(tmp_path_factory):
     return root
 
 
+CASE_SECONDS = 60  # each case ends well within this; one that does not is a hang, and fails
+
+
+class Hang(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float, name: str):
+    def expired(signum, frame):
+        raise Hang(f"{name}: still running after {seconds} s (a hang)")
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
 def digest(root: Path, skip: Path | None = None) -> dict[str, str]:
+    """Every entry below ``root``: a file's SHA-256, a link's target, a FIFO or a folder by kind (a FIFO
+    or a device is never opened)."""
     out = {}
     for p in sorted(root.rglob("*")):
         if skip is not None and (p == skip or skip in p.parents):
             continue
-        out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+        key = str(p.relative_to(root))
+        if p.is_symlink():
+            out[key] = f"link -> {os.readlink(p)}"
+        elif stat.S_ISFIFO(p.lstat().st_mode):
+            out[key] = "fifo"
+        else:
+            out[key] = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
     return out
 
 
@@ -130,6 +167,52 @@ def _gguf_bytes(w, fn):
     raw = bytearray((w / "m.gguf").read_bytes())
     fn(raw)
     (w / "m.gguf").write_bytes(bytes(raw))
+
+
+def _crafted(w, tensors=None, **meta):
+    craft_gguf(w / "m.gguf", llama_gguf_metadata(**meta), tensors or llama_gguf_tensors())
+
+
+def _moved(tensors, **offsets):
+    """llama_gguf_tensors with the named tensors' offsets changed (see craft_gguf)."""
+    return [(n, shape, v, offsets.get(n.replace(".", "_"), off)) for n, shape, v, off in tensors]
+
+
+def _fake_output(w, name="E", neurons=True):
+    """A folder hedit wrote (hedit.json), holding the neurons file the next command reads."""
+    (w / name).mkdir()
+    (w / name / "hedit.json").write_text(json.dumps({"hedit_version": "0"}))
+    if neurons:
+        shutil.copyfile(w / "n.json", w / name / "neurons.json")
+
+
+def _pushable(w):
+    """A copy of the source that push accepts (hedit.json, a card)."""
+    shutil.copytree(w / "src", w / "ed")
+    (w / "ed" / "hedit.json").write_text(json.dumps({"hedit_version": "0"}))
+    (w / "ed" / "README.md").write_text("card\n")
+
+
+def _template(w, text):
+    (w / "src" / "chat_template.jinja").write_text(text)
+
+
+def _journal(w, records, config=None):
+    header = {"_hedit": "responses", "config": config or {}, "model": "m"}
+    _write(w / "r.jsonl", "".join(json.dumps(x) + "\n" for x in [header, *records]))
+
+
+RECORD = {
+    "question_id": "q1",
+    "question": "Q?",
+    "aliases": ["a"],
+    "split": None,
+    "prompt_ids": [1, 2],
+    "samples": [{"response": "a", "response_ids": [5], "label": "correct"}],
+}
+ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi")
+)
 
 
 EDIT = ["edit", "src", "--neurons", "n.json", "--alpha", "0", "--out", "out", "--quiet"]
@@ -318,7 +401,8 @@ CASES = {
     "alpha-overflows-float": (None, [*EDIT[:5], "1e999", *EDIT[6:]], "alpha must be a finite number"),
     "alpha-not-a-number": (None, [*EDIT[:5], "abc", *EDIT[6:]], "is not a valid float"),
     "alpha-negative": (None, [*EDIT[:5], "-1", *EDIT[6:]], "pass --allow-negative-alpha"),
-    "alpha-overflows-dtype": (None, [*EDIT[:5], "1e40", *EDIT[6:]], "overflow float32"),
+    "alpha-out-of-range": (None, [*EDIT[:5], "1e40", *EDIT[6:]], "alpha 1e+40 is out of range"),
+    "alpha-typo-huge": (None, [*EDIT[:5], "1e5", *EDIT[6:]], "alpha 100000 is out of range"),
     "out-not-hedit-overwrite": (
         lambda w: (w / "out").mkdir() or _write(w / "out" / "thesis.tex", "x"),
         [*EDIT, "--overwrite"],
@@ -336,7 +420,7 @@ CASES = {
     # ---- export-adapter
     "adapter-format": (None, [*ADAPT, "--format", "dora"], "Invalid value for '--format'"),
     "adapter-out-is-source": (None, [*ADAPT[:7], "src", "--overwrite"], "is the source"),
-    "adapter-overflow": (None, [*ADAPT[:5], "1e40", *ADAPT[6:]], "overflow float32"),
+    "adapter-alpha-out-of-range": (None, [*ADAPT[:5], "1e40", *ADAPT[6:]], "is out of range"),
     "adapter-quantized": (
         lambda w: _config(w, lambda c: c.update(quantization_config={"quant_method": "gptq"})),
         ADAPT,
@@ -539,6 +623,348 @@ CASES = {
         ["push", "src", "--repo-id", "me/x", "--force"],
         "link to outside the folder",
     ),
+    # ==== round 2: inputs as sources, every file checked, every claim true
+    # ---- GGUF files crafted byte by byte
+    "gguf-overlap-embd-up": (
+        lambda w: _crafted(w, _moved(llama_gguf_tensors(), token_embd_weight="blk.0.ffn_up.weight")),
+        [*GEDIT[:-1], "--target", "up", "--quiet"],
+        "share bytes",
+    ),
+    "gguf-overlap-two-downs": (
+        lambda w: _crafted(w, _moved(llama_gguf_tensors(), blk_1_ffn_down_weight="blk.0.ffn_down.weight")),
+        GEDIT,
+        "share bytes",
+    ),
+    "gguf-misaligned": (
+        lambda w: _crafted(w, _moved(llama_gguf_tensors(), blk_2_ffn_up_weight=("blk.2.ffn_up.weight", 4))),
+        GEDIT,
+        "is not aligned to 32 bytes",
+    ),
+    "gguf-out-of-order": (
+        lambda w: _crafted(
+            w,
+            _moved(
+                llama_gguf_tensors(),
+                blk_0_ffn_down_weight="blk.0.ffn_up.weight",
+                blk_0_ffn_up_weight="blk.0.ffn_down.weight",
+            ),
+        ),
+        GEDIT,
+        "out of order",
+    ),
+    "gguf-up-rows-short": (
+        lambda w: _crafted(w, llama_gguf_tensors(up_rows=90)),
+        [*GEDIT[:-1], "--target", "up", "--quiet"],
+        "has shape [64, 90], but the metadata says",
+    ),
+    "gguf-up-rows-long": (
+        lambda w: _crafted(w, llama_gguf_tensors(up_rows=200)),
+        [*GEDIT[:-1], "--target", "up", "--quiet"],
+        "has shape [64, 200], but the metadata says",
+    ),
+    "gguf-down-shape-wrong": (
+        lambda w: _crafted(w, llama_gguf_tensors(hidden=64) + [], hidden=32),
+        GEDIT,
+        "has shape [96, 64], but the metadata says [96, 32]",
+    ),
+    "gguf-block-count-bool": (
+        lambda w: _crafted(w, None, **{"llama.block_count": True}),
+        GEDIT,
+        "lacks llama.block_count or llama.feed_forward_length",
+    ),
+    "gguf-alignment-bool": (
+        lambda w: _crafted(w, None, **{"general.alignment": True}),
+        GEDIT,
+        "general.alignment True is not a power of two",
+    ),
+    "gguf-sidecar-is-a-folder": (lambda w: (w / "out.gguf.hedit.json").mkdir(), GEDIT, "exists and is not a file"),
+    "gguf-sidecar-is-a-users-file": (
+        lambda w: _write(w / "out.gguf.hedit.json", "my notes"),
+        GEDIT,
+        "already exists and is not the provenance",
+    ),
+    "gguf-down-values-clip": (
+        lambda w: (
+            write_gguf(w / "q.gguf", T.Q4_1, down_type=T.Q4_1),
+            gguf_neurons([(1, c) for c in range(0, 256, 3)], inter=256).save(w / "q.json"),
+        ),
+        ["edit", "q.gguf", "--neurons", "q.json", "--alpha", "3", "--target", "down", "--out", "o.gguf", "--quiet"],
+        "values clip at alpha 3",
+    ),
+    "gguf-up-alpha-typo": (None, [*GEDIT[:5], "1e5", *GEDIT[6:]], "is out of range"),
+    # ---- no command removes, replaces or writes into what it reads
+    "edit-neurons-inside-out": (
+        lambda w: _fake_output(w),
+        [*EDIT[:3], "E/neurons.json", *EDIT[4:7], "E", "--overwrite", "--quiet"],
+        "holds the neurons file",
+    ),
+    "adapter-neurons-inside-out": (
+        lambda w: _fake_output(w),
+        [*ADAPT[:3], "E/neurons.json", *ADAPT[4:7], "E", "--overwrite"],
+        "holds the neurons file",
+    ),
+    "gguf-neurons-inside-out": (
+        lambda w: _fake_output(w),
+        [*GEDIT[:3], "E/neurons.json", *GEDIT[4:7], "E", "--overwrite", "--quiet"],
+        "holds the neurons file",
+    ),
+    "features-over-an-edit": (
+        lambda w: _fake_output(w, neurons=False),
+        ["features", "src", "r.jsonl", "--out", "E", "--quiet"],
+        "is not a hedit output of this kind (features replace only a features folder)",
+    ),
+    "features-out-is-the-model": (None, ["features", "src", "r.jsonl", "--out", "src", "--quiet"], "is the model"),
+    "features-out-in-the-model": (
+        None,
+        ["features", "src", "r.jsonl", "--out", "src/F", "--quiet"],
+        "is inside the model",
+    ),
+    "collect-out-in-the-model": (None, [*COLLECT[:5], "src/r.jsonl", "--quiet"], "is inside the model"),
+    "collect-out-in-an-edit": (
+        lambda w: _fake_output(w, neurons=False),
+        [*COLLECT[:5], "E/r.jsonl", "--quiet"],
+        "is inside the model folder",
+    ),
+    "sweep-out-is-the-model": (None, [*SWEEP[:5], "src", "--quiet"], "is the model"),
+    "identify-work-is-the-model": (
+        None,
+        ["identify", "src", "--questions", "q.jsonl", "--work", "src", "--quiet"],
+        "is the model",
+    ),
+    "probe-out-in-the-model": (None, [*PROBE[:3], "src/n.json", "--quiet"], "is inside the model folder"),
+    "tune-work-in-the-model": (None, [*TUNE[:5], "src/tw", "--quiet"], "is inside the model"),
+    "tune-out-in-the-model": (None, [*TUNE, "--out", "src/n.json"], "is inside the model"),
+    "run-work-through-a-link": (
+        lambda w: (
+            (w.parent / "elsewhere").mkdir(exist_ok=True),
+            (w / "wl").symlink_to(w.parent / "elsewhere"),
+            _write(w / "r.yaml", "work: wl\n"),
+        ),
+        ["run", "r.yaml"],
+        "points outside the current folder (a link?)",
+    ),
+    # ---- devices, FIFOs, links out of a source
+    "neurons-dev-zero": (None, [*EDIT[:3], "/dev/zero", *EDIT[4:]], "is a device, not a regular file"),
+    "neurons-link-to-dev-zero": (
+        lambda w: ((w / "n.json").unlink(), (w / "n.json").symlink_to("/dev/zero")),
+        EDIT,
+        "is a device, not a regular file",
+    ),
+    "neurons-fifo": (
+        lambda w: ((w / "n.json").unlink(), os.mkfifo(w / "n.json")),
+        EDIT,
+        "is a FIFO (named pipe), not a regular file",
+    ),
+    "collect-questions-fifo": (
+        lambda w: ((w / "q.jsonl").unlink(), os.mkfifo(w / "q.jsonl")),
+        COLLECT,
+        "question file q.jsonl is a FIFO",
+    ),
+    "collect-questions-urandom": (
+        lambda w: ((w / "q.jsonl").unlink(), (w / "q.jsonl").symlink_to("/dev/urandom")),
+        COLLECT,
+        "is a device, not a regular file",
+    ),
+    "run-recipe-fifo": (lambda w: os.mkfifo(w / "r.yaml"), ["run", "r.yaml"], "is a FIFO"),
+    "filter-responses-fifo": (
+        lambda w: ((w / "r.jsonl").unlink(), os.mkfifo(w / "r.jsonl")),
+        ["filter", "r.jsonl", "--out", "f.jsonl"],
+        "is a FIFO",
+    ),
+    "edit-config-fifo": (
+        lambda w: ((w / "src" / "config.json").unlink(), os.mkfifo(w / "src" / "config.json")),
+        EDIT,
+        "config.json is a FIFO",
+    ),
+    "edit-tokenizer-link-out": (
+        lambda w: (
+            _write(w / "secret.key", "KEY"),
+            (w / "src" / "tokenizer.json").unlink(),
+            (w / "src" / "tokenizer.json").symlink_to(w / "secret.key"),
+        ),
+        EDIT,
+        "tokenizer.json is a link to outside the model folder",
+    ),
+    "collect-tokenizer-link-out": (
+        lambda w: (
+            _write(w / "secret.key", "KEY"),
+            (w / "src" / "tokenizer.json").unlink(),
+            (w / "src" / "tokenizer.json").symlink_to(w / "secret.key"),
+        ),
+        COLLECT,
+        "tokenizer.json is a link to outside the model folder",
+    ),
+    "push-fifo": (
+        lambda w: (_pushable(w), os.mkfifo(w / "ed" / "pipe")),
+        ["push", "ed", "--repo-id", "me/x"],
+        "pipe is not a regular file",
+    ),
+    "push-tokenizer-link-out": (
+        lambda w: (
+            _pushable(w),
+            (w / "ed" / "tokenizer.json").unlink(),
+            (w / "ed" / "tokenizer.json").symlink_to(w / "n.json"),
+        ),
+        ["push", "ed", "--repo-id", "me/x"],
+        "link to outside the folder",
+    ),
+    # ---- journals
+    "filter-question-twice": (
+        lambda w: _journal(w, [RECORD, RECORD]),
+        ["filter", "r.jsonl", "--out", "f.jsonl"],
+        "question 'q1' is recorded twice",
+    ),
+    "filter-fewer-samples": (
+        lambda w: _journal(w, [RECORD], {"samples": 3}),
+        ["filter", "r.jsonl", "--out", "f.jsonl"],
+        "has 1 samples, the header's settings say 3",
+    ),
+    "features-question-twice": (
+        lambda w: _journal(w, [RECORD, RECORD]),
+        ["features", "src", "r.jsonl", "--out", "F", "--quiet"],
+        "is recorded twice",
+    ),
+    # ---- secrets in URLs
+    "push-endpoint-with-password": (
+        lambda w: (_pushable(w), {"env": {"HF_ENDPOINT": "http://user:SECRETpass@127.0.0.1:1", "HF_HUB_OFFLINE": "0"}})[
+            1
+        ],
+        ["push", "ed", "--repo-id", "me/x"],
+        "http://***@127.0.0.1:1",
+    ),
+    # ---- chat templates, tokenizers
+    "collect-template-raises": (
+        lambda w: _template(w, "{{ raise_exception('no system turn allowed') }}"),
+        COLLECT,
+        "chat template of src cannot be applied",
+    ),
+    "collect-template-unknown-filter": (
+        lambda w: _template(w, "{{ messages | no_such_filter }}"),
+        COLLECT,
+        "chat template of src cannot be applied",
+    ),
+    "collect-template-bad-syntax": (
+        lambda w: _template(w, "{% for m in %}{{ m }}"),
+        COLLECT,
+        "chat template of src cannot be applied",
+    ),
+    "collect-template-endless": (
+        lambda w: (
+            _template(w, "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}x"),
+            {"attr": [("hedit.measure.generate", "RENDER_SECONDS", 1.0)]},
+        )[1],
+        COLLECT,
+        "ran for more than 1 s on one prompt",
+    ),
+    "collect-tokenizer-config-not-json": (
+        lambda w: _write(w / "src" / "tokenizer_config.json", "{nope"),
+        COLLECT,
+        "tokenizer_config.json: not valid JSON",
+    ),
+    "collect-tokenizer-json-missing": (
+        lambda w: (w / "src" / "tokenizer.json").unlink(),
+        COLLECT,
+        "cannot load the tokenizer of src",
+    ),
+    # ---- huge, odd and empty inputs
+    "collect-question-20mb": (
+        lambda w: _write(w / "q.jsonl", json.dumps({"question": "why " * 5_000_000, "answers": ["x"]}) + "\n"),
+        COLLECT,
+        "characters long; hedit takes at most 100000",
+    ),
+    "collect-samples-huge": (None, [*COLLECT, "--samples", "1000000000"], "samples must be at most 1000"),
+    "run-samples-huge": (
+        lambda w: _write(w / "r.yaml", "work: out\nidentify:\n  samples: 1000000000\n"),
+        ["run", "r.yaml"],
+        "identify.samples must be at most 1000",
+    ),
+    "run-yaml-alias-bomb": (lambda w: _write(w / "r.yaml", ALIAS_BOMB), ["run", "r.yaml"], "expands to more than"),
+    "run-yaml-duplicate-key": (
+        lambda w: _write(w / "r.yaml", "work: out\nwork: other\n"),
+        ["run", "r.yaml"],
+        "the key 'work' appears twice",
+    ),
+    "run-empty-recipe": (lambda w: _write(w / "r.yaml", ""), ["run", "r.yaml"], "sets nothing (empty)"),
+    "run-comments-only-recipe": (lambda w: _write(w / "r.yaml", "# todo\n"), ["run", "r.yaml"], "sets nothing"),
+    "neurons-key-twice": (
+        lambda w: _write(
+            w / "n.json", (w / "n.json").read_text().replace('"neurons":', '"neurons": [], "neurons":', 1)
+        ),
+        EDIT,
+        "the key 'neurons' appears twice",
+    ),
+    "sweep-alphas-empty-item": (None, [*SWEEP, "--alphas", "0,,1"], "--alphas takes comma-separated numbers"),
+    "sweep-suites-empty-item": (None, [*SWEEP, "--suites", "false-premise,,sycophancy"], "an empty item"),
+    "collect-questions-nul": (lambda w: _write(w / "q.jsonl", b"\x00"), COLLECT, "holds a NUL byte"),
+    "collect-questions-csv-nul": (
+        lambda w: _write(w / "q.csv", b"question,answers\nx\x00,y\n"),
+        [*COLLECT[:3], "q.csv", *COLLECT[4:]],
+        "holds a NUL byte",
+    ),
+    "verify-tolerance-huge": (
+        None,
+        [*VERIFY, "--edited", "src", "--tolerance", "1e308"],
+        "tolerance must be at most 10",
+    ),
+    # ---- outputs: unclear messages made clear
+    "edit-out-parent-is-a-file": (
+        lambda w: _write(w / "f.txt", "x"),
+        [*EDIT[:7], "f.txt/out", "--quiet"],
+        "f.txt is a file, not a folder",
+    ),
+    "edit-out-name-too-long": (None, [*EDIT[:7], "x" * 250, "--quiet"], "the name is too long"),
+    "sweep-out-is-a-file": (
+        lambda w: _write(w / "f.txt", "x"),
+        [*SWEEP[:5], "f.txt", "--quiet"],
+        "is a file, not a folder",
+    ),
+    "collect-out-is-a-folder": (lambda w: (w / "d").mkdir(), [*COLLECT[:5], "d", "--quiet"], "is a folder"),
+    "collect-out-parent-is-a-file": (
+        lambda w: _write(w / "f.txt", "x"),
+        [*COLLECT[:5], "f.txt/r.jsonl", "--quiet"],
+        "f.txt is a file, not a folder",
+    ),
+    # ---- push
+    "push-pickle-protocol-0-named-json": (
+        lambda w: (_pushable(w), _write(w / "ed" / "data.json", pickle.dumps({"a": [1]}, protocol=0))),
+        ["push", "ed", "--repo-id", "me/x"],
+        "holds pickle files (data.json)",
+    ),
+    "push-pickle-protocol-1": (
+        lambda w: (_pushable(w), _write(w / "ed" / "notes.txt", pickle.dumps([1, 2], protocol=1))),
+        ["push", "ed", "--repo-id", "me/x"],
+        "holds pickle files (notes.txt)",
+    ),
+    "push-repo-id-dots": (None, ["push", "src", "--repo-id", "me/x..y"], "is not a name the Hub accepts"),
+    "push-repo-id-dashes": (None, ["push", "src", "--repo-id", "me/x--y"], "is not a name the Hub accepts"),
+    "push-repo-id-leading-dot": (
+        None,
+        ["push", "src", "--repo-id", "me/.x"],
+        "must look like owner/name|not a name the Hub accepts",
+    ),
+    "push-repo-id-git": (None, ["push", "src", "--repo-id", "me/x.git"], "is not a name the Hub accepts"),
+    "push-repo-id-long": (None, ["push", "src", "--repo-id", "me/" + "a" * 200], "is not a name the Hub accepts"),
+    # ---- the LLM judge
+    "collect-judge-file-url": (
+        None,
+        [*COLLECT, "--judge-url", "file:///etc/passwd", "--judge-model", "x"],
+        "--judge-url must be an http:// or https:// address",
+    ),
+    "collect-judge-dead": (
+        None,
+        [
+            *COLLECT,
+            "--judge-url",
+            "http://127.0.0.1:1/v1",
+            "--judge-model",
+            "x",
+            "--samples",
+            "1",
+            "--max-new-tokens",
+            "2",
+        ],
+        "cannot reach the LLM judge",
+    ),
 }
 
 
@@ -549,20 +975,25 @@ def test_bad_input_is_one_line_and_changes_nothing(pristine, tmp_path, monkeypat
     shutil.copytree(pristine, world, symlinks=True)
     for p in (world / "src").iterdir():
         p.chmod(0o644)
-    if setup is not None:
-        setup(world)
-    cwd = world
-    monkeypatch.chdir(cwd)
+    monkeypatch.chdir(world)
+    extra = setup(world) if setup is not None else None
+    extra = extra if isinstance(extra, dict) else {}
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("HEDIT_VLLM_PYTHON", raising=False)
+    for key, value in extra.get("env", {}).items():
+        monkeypatch.setenv(key, value)
+    for module, attr, value in extra.get("attr", []):
+        monkeypatch.setattr(importlib.import_module(module), attr, value)
     before = digest(world)
-    r = run_cli(*argv)
+    with time_limit(CASE_SECONDS, name):  # a hang is a failure
+        r = run_cli(*argv)
     err = r.stderr
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert r.exit_code not in (0, None), (name, r.output)
     assert len(lines) == 1 and lines[0].startswith("hedit: error: "), (name, err)
     assert "Traceback" not in r.output + err and TOKEN not in r.output + err
+    assert "SECRET" not in r.output + err  # no credential in any URL is ever printed
     assert re.search(message, lines[0]) if "|" in message else message in lines[0], (name, lines[0])
     assert digest(world) == before, name  # nothing changed, nothing left beside --out, nothing written elsewhere
 

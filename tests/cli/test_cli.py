@@ -213,3 +213,34 @@ def test_a_missing_gpu_is_one_line_before_any_work(tmp_path, monkeypatch, comman
         r = run_cli(*command, "--device", device)
         assert r.exit_code == 1 and r.output == f"hedit: error: {message}\n", r.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_deleted_working_directory_is_one_line(tmp_path):
+    """In a folder that was removed, hedit says so in one line (torch's math library would abort)."""
+    r = subprocess.run(
+        ["sh", "-c", f"mkdir gone && cd gone && rmdir ../gone && exec {sys.executable} -m hedit.cli architectures"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 1 and "FATAL" not in r.stderr
+    assert r.stderr.strip() == (
+        "hedit: error: the working directory no longer exists (deleted?); cd to a folder that does"
+    )
+
+
+def test_generation_uses_no_deprecated_api(tiny_chat, tmp_path):
+    """A whole collect run in a fresh process prints no deprecation warning of transformers about how
+    hedit calls it (the KV cache is passed as ``cache``, not ``past_key_values``)."""
+    path, _, _ = tiny_chat
+    q = tmp_path / "q.jsonl"
+    q.write_text(json.dumps({"question": "Water boils at?", "answers": ["100"]}) + "\n")
+    r = subprocess.run(
+        [sys.executable, "-W", "error::FutureWarning:hedit", "-m", "hedit.cli", "collect", str(path), "--questions",
+         str(q), "--out", str(tmp_path / "r.jsonl"), "--samples", "2", "--max-new-tokens", "4", "--engine", "hf",
+         "--quiet"],
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "deprecated" not in r.stderr.lower() and "Warning" not in r.stderr, r.stderr

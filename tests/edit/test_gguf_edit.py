@@ -117,8 +117,30 @@ def test_down_columns_are_re_rounded_under_the_blocks_own_scales(tmp_path, type_
         assert err == 0.0
     elif type_name not in ("Q4_1", "Q5_1", "Q4_K", "Q5_K"):  # symmetric types: zero is on the grid
         assert err == 0.0
-    else:  # affine types: the nearest level to 0 under the block's offset, within half a step
+    else:  # affine types: the nearest level to 0 under the block's offset, within one step
         assert 0 <= err <= np.abs(old).max()
+
+
+@pytest.mark.parametrize("type_name", ["Q4_0", "Q4_1", "Q8_0", "Q4_K", "Q6_K"])
+def test_down_values_that_would_clip_are_refused_and_point_to_the_up_target(tmp_path, type_name):
+    """Alpha 3 (the amplifying end of the paper's range) pushes re-rounded values past their blocks'
+    fixed ranges: refused (the measured error would be steps, not half a step), nothing written, and
+    the up route holds the same alpha exactly."""
+    src = write_gguf(tmp_path / "m.gguf", T[type_name], down_type=T[type_name])
+    cols = [(1, c) for c in range(0, 256, 3)]
+    with pytest.raises(HeditError, match=r"values clip at alpha 3 .* --target up .* holds this alpha"):
+        edit_gguf(src, neurons(cols, inter=256), tmp_path / "o.gguf", alpha=3.0, progress=False, target="down")
+    assert leftovers(tmp_path) == [] and not (tmp_path / "o.gguf").exists()
+    r = edit_gguf(src, neurons(cols, inter=256), tmp_path / "up.gguf", alpha=2.0, progress=False, target="up")
+    assert r.max_abs_error == 0.0  # a power of two through f16 scales: exact
+
+
+def test_row_scales_that_cannot_hold_alpha_are_refused(tmp_path):
+    """An alpha whose new f16 scales underflow (1e-6 times scales of 1e-3) is refused with the bound named."""
+    src = write_gguf(tmp_path / "m.gguf", T.Q4_0)
+    with pytest.raises(HeditError, match="new f16 block scales cannot hold alpha 1e-06"):
+        edit_gguf(src, neurons([(0, 3)]), tmp_path / "o.gguf", alpha=1e-6, progress=False, target="up")
+    assert leftovers(tmp_path) == [] and not (tmp_path / "o.gguf").exists()
 
 
 def test_types_without_per_element_integers_point_to_the_up_target(tmp_path):

@@ -82,6 +82,63 @@ def test_other_settings_refuse_to_resume(tiny_chat, tmp_path):
         collect(model, tok, QS[:1], tmp_path / "r.jsonl", SamplingConfig(samples=2), progress=False)
 
 
+def test_a_journal_of_another_model_is_never_appended_to(tiny_chat, tmp_path):
+    """The same settings and questions, another model (a fine-tune: same shape, other weights): the
+    rerun is refused before it samples, and the journal keeps only the first model's answers."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    path, _, _ = tiny_chat
+    other = tmp_path / "other"
+    shutil.copytree(path, other)
+    for p in other.iterdir():
+        p.chmod(0o644)
+    weights = load_file(other / "model.safetensors")
+    save_file({k: v + 0.01 * torch.ones_like(v) for k, v in weights.items()}, other / "model.safetensors")
+    qfile = tmp_path / "q.jsonl"
+    qfile.write_text("".join(json.dumps({"question": q.question, "answers": list(q.aliases)}) + "\n" for q in QS))
+    out = tmp_path / "r.jsonl"
+    args = ["--questions", qfile, "--out", out, "--samples", "2", "--max-new-tokens", "3", "--quiet"]
+    assert run_cli("collect", path, *args, "--limit", "3").exit_code == 0
+    before = out.read_bytes()
+    r = run_cli("collect", other, *args)
+    assert r.exit_code == 1 and "was collected with another model" in r.stderr, r.stderr
+    assert out.read_bytes() == before
+    assert run_cli("collect", path, *args).exit_code == 0  # the same model resumes
+    header, recs = read_responses(out)
+    assert len(recs) == len(QS) and header["model_id"] == collect_mod.fingerprint(path)
+
+
+def test_two_writers_of_one_journal_are_refused(tiny_chat, tmp_path):
+    """While one run holds the journal, a second is refused at once (no waiting, nothing written); a
+    run that failed before its first answer leaves no file."""
+    import fcntl
+
+    path, model, tok = tiny_chat
+    out = tmp_path / "r.jsonl"
+    collect(model, tok, QS[:1], out, CFG, progress=False)
+    before = out.read_bytes()
+    with open(out, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(HeditError, match="another hedit run is writing"):
+            collect(model, tok, QS, out, CFG, progress=False)
+    assert out.read_bytes() == before
+    fresh = tmp_path / "fresh.jsonl"
+
+    def judge_fails(*a):
+        raise HeditError("judge down")
+
+    class Judge:
+        name = "broken"
+        qa = staticmethod(judge_fails)
+
+    with pytest.raises(HeditError, match="judge down"):
+        collect(model, tok, QS, fresh, CFG, progress=False, grader=Judge())
+    assert not fresh.exists()
+
+
 def test_no_chat_template(tmp_path):
     path = save_tiny_model(tmp_path / "m", "llama")
     add_tokenizer(path)

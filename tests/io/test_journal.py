@@ -1,9 +1,10 @@
 import json
+import os
 
 import pytest
 
 from hedit.errors import HeditError
-from hedit.io.journal import Journal, read_journal
+from hedit.io.journal import CHECKS, KEYS, Journal, read_journal
 
 
 def test_new_journal_writes_header_then_records(tmp_path):
@@ -29,8 +30,8 @@ def test_reopening_appends_and_trims_a_torn_tail(tmp_path):
 
 def test_other_settings_or_kind_are_errors(tmp_path):
     p = tmp_path / "j.jsonl"
-    with Journal(p, "sweep", {"a": 1}):
-        pass
+    with Journal(p, "sweep", {"a": 1}) as j:
+        j.append([{"x": 1}])
     with pytest.raises(HeditError, match="with other settings"):
         Journal(p, "sweep", {"a": 2})
     with pytest.raises(HeditError, match="is not a hedit responses file"):
@@ -56,3 +57,47 @@ def test_missing_folders_are_created(tmp_path):
     with Journal(path, "responses", {"k": 1}) as j:
         j.append([{"question_id": "a"}])
     assert read_journal(path, "responses") == ({"_hedit": "responses", "config": {"k": 1}}, [{"question_id": "a"}])
+
+
+def test_a_record_twice_is_refused_on_reading(tmp_path):
+    p = tmp_path / "j.jsonl"
+    with Journal(p, "sweep", {}, check=lambda r: True) as j:
+        j.append([{"set": "h", "alpha": 0, "task": "t", "items": []}])
+        j.append([{"set": "h", "alpha": 0.0, "task": "t", "items": []}])  # two runs, one cell
+    with pytest.raises(HeditError, match="j.jsonl:3: cell h 0.0 t is recorded twice"):
+        read_journal(p, "sweep", CHECKS["sweep"], KEYS["sweep"])
+
+
+def test_a_failed_write_leaves_no_torn_line(tmp_path, monkeypatch):
+    """A full disk midway through a batch: the file is cut back to its last whole record."""
+    import errno
+
+    import hedit.io.journal as journal_mod
+
+    p = tmp_path / "j.jsonl"
+    with Journal(p, "sweep", {}) as j:
+        j.append([{"x": 1}])
+        good = p.read_bytes()
+        real = os.write
+
+        def half_then_full(fd, data):
+            real(fd, bytes(data[: len(data) // 2]))
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(journal_mod.os, "write", half_then_full)
+        with pytest.raises(HeditError, match="no space left on the device writing .*j.jsonl"):
+            j.append([{"x": 2}, {"x": 3}])
+        monkeypatch.setattr(journal_mod.os, "write", real)
+    assert p.read_bytes() == good
+
+
+def test_the_header_is_written_with_the_first_records(tmp_path):
+    p = tmp_path / "j.jsonl"
+    with Journal(p, "sweep", {"a": 1}):
+        assert p.exists()  # held (locked) while open
+    assert not p.exists()  # nothing recorded: nothing left
+    with Journal(p, "sweep", {"a": 1}, model_id="abc") as j:
+        j.append([{"x": 1}])
+    assert read_journal(p, "sweep")[0] == {"_hedit": "sweep", "config": {"a": 1}, "model_id": "abc"}
+    with pytest.raises(HeditError, match="with another model"):
+        Journal(p, "sweep", {"a": 1}, model_id="xyz")
