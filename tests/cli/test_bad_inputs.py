@@ -70,16 +70,7 @@ def pristine(tmp_path_factory):
             }
         )
     )
-    header = {"_hedit": "responses", "config": {}, "model": "m"}
-    rec = {
-        "question_id": "q1",
-        "question": "Q?",
-        "aliases": ["a"],
-        "split": None,
-        "prompt_ids": [1, 2],
-        "samples": [{"response": "a", "response_ids": [5], "label": "correct"}],
-    }
-    (root / "r.jsonl").write_text(json.dumps(header) + "\n" + json.dumps(rec) + "\n")
+    _journal(root, [RECORD])
     (root / "q.jsonl").write_text(json.dumps({"question": "Water boils at?", "answers": ["100"]}) + "\n")
     return root
 
@@ -191,6 +182,13 @@ def _pushable(w):
     shutil.copytree(w / "src", w / "ed")
     (w / "ed" / "hedit.json").write_text(json.dumps({"hedit_version": "0"}))
     (w / "ed" / "README.md").write_text("card\n")
+
+
+def _tokenizer_links_out(w):
+    """The source's tokenizer.json is a link to a key file outside the model folder."""
+    _write(w / "secret.key", "KEY")
+    (w / "src" / "tokenizer.json").unlink()
+    (w / "src" / "tokenizer.json").symlink_to(w / "secret.key")
 
 
 def _template(w, text):
@@ -777,20 +775,12 @@ CASES = {
         "config.json is a FIFO",
     ),
     "edit-tokenizer-link-out": (
-        lambda w: (
-            _write(w / "secret.key", "KEY"),
-            (w / "src" / "tokenizer.json").unlink(),
-            (w / "src" / "tokenizer.json").symlink_to(w / "secret.key"),
-        ),
+        _tokenizer_links_out,
         EDIT,
         "tokenizer.json is a link to outside the model folder",
     ),
     "collect-tokenizer-link-out": (
-        lambda w: (
-            _write(w / "secret.key", "KEY"),
-            (w / "src" / "tokenizer.json").unlink(),
-            (w / "src" / "tokenizer.json").symlink_to(w / "secret.key"),
-        ),
+        _tokenizer_links_out,
         COLLECT,
         "tokenizer.json is a link to outside the model folder",
     ),
