@@ -1,10 +1,13 @@
 """Contained, atomic outputs: checked before any work, built beside the target, renamed into place.
 
-Rules every writer follows (``check_target``):
-- the output is never the source, inside it, or a folder that holds it; never the working directory
-  or one of its parents;
-- an existing output is replaced only with ``overwrite`` and only when it is a previous hedit output
-  (a folder with ``hedit.json``, a features folder, or a file with its ``.hedit.json`` sidecar);
+Rules every writer follows (``check_place`` for every path any command writes, journals and work
+folders included; ``check_target`` adds the rest for artifacts):
+- the output is never an input of the command (the model, the neurons file, the responses...), inside
+  one, or a folder that holds one, links followed; never inside a model folder (a ``config.json``
+  beside weights, or a folder hedit wrote); never the working directory or one of its parents;
+- an existing output is replaced only with ``overwrite`` and only when it is a previous hedit output of
+  the same kind (a folder with ``hedit.json``, a features folder, or a file with its ``.hedit.json``
+  sidecar); a full disk while writing is one line naming the output (``disk_error``);
 - the output is built in a temporary entry ``.NAME.hedit-PID-XXXX`` beside it and renamed into place
   with a rename that fails when the target appeared meanwhile (another run), so nothing is replaced
   silently. On any error, or SIGINT/SIGTERM/SIGHUP (the CLI turns those into exceptions), the
