@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from hedit.check.verify import VACUOUS, check_artifact, check_tolerance, prompt_ids, reference_generation
+from hedit.check.verify import VACUOUS, check_artifact, check_tolerance, prompt_ids, reference_generation, vacuous
 from hedit.edit.adapters import read_adapter
 from hedit.edit.adapters.lora import vllm_max_lora_rank
 from hedit.edit.neurons import NeuronSet
@@ -92,8 +92,7 @@ class VllmResult:
 
     @property
     def vacuous(self) -> bool:
-        """The tolerance is not below the edit's own effect: an unedited model would pass too."""
-        return 0 < self.effect <= self.tolerance  # an edit that changes nothing (alpha 1) has nothing to tell apart
+        return vacuous(self.effect, self.tolerance)
 
     def to_dict(self) -> dict:
         return asdict(self) | {"passed": self.passed, "vacuous": self.vacuous}

@@ -151,7 +151,6 @@ def _copied_files(plan: EditPlan, out: Path, res: StructureResult) -> None:
     """Every file the edit copied (config, generation config, tokenizer, chat template, the index) is
     byte-identical to the source's, and the folder holds nothing else but hedit's own files: a changed
     ``rms_norm_eps`` or chat template changes the model as surely as a changed tensor."""
-    from hedit.edit.output import CARD, PROVENANCE
     from hedit.io.checkpoint import INDEX
 
     ckpt = plan.checkpoint
@@ -170,10 +169,7 @@ def _copied_files(plan: EditPlan, out: Path, res: StructureResult) -> None:
         finally:
             os.close(sfd)
             os.close(dfd)
-    known = set(copied) | set(ckpt.weight_files) | {PROVENANCE, CARD, "evidence"}
-    for p in sorted(out.iterdir()):
-        if p.name not in known:
-            res.mismatches.append(f"{p.name}: in the edit, but neither copied from the source nor written by hedit")
+    _nothing_else(out, {*copied, *ckpt.weight_files}, res, "in the edit, but neither copied from the source nor")
 
 
 def _adapter(plan: EditPlan, folder: Path) -> StructureResult:
@@ -207,13 +203,21 @@ def _adapter(plan: EditPlan, folder: Path) -> StructureResult:
     return res
 
 
+def _nothing_else(folder: Path, made: set[str], res: StructureResult, what: str) -> None:
+    """A mismatch for every entry of ``folder`` that is neither in ``made`` nor one of hedit's own files."""
+    from hedit.edit.output import CARD, PROVENANCE
+
+    for p in sorted(folder.iterdir()):
+        if p.name not in made | {PROVENANCE, CARD, "evidence"}:
+            res.mismatches.append(f"{p.name}: {what} written by hedit")
+
+
 def _adapter_files(plan: EditPlan, built, folder: Path, cfg: dict, res: StructureResult) -> None:
     """``adapter_config.json`` is the one the plan implies (rank, scaling, targets: a changed
     ``lora_alpha`` rescales the whole edit), and the folder holds nothing but the adapter and hedit's files."""
     import tempfile
 
     from hedit.edit.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS
-    from hedit.edit.output import CARD, PROVENANCE
 
     built.config.base_model_name_or_path = cfg.get("base_model_name_or_path")
     with tempfile.TemporaryDirectory(prefix="hedit-structure-") as tmp:
@@ -222,9 +226,7 @@ def _adapter_files(plan: EditPlan, built, folder: Path, cfg: dict, res: Structur
     if want != cfg:
         keys = sorted(k for k in set(want) | set(cfg) if want.get(k) != cfg.get(k))
         res.mismatches.append(f"{ADAPTER_CONFIG}: not the one the plan implies ({', '.join(keys[:5])} differ)")
-    for p in sorted(folder.iterdir()):
-        if p.name not in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, PROVENANCE, CARD, "evidence"):
-            res.mismatches.append(f"{p.name}: in the adapter folder, but not written by hedit")
+    _nothing_else(folder, {ADAPTER_CONFIG, ADAPTER_WEIGHTS}, res, "in the adapter folder, but not")
 
 
 def _gguf(source: Path, neurons, alpha, edited: Path, allow_negative: bool) -> StructureResult:

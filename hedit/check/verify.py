@@ -35,6 +35,12 @@ LOW_PRECISION_RTOL = 1e-2  # the same in bfloat16/float16: a few units of their 
 VACUOUS = "; the tolerance is not below the edit's own effect, so an unedited model would pass too: lower it"
 
 
+def vacuous(effect: float, tolerance: float) -> bool:
+    """A check that cannot tell the edit from no edit: the tolerance is not below the edit's own effect,
+    so an unedited copy would pass too. An edit that changes nothing (alpha 1) has nothing to tell apart."""
+    return 0 < effect <= tolerance
+
+
 @dataclass
 class VerifyResult:
     artifact: str
@@ -57,8 +63,7 @@ class VerifyResult:
 
     @property
     def vacuous(self) -> bool:
-        """The tolerance is not below the edit's own effect: an unedited copy would pass too."""
-        return 0 < self.effect <= self.tolerance  # an edit that changes nothing (alpha 1) has nothing to tell apart
+        return vacuous(self.effect, self.tolerance)
 
     def to_dict(self) -> dict:
         return asdict(self) | {"passed": self.passed, "vacuous": self.vacuous}

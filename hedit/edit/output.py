@@ -53,41 +53,36 @@ def artifact(
     hasher = Hasher(plan.weight_files)
     plots = plots_beside(neurons_file)
     try:
-        yield from _write(out, plan, kind, overwrite, neurons_file, folder, sources, sidecar, hasher, plots)
-    finally:
-        hasher.cancel()
-
-
-def _write(out, plan, kind, overwrite, neurons_file, folder, sources, sidecar, hasher, plots) -> Iterator[Writer]:
-    """The body of ``artifact``: a folder, or a file with its sidecar."""
-    if folder:
-        with atomic_dir(out, overwrite, sources, kind="artifact") as tmp:
-            w = Writer(tmp)
-            yield w
-            data = provenance(plan, kind, hasher.result(), str(neurons_file) if neurons_file else None, w.info)
-            if plots and w.card is not None:
-                (tmp / "evidence").mkdir()
-                for p in plots:
-                    shutil.copyfile(p, tmp / "evidence" / p.name)
-            (tmp / PROVENANCE).write_text(json.dumps(data, indent=2) + "\n")
-            if w.card is not None:
-                (tmp / CARD).write_text(w.card(plan, out.name, data["evidence"], [p.name for p in plots]))
-    else:
-        fresh, wrote = not os.path.lexists(sidecar), False
-        try:
-            with atomic_file(out, overwrite, sources, kind="file") as tmp:
+        if folder:
+            with atomic_dir(out, overwrite, sources, kind="artifact") as tmp:
                 w = Writer(tmp)
                 yield w
                 data = provenance(plan, kind, hasher.result(), str(neurons_file) if neurons_file else None, w.info)
-                # the sidecar first (over nothing, or an earlier sidecar of hedit's): when it cannot
-                # be written the artifact is not installed either
-                atomic_write_text(sidecar, json.dumps(data, indent=2) + "\n")
-                wrote = fresh
-        except BaseException:
-            if wrote:  # the artifact was not installed after all: its new sidecar goes too
-                with contextlib.suppress(OSError):
-                    sidecar.unlink()
-            raise
+                if plots and w.card is not None:
+                    (tmp / "evidence").mkdir()
+                    for p in plots:
+                        shutil.copyfile(p, tmp / "evidence" / p.name)
+                (tmp / PROVENANCE).write_text(json.dumps(data, indent=2) + "\n")
+                if w.card is not None:
+                    (tmp / CARD).write_text(w.card(plan, out.name, data["evidence"], [p.name for p in plots]))
+        else:
+            fresh, wrote = not os.path.lexists(sidecar), False
+            try:
+                with atomic_file(out, overwrite, sources, kind="file") as tmp:
+                    w = Writer(tmp)
+                    yield w
+                    data = provenance(plan, kind, hasher.result(), str(neurons_file) if neurons_file else None, w.info)
+                    # the sidecar first (over nothing, or an earlier sidecar of hedit's): when it cannot
+                    # be written the artifact is not installed either
+                    atomic_write_text(sidecar, json.dumps(data, indent=2) + "\n")
+                    wrote = fresh
+            except BaseException:
+                if wrote:  # the artifact was not installed after all: its new sidecar goes too
+                    with contextlib.suppress(OSError):
+                        sidecar.unlink()
+                raise
+    finally:
+        hasher.cancel()
 
 
 def _check_sidecar(out: Path, sidecar: Path, overwrite: bool) -> None:
@@ -95,7 +90,7 @@ def _check_sidecar(out: Path, sidecar: Path, overwrite: bool) -> None:
     ``--overwrite`` replaces; a folder or a user's file of that name is never replaced."""
     if not os.path.lexists(sidecar):
         return
-    if sidecar.is_dir() or sidecar.is_symlink() or not sidecar.is_file():
+    if sidecar.is_symlink() or not sidecar.is_file():
         raise HeditError(f"{sidecar} exists and is not a file; hedit writes {out}'s provenance there")
     if not (overwrite and is_hedit_output(out, "file")):
         raise HeditError(

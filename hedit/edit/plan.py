@@ -11,6 +11,7 @@ from pathlib import Path
 from hedit.edit.neurons import NeuronSet
 from hedit.errors import HeditError
 from hedit.io.checkpoint import Checkpoint, open_checkpoint
+from hedit.io.files import hub_snapshot
 from hedit.registry import Architecture
 
 TARGETS = ("auto", "down", "up")
@@ -48,9 +49,9 @@ class EditPlan:
         for cand in [self.neurons.model.name_or_path, *self.known_names]:
             if isinstance(cand, str) and _HUB_ID.match(cand) and not Path(cand).exists():
                 return cand
-        parts = self.source.absolute().parts  # a Hub cache snapshot: .../models--owner--name/snapshots/<sha>
-        if len(parts) >= 3 and parts[-2] == "snapshots" and parts[-3].startswith("models--"):
-            return parts[-3][len("models--") :].replace("--", "/", 1)
+        snap = hub_snapshot(self.source)  # a Hub cache snapshot: .../models--owner--name/snapshots/<sha>
+        if snap and snap[0].name.startswith("models--"):
+            return snap[0].name[len("models--") :].replace("--", "/", 1)
         return self.source.resolve().name
 
 

@@ -216,7 +216,7 @@ def _preallocated(path: Path, shape: tuple[int, int]) -> np.memmap:
             try:
                 os.posix_fallocate(fd, 0, size)
             except OSError as e:
-                if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)):
+                if e.errno not in (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL):
                     raise OSError(e.errno, e.strerror, str(path)) from None
                 _write_zeros(fd, size, path)  # no fallocate here: write the zeros, which a full disk refuses
     finally:
@@ -303,11 +303,11 @@ def features_from_file(
     header, records = read_responses(responses)
     if header is None:
         raise HeditError(f"responses file not found: {responses}")
-    sources = [("responses file", responses), ("model", resolve_model(model))]
+    path = resolve_model(model)
+    sources = [("responses file", responses), ("model", path)]
     check_target(out, sources, overwrite=True, kind="features")
     if "filtered" not in header:
         records = consistent(records)
-    path = resolve_model(model)
     tok = load_tokenizer(path)
     if tok is None:
         raise HeditError(f"{path} has no tokenizer; features needs one")

@@ -107,7 +107,7 @@ def _inputs(sources: Iterable[str | Path | tuple[str, str | Path]]) -> list[tupl
     out = []
     for s in sources:
         role, p = s if isinstance(s, tuple) else ("source", s)
-        if p is not None:
+        if p is not None and os.path.lexists(p):  # what does not exist cannot be replaced or removed
             out.append((role, Path(p)))
     return out
 

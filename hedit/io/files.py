@@ -28,7 +28,6 @@ LIMITS = {
     "text": 1024 * MiB,  # question files, CSV
     "journal": 8192 * MiB,  # responses and sweep journals
     "recipe": 1 * MiB,
-    "template": 1 * MiB,  # chat templates
 }
 
 
@@ -97,13 +96,20 @@ def check_regular(path: str | Path, what: str | None = None) -> Path:
 # ------------------------------------------------------------------------------------------ model folders
 
 
+def hub_snapshot(folder: str | Path) -> tuple[Path, str] | None:
+    """(the repository's cache folder, the revision) when ``folder`` is a Hugging Face cache snapshot
+    (``.../models--owner--name/snapshots/<rev>``), else None."""
+    folder = Path(folder).absolute()
+    if folder.parent.name == "snapshots" and folder.parent.parent.name.startswith(("models--", "datasets--")):
+        return folder.parent.parent, folder.name
+    return None
+
+
 def allowed_root(folder: Path) -> Path:
     """Where links inside a model folder may point: the folder itself, or for a Hugging Face cache
-    snapshot (``models--owner--name/snapshots/<rev>``), that repository's cache folder (``blobs/``)."""
-    folder = folder.absolute()
-    if folder.parent.name == "snapshots" and folder.parent.parent.name.startswith(("models--", "datasets--")):
-        return folder.parent.parent.resolve()
-    return folder.resolve()
+    snapshot, that repository's cache folder (its ``blobs/``)."""
+    snap = hub_snapshot(folder)
+    return (snap[0] if snap else folder).resolve()
 
 
 def check_model_folder(folder: str | Path) -> Path:

@@ -14,6 +14,7 @@ import threading
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from pathlib import Path
 
+from hedit.io.files import hub_snapshot
 from hedit.paths import cache_dir
 
 CHUNK = 1 << 20  # 1 MiB reads
@@ -112,19 +113,17 @@ def fingerprint(folder: str | Path) -> str:
     three 1 MiB samples (a fine-tune of the same architecture differs in them). Journals record it, so
     a resumed run never mixes two models' answers."""
     folder = Path(folder)
-    parts = folder.absolute().parts
-    if len(parts) >= 3 and parts[-2] == "snapshots" and re.fullmatch(r"[0-9a-f]{40}", parts[-1]):
-        return f"hub:{parts[-3]}@{parts[-1]}"
+    snap = hub_snapshot(folder)
+    if snap and re.fullmatch(r"[0-9a-f]{40}", snap[1]):  # a commit: the Hub checked every byte of it
+        return f"hub:{snap[0].name}@{snap[1]}"
     h = hashlib.sha256()
-    if not folder.is_dir():
-        names = [folder.name]
-        folder, files = folder.parent, [folder]
-    else:
+    if folder.is_dir():
         files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-        names = [p.name for p in files]
-    for p, name in zip(files, names):
+    else:
+        files = [folder]
+    for p in files:
         size = p.stat().st_size
-        h.update(f"{name}\0{size}\0".encode())
+        h.update(f"{p.name}\0{size}\0".encode())
         with open(p, "rb") as f:
             if size <= 3 * FINGERPRINT_SAMPLE:
                 h.update(f.read())

@@ -99,6 +99,23 @@ CHECKS = {"responses": _response, "sweep": _cell}  # what the stages that read t
 KEYS = {"responses": lambda r: r["question_id"], "sweep": lambda r: (r["set"], float(r["alpha"]), r["task"])}
 
 
+def _trim_torn_tail(fd: int, path: Path, chunk: int = 1 << 20) -> None:
+    """Cut a last line that a crash left without its newline, reading back from the end a chunk at a
+    time (a torn line may be longer than one chunk)."""
+    size = os.fstat(fd).st_size
+    if not size or os.pread(fd, 1, size - 1) == b"\n":
+        return
+    end = size
+    while end > 0:
+        start = max(0, end - chunk)
+        nl = os.pread(fd, end - start, start).rfind(b"\n")
+        if nl >= 0:
+            os.truncate(path, start + nl + 1)
+            return
+        end = start
+    os.truncate(path, 0)
+
+
 class Journal:
     """Opens ``path`` for appending: checks the settings and the model of an existing journal, takes the
     writer's lock, trims a torn tail, and writes the header of a new one
@@ -115,7 +132,7 @@ class Journal:
         model_id: str | None = None,
     ):
         self.path, self.kind, self.settings, self.what, self.check = Path(path), kind, settings, what, check
-        self.model_id = model_id
+        self.model_id, self._created = model_id, False
         self._new_header = {"_hedit": kind, "config": settings} | (extra or {})
         if model_id is not None:
             self._new_header["model_id"] = model_id
@@ -155,10 +172,7 @@ class Journal:
                 ) from None
             self._load()  # what the file holds now that no one else writes it
             if self.header is not None:
-                size = os.fstat(fd).st_size
-                data = os.pread(fd, min(size, 1 << 20), max(0, size - (1 << 20)))
-                if data and not data.endswith(b"\n"):
-                    os.truncate(self.path, size - len(data) + data.rfind(b"\n") + 1)
+                _trim_torn_tail(fd, self.path)
         except BaseException:
             os.close(fd)
             self._drop_if_empty()
@@ -198,7 +212,7 @@ class Journal:
             raise
 
     def _drop_if_empty(self) -> None:
-        if getattr(self, "_created", False):
+        if self._created:
             with contextlib.suppress(OSError):
                 if os.path.getsize(self.path) == 0:
                     os.unlink(self.path)

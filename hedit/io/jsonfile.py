@@ -7,9 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from hedit.errors import HeditError
-from hedit.io.files import LIMITS, read_bytes
-
-MAX_BYTES = LIMITS["json"]
+from hedit.io.files import read_bytes
 
 
 class _Duplicate(ValueError):

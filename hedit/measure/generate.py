@@ -35,8 +35,6 @@ def render_chat(tokenizer, messages: list[dict[str, str]]):
     ):
         try:
             return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        except HeditError:
-            raise
         except Exception as e:  # jinja2's TemplateError kinds, and what a template's own code raises
             why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
             raise HeditError(f"the chat template of {name} cannot be applied: {type(e).__name__}: {why}") from None

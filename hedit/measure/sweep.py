@@ -186,8 +186,8 @@ def run_sweep(
     for a in cfg.alphas:
         check_alpha(a, allow_negative)
     path = resolve_model(model_name) if loaded is None else None
-    named = path or (Path(model_name) if Path(str(model_name)).exists() else None)
-    check_work(out, [("model", named), ("neurons file", None if isinstance(neurons, NeuronSet) else neurons)])
+    given = None if isinstance(neurons, NeuronSet) else neurons
+    check_work(out, [("model", path or model_name), ("neurons file", given)])
     ns = neurons if isinstance(neurons, NeuronSet) else NeuronSet.load(neurons)
     if not ns.neurons:
         raise HeditError("the neurons file lists no neurons")

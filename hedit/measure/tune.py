@@ -113,7 +113,7 @@ def tune(
     """Sweep (resumable, in ``work``), choose alpha, write it into ``out`` (default: the neurons file).
     Returns the decision with the sweep's summary under ``summary``."""
     if out is not None:
-        check_place(out, [("model", Path(model_name) if Path(str(model_name)).exists() else None)])
+        check_place(out, [("model", model_name)])
     ns = NeuronSet.load(neurons_path)
     if any(n.alpha is not None for n in ns.neurons):
         raise HeditError(

@@ -38,7 +38,7 @@ def _folder_digest(path: Path) -> dict[str, str]:
 def run_recipe(recipe: Recipe, progress: bool = True, log=print, grader=None) -> dict[str, Any]:
     check_device(recipe.device)  # a recipe written for a GPU box fails here, not after the first stage
     work = Path(recipe.work)
-    check_work(work, [("model", Path(recipe.model) if Path(recipe.model).exists() else None)])
+    check_work(work, [("model", recipe.model)])
     work.mkdir(parents=True, exist_ok=True)
     stamps = Stamps(work)
     out: dict[str, Any] = {"work": str(work)}

@@ -101,3 +101,18 @@ def test_the_header_is_written_with_the_first_records(tmp_path):
     assert read_journal(p, "sweep")[0] == {"_hedit": "sweep", "config": {"a": 1}, "model_id": "abc"}
     with pytest.raises(HeditError, match="with another model"):
         Journal(p, "sweep", {"a": 1}, model_id="xyz")
+
+
+def test_a_torn_line_longer_than_a_read_chunk_is_trimmed_whole(tmp_path):
+    """The tail is read back a chunk at a time: a torn line spanning several chunks goes whole."""
+    from hedit.io.journal import _trim_torn_tail
+
+    p = tmp_path / "j.jsonl"
+    good = b'{"_hedit": "sweep"}\n{"x": 1}\n'
+    p.write_bytes(good + b'{"x": "' + b"y" * 50)
+    fd = os.open(p, os.O_RDWR)
+    try:
+        _trim_torn_tail(fd, p, chunk=8)
+    finally:
+        os.close(fd)
+    assert p.read_bytes() == good
