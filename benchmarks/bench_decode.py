@@ -10,7 +10,7 @@ neurons (the demo's H-neuron count) scaled by each alpha of ``--alphas`` (the RE
 - ``pruned``: one cell at a time, hedit's decoder (finished replies leave the batch, the shared chat
   start prefilled once), same batches;
 - ``shared``: what sweeps run now: every cell of a suite in the same batches
-  (``hedit.check.intervention.CellScales``: each row scaled by its own cell), ``--batch-size``
+  (``hedit.engine.intervention.CellScales``: each row scaled by its own cell), ``--batch-size``
   sequences (the sweep default), so one decoding step reads the weights once for all cells.
 
 All arms run in one process on the same items; every cell's replies must be identical across arms,
@@ -18,7 +18,7 @@ and the script prints seconds and ratios against the first arm.
 
 sample: collect's job (``--questions`` bundled held-out questions x 5 samples, temperature 1, top-p 0.9,
 top-k 50, 24 new tokens, batches of 32 questions) through `model.generate` and through hedit's sampler
-(``hedit.measure.generate.sample``: one prefill per question for its 5 samples, finished replies leave
+(``hedit.engine.decoder.sample``: one prefill per question for its 5 samples, finished replies leave
 the batch). The draws differ (another random stream), so the script compares what they measure: reply
 length, share of correct samples, and questions answered consistently.
 
@@ -52,13 +52,13 @@ def main() -> None:
     args = ap.parse_args()
     jobs = args.jobs.split(",")
 
-    import hedit.measure.generate as gen
-    from hedit.check.intervention import CellScales, scale_neurons
+    import hedit.engine.decoder as gen
     from hedit.config import Decoding
-    from hedit.measure.suites import load_suite
+    from hedit.engine.intervention import CellScales, scale_neurons
     from hedit.measure.sweep import run_suite
     from hedit.model.builtin import resolve_model
     from hedit.model.load import load_model, load_tokenizer
+    from hedit.score.suites import load_suite
 
     path = resolve_model(args.model)
     model, tok = load_model(path), load_tokenizer(path)
@@ -119,23 +119,24 @@ def main() -> None:
 
 
 def bench_sample(model, tok, args) -> None:
+    import hedit.engine.decoder as dec
     import hedit.find.collect as col
     from hedit.config import SamplingConfig
     from hedit.io.questions import bundled_questions
 
     qs = bundled_questions("heldout")[: args.questions]
     cfg = SamplingConfig(samples=5, max_new_tokens=24)
-    real = col.plain_greedy
+    real = dec.plain_greedy
     print(f"{args.model}: sampling {len(qs)} questions x {cfg.samples}, {cfg.max_new_tokens} new tokens, batch 32")
     res = {}
     for arm in ("generate", "hedit"):
-        col.plain_greedy = real if arm == "hedit" else (lambda m: False)
+        dec.plain_greedy = real if arm == "hedit" else (lambda m: False)
         with tempfile.TemporaryDirectory() as d:
             t = time.perf_counter()
             out = col.collect(model, tok, qs, f"{d}/r.jsonl", cfg, 32, progress=False)
             sec = time.perf_counter() - t
             recs = col.read_responses(out)[1]
-        col.plain_greedy = real
+        dec.plain_greedy = real
         samples = [s for r in recs for s in r["samples"]]
         toks = sum(len(s["response_ids"]) for s in samples)
         res[arm] = sec

@@ -2,12 +2,24 @@
 
 Builds a random bf16 Llama-shaped checkpoint of about 2 GB in 4 shards, then times, each in a fresh
 process so peak RSS is its own:
-  copy   - shutil.copytree of the checkpoint folder (the floor: every byte must be written once)
-  edit   - `hedit edit` with a cold hash cache (sha256 of every source file computed)
+  copy   - shutil.copytree of the checkpoint folder (a plain copy: every byte written once)
+  edit   - `hedit edit` (--target auto: up_proj rows) with a cold hash cache (sha256 of every source file)
   edit*  - `hedit edit` again, sha256 from hedit's stat-keyed cache
+  hub*   - `hedit edit` of the same checkpoint laid out as a Hub cache snapshot (links to blobs/<sha256>):
+           cold, the digests are the blobs' names
+  down*  - `hedit edit --target down`, cached (columns of down_proj: one value in every row, so the
+           whole tensors are rewritten)
   naive  - transformers from_pretrained, scale columns, save_pretrained
   verify-s - `hedit verify --runtime structure` of the edit (no model loaded; every byte against the plan)
-Each is run --repeats times; the median time is reported with ratios to the copy.
+Each is run --repeats times; the median time is reported with ratios to the copy, the output's new
+disk blocks (its extents not shared with another file, from FIEMAP) beside the bytes that really changed
+(hedit.json), and the targets of issue 24 with PASS or FAIL. GGUF rows also give the seconds spent
+importing hedit's GGUF writer inside the timed region (``import s``).
+
+``--fs reflink`` runs the same in an XFS image made with ``mkfs.xfs -m reflink=1`` and loop-mounted
+(root and xfsprogs needed; it says so when it cannot), where `hedit edit` clones the source's files and
+rewrites only the edited byte ranges: the targets there are edit time <= 0.1x the plain copy and new
+blocks <= 2x the changed bytes.
 
 Then a GGUF row (--gguf, on by default): the built-in Gemma-3-270M Q4_K_M file (253 MB), 20 neurons
 per layer at alpha 0, timed the same way:
@@ -15,12 +27,13 @@ per layer at alpha 0, timed the same way:
   gup    - `hedit edit --target up` (the chosen ffn_up rows' block scales)
   gdown  - `hedit edit --target down` (the chosen ffn_down values re-rounded under their block scales)
 
-    python benchmarks/bench_edit.py [--size-gb 2] [--repeats 3] [--dir bench-out]
+    python benchmarks/bench_edit.py [--size-gb 2] [--repeats 3] [--dir bench-out] [--fs ext4|reflink]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -37,19 +50,23 @@ os.environ["HEDIT_CACHE"] = cache
 import torch  # imports stay outside the timed region
 from transformers import AutoModelForCausalLM
 from hedit.edit.checkpoint import edit_checkpoint
-from hedit.edit.neurons import NeuronSet
+from hedit.neurons import NeuronSet
 t = time.perf_counter()
 if mode == "copy":
     shutil.copytree(src, dst)
-elif mode.startswith("edit"):
+elif mode.startswith(("edit", "hub")):
     edit_checkpoint(src, neurons, dst, alpha=0.0, progress=False)
+elif mode.startswith("down"):
+    edit_checkpoint(src, neurons, dst, alpha=0.0, progress=False, target="down")
 elif mode == "verify-s":
     from hedit.check.structure import verify_structure
     assert verify_structure(src, neurons, 0.0, edited=dst, progress=False).passed
 elif mode == "gcopy":
     shutil.copyfile(src, dst)
 elif mode in ("gup", "gdown"):
+    t0 = time.perf_counter()
     from hedit.edit.gguf import edit_gguf
+    import_s = time.perf_counter() - t0
     edit_gguf(src, neurons, dst, alpha=0.0, progress=False, target=mode[1:])
 elif mode == "naive":
     m = AutoModelForCausalLM.from_pretrained(src, dtype=torch.bfloat16)
@@ -61,7 +78,33 @@ elif mode == "naive":
 seconds = time.perf_counter() - t
 # VmHWM: this process's peak resident memory (unlike ru_maxrss, not inherited across exec)
 hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
-print(json.dumps({"seconds": seconds, "peak_rss_mb": hwm / 1024}))
+changed = None
+info = os.path.join(dst, "hedit.json") if os.path.isdir(dst) else dst + ".hedit.json"
+if mode not in ("verify-s",) and os.path.isfile(info):
+    data = json.load(open(info))
+    changed = data.get("changed_bytes", sum(t.get("changed_bytes", 0) for t in data.get("tensors", [])))
+os.sync()
+def unshared(path):  # bytes of the file's extents not shared with another file (FIEMAP, EXTENT_SHARED)
+    import fcntl, struct
+    total, start = 0, 0
+    with open(path, "rb") as f:
+        while True:
+            head = struct.pack("=QQLLLL", start, (1 << 64) - 1 - start, 1, 0, 256, 0)
+            buf = bytearray(head + bytes(56 * 256))
+            fcntl.ioctl(f.fileno(), 0xC020660B, buf)
+            n = struct.unpack_from("=L", buf, 20)[0]
+            last = False
+            for i in range(n):
+                logical, _, length, _, _, flags = struct.unpack_from("=QQQQQL", buf, 32 + 56 * i)
+                if not flags & 0x2000:
+                    total += length
+                start, last = logical + length, bool(flags & 1)
+            if n == 0 or last:
+                return total
+files = [os.path.join(r, n) for r, _, ns in os.walk(dst) for n in ns] if os.path.isdir(dst) else [dst]
+new = sum(unshared(p) for p in files if os.path.isfile(p) and not os.path.islink(p)) if mode != "verify-s" else None
+print(json.dumps({"seconds": seconds, "peak_rss_mb": hwm / 1024, "changed": changed, "new_blocks": new,
+                  "import_s": locals().get("import_s")}))
 """
 
 
@@ -69,8 +112,8 @@ def build(root: Path, size_gb: float) -> tuple[Path, Path]:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from hedit.edit.neurons import ModelInfo, Neuron, NeuronSet
     from hedit.model.tiny import random_neurons
+    from hedit.neurons import ModelInfo, Neuron, NeuronSet
 
     # Llama-like proportions; layers chosen so the bf16 checkpoint is about size_gb
     hidden, inter, vocab = 2048, 8192, 32000
@@ -129,27 +172,83 @@ def main() -> None:
     ap.add_argument("--dir", default="bench-out")
     ap.add_argument("--gguf", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--safetensors", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--fs", choices=("ext4", "reflink"), default="ext4", help="reflink: in a loop-mounted XFS image")
     args = ap.parse_args()
+    if args.fs == "reflink":
+        with reflink_dir(Path(args.dir), args.size_gb) as where:
+            if where is None:
+                return
+            args.dir = str(where)
+            print(f"in an XFS image with reflink, mounted at {where}")
+            if args.safetensors:
+                bench_safetensors(args, reflink=True)
+            if args.gguf:
+                bench_gguf(args, reflink=True)
+        return
     if args.safetensors:
         bench_safetensors(args)
     if args.gguf:
         bench_gguf(args)
 
 
-def table(results: dict[str, list[dict]], base_mode: str) -> None:
+def table(results: dict[str, list[dict]], base_mode: str) -> dict[str, float]:
     base = statistics.median(r["seconds"] for r in results[base_mode])
-    print(f"{'mode':8s} {'median s':>9s} {'x copy':>7s} {'peak RSS MB':>12s}")
+    print(
+        f"{'mode':8s} {'median s':>9s} {'x copy':>7s} {'peak RSS MB':>12s} {'new blocks MB':>14s} {'changed MB':>11s}"
+    )
+    ratios = {}
     for mode, rs in results.items():
         sec = statistics.median(r["seconds"] for r in rs)
         rss = max(r["peak_rss_mb"] for r in rs)
-        print(f"{mode:8s} {sec:9.2f} {sec / base:7.2f} {rss:12.0f}")
+        new = [r["new_blocks"] for r in rs if r.get("new_blocks") is not None]
+        changed = [r["changed"] for r in rs if r.get("changed") is not None]
+        shown_new = f"{statistics.median(new) / 1e6:14.1f}" if new else f"{'':14s}"
+        shown_changed = f"{statistics.median(changed) / 1e6:11.3f}" if changed else f"{'':11s}"
+        imp = [r["import_s"] for r in rs if r.get("import_s") is not None]
+        shown_imp = f" import {statistics.median(imp):.2f} s" if imp else ""
+        print(f"{mode:8s} {sec:9.2f} {sec / base:7.2f} {rss:12.0f} {shown_new} {shown_changed}{shown_imp}")
+        ratios[mode] = sec / base
+        if new and changed:
+            ratios[f"{mode}:blocks_per_changed"] = statistics.median(new) / max(1, statistics.median(changed))
+    return ratios
 
 
-def bench_gguf(args) -> None:
+def verdict(name: str, value: float, limit: float) -> None:
+    print(f"  {'PASS' if value <= limit else 'FAIL'} {name}: {value:.3g} (target <= {limit:g})")
+
+
+@contextlib.contextmanager
+def reflink_dir(root: Path, size_gb: float):
+    """A loop-mounted XFS image with reflink under ``root`` (None, with the reason, when it cannot be made)."""
+    root.mkdir(exist_ok=True)
+    if os.geteuid() != 0 or not shutil.which("mkfs.xfs"):
+        print("--fs reflink needs root and mkfs.xfs (apt-get install xfsprogs); not run")
+        yield None
+        return
+    image, mnt = root / "xfs.img", root / "xfs"
+    with open(image, "wb") as f:
+        f.truncate(int((3 * size_gb + 1) * 1e9))
+    mnt.mkdir(exist_ok=True)
+    try:
+        subprocess.run(["mkfs.xfs", "-q", "-f", "-m", "reflink=1", str(image)], check=True)
+        subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True)
+    except (subprocess.CalledProcessError, OSError) as e:
+        print(f"could not make and mount an XFS image: {e}; not run")
+        image.unlink(missing_ok=True)
+        yield None
+        return
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+        image.unlink(missing_ok=True)
+
+
+def bench_gguf(args, reflink: bool = False) -> None:
     from hedit.edit.gguf import gguf_shape, open_gguf
-    from hedit.edit.neurons import ModelInfo, Neuron, NeuronSet
     from hedit.model.builtin import BUILTINS, gguf_path
     from hedit.model.tiny import random_neurons
+    from hedit.neurons import ModelInfo, Neuron, NeuronSet
 
     root = Path(args.dir)
     root.mkdir(exist_ok=True)
@@ -161,16 +260,23 @@ def bench_gguf(args) -> None:
     )
     ns.save(root / "gguf-neurons.json")
     print(f"\nGGUF: {src.name}, {src.stat().st_size / 1e6:.0f} MB; 20 neurons per layer, alpha 0")
+    if reflink:  # the source must live on the reflink filesystem to be cloned (the bench's own copy)
+        shutil.copyfile(src, root / src.name)
+        src = root / src.name
     results: dict[str, list[dict]] = {m: [] for m in ("gcopy", "gup", "gdown")}
     for _ in range(args.repeats):
         for mode in results:
             results[mode].append(run(mode, src, root / "out.gguf", root / "gguf-neurons.json", root / "warm-cache"))
     for p in (root / "out.gguf", root / "out.gguf.hedit.json"):
         p.unlink(missing_ok=True)
-    table(results, "gcopy")
+    r = table(results, "gcopy")
+    if reflink:
+        for mode in ("gup", "gdown"):
+            verdict(f"{mode} time / plain copy", r[mode], 0.1)
+            verdict(f"{mode} new blocks / changed bytes", r[f"{mode}:blocks_per_changed"], 2.0)
 
 
-def bench_safetensors(args) -> None:
+def bench_safetensors(args, reflink: bool = False) -> None:
     root = Path(args.dir)
     root.mkdir(exist_ok=True)
     src, neurons = build(root, args.size_gb)
@@ -180,17 +286,56 @@ def bench_safetensors(args) -> None:
         f"checkpoint: {size / 1e9:.2f} GB bf16 in {len(shards)} shards; "
         f"largest tensor {largest_tensor(src) / 1e6:.0f} MB; 20 neurons per layer, alpha 0"
     )
-    results: dict[str, list[dict]] = {m: [] for m in ("copy", "edit", "edit*", "naive", "verify-s")}
+    modes = ("copy", "edit", "edit*", "hub*", "down*", *(() if reflink else ("naive",)), "verify-s")
+    results: dict[str, list[dict]] = {m: [] for m in modes}
+    hub = hub_layout(src, root / "hub")
     run("edit*", src, root / "edited", neurons, root / "warm-cache")  # fills the warm cache; verify-s reads it
     for _ in range(args.repeats):  # interleaved, so drift in disk speed hits every mode alike
         for mode in results:
-            cache = Path(tempfile.mkdtemp(dir=root)) if mode == "edit" else root / "warm-cache"
-            results[mode].append(run(mode, src, root / ("edited" if mode == "verify-s" else "out"), neurons, cache))
-            if mode == "edit":
+            cold = mode in ("edit", "hub*")  # hub*: cold, the digests are the blobs' names
+            cache = Path(tempfile.mkdtemp(dir=root)) if cold else root / "warm-cache"
+            source = hub if mode == "hub*" else src
+            out = root / ("edited" if mode == "verify-s" else "out")
+            results[mode].append(run(mode, source, out, neurons, cache))
+            if cold:
                 shutil.rmtree(cache)
     shutil.rmtree(root / "out", ignore_errors=True)
     shutil.rmtree(root / "edited", ignore_errors=True)
-    table(results, "copy")
+    r = table(results, "copy")
+    print("targets (issue 24):")
+    if reflink:
+        for mode in ("edit*", "hub*", "down*"):
+            verdict(f"{mode} time / plain copy", r[mode], 0.1)
+            verdict(f"{mode} new blocks / changed bytes", r[f"{mode}:blocks_per_changed"], 2.0)
+    else:
+        verdict("cold edit / copy (a local folder: its SHA-256 computed)", r["edit"], 1.15)
+        verdict("cold edit / copy (a Hub cache snapshot: digests from the blob names)", r["hub*"], 1.15)
+        verdict("cached edit / copy", r["edit*"], 1.0)
+        verdict("cached edit --target down / copy", r["down*"], 1.0)
+        verdict("cold edit / load-scale-save", r["edit"] / r["naive"], 0.999)
+    rss = max(x["peak_rss_mb"] for x in results["edit*"])
+    print(f"  peak RSS of a cached edit {rss:.0f} MB; largest tensor {largest_tensor(src) / 1e6:.0f} MB")
+
+
+def hub_layout(src: Path, root: Path) -> Path:
+    """``src`` as a Hugging Face cache snapshot: blobs named by their SHA-256 (hashed here, once, outside
+    the timed runs; hard links, so no second copy) and a snapshot folder of links to them."""
+    import hashlib
+
+    snap = root / "models--bench--model" / "snapshots" / ("0" * 40)
+    if snap.is_dir():
+        return snap
+    blobs = root / "models--bench--model" / "blobs"
+    blobs.mkdir(parents=True)
+    snap.mkdir(parents=True)
+    for p in sorted(src.iterdir()):
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+        os.link(p, blobs / h.hexdigest())
+        (snap / p.name).symlink_to(Path("..") / ".." / "blobs" / h.hexdigest())
+    return snap
 
 
 def largest_tensor(src: Path) -> int:

@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from hedit.check.intervention import down_proj_module, model_shape
+from hedit.engine.intervention import down_proj_module, model_shape
 from hedit.find.features import CettHooks, Item, batch_features
 from hedit.model.builtin import resolve_model
 from hedit.model.load import load_model

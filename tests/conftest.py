@@ -12,8 +12,8 @@ import torch
 from click.testing import CliRunner
 
 from hedit.cli import main
-from hedit.edit.neurons import ModelInfo, Neuron, NeuronSet
 from hedit.model.tiny import TEXT, random_neurons, save_tiny_model
+from hedit.neurons import ModelInfo, Neuron, NeuronSet
 from hedit.registry import architectures
 
 ARCHS = sorted(architectures())
@@ -112,7 +112,7 @@ def add_tokenizer(path: Path, fill: int = 0) -> Path:
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from hedit.check.verify import PROMPTS
+    from hedit.check.common import PROMPTS
 
     words = sorted(set(re.findall(r"\w+|[^\w\s]", " ".join(PROMPTS))))
     vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3} | {w: i + 4 for i, w in enumerate(words)}
@@ -152,10 +152,10 @@ def write_questions(path: Path, questions) -> Path:
 @pytest.fixture
 def yes_judge(monkeypatch):
     """The rule judge's trivia verdict replaced: an answer is correct when the question's alias is "yes"."""
-    import hedit.measure.compliance
+    import hedit.score.compliance
 
     monkeypatch.setattr(
-        hedit.measure.compliance.RuleJudge,
+        hedit.score.compliance.RuleJudge,
         "qa",
         lambda self, q, aliases, text: "correct" if aliases[0] == "yes" else "incorrect",
     )
@@ -180,3 +180,34 @@ def small_disk(where: Path, size: str):
             if subprocess.run(["umount", str(where)], capture_output=True).returncode == 0:
                 break
             time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def reflink_disk(where: Path, size_mb: int = 300):
+    """An XFS filesystem with reflink (file clones), from an image loop-mounted at ``where``; skips where
+    that cannot be made (no root, no mkfs.xfs: ``apt-get install xfsprogs``; ``.ci/run`` installs it)."""
+    import shutil
+    import subprocess
+    import time
+
+    if shutil.which("mkfs.xfs") is None:
+        pytest.skip("no mkfs.xfs (apt-get install xfsprogs) to make a reflink filesystem")
+    image = where.with_suffix(".img")
+    with open(image, "wb") as f:
+        f.truncate(size_mb << 20)
+    where.mkdir()
+    made = subprocess.run(["mkfs.xfs", "-q", "-f", "-m", "reflink=1", str(image)], capture_output=True)
+    if (
+        made.returncode
+        or subprocess.run(["mount", "-o", "loop", str(image), str(where)], capture_output=True).returncode
+    ):
+        image.unlink()
+        pytest.skip("cannot make and loop-mount an XFS image here")
+    try:
+        yield where
+    finally:
+        for _ in range(20):
+            if subprocess.run(["umount", str(where)], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.1)
+        image.unlink(missing_ok=True)

@@ -15,13 +15,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hedit.config import IdentifyConfig, SweepConfig
-from hedit.edit.neurons import NeuronSet
 from hedit.errors import HeditError
 from hedit.io.checkpoint import weight_files
 from hedit.io.gguf_header import read_gguf_header
 from hedit.io.journal import CHECKS, read_journal
 from hedit.io.questions import load_questions, parse_row
 from hedit.io.safetensors_header import parse_header
+from hedit.neurons import NeuronSet
 from hedit.run.recipe import load_recipe
 
 FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))

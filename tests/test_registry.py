@@ -1,6 +1,6 @@
 import pytest
 
-from hedit.check.intervention import down_proj_module, model_shape
+from hedit.engine.intervention import down_proj_module, model_shape
 from hedit.errors import HeditError
 from hedit.model.tiny import tiny_model
 from hedit.registry import architectures, get_architecture

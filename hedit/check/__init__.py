@@ -1,1 +1,2 @@
-"""Checking: the runtime intervention on a loaded model, and verification of artifacts against it."""
+"""Checking: verify an artifact against the runtime intervention, in transformers, vLLM, or by its bytes
+(``structure``); ``verify`` dispatches, ``common`` holds what the runtimes share."""

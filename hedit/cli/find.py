@@ -16,7 +16,7 @@ from hedit.cli.options import (
     placement_options,
     settings_options,
 )
-from hedit.config import EngineConfig, FeaturesConfig, IdentifyConfig, ProbeConfig, SamplingConfig
+from hedit.config import CollectConfig, EngineConfig, FeaturesConfig, IdentifyConfig, ProbeConfig, SamplingConfig
 
 QUESTIONS = click.option(
     "--questions",
@@ -33,28 +33,21 @@ LIMIT = click.option("--limit", type=int, default=None, help="Only the first N q
 @QUESTIONS
 @click.option("--split", default=None, help="Use only this split of the question file (bundled: train).")
 @click.option("--out", required=True, type=click.Path(path_type=str), help="Responses file (JSONL, appended).")
-@settings_options(SamplingConfig)
-@click.option(
-    "--batch-size",
-    type=int,
-    default=IdentifyConfig.defaults()["batch_size"],
-    show_default=True,
-    help="Questions per batch.",
-)
+@settings_options(CollectConfig)
 @LIMIT
 @settings_options(EngineConfig)
 @DEVICE
 @QUIET
 @judge_options
-def collect(model, questions, split, out, batch_size, limit, device, quiet, **kw):
+def collect(model, questions, split, out, limit, device, quiet, **kw):
     """Sample answers of MODEL (built-in name, folder or Hub id) to questions, judge them; resumable."""
     from hedit.find.collect import collect_model
     from hedit.io.questions import select_questions
 
-    cfg, engine = build(SamplingConfig, kw), build(EngineConfig, kw)
+    cfg, engine = build(CollectConfig, kw), build(EngineConfig, kw)
     grader = judge_from(kw)
     qs = select_questions(questions, split, limit, default_split="train")
-    collect_model(model, qs, out, cfg, batch_size, device, not quiet, grader, engine, click.echo)
+    collect_model(model, qs, out, cfg, cfg.batch_size, device, not quiet, grader, engine, click.echo)
     click.echo(f"wrote responses for {len(qs)} questions to {out}")
 
 

@@ -91,8 +91,8 @@ def _files(pairs):
 @judge_options
 def tune(model, neurons, work, out, suite_files, allow_negative, device, quiet, **kw):
     """Choose alpha for NEURONS on MODEL within capability bounds and write it into the neurons file."""
+    from hedit.choose.tune import tune as run
     from hedit.measure.summary import dose_lines
-    from hedit.measure.tune import tune as run
 
     cfg, engine = build(TuneConfig, kw), build(EngineConfig, kw)
     d = run(

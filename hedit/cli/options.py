@@ -12,8 +12,8 @@ from typing import Any
 import click
 
 from hedit.config import Settings
-from hedit.edit.neurons import check_alpha
 from hedit.errors import HeditError
+from hedit.neurons import check_alpha
 
 
 def _floats(value: Any, flag: str) -> tuple[float, ...]:
@@ -203,7 +203,7 @@ def judge_options(f: Callable) -> Callable:
 
 def judge_from(kwargs: dict[str, Any]):
     """The judge the judge options ask for (taken out of ``kwargs``)."""
-    from hedit.measure.llm_judge import make_judge
+    from hedit.score.llm_judge import make_judge
 
     return make_judge(kwargs.pop("judge_url"), kwargs.pop("judge_model"), kwargs.pop("judge_key_env"))
 

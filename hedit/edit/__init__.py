@@ -1,5 +1,6 @@
-"""Editing: the neuron-set file, edit plans, the scaling math, and the writers of edited artifacts
-(safetensors checkpoints, PEFT adapters, GGUF files) that share one output shape (``output``)."""
+"""Editing: edit plans (``plan``), the scaling math (``scaling``), and the writers of edited artifacts,
+one registered shape each (``writers``: checkpoint, quantized, gguf, lora, ia3), over one output shape
+(``output``) and one model-card frame (``card``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from hedit.edit.checkpoint import edit_checkpoint
+from hedit.edit.writers import WRITERS, Report, get_writer, write_artifact
 
 
 def edit_model(
@@ -17,15 +19,12 @@ def edit_model(
     overwrite: bool = False,
     allow_negative: bool = False,
     progress: bool = True,
-    **kw: Any,
+    target: str = "auto",
 ):
-    """``hedit edit``: a ``.gguf`` source gives a GGUF (``hedit.edit.gguf.edit_gguf``, its report), anything
-    else a safetensors checkpoint folder (``edit_checkpoint``, the output path)."""
-    if str(source).endswith(".gguf"):
-        from hedit.edit.gguf import edit_gguf
-
-        return edit_gguf(source, neurons, out, alpha, overwrite, allow_negative, progress=progress, **kw)
-    return edit_checkpoint(source, neurons, out, alpha, overwrite, allow_negative, progress=progress, **kw)
+    """``hedit edit``: the source in its own format (``write_artifact``): a ``.gguf`` source gives a GGUF
+    (its report), anything else a safetensors checkpoint folder (the output path)."""
+    report = write_artifact(source, neurons, out, None, alpha, overwrite, allow_negative, progress, target)
+    return report if str(source).endswith(".gguf") else Path(out)
 
 
-__all__ = ["edit_checkpoint", "edit_model"]
+__all__ = ["WRITERS", "Report", "edit_checkpoint", "edit_model", "get_writer", "write_artifact"]

@@ -1,5 +1,6 @@
 """What every hedit output carries: ``hedit.json`` (provenance and evidence) and ``README.md`` (the model
-card). Neither holds an absolute local path: sources and files are named by Hub id or file name, and
+card: this module's frame, around each writer's own sections on how the edit is held and how to load
+it). Neither holds an absolute local path: sources and files are named by Hub id or file name, and
 identified by SHA-256.
 
 The evidence is what the neurons file already knows (the probe's held-out figures against random
@@ -102,10 +103,6 @@ def plots_beside(neurons_file: str | Path | None) -> list[Path]:
     return found
 
 
-def write_provenance(out: Path, data: dict[str, Any]) -> None:
-    (out / "hedit.json").write_text(json.dumps(data, indent=2) + "\n")
-
-
 def _front_matter(base: str, library: str, tags: list[str]) -> str:
     lines = ["---", f"base_model: {base}", f"library_name: {library}", "tags:"]
     lines += [f"- {t}" for t in tags]
@@ -204,7 +201,7 @@ def _evidence_text(ev: dict[str, Any], plots: list[str]) -> str:
     return text
 
 
-def _card(
+def card(
     plan: EditPlan, library: str, tags: list[str], title: str, how: str, use: str, ev: dict[str, Any], plots: list[str]
 ) -> str:
     return (
@@ -226,91 +223,3 @@ def _card(
 Made with hedit {__version__}.
 """
     )
-
-
-def edited_card(plan: EditPlan, out_name: str, ev: dict[str, Any] | None = None, plots: list[str] = ()) -> str:
-    use = f"""transformers:
-```python
-from transformers import AutoModelForCausalLM, AutoTokenizer
-model = AutoModelForCausalLM.from_pretrained("{out_name}")
-tokenizer = AutoTokenizer.from_pretrained("{out_name}")
-```
-vLLM:
-```bash
-vllm serve {out_name}
-```
-"""
-    return _card(
-        plan,
-        "transformers",
-        ["hedit", "h-neurons"],
-        out_name,
-        "Every other tensor is byte-identical to the source.",
-        use,
-        ev or {},
-        list(plots),
-    )
-
-
-def gguf_card(
-    plan: EditPlan, out_name: str, gguf_name: str, ev: dict[str, Any] | None = None, plots: list[str] = ()
-) -> str:
-    use = f"""llama.cpp:
-```bash
-llama-cli -m {gguf_name} -p "..."
-```
-transformers:
-```python
-from transformers import AutoModelForCausalLM
-model = AutoModelForCausalLM.from_pretrained("{out_name}", gguf_file="{gguf_name}")
-```
-"""
-    how = (
-        "In the GGUF file only the edited tensors' bytes changed (their blocks' scales for the up target); "
-        "metadata, tokenizer and every other tensor are byte-identical to the source."
-    )
-    return _card(plan, "gguf", ["hedit", "h-neurons", "gguf"], out_name, how, use, ev or {}, list(plots))
-
-
-def adapter_card(
-    plan: EditPlan,
-    out_name: str,
-    fmt: str,
-    rank: int | None = None,
-    max_lora_rank: int | None = None,
-    ev: dict[str, Any] | None = None,
-    plots: list[str] = (),
-) -> str:
-    base = plan.base_model
-    module = "up_proj" if plan.target == "up" else "down_proj"
-    if fmt == "lora":
-        what = "row" if plan.target == "up" else "column"
-        how = (
-            f"A LoRA of rank {rank} on `{module}` whose product B @ A adds (alpha - 1) times each chosen {what} "
-            "exactly (one factor selects the chosen neurons, the other holds their scaled weights; `lora_alpha` = "
-            "r, so the scale is 1). Base plus adapter equals the edited model."
-        )
-        need = f"`--max-lora-rank` must be at least {rank}; {max_lora_rank} is the smallest value vLLM accepts"
-        use_vllm = f"""vLLM ({need}):
-```bash
-vllm serve {base} --enable-lora --lora-modules hedit={out_name} --max-lora-rank {max_lora_rank}
-```
-"""
-    else:
-        how = (
-            "An IA3 adapter: a vector on each edited layer's `down_proj` input that is 1 everywhere and "
-            "alpha at the chosen neurons. Base plus adapter equals the edited model."
-        )
-        use_vllm = (
-            "vLLM does not serve IA3 adapters: for vLLM use `hedit export-adapter --format lora` "
-            "or the merged checkpoint from `hedit edit`.\n"
-        )
-    use = f"""PEFT:
-```python
-from transformers import AutoModelForCausalLM
-from peft import PeftModel
-base = AutoModelForCausalLM.from_pretrained("{base}")
-model = PeftModel.from_pretrained(base, "{out_name}")
-```
-{use_vllm}"""
-    return _card(plan, "peft", ["hedit", "h-neurons", "peft", fmt], out_name, how, use, ev or {}, list(plots))

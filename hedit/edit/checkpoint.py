@@ -1,4 +1,4 @@
-"""`hedit edit`: fold alpha into a safetensors checkpoint, streaming.
+"""`hedit edit` into a safetensors checkpoint (the ``checkpoint`` writer; ``quantized`` shares its stream).
 
 Which tensors carry the edit (``hedit.edit.plan``): ``down`` scales column j of each edited layer's
 ``down_proj.weight``; ``up`` scales row j of ``up_proj.weight`` (in a gated MLP the activation is linear
@@ -15,22 +15,25 @@ threads while the kernel copies, unless it is already known.
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from hedit.edit.card import edited_card
-from hedit.edit.neurons import NeuronSet
-from hedit.edit.output import artifact, neurons_path
-from hedit.edit.plan import EditPlan, make_plan
-from hedit.edit.scaling import scale_along_
+from hedit.edit.card import card
+from hedit.edit.plan import EditPlan
+from hedit.edit.scaling import scale_along_, scale_rows_
+from hedit.edit.writers import Patch, Patches, PatchStream, Report, TensorEdit, Writer, write_artifact
 from hedit.errors import HeditError
 from hedit.io.checkpoint import INDEX
-from hedit.io.quant import detect
-from hedit.io.safetensors_header import TensorInfo, read_tensor, write_tensor
+from hedit.io.clone import clone_file
+from hedit.io.safetensors_header import TensorInfo, read_slices, read_tensor
+from hedit.neurons import NeuronSet
 from hedit.progress import bar
 
 
@@ -48,44 +51,184 @@ class TensorOp:
     format: str = "float"
     zero: bool = False
     max_abs_error: float = field(default=0.0)
+    changed_bytes: int = 0  # bytes of the file that differ from the source in this tensor
+
+
+class FloatCheckpoint(Writer):
+    """A float safetensors checkpoint: each weight file copied by the kernel, then the edited tensors'
+    bytes rewritten in the copy (``expected``'s patches)."""
+
+    name, kind = "checkpoint", "edit"
+
+    def check(self, plan: EditPlan) -> None:
+        if plan.checkpoint is None:
+            raise HeditError(f"{plan.source} is a GGUF file; it is edited into a GGUF file")
+
+    def ops(self, plan: EditPlan) -> list[TensorOp]:
+        """The tensors the plan changes: down_proj columns, or up_proj rows (after the gate rows when fused)."""
+        ckpt, arch, ops = plan.checkpoint, plan.arch, []
+        for layer, pairs in plan.layers.items():
+            idx, alphas = [j for j, _ in pairs], [a for _, a in pairs]
+            if plan.target == "down":
+                f, info = ckpt.down_proj[layer]
+                ops.append(TensorOp(f, info, 1, idx, alphas, layer))
+            else:
+                f, info = ckpt.tensors(layer, "up")["weight"]
+                ops.append(TensorOp(f, info, 0, [arch.up_row(j, plan.intermediate_size) for j in idx], alphas, layer))
+        return ops
+
+    def expected(self, plan: EditPlan, ops: list[TensorOp] | None = None) -> Patches:
+        ckpt = plan.checkpoint
+        ops = self.ops(plan) if ops is None else ops
+        order = {f: i for i, f in enumerate(ckpt.weight_files)}
+        ops = sorted(ops, key=lambda op: (order[op.file], op.info.start))
+        return Patches(list(ckpt.weight_files), self._patches(plan, ops), self.copied(plan))
+
+    def copied(self, plan: EditPlan) -> list[str]:
+        """Config, generation config, tokenizer files, chat template and the shard index, as they are."""
+        ckpt = plan.checkpoint
+        return [p.name for p in ckpt.aux_files()] + ([INDEX] if (ckpt.path / INDEX).is_file() else [])
+
+    def _patches(self, plan: EditPlan, ops: list[TensorOp]):
+        """Rows (up_proj rows, quantized channels' scales, zeroed FP8 rows): only those rows are read and
+        each is one patch, so an edit rewrites only the rows' bytes. Columns (down_proj): one element per
+        row, so the tensor is read and written whole."""
+        for op in ops:
+            path = plan.checkpoint.path / op.file
+            if op.axis == 0:
+                yield from self._row_patches(plan, op, path)
+                continue
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                t = read_tensor(fd, op.info)
+            finally:
+                os.close(fd)
+            raw = _picked(t, op).contiguous()  # a copy (indexing copies): the scaling below is in place
+            new = scale_along_(t, op.axis, op.index, op.alphas, op.info.name)
+            picked = _picked(new, op)
+            op.max_abs_error = self.error(plan, op, raw.to(torch.float32), picked)
+            op.changed_bytes = int((raw.view(torch.uint8) != picked.contiguous().view(torch.uint8)).sum())
+            del raw, picked
+            yield Patch(op.file, op.info.start, memoryview(new.contiguous().view(torch.uint8).numpy()).cast("B"))
+            del t, new
+
+    def _row_patches(self, plan: EditPlan, op: TensorOp, path: Path):
+        info = op.info if len(op.info.shape) == 2 else dataclasses.replace(op.info, shape=(op.info.shape[0], 1))
+        order = sorted(range(len(op.index)), key=lambda i: op.index[i])  # patches go by offset
+        index, alphas = [op.index[i] for i in order], [op.alphas[i] for i in order]
+        row = info.nbytes // info.shape[0]
+        if op.zero:  # FP8 with a shared scale, alpha 0: the rows' bytes zeroed (no dtype to read them in)
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                old = [os.pread(fd, row, info.start + r * row) for r in index]
+            finally:
+                os.close(fd)
+            op.changed_bytes = sum(len(b) - b.count(0) for b in old)
+            for r in index:
+                yield Patch(op.file, info.start + r * row, bytes(row))
+            return
+        raw = read_slices(path, info, 0, index)  # [rows, values]
+        new = scale_rows_(raw.clone(), list(range(len(index))), alphas, op.info.name)
+        op.max_abs_error = self.error(plan, dataclasses.replace(op, alphas=alphas), raw.to(torch.float32), new)
+        old_bytes, new_bytes = raw.view(torch.uint8), new.contiguous().view(torch.uint8)
+        op.changed_bytes = int((old_bytes != new_bytes).sum())
+        for i, r in enumerate(index):
+            yield Patch(op.file, info.start + r * row, new_bytes[i].numpy().tobytes())
+
+    def error(self, plan: EditPlan, op: TensorOp, old: torch.Tensor, new: torch.Tensor) -> float:
+        """Max abs difference of the edited values from alpha times the source's; 0 means exact."""
+        a = torch.tensor(op.alphas, dtype=torch.float32).unsqueeze(1)
+        diff = (new.to(torch.float32) - old * a).abs()
+        return float(diff.max()) if diff.numel() else 0.0
+
+    def write(self, plan: EditPlan, dst: Path, progress: bool, name: str) -> Report:
+        ckpt = plan.checkpoint
+        ops = self.ops(plan)
+        exp = self.expected(plan, ops)
+        stream = PatchStream(exp.patches)
+        copies = collections.Counter()
+        total = sum((ckpt.path / f).stat().st_size for f in exp.files)
+        with bar(total, "edit", "B", progress) as pbar:
+            for f in exp.files:
+                src = ckpt.path / f
+                copies[clone_file(src, dst / f)] += 1  # a clone shares the source's blocks; else a kernel copy
+                _apply(dst / f, stream.of(f))
+                pbar.update(src.stat().st_size)
+        for aux in exp.copied:
+            shutil.copyfile(ckpt.path / aux, dst / aux)
+        info = {
+            "format": ckpt.quant_method or "float",
+            "tensors": [
+                {
+                    k: v
+                    for k, v in asdict(op).items()
+                    if k in ("layer", "format", "zero", "max_abs_error", "changed_bytes")
+                }
+                | {"name": op.info.name, "dtype": op.info.dtype, "channels": len(op.index)}
+                for op in ops
+            ],
+            "max_abs_error": max((op.max_abs_error for op in ops), default=0.0),
+            "weight_files_copied_by": dict(sorted(copies.items())),
+        }
+        tensors = [
+            TensorEdit(op.info.name, op.info.dtype, len(op.index), op.changed_bytes, op.max_abs_error) for op in ops
+        ]
+        return Report("", "", self.name, plan.target, tensors, info)
+
+    def card(self, plan: EditPlan, out_name: str, ev: dict[str, Any], plots: list[str], report: Report) -> str:
+        use = f"""transformers:
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+model = AutoModelForCausalLM.from_pretrained("{out_name}")
+tokenizer = AutoTokenizer.from_pretrained("{out_name}")
+```
+vLLM:
+```bash
+vllm serve {out_name}
+```
+"""
+        return card(plan, "transformers", ["hedit", "h-neurons"], out_name, self.how(plan), use, ev, plots)
+
+    def how(self, plan: EditPlan) -> str:
+        return "Every other tensor is byte-identical to the source."
+
+
+def _apply(path: Path, patches) -> None:
+    """Write ``patches`` (an iterable, consumed one at a time) over the copy ``path``."""
+    fd = None
+    try:
+        for q in patches:
+            fd = os.open(path, os.O_WRONLY) if fd is None else fd
+            _pwrite(fd, q.data, q.offset)
+            del q  # released before the next patch is made
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _pwrite(fd: int, data, offset: int) -> None:
+    view, done = memoryview(data).cast("B"), 0
+    while done < len(view):
+        done += os.pwrite(fd, view[done:], offset + done)
+
+
+def _picked(t: torch.Tensor, op: TensorOp) -> torch.Tensor:
+    """The edited rows or columns of ``t``, as [edited, values]."""
+    t = t.unsqueeze(1) if t.dim() == 1 else t
+    idx = torch.tensor(op.index)
+    return t[idx] if op.axis == 0 else t[:, idx].T
 
 
 def tensor_ops(plan: EditPlan) -> list[TensorOp]:
-    """The tensors an edit plan changes, each checked to be one hedit can change exactly."""
-    ckpt, arch, ops = plan.checkpoint, plan.arch, []
-    for layer, pairs in plan.layers.items():
-        idx, alphas = [j for j, _ in pairs], [a for _, a in pairs]
-        if plan.target == "down":
-            f, info = ckpt.down_proj[layer]
-            ops.append(TensorOp(f, info, 1, idx, alphas, layer))
-            continue
-        group = ckpt.tensors(layer, "up")
-        rows = [arch.up_row(j, plan.intermediate_size) for j in idx]
-        fmt = detect({k: v[1] for k, v in group.items()}, ckpt.quant_method, f"layer {layer} {arch.up_proj}")
-        if fmt is None:
-            f, info = group["weight"]
-            ops.append(TensorOp(f, info, 0, rows, alphas, layer))
-        elif not fmt.shared:
-            f, info = group[fmt.scale]
-            if info.dtype not in ("F32", "F16", "BF16"):
-                raise HeditError(f"{info.name}: scales of dtype {info.dtype} are not supported")
-            ops.append(TensorOp(f, info, fmt.axis, rows, alphas, layer, fmt.format))
-        else:
-            if any(a != 0 for a in alphas):
-                raise HeditError(
-                    f"{group[fmt.scale][1].name} is one scale shared by many output channels (FP8 per "
-                    "tensor or per block): only alpha 0 can be applied exactly there (the rows are "
-                    "zeroed); quantize per channel, or edit the unquantized model"
-                )
-            f, info = group[fmt.weight]
-            ops.append(TensorOp(f, info, 0, rows, alphas, layer, fmt.format, zero=True))
-    return ops
+    """The tensors an edit plan changes (float or quantized), each checked to be one hedit changes exactly."""
+    from hedit.edit.writers import get_writer, writer_for
+
+    return get_writer(writer_for(plan)).ops(plan)
 
 
-def copy_aux_files(plan: EditPlan, dst: Path) -> None:
-    """Config, generation config, tokenizer files and chat template, copied as they are."""
-    for p in plan.checkpoint.aux_files():
-        shutil.copyfile(p, dst / p.name)
+def edited_card(plan: EditPlan, out_name: str, ev: dict[str, Any] | None = None, plots: list[str] = ()) -> str:
+    """The card of an edited checkpoint (the ``checkpoint`` writer's)."""
+    return FloatCheckpoint().card(plan, out_name, ev or {}, list(plots), Report("", "", "checkpoint", plan.target))
 
 
 def edit_checkpoint(
@@ -98,87 +241,9 @@ def edit_checkpoint(
     progress: bool = True,
     target: str = "auto",
 ) -> Path:
-    """Write an edited copy of ``source`` to ``out``; returns ``out``."""
-    plan = make_plan(source, neurons, alpha, allow_negative, target)
-    ckpt = plan.checkpoint
-    ops = tensor_ops(plan)
-    by_file: dict[str, list[TensorOp]] = {}
-    for op in ops:
-        by_file.setdefault(op.file, []).append(op)
-    with artifact(out, plan, "edit", overwrite, neurons_path(neurons)) as w:
-        total = sum((ckpt.path / f).stat().st_size for f in ckpt.weight_files)
-        with bar(total, "edit", "B", progress) as pbar:
-            for f in ckpt.weight_files:
-                src = ckpt.path / f
-                shutil.copyfile(src, w.path / f)  # kernel copy
-                _apply(plan, src, w.path / f, by_file.get(f, []))
-                pbar.update(src.stat().st_size)
-        if (ckpt.path / INDEX).is_file():
-            shutil.copyfile(ckpt.path / INDEX, w.path / INDEX)
-        copy_aux_files(plan, w.path)
-        w.info = {
-            "format": ckpt.quant_method or "float",
-            "tensors": [
-                {k: v for k, v in asdict(op).items() if k in ("layer", "format", "zero", "max_abs_error")}
-                | {"name": op.info.name, "dtype": op.info.dtype, "channels": len(op.index)}
-                for op in ops
-            ],
-            "max_abs_error": max((op.max_abs_error for op in ops), default=0.0),
-        }
-        w.card = edited_card
+    """Write an edited copy of the safetensors checkpoint ``source`` (float or quantized) to ``out``;
+    returns ``out`` (``hedit.edit.writers.write_artifact`` gives the full report)."""
+    if str(source).endswith(".gguf"):
+        raise HeditError(f"{source} is a GGUF file: edit it with hedit.edit.edit_model (or edit_gguf)")
+    write_artifact(source, neurons, out, None, alpha, overwrite, allow_negative, progress, target)
     return Path(out)
-
-
-def _apply(plan: EditPlan, src: Path, dst: Path, ops: list[TensorOp]) -> None:
-    if not ops:
-        return
-    sfd = os.open(src, os.O_RDONLY)
-    try:
-        dfd = os.open(dst, os.O_WRONLY)
-        try:
-            for op in ops:
-                if op.zero:
-                    _zero_rows(dfd, op)
-                    continue
-                t = read_tensor(sfd, op.info)
-                old = _picked(t, op).to(torch.float32)  # a copy: the scaling below is in place
-                new = scale_along_(t, op.axis, op.index, op.alphas, op.info.name)
-                op.max_abs_error = _scale_error(plan, op, old, _picked(new, op))
-                write_tensor(dfd, op.info, new)
-                del t, old
-        finally:
-            os.close(dfd)
-    finally:
-        os.close(sfd)
-
-
-def _zero_rows(fd: int, op: TensorOp) -> None:
-    row_bytes = op.info.nbytes // op.info.shape[0]
-    for r in op.index:
-        os.pwrite(fd, bytes(row_bytes), op.info.start + r * row_bytes)
-
-
-def _picked(t: torch.Tensor, op: TensorOp) -> torch.Tensor:
-    """The edited rows or columns of ``t``, as [edited, values]."""
-    t = t.unsqueeze(1) if t.dim() == 1 else t
-    idx = torch.tensor(op.index)
-    return t[idx] if op.axis == 0 else t[:, idx].T
-
-
-def _scale_error(plan: EditPlan, op: TensorOp, old: torch.Tensor, new: torch.Tensor) -> float:
-    """Max abs difference of the edited values from alpha times the source's: of the weights themselves,
-    or, for a quantized channel's scales, a bound on the dequantized weights' (|new scale - alpha scale|
-    times the format's largest |q - z|). 0 means exact."""
-    a = torch.tensor(op.alphas, dtype=torch.float32).unsqueeze(1)
-    diff = (new.to(torch.float32) - old * a).abs()
-    err = float(diff.max()) if diff.numel() else 0.0
-    if op.format != "float" and err:
-        err *= _integer_range(plan, op)
-    return err
-
-
-def _integer_range(plan: EditPlan, op: TensorOp) -> float:
-    """The largest |q - zero point| a quantized value of ``op``'s projection can take."""
-    qc = plan.checkpoint.config.get("quantization_config") or {}
-    bits = qc.get("bits") or qc.get("w_bit") or 4
-    return float(2 ** int(bits) - 1) if op.format != "fp8" else 448.0

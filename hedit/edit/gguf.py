@@ -20,103 +20,28 @@ beside it; ``--out folder`` writes a pushable folder: the GGUF, ``hedit.json`` a
 from __future__ import annotations
 
 import os
-import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from hedit.edit.card import gguf_card
+from hedit.edit.card import card
 from hedit.edit.gguf_blocks import ELEMENT_TYPES, FLOATS, ROW_TYPES, requantize_elements, scale_rows
-from hedit.edit.neurons import NeuronSet
-from hedit.edit.output import artifact, neurons_path
-from hedit.edit.plan import TARGETS, EditPlan, load_neurons
+from hedit.edit.plan import EditPlan
+from hedit.edit.writers import Patch, Patches, Report, TensorEdit, Writer, write_artifact
 from hedit.errors import HeditError
-from hedit.io.gguf_header import GgufHeader, GgufTensor, read_gguf_header
+from hedit.io.clone import clone_file
+from hedit.io.gguf_header import GgufHeader, GgufTensor, gguf_shape, read_gguf_header  # noqa: F401 (re-exported)
+from hedit.neurons import NeuronSet
 from hedit.progress import bar
-from hedit.registry import Architecture, architecture_for_gguf
 
-
-@dataclass
-class TensorEdit:
-    name: str
-    type: str
-    neurons: int
-    changed_bytes: int  # bytes of the file that differ from the source in this tensor
-    max_abs_error: float  # dequantized result against alpha times the dequantized source, over edited values
-
-
-@dataclass
-class GgufEditReport:
-    out: str
-    file: str  # the edited GGUF file itself (inside ``out`` when that is a folder)
-    target: str
-    tensors: list[TensorEdit]
-
-    @property
-    def max_abs_error(self) -> float:
-        return max((t.max_abs_error for t in self.tensors), default=0.0)
-
-    @property
-    def types(self) -> list[str]:
-        return sorted({t.type for t in self.tensors})
-
-    @property
-    def changed_bytes(self) -> int:
-        return sum(t.changed_bytes for t in self.tensors)
+GgufEditReport = Report  # the report of a GGUF edit (before writers shared one report)
 
 
 def open_gguf(source: Path) -> GgufHeader:
     """The header of a GGUF file (metadata and tensor places), checked; a bad file is one HeditError."""
     return read_gguf_header(source)
-
-
-def gguf_shape(header: GgufHeader) -> tuple[Architecture, int, int]:
-    """(architecture, layers, intermediate size) from a GGUF file's metadata."""
-    name = header.metadata.get("general.architecture")
-    if not isinstance(name, str):
-        raise HeditError("the GGUF file has no general.architecture")
-    arch = architecture_for_gguf(name)
-    layers, inter = header.metadata.get(f"{name}.block_count"), header.metadata.get(f"{name}.feed_forward_length")
-    if isinstance(inter, list):
-        raise HeditError(f"{name}: per-layer feed_forward_length is not supported")
-    if type(layers) is not int or type(inter) is not int or layers <= 0 or inter <= 0:  # bool is no count
-        raise HeditError(f"the GGUF file lacks {name}.block_count or {name}.feed_forward_length (positive integers)")
-    _check_ffn_shapes(header, arch, name, layers, inter)
-    return arch, layers, inter
-
-
-def _check_ffn_shapes(header: GgufHeader, arch: Architecture, name: str, layers: int, inter: int) -> None:
-    """Every MLP tensor has the shape the metadata implies (GGUF order, row length first): ffn_down
-    [inter, embd], ffn_up [embd, inter] (twice inter when gate and up are fused); a tensor of another
-    shape would make the edit touch the wrong bytes."""
-    embd = header.metadata.get(f"{name}.embedding_length")
-    embd = embd if type(embd) is int and embd > 0 else None
-    rows = 2 * inter if arch.up_fused else inter
-    for layer in range(layers):
-        for which in ("down", "up") if arch.gated else ("down",):
-            t = header.tensors.get(arch.gguf_tensor(layer, which))
-            if t is None:
-                continue
-            want = (inter, embd) if which == "down" else (embd, rows)
-            if len(t.shape) != 2 or any(w is not None and w != g for w, g in zip(want, t.shape)):
-                shown = [w if w is not None else "embd" for w in want]
-                raise HeditError(
-                    f"{header.path}: {t.name} has shape {list(t.shape)}, but the metadata says {shown} "
-                    f"({name}.feed_forward_length {inter}); not a file hedit can edit safely"
-                )
-
-
-def _known_names(header: GgufHeader) -> list[str]:
-    out = []
-    url = header.metadata.get("general.base_model.0.repo_url")
-    if isinstance(url, str) and "/" in url:
-        out.append("/".join(url.rstrip("/").split("/")[-2:]))
-    for key in ("general.base_model.0.organization", "general.name"):
-        v = header.metadata.get(key)
-        if isinstance(v, str):
-            out.append(v)
-    return out
 
 
 def _rows(path: Path, t: GgufTensor) -> np.ndarray:
@@ -125,17 +50,6 @@ def _rows(path: Path, t: GgufTensor) -> np.ndarray:
 
 
 ROW_RTOL = 2.0**-9  # a row edit's error bound: a few units of f16 rounding of the scales, relative
-
-
-def _resolve_target(target: str, arch: Architecture, tensors: dict, layers: list[int]) -> str:
-    if target not in TARGETS:
-        raise HeditError(f"--target must be one of {', '.join(TARGETS)}, got {target!r}")
-    if target == "up" and not arch.gated:
-        raise HeditError(f"{arch.model_type} has no gated MLP; --target up needs one")
-    if target != "auto":
-        return target
-    down_types = {tensors[arch.gguf_tensor(layer, "down")].type_name for layer in layers}
-    return "down" if down_types <= set(FLOATS) or not arch.gated else "up"
 
 
 def _dequant(raw: np.ndarray, type_name: str) -> np.ndarray:
@@ -224,6 +138,86 @@ def _float_columns(old: np.ndarray, type_name: str, pos: np.ndarray, alphas: np.
     return out.reshape(old.shape)
 
 
+class Gguf(Writer):
+    """A GGUF file: the source copied byte for byte, then the chosen rows' scales (``up``) or columns'
+    values (``down``) rewritten in place; ``--out x.gguf`` a single file, else a folder with a card."""
+
+    name, kind, single_file = "gguf", "gguf", True
+
+    def check(self, plan: EditPlan) -> None:
+        if plan.gguf is None:
+            raise HeditError(f"{plan.source} is not a GGUF file; hedit writes GGUF from GGUF sources")
+
+    def edits(self, plan: EditPlan):
+        """(tensor, (offset, new bytes) writes, measured edit) per edited layer; alpha 1 changes no byte."""
+        arch, inter, tensors = plan.arch, plan.intermediate_size, plan.gguf.tensors
+        for layer, pairs in plan.layers.items():
+            pairs = [(j, a) for j, a in pairs if a != 1.0]
+            if not pairs:
+                continue
+            t = tensors[arch.gguf_tensor(layer, plan.target)]
+            idx = [arch.up_row(j, inter) if plan.target == "up" else j for j, _ in pairs]
+            alphas = np.array([a for _, a in pairs], dtype=np.float32)
+            writes, rec = (_row_edit if plan.target == "up" else _column_edit)(plan.source, t, idx, alphas)
+            yield t, writes, rec
+
+    def expected(self, plan: EditPlan, records: list[TensorEdit] | None = None) -> Patches:
+        def patches():
+            for _, writes, rec in self.edits(plan):
+                if records is not None:
+                    records.append(rec)
+                yield from (Patch(plan.source.name, offset, data) for offset, data in sorted(writes))
+
+        return Patches([plan.source.name], patches())
+
+    def write(self, plan: EditPlan, dst: Path, progress: bool, name: str) -> Report:
+        folder = dst.is_dir()
+        path = dst / plan.source.name if folder else dst
+        copied_by = clone_file(plan.source, path)  # a clone shares the source's blocks; else a kernel copy
+        records: list[TensorEdit] = []
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            with bar(len(plan.layers), "edit gguf", "layer", progress) as pbar:
+                done = 0
+                for patch in self.expected(plan, records).patches:
+                    os.pwrite(fd, patch.data, patch.offset)
+                    if len(records) > done:
+                        pbar.update(len(records) - done)
+                        done = len(records)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        report = Report("", plan.source.name if folder else "", self.name, plan.target, records)
+        report.info = {
+            "format": "gguf",
+            "target": plan.target,
+            "gguf_file": plan.source.name if folder else name,
+            "max_abs_error": report.max_abs_error,
+            "changed_bytes": report.changed_bytes,
+            "tensors": [asdict(e) for e in records],
+            "copied_by": copied_by,
+        }
+        return report
+
+    def card(self, plan: EditPlan, out_name: str, ev: dict[str, Any], plots: list[str], report: Report) -> str:
+        gguf_name = plan.source.name
+        use = f"""llama.cpp:
+```bash
+llama-cli -m {gguf_name} -p "..."
+```
+transformers:
+```python
+from transformers import AutoModelForCausalLM
+model = AutoModelForCausalLM.from_pretrained("{out_name}", gguf_file="{gguf_name}")
+```
+"""
+        how = (
+            "In the GGUF file only the edited tensors' bytes changed (their blocks' scales for the up target); "
+            "metadata, tokenizer and every other tensor are byte-identical to the source."
+        )
+        return card(plan, "gguf", ["hedit", "h-neurons", "gguf"], out_name, how, use, ev, plots)
+
+
 def edit_gguf(
     source: str | Path,
     neurons: str | Path | NeuronSet,
@@ -233,60 +227,8 @@ def edit_gguf(
     allow_negative: bool = False,
     progress: bool = True,
     target: str = "auto",
-) -> GgufEditReport:
-    source, out = Path(source), Path(out)
-    header = open_gguf(source)
-    arch, layers, inter = gguf_shape(header)
-    ns = load_neurons(neurons)
-    ns.check_model(arch.model_type, layers, inter)
-    chosen = {layer: [(j, a) for j, a in pairs if a != 1.0] for layer, pairs in ns.plan(alpha, allow_negative).items()}
-    chosen = {layer: pairs for layer, pairs in chosen.items() if pairs}  # alpha 1 changes nothing: bytes stay
-    tensors = header.tensors
-    for layer in ns.by_layer():
-        for which in ("down", "up") if arch.gated else ("down",):
-            if arch.gguf_tensor(layer, which) not in tensors and (which == "down" or target == "up"):
-                raise HeditError(f"{source} has no tensor {arch.gguf_tensor(layer, which)}")
-    target = _resolve_target(target, arch, tensors, list(ns.by_layer()))
-    plan = EditPlan(
-        source,
-        arch,
-        layers,
-        inter,
-        ns,
-        ns.plan(alpha, allow_negative),
-        alpha,
-        [source],
-        _known_names(header),
-        target=target,
-    )
-    folder = out.suffix.lower() != ".gguf"
-    edits: list[TensorEdit] = []
-    with artifact(out, plan, "gguf", overwrite, neurons_path(neurons), folder=folder) as w:
-        dst = w.path / source.name if folder else w.path
-        shutil.copyfile(source, dst)
-        fd = os.open(dst, os.O_WRONLY)
-        try:
-            with bar(len(chosen), "edit gguf", "layer", progress) as pbar:
-                for layer, pairs in chosen.items():
-                    t = tensors[arch.gguf_tensor(layer, target)]
-                    idx = [arch.up_row(j, inter) if target == "up" else j for j, _ in pairs]
-                    alphas = np.array([a for _, a in pairs], dtype=np.float32)
-                    writes, rec = (_row_edit if target == "up" else _column_edit)(source, t, idx, alphas)
-                    for offset, data in writes:
-                        os.pwrite(fd, data, offset)
-                    edits.append(rec)
-                    pbar.update(1)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        report = GgufEditReport(str(out), str(out / source.name) if folder else str(out), target, edits)
-        w.info = {
-            "format": "gguf",
-            "target": target,
-            "gguf_file": source.name if folder else out.name,
-            "max_abs_error": report.max_abs_error,
-            "changed_bytes": report.changed_bytes,
-            "tensors": [asdict(e) for e in edits],
-        }
-        w.card = lambda plan, name, ev, plots: gguf_card(plan, name, source.name, ev, plots)
-    return report
+) -> Report:
+    """Write the edit of the GGUF file ``source`` to ``out`` (``x.gguf``, or a folder); its report."""
+    if not str(source).endswith(".gguf"):
+        raise HeditError(f"{source} is not a .gguf file")
+    return write_artifact(source, neurons, out, "gguf", alpha, overwrite, allow_negative, progress, target)

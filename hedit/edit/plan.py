@@ -1,6 +1,7 @@
-"""An edit plan: a source model (checkpoint folder or GGUF file), a neuron set checked against it, the
-alpha of every chosen neuron, and which weight carries the edit (``down``: down_proj columns; ``up``:
-up_proj rows, exact for quantized formats whose scales run along rows)."""
+"""An edit plan, the one every writer takes: a source model (checkpoint folder or GGUF file), a neuron set
+checked against it, the alpha of every chosen neuron, and which weight carries the edit (``down``:
+down_proj columns; ``up``: up_proj rows, exact for quantized formats whose scales run along rows; the rule
+is ``resolve_target``, stated once)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hedit.edit.neurons import NeuronSet
 from hedit.errors import HeditError
 from hedit.io.checkpoint import Checkpoint, open_checkpoint
 from hedit.io.files import hub_snapshot
+from hedit.io.gguf_header import GgufHeader
+from hedit.neurons import NeuronSet
 from hedit.registry import Architecture
 
 TARGETS = ("auto", "down", "up")
@@ -31,6 +33,7 @@ class EditPlan:
     known_names: list[str] = field(default_factory=list)  # what the source says it is (config, GGUF metadata)
     target: str = "down"
     checkpoint: Checkpoint | None = None  # safetensors sources
+    gguf: GgufHeader | None = None  # GGUF sources
 
     @property
     def model_type(self) -> str:
@@ -62,15 +65,23 @@ def load_neurons(neurons: str | Path | NeuronSet) -> NeuronSet:
     return ns
 
 
-def resolve_target(target: str, arch: Architecture, quantized: bool) -> str:
-    """``auto``: ``up`` for quantized sources (exact through their per-channel scales), ``down`` otherwise."""
+def resolve_target(
+    target: str, arch: Architecture, quantized: bool, down_exact: bool | None = None, rows: bool = False
+) -> str:
+    """``auto``: ``up`` for quantized sources (exact through their per-channel or per-block scales) of a
+    gated MLP, and for float ones when the writer prefers ``rows`` (a safetensors checkpoint: a row of
+    up_proj is contiguous bytes, a column of down_proj one value in every row, so ``up`` reads and writes
+    a few kilobytes where ``down`` rewrites whole tensors; ``benchmarks/bench_edit.py``); ``down``
+    otherwise. ``down_exact``: can this format scale a quantized down_proj column (GGUF re-rounds the
+    chosen values; a safetensors checkpoint's scales are shared along its rows)."""
+    down_exact = not quantized if down_exact is None else down_exact
     if target not in TARGETS:
         raise HeditError(f"--target must be one of {', '.join(TARGETS)}, got {target!r}")
     if target == "auto":
-        target = "up" if quantized else "down"
+        target = "up" if (quantized or rows) and (arch.gated or not down_exact) else "down"
     if target == "up" and not arch.gated:
         raise HeditError(f"{arch.model_type} has no gated MLP: --target up needs one (use --target down)")
-    if target == "down" and quantized:
+    if target == "down" and not down_exact:
         raise HeditError(
             "a quantized checkpoint shares its scales along the rows of down_proj, so a down_proj "
             "column cannot be scaled exactly; --target up scales the neurons' up_proj channels "
@@ -85,8 +96,12 @@ def make_plan(
     alpha: float | None = None,
     allow_negative: bool = False,
     target: str = "auto",
+    rows: bool = False,
 ) -> EditPlan:
-    """The plan for a safetensors checkpoint (a built-in name, a folder or a Hub id)."""
+    """The plan for a source: a GGUF file, or a safetensors checkpoint (a built-in name, a folder or a
+    Hub id). ``rows``: ``auto`` prefers up_proj rows in float checkpoints (``resolve_target``)."""
+    if str(source).endswith(".gguf"):
+        return _gguf_plan(Path(source), neurons, alpha, allow_negative, target)
     from hedit.model.builtin import builtin_hub_id, resolve_model
 
     ckpt = open_checkpoint(resolve_model(source, must_exist=False))
@@ -103,6 +118,38 @@ def make_plan(
         alpha,
         [ckpt.path / f for f in ckpt.weight_files],
         names,
-        resolve_target(target, ckpt.arch, ckpt.quant_method is not None),
+        resolve_target(target, ckpt.arch, ckpt.quant_method is not None, rows=rows),
         ckpt,
+    )
+
+
+FLOAT_TYPES = ("F32", "F16", "BF16")
+
+
+def _gguf_plan(source: Path, neurons, alpha, allow_negative: bool, target: str) -> EditPlan:
+    from hedit.io.gguf_header import gguf_shape, known_names, read_gguf_header
+
+    header = read_gguf_header(source)
+    arch, layers, inter = gguf_shape(header)
+    ns = load_neurons(neurons)
+    ns.check_model(arch.model_type, layers, inter)
+    tensors = header.tensors
+    for layer in ns.by_layer():
+        for which in ("down", "up") if arch.gated else ("down",):
+            if arch.gguf_tensor(layer, which) not in tensors and (which == "down" or target == "up"):
+                raise HeditError(f"{source} has no tensor {arch.gguf_tensor(layer, which)}")
+    down_types = {tensors[arch.gguf_tensor(layer, "down")].type_name for layer in ns.by_layer()}
+    target = resolve_target(target, arch, not down_types <= set(FLOAT_TYPES), down_exact=True)
+    return EditPlan(
+        source,
+        arch,
+        layers,
+        inter,
+        ns,
+        ns.plan(alpha, allow_negative),
+        alpha,
+        [source],
+        known_names(header),
+        target=target,
+        gguf=header,
     )

@@ -66,10 +66,18 @@ def lora_factors(
     A [rank, intermediate] has one-hot rows selecting S (zero rows pad up to ``rank``);
     B [hidden, rank] holds the scaled columns. Both float32.
     """
+    return lora_factors_of(weight[:, columns], weight.shape[1], columns, alphas, rank)
+
+
+def lora_factors_of(
+    picked: torch.Tensor, inter: int, columns: list[int], alphas: list[float], rank: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``lora_factors`` from the chosen columns alone (``picked`` = W[:, S], of a W with ``inter``
+    columns): what an adapter of a large source reads."""
     k = len(columns)
-    hidden, inter = weight.shape
+    hidden = picked.shape[0]
     a = torch.zeros(rank, inter, dtype=torch.float32)
     a[torch.arange(k), torch.tensor(columns, dtype=torch.long)] = 1.0
     b = torch.zeros(hidden, rank, dtype=torch.float32)
-    b[:, :k] = weight[:, columns].to(torch.float32) * (torch.tensor(alphas, dtype=torch.float32) - 1.0)
+    b[:, :k] = picked.to(torch.float32) * (torch.tensor(alphas, dtype=torch.float32) - 1.0)
     return a, check_finite(b, "LoRA B", alphas)

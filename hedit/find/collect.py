@@ -16,17 +16,17 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from hedit.config import EngineConfig, SamplingConfig
+from hedit.config import BATCH, CollectConfig, EngineConfig, SamplingConfig
+from hedit.engine.choice import Choice
+from hedit.engine.decoder import end_ids, replies
+from hedit.engine.prompts import chat_ids
 from hedit.errors import HeditError
 from hedit.io.atomic import atomic_write_text, check_place
 from hedit.io.hashing import fingerprint
 from hedit.io.journal import CHECKS, KEYS, Journal, read_journal
 from hedit.io.questions import Question
-from hedit.measure.generate import EngineModel, chat_ids, cut, end_ids, left_pad, pad_id, plain_greedy, sample
-from hedit.measure.judge import CORRECT, INCORRECT
 from hedit.progress import bar
+from hedit.score.judge import CORRECT, INCORRECT
 
 
 def build_prompt(tokenizer, question: str, cfg: SamplingConfig) -> list[int]:
@@ -37,38 +37,14 @@ def _batch_seed(seed: int, qids: list[str]) -> int:
     return int(hashlib.sha256(f"{seed}:{qids[0]}".encode()).hexdigest()[:8], 16)
 
 
-@torch.no_grad()
 def sample_batch(
     model, tokenizer, prompts: list[list[int]], cfg: SamplingConfig, seed: int, ends: set[int]
 ) -> list[list[list[int]]]:
-    """For each prompt, ``cfg.samples`` response token-id lists (left padding, one generate call; or one
-    request to a vLLM engine, seeded once for the whole run, when ``model`` is an ``EngineModel``)."""
-    if isinstance(model, EngineModel):
-        out = model.run(prompts, cfg.max_new_tokens, ends, cfg.samples, True, cfg.temperature, cfg.top_p, cfg.top_k)
-        return [[cut(row, ends) for row in rows] for rows in out]
-    pad = pad_id(tokenizer, ends)
-    if ends and plain_greedy(model):  # no other logits processors: hedit's sampler, which drops finished replies
-        out = sample(
-            model, prompts, cfg.max_new_tokens, ends, pad, cfg.samples, cfg.temperature, cfg.top_p, cfg.top_k, seed
-        )
-        return [out[i * cfg.samples : (i + 1) * cfg.samples] for i in range(len(prompts))]
-    ids, mask = left_pad(prompts, pad)
-    width = ids.shape[1]
-    torch.manual_seed(seed)
-    out = model.generate(
-        input_ids=ids.to(model.device),
-        attention_mask=mask.to(model.device),
-        do_sample=True,
-        temperature=cfg.temperature,
-        top_p=cfg.top_p,
-        top_k=cfg.top_k,
-        max_new_tokens=cfg.max_new_tokens,
-        num_return_sequences=cfg.samples,
-        pad_token_id=pad,
-        eos_token_id=sorted(ends) or None,
-    )[:, width:].tolist()
-    responses = [cut(row, ends) for row in out]
-    return [responses[i * cfg.samples : (i + 1) * cfg.samples] for i in range(len(prompts))]
+    """For each prompt, ``cfg.samples`` response token-id lists (``hedit.engine.decoder.replies``; a vLLM
+    engine is seeded once for the whole run)."""
+    return replies(
+        model, tokenizer, prompts, cfg.max_new_tokens, ends, cfg.samples, (cfg.temperature, cfg.top_p, cfg.top_k, seed)
+    )
 
 
 def read_responses(path: str | Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
@@ -90,7 +66,7 @@ def read_responses(path: str | Path) -> tuple[dict[str, Any] | None, list[dict[s
 def settings(cfg: SamplingConfig, grader=None, engine_id: str | None = None) -> dict[str, Any]:
     """What a responses file's header records: the sampling settings, a judge other than the rules, and
     an engine other than transformers (another engine samples other answers)."""
-    from hedit.measure.compliance import RULES
+    from hedit.score.compliance import RULES
 
     name = (grader or RULES).name
     return (
@@ -106,16 +82,16 @@ def collect(
     questions: Iterable[Question],
     out: str | Path,
     cfg: SamplingConfig = SamplingConfig(),
-    batch_size: int = 8,
+    batch_size: int = BATCH,
     model_name: str = "",
     progress: bool = True,
     grader=None,
     model_id: str | None = None,
 ) -> Path:
     """Sample, judge and append; questions already in ``out`` are skipped. ``grader``: the rule judge
-    (default) or an ``hedit.measure.llm_judge.LLMJudge``. ``model_id``: the model's fingerprint
+    (default) or an ``hedit.score.llm_judge.LLMJudge``. ``model_id``: the model's fingerprint
     (``hedit.io.hashing.fingerprint``), recorded and checked on resume."""
-    from hedit.measure.compliance import RULES
+    from hedit.score.compliance import RULES
 
     grader = grader or RULES
     out = Path(out)
@@ -220,30 +196,30 @@ def collect_model(
     questions: list[Question],
     out: str | Path,
     cfg: SamplingConfig = SamplingConfig(),
-    batch_size: int = 8,
+    batch_size: int = BATCH,
     device: str = "cpu",
     progress: bool = True,
     grader=None,
     engine: EngineConfig = EngineConfig(),
     log=print,
+    choice: Choice | None = None,
 ) -> Path:
     """``hedit collect``: resolve ``model`` (built-in name, folder or Hub id), open the engine the job calls
-    for (``hedit.measure.engines``: transformers, or vLLM in its own environment), then ``collect``."""
-    from hedit.measure.engines import choose_engine, describe, open_engine
+    for (``choice``, or ``hedit.engine.choice.choose_engine`` by the job's size: transformers, or vLLM in
+    its own environment), then ``collect``."""
+    from hedit.engine.choice import choose_engine, open_engine
     from hedit.model.builtin import resolve_model
     from hedit.model.load import load_model, load_tokenizer
 
-    if batch_size < 1:
-        raise HeditError(f"--batch-size must be at least 1, got {batch_size}")
-    kind, dtype, why, python = choose_engine("sample", engine, device)
-    engine_id = f"vllm:{dtype}" if kind == "vllm" else None
+    cfg = CollectConfig(**cfg.sampling.to_dict(), batch_size=batch_size)  # the settings' own checks
+    choice = choice or choose_engine("sample", engine, device, len(questions) * cfg.samples * cfg.max_new_tokens)
     path = resolve_model(model)
     check_journal_place(out, [("model", path)])
     model_id = fingerprint(path)
     Journal(
         out,
         "responses",
-        settings(cfg, grader, engine_id),
+        settings(cfg, grader, choice.engine_id),
         what="collected",
         check=CHECKS["responses"],
         model_id=model_id,
@@ -252,11 +228,11 @@ def collect_model(
     if tok is None:
         raise HeditError(f"{path} has no tokenizer; collect needs one")
     longest = max((len(build_prompt(tok, q.question, cfg)) for q in questions), default=0)  # every prompt renders
-    log(describe(kind, dtype, why))
-    if kind == "hf":
+    log(choice.describe())
+    if choice.kind == "hf":
         lm = load_model(path, device=device)
         return collect(lm, tok, questions, out, cfg, batch_size, str(model), progress, grader, model_id)
-    lm = open_engine(path, tok, engine, dtype, python, cfg.seed, longest + cfg.max_new_tokens + 8, device)
+    lm = open_engine(choice, path, tok, engine, cfg.seed, longest + cfg.max_new_tokens + 8, device)
     try:
         return collect(lm, tok, questions, out, cfg, batch_size, str(model), progress, grader, model_id)
     finally:

@@ -21,7 +21,7 @@ import numpy as np
 
 from hedit.find.labels import Dataset
 from hedit.io.atomic import save_png
-from hedit.measure.stats import auroc_interval
+from hedit.score.stats import auroc_interval
 
 LENGTHS = ("answer_tokens", "response_tokens")
 

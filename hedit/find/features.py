@@ -24,15 +24,15 @@ import numpy as np
 import torch
 
 from hedit import __version__
-from hedit.check.intervention import down_proj_module, model_shape
-from hedit.config import FeaturesConfig
+from hedit.config import BATCH, FeaturesConfig
+from hedit.engine.intervention import down_proj_module, model_shape
 from hedit.errors import HeditError
 from hedit.find.spans import answer_positions
 from hedit.io.atomic import check_target
 from hedit.io.jsonfile import expect, loads, read_json
-from hedit.measure.judge import matched_alias
 from hedit.model.load import input_device
 from hedit.progress import bar
+from hedit.score.judge import matched_alias
 
 FEATURES, META, ROWS = "features.f32", "meta.json", "rows.jsonl"
 
@@ -157,7 +157,7 @@ def extract(
     model_name: str = "",
     regions: tuple[str, ...] = ("answer", "other"),
     samples_per_question: int = 1,
-    batch_size: int = 8,
+    batch_size: int = BATCH,
     device: str = "cpu",
     progress: bool = True,
     sources=(),

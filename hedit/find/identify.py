@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hedit.config import EngineConfig, IdentifyConfig
+from hedit.engine.choice import choose_engine
 from hedit.errors import HeditError
 from hedit.find.collect import class_counts, collect, collect_model, consistent, read_responses, write_filtered
 from hedit.find.features import META, extract
@@ -23,10 +24,9 @@ from hedit.io.hashing import fingerprint, sha256_file
 from hedit.io.jsonfile import read_json
 from hedit.io.questions import Question, bundled_questions
 from hedit.io.stamps import Stamps
-from hedit.measure.capability import qa_checker
-from hedit.measure.engines import choose_engine
 from hedit.model.builtin import resolve_model
 from hedit.model.load import load_model, load_tokenizer
+from hedit.score.capability import qa_checker
 
 
 def identify(
@@ -41,7 +41,7 @@ def identify(
     engine: EngineConfig = EngineConfig(),
     loaded=None,
 ) -> dict[str, Any]:
-    """``engine``: where collect samples (``hedit.measure.engines``; features and the probe always run in
+    """``engine``: where collect samples (``hedit.engine.choice``; features and the probe always run in
     transformers). ``loaded``: an already loaded (model, tokenizer) pair, or a function that returns one
     when first asked, for the stages that need the model in transformers (collect too, unless it runs in
     vLLM)."""
@@ -63,7 +63,8 @@ def identify(
                 lm, tok = loaded() if callable(loaded) else loaded
         return lm
 
-    if loaded is not None and choose_engine("sample", engine, device)[0] == "hf":
+    choice = choose_engine("sample", engine, device, len(questions) * cfg.samples * cfg.max_new_tokens)
+    if loaded is not None and choice.kind == "hf":
         collect(
             model_for_features(),
             tok,
@@ -88,6 +89,7 @@ def identify(
             grader,
             engine,
             log,
+            choice,
         )
     responses = work / "responses.jsonl"
     header, records = read_responses(responses)

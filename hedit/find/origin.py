@@ -25,12 +25,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from hedit.edit.neurons import NeuronSet
+from hedit.config import BATCH
 from hedit.errors import HeditError
 from hedit.io.atomic import atomic_write_text, check_work, save_png
 from hedit.io.checkpoint import Checkpoint, open_checkpoint
 from hedit.io.jsonfile import expect, read_json
 from hedit.io.safetensors_header import read_tensor
+from hedit.neurons import NeuronSet
 from hedit.progress import bar
 
 REPORT = "origin.json"
@@ -146,7 +147,7 @@ def plot(ranks: np.ndarray, chosen: dict[int, list[int]], report: dict[str, Any]
 
 
 def probe_transfer(
-    identify_work: Path, base_model: str, out: Path, batch_size: int = 8, device: str = "cpu", progress: bool = True
+    identify_work: Path, base_model: str, out: Path, batch_size: int = BATCH, device: str = "cpu", progress: bool = True
 ) -> dict[str, Any]:
     """The base model's CETT on the instruct model's own responses, scored on the held-out rows of the same
     split by the instruct-trained probe (refitted at its chosen C), the H-neurons alone and random neurons."""

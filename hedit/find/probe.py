@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 
 from hedit.config import ProbeConfig
-from hedit.edit.neurons import ModelInfo, Neuron, NeuronSet
 from hedit.errors import HeditError
 from hedit.find.confounds import confound_plot, confounds
 from hedit.find.features import check_features_model, open_features
@@ -30,8 +29,9 @@ from hedit.find.l1 import L1Fit, fit_l1
 from hedit.find.labels import Dataset, dataset, labels
 from hedit.find.plots import probe_plots
 from hedit.io.atomic import atomic_write_text, check_place
-from hedit.measure.stats import auroc_interval
+from hedit.neurons import ModelInfo, Neuron, NeuronSet
 from hedit.progress import bar
+from hedit.score.stats import auroc_interval
 
 REPORT_FORMAT = 4  # bumped when report.json gains or changes fields: cached probe stages rerun
 
@@ -178,7 +178,7 @@ def run_probe(
     """Fit, choose C, write ``out`` (neurons.json), ``report.json`` and plots beside it.
 
     ``qa`` (optional): a function of {layer: [(index, alpha)]} giving held-out QA accuracy with those
-    neurons scaled (``hedit.measure.capability.qa_checker``). Then each C's H-neurons are silenced
+    neurons scaled (``hedit.score.capability.qa_checker``). Then each C's H-neurons are silenced
     (alpha 0), and a C whose neurons cost more than ``cfg.max_qa_drop`` points of QA accuracy is passed over.
 
     ``test_features``: feature folders of the same model on other questions (another dataset). The
@@ -314,9 +314,9 @@ def probe_features(
     qa = None
     if qa_model is not None:
         from hedit.io.questions import select_questions
-        from hedit.measure.capability import qa_checker
         from hedit.model.builtin import resolve_model
         from hedit.model.load import load_model, load_tokenizer
+        from hedit.score.capability import qa_checker
 
         qs = select_questions(qa_questions, None, qa_limit, default_split="heldout")
         path = resolve_model(qa_model)

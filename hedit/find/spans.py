@@ -21,7 +21,7 @@ import re
 import string
 import unicodedata
 
-from hedit.measure.judge import normalize
+from hedit.score.judge import normalize
 
 REGIONS = ("answer", "output", "other")
 _FILLER = set(string.punctuation + string.whitespace + "‘’“”–—")

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from hedit.errors import HeditError
-from hedit.io.files import check_model_folder
+from hedit.io.files import allowed_root, check_model_folder
 from hedit.io.jsonfile import read_json
 from hedit.io.safetensors_header import Header, TensorInfo, read_header
 from hedit.registry import Architecture, get_architecture
@@ -80,7 +80,8 @@ def contained(root: Path, name: Any, what: str) -> str:
     p = Path(name)
     if p.is_absolute() or ".." in p.parts or name.startswith("~"):
         raise HeditError(f"{what}: {name!r} points outside {root}")
-    if root.resolve() not in (root / p).resolve().parents:
+    allowed = allowed_root(root)  # a Hub cache snapshot's files are links into that repository's blobs/
+    if allowed not in (root / p).resolve().parents:
         raise HeditError(f"{what}: {name!r} resolves outside {root} (a link?)")
     return name
 

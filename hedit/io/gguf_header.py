@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hedit.errors import HeditError
+from hedit.registry import Architecture, architecture_for_gguf
 
 # value type -> struct format (scalars); 8 = string, 9 = array
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
@@ -191,3 +192,51 @@ def _check_layout(tensors: list[GgufTensor], where: str) -> None:
 
 def size_of(buf) -> int:
     return len(buf)
+
+
+def gguf_shape(header: GgufHeader) -> tuple[Architecture, int, int]:
+    """(architecture, layers, intermediate size) from a GGUF file's metadata."""
+    name = header.metadata.get("general.architecture")
+    if not isinstance(name, str):
+        raise HeditError("the GGUF file has no general.architecture")
+    arch = architecture_for_gguf(name)
+    layers, inter = header.metadata.get(f"{name}.block_count"), header.metadata.get(f"{name}.feed_forward_length")
+    if isinstance(inter, list):
+        raise HeditError(f"{name}: per-layer feed_forward_length is not supported")
+    if type(layers) is not int or type(inter) is not int or layers <= 0 or inter <= 0:  # bool is no count
+        raise HeditError(f"the GGUF file lacks {name}.block_count or {name}.feed_forward_length (positive integers)")
+    _check_ffn_shapes(header, arch, name, layers, inter)
+    return arch, layers, inter
+
+
+def _check_ffn_shapes(header: GgufHeader, arch: Architecture, name: str, layers: int, inter: int) -> None:
+    """Every MLP tensor has the shape the metadata implies (GGUF order, row length first): ffn_down
+    [inter, embd], ffn_up [embd, inter] (twice inter when gate and up are fused); a tensor of another
+    shape would make the edit touch the wrong bytes."""
+    embd = header.metadata.get(f"{name}.embedding_length")
+    embd = embd if type(embd) is int and embd > 0 else None
+    rows = 2 * inter if arch.up_fused else inter
+    for layer in range(layers):
+        for which in ("down", "up") if arch.gated else ("down",):
+            t = header.tensors.get(arch.gguf_tensor(layer, which))
+            if t is None:
+                continue
+            want = (inter, embd) if which == "down" else (embd, rows)
+            if len(t.shape) != 2 or any(w is not None and w != g for w, g in zip(want, t.shape)):
+                shown = [w if w is not None else "embd" for w in want]
+                raise HeditError(
+                    f"{header.path}: {t.name} has shape {list(t.shape)}, but the metadata says {shown} "
+                    f"({name}.feed_forward_length {inter}); not a file hedit can edit safely"
+                )
+
+
+def known_names(header: GgufHeader) -> list[str]:
+    out = []
+    url = header.metadata.get("general.base_model.0.repo_url")
+    if isinstance(url, str) and "/" in url:
+        out.append("/".join(url.rstrip("/").split("/")[-2:]))
+    for key in ("general.base_model.0.organization", "general.name"):
+        v = header.metadata.get(key)
+        if isinstance(v, str):
+            out.append(v)
+    return out

@@ -195,6 +195,26 @@ def read_tensor(fd: int, info: TensorInfo) -> torch.Tensor:
     return torch.frombuffer(buf, dtype=dtype).reshape(info.shape)
 
 
+def read_slices(path: str | Path, info: TensorInfo, axis: int, index: list[int]) -> torch.Tensor:
+    """Only rows (``axis`` 0) or columns (``axis`` 1) ``index`` of a 2-D tensor, in its dtype, as
+    [len(index), columns] or [rows, len(index)]: memory-mapped, so only the pages holding them are read
+    (a row is contiguous; a column touches one page per row)."""
+    import numpy as np
+
+    rows, cols = info.shape
+    size = info.nbytes // max(1, rows * cols)
+    raw = np.memmap(path, dtype=np.uint8, mode="r", offset=info.start, shape=(rows, cols * size))
+    if axis == 0:
+        picked = np.ascontiguousarray(raw[index])
+        shape = (len(index), cols)
+    else:
+        byte_cols = (np.asarray(index)[:, None] * size + np.arange(size)).reshape(-1)
+        picked = np.ascontiguousarray(raw[:, byte_cols])
+        shape = (rows, len(index))
+    del raw
+    return torch.frombuffer(bytearray(picked.tobytes()), dtype=torch_dtype(info)).reshape(shape)
+
+
 def write_tensor(fd: int, info: TensorInfo, tensor: torch.Tensor) -> None:
     """Overwrite one tensor's bytes in place; dtype and shape must be unchanged."""
     if tensor.dtype != torch_dtype(info) or tuple(tensor.shape) != info.shape:

@@ -1,1 +1,2 @@
-"""Measuring what alpha does: generation, judges, behaviour suites, capability, the sweep and tune."""
+"""Measuring what alpha does: sweeps of alpha against behaviour suites and capability, with random-neuron
+controls, their summaries and plots."""

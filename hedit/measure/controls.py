@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from hedit.edit.neurons import NeuronSet
 from hedit.errors import HeditError
+from hedit.neurons import NeuronSet
 
 
 def control_sets(neurons: NeuronSet, draws: int, seed: int = 0) -> list[dict[int, list[int]]]:

@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 
 from hedit.config import SweepConfig
-from hedit.measure.compliance import COMPLIED, EXCLUDED, REFUSED, UNPARSED
-from hedit.measure.judge import CORRECT
-from hedit.measure.stats import bootstrap_ci, dose_response, paired_difference
-from hedit.measure.suites import Item, Suite
+from hedit.score.compliance import COMPLIED, EXCLUDED, REFUSED, UNPARSED
+from hedit.score.judge import CORRECT
+from hedit.score.stats import bootstrap_ci, dose_response, paired_difference
+from hedit.score.suites import Item, Suite
 
 TRIVIA, KL, OVER_REFUSAL = "trivia", "kl", "over-refusal"
 CAPABILITY = (TRIVIA, KL, OVER_REFUSAL)

@@ -1,12 +1,12 @@
 """`hedit sweep`: what alpha does to over-compliance and capability, H-neurons next to random controls.
 
 For each alpha and each neuron set (the H-neurons, and ``controls`` random sets with the same count
-per layer), the model runs every suite under the runtime intervention (``hedit.check.intervention``):
+per layer), the model runs every suite under the runtime intervention (``hedit.engine.intervention``):
 compliance rate per suite with a bootstrap 95% interval, held-out trivia accuracy, and the mean KL of
 next-token distributions against alpha = 1 on neutral prose. Alpha = 1 is the unedited model, run once.
 
 Greedy replies of every pending cell of a task are decoded in the same batches (on transformers under
-``hedit.check.intervention.CellScales``, on vLLM each prompt under its cell's adapter), which reads the
+``hedit.engine.intervention.CellScales``, on vLLM each prompt under its cell's adapter), which reads the
 weights once per step for all cells; each row gets exactly its own cell's replies.
 
 Results are appended task by task, one line per (set, alpha, task) cell, to ``<out>/cells.jsonl``, so a
@@ -25,21 +25,34 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from hedit.check.intervention import CellScales, model_shape, scale_neurons
 from hedit.config import Decoding, EngineConfig, SweepConfig
-from hedit.edit.neurons import NeuronSet, check_alpha
+from hedit.edit.adapters.lora import vllm_max_lora_rank
+from hedit.engine.choice import Choice, choose_engine, mix_adapters, open_engine
+from hedit.engine.decoder import EngineModel, cells_share_batches, end_ids, generate_cells, items_per_batch
+from hedit.engine.intervention import CellScales, model_shape, scale_neurons
+from hedit.engine.prompts import chat_ids
+from hedit.engine.vllm import MAX_LORAS
 from hedit.errors import HeditError
 from hedit.io.atomic import atomic_write_text, check_work
 from hedit.io.hashing import fingerprint
 from hedit.io.journal import CHECKS, Journal
-from hedit.measure.capability import answer_questions, mean_kl, neutral_texts, next_token_logprobs
-from hedit.measure.compliance import RULES
 from hedit.measure.controls import control_sets
-from hedit.measure.engines import choose_engine, describe, mix_adapters, open_engine
-from hedit.measure.generate import EngineModel, cells_share_batches, chat_ids, end_ids, generate_cells
-from hedit.measure.judge import CORRECT
 from hedit.measure.plots import plot
-from hedit.measure.suites import (
+from hedit.measure.summary import (  # noqa: F401 (re-exported)
+    BASE,
+    KL,
+    OVER_REFUSAL,
+    TRIVIA,
+    compliance_of,
+    summarize,
+    table,
+)
+from hedit.neurons import NeuronSet, check_alpha
+from hedit.progress import bar
+from hedit.score.capability import answer_questions, mean_kl, neutral_texts, next_token_logprobs
+from hedit.score.compliance import RULES
+from hedit.score.judge import CORRECT
+from hedit.score.suites import (
     BENIGN,
     CHALLENGE,
     JAILBREAK,
@@ -50,19 +63,8 @@ from hedit.measure.suites import (
     load_suite,
     trivia_items,
 )
-from hedit.measure.summary import (  # noqa: F401 (re-exported)
-    BASE,
-    KL,
-    OVER_REFUSAL,
-    TRIVIA,
-    compliance_of,
-    summarize,
-    table,
-)
-from hedit.progress import bar
 
 CELLS = "cells.jsonl"
-MAX_LORAS = 32  # adapters a vLLM engine holds at once (its batches mix up to that many cells)
 
 
 def _digest(obj: Any) -> str:
@@ -91,7 +93,7 @@ def run_suite(
     ``tick(n)`` is called after each batch of n sequences. Greedy batches are made of prompts of similar
     length (less padding to compute); the records keep the items' order.
 
-    ``scales`` (``hedit.check.intervention.CellScales``): the records of every cell, a list per cell;
+    ``scales`` (``hedit.engine.intervention.CellScales``): the records of every cell, a list per cell;
     each batch decodes its items under all cells at once (``batch_size`` sequences: items x cells), so
     a step of the decoder reads the weights once for every cell."""
     ends = end_ids(model, tokenizer, dec.chat_template)
@@ -103,8 +105,9 @@ def run_suite(
         order.sort(key=lambda i: len(prompts[i]))
     n = len(scales) if scales is not None else 1
     records: list[dict[int, dict[str, Any]]] = [{} for _ in range(n)]
-    for start in range(0, len(items), max(1, batch_size // n)):
-        batch = order[start : start + max(1, batch_size // n)]
+    step = items_per_batch(batch_size, n)
+    for start in range(0, len(items), step):
+        batch = order[start : start + step]
         rows = [(c, i) for c in range(n) for i in batch]
         firsts = generate_cells(
             model,
@@ -171,14 +174,16 @@ def run_sweep(
     device: str = "cpu",
     allow_negative: bool = False,
     engine: EngineConfig = EngineConfig(),
+    choice: Choice | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) the sweep into ``out`` and return the summary also written to sweep.json.
 
-    ``judge``: ``hedit.measure.compliance.RULES`` (default) or an ``hedit.measure.llm_judge.LLMJudge``.
+    ``judge``: ``hedit.score.compliance.RULES`` (default) or an ``hedit.score.llm_judge.LLMJudge``.
     ``loaded``: an already loaded (model, tokenizer) pair, or a function that returns one (called once
     here, so a caller can share a model between commands), else the model is resolved and loaded.
-    ``engine``: where the replies are generated (``hedit.measure.engines``): with vLLM every (neuron set,
+    ``engine``: where the replies are generated (``hedit.engine.choice``): with vLLM every (neuron set,
     alpha) cell is an exact LoRA adapter served by one engine; the KL cells then run in transformers.
+    ``choice``: the engine a caller has already chosen for the command (else chosen here).
     """
     from hedit.model.builtin import resolve_model
     from hedit.model.load import load_model, load_tokenizer
@@ -205,15 +210,13 @@ def run_sweep(
         if tok is None:
             raise HeditError(f"{path} has no tokenizer; sweep needs one")
         ns.check_model(*checkpoint_shape(path))
-        kind, dtype, why, python = choose_engine("sweep", engine, device)
-        log(describe(kind, dtype, why))
-        if kind == "vllm":
-            rank = max(len(v) for v in ns.by_layer().values())
+        choice = choice or choose_engine("sweep", engine, device)
+        log(choice.describe())
+        if choice.kind == "vllm":
+            rank = vllm_max_lora_rank(max(len(v) for v in ns.by_layer().values()))
             # cells share the engine's batches where vLLM batches adapters well (CUDA), else one after another
             cells = 1 + sum(a != 1.0 for a in cfg.alphas) * (1 + cfg.controls) if mix_adapters(device) else 1
-            model = open_engine(
-                path, tok, engine, dtype, python, cfg.seed, max_model_len(path), device, rank, min(cells, MAX_LORAS)
-            )
+            model = open_engine(choice, path, tok, engine, cfg.seed, None, device, rank, min(cells, MAX_LORAS))
         else:
             model = load_model(path, device=device)
     else:
@@ -221,7 +224,7 @@ def run_sweep(
     if not isinstance(model, EngineModel):
         ns.check_model(*model_shape(model))
     try:
-        engine_id = f"vllm:{dtype}" if isinstance(model, EngineModel) else None
+        engine_id = model.engine_id if isinstance(model, EngineModel) else None
         return _run(model, tok, path, model_name, ns, out, cfg, suites, trivia, judge, progress, device, engine_id)
     finally:
         if isinstance(model, EngineModel):
@@ -235,14 +238,6 @@ def checkpoint_shape(path: Path) -> tuple[str, int, int]:
     config = read_config(path)
     arch = get_architecture(config.get("model_type"))
     return (arch.model_type, *arch.shape(config))
-
-
-def max_model_len(path: Path, cap: int = 4096) -> int:
-    from hedit.io.checkpoint import read_config
-
-    config = read_config(path)
-    n = config.get("max_position_embeddings") or (config.get("text_config") or {}).get("max_position_embeddings")
-    return min(cap, n) if isinstance(n, int) and n > 0 else cap
 
 
 @contextlib.contextmanager
@@ -265,7 +260,7 @@ def adapter(path: Path, ns: NeuronSet, layers: dict[int, list[tuple[int, float]]
     if not layers:
         return None
     from hedit.edit.adapters import export_adapter
-    from hedit.edit.neurons import Neuron
+    from hedit.neurons import Neuron
 
     folder = tmp / f"lora-{_digest({str(k): v for k, v in layers.items()})}"
     if not folder.exists():

@@ -16,19 +16,20 @@ from pathlib import Path
 from typing import Any
 
 from hedit import __version__
-from hedit.edit.neurons import NeuronSet
+from hedit.choose.tune import tune
+from hedit.engine.choice import choose_engine
 from hedit.errors import HeditError
 from hedit.find.identify import identify
 from hedit.io.atomic import atomic_write_text, check_work
 from hedit.io.hashing import sha256_file
 from hedit.io.questions import bundled_questions, load_questions
 from hedit.io.stamps import Stamps
-from hedit.measure.compliance import RULES
 from hedit.measure.summary import dose_lines, sweep_evidence
 from hedit.measure.sweep import run_sweep
-from hedit.measure.tune import tune
 from hedit.model.load import check_device
+from hedit.neurons import NeuronSet
 from hedit.run.recipe import Recipe
+from hedit.score.compliance import RULES
 
 
 def _folder_digest(path: Path) -> dict[str, str]:
@@ -49,6 +50,8 @@ def run_recipe(recipe: Recipe, progress: bool = True, log=print, grader=None) ->
     qs = qs[: ic.limit] if ic.limit else qs
     log(f"[1/5] identify {recipe.model} on {len(qs)} questions")
     shared = SharedModel(recipe.model, recipe.device)  # loaded once, by the first stage that needs it
+    sweeps = choose_engine("sweep", recipe.engine, recipe.device)  # the engine of tune's and sweep's cells
+    loaded = shared if sweeps.kind == "hf" else None  # vLLM loads its own model
     report = identify(
         recipe.model,
         qs,
@@ -82,7 +85,8 @@ def run_recipe(recipe: Recipe, progress: bool = True, log=print, grader=None) ->
             log=log,
             device=recipe.device,
             engine=recipe.engine,
-            loaded=shared.for_sweeps(recipe.engine),
+            choice=sweeps,
+            loaded=loaded,
         )
         for line in dose_lines(decision["summary"]):
             log(f"      {line}")
@@ -115,7 +119,8 @@ def run_recipe(recipe: Recipe, progress: bool = True, log=print, grader=None) ->
             log=log,
             device=recipe.device,
             engine=recipe.engine,
-            loaded=shared.for_sweeps(recipe.engine),
+            choice=sweeps,
+            loaded=loaded,
         )
         for line in dose_lines(summary):
             log(f"      {line}")
@@ -221,12 +226,6 @@ class SharedModel:
                 raise HeditError(f"{path} has no tokenizer; hedit run needs one")
             self._pair = (load_model(path, device=self.device), tok)
         return self._pair
-
-    def for_sweeps(self, engine) -> SharedModel | None:
-        """Itself when sweeps run in transformers, None when they run in vLLM (which loads its own)."""
-        from hedit.measure.engines import choose_engine
-
-        return self if choose_engine("sweep", engine, self.device)[0] == "hf" else None
 
 
 def _verify(source: Path, neurons: Path, kind: str, target: Path, runtime: str, new_tokens: int) -> dict[str, Any]:

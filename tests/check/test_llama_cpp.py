@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 import torch
 
-from hedit.check.intervention import scale_neurons
 from hedit.edit.gguf import edit_gguf
-from hedit.edit.neurons import ModelInfo, Neuron, NeuronSet
+from hedit.engine.intervention import scale_neurons
 from hedit.model.builtin import BUILTINS, gguf_path
+from hedit.neurons import ModelInfo, Neuron, NeuronSet
 
 pytestmark = [pytest.mark.slow]
 WORKER = Path(__file__).parents[1] / "workers" / "llama_logits.py"

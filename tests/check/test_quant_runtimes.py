@@ -21,12 +21,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hedit.check.intervention import scale_neurons
-from hedit.check.runtime_vllm import find_vllm_python, run_worker
+from hedit.check.runtime_vllm import greedy_logprobs
 from hedit.edit.checkpoint import edit_checkpoint
-from hedit.edit.neurons import ModelInfo, Neuron, NeuronSet
+from hedit.engine.intervention import scale_neurons
+from hedit.engine.vllm import find_vllm_python
 from hedit.errors import HeditError
 from hedit.io.quant import dequant_fp8, dequant_packed
+from hedit.neurons import ModelInfo, Neuron, NeuronSet
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 WORKER = Path(__file__).parents[1] / "workers" / "quantize.py"
@@ -145,11 +146,11 @@ def test_fp8_edit_served_by_vllm_equals_the_intervention(quantized, tmp_path):
     out = edit_checkpoint(folder, ns, tmp_path / "edited", alpha=0.0, progress=False)
     prompts = [[1, 5, 9, 22, 40, 77], [3, 4, 5, 6, 7], [200, 17, 90]]
     tokens, logprobs, effect = _fp8_reference(folder, _dense(folder, "FP8_DYNAMIC"), ns, prompts, 6)
-    got = run_worker(python, {"model": str(out), "prompts": prompts, "max_tokens": 6})
-    diff = max(abs(a - b) for r, g in zip(logprobs, got["logprobs"]) for a, b in zip(r, g))
+    got_tokens, got_logprobs = greedy_logprobs(python, out, prompts, 6)
+    diff = max(abs(a - b) for r, g in zip(logprobs, got_logprobs) for a, b in zip(r, g))
     print(
-        f"\nvLLM FP8 edit: tokens equal {got['tokens'] == tokens}, max abs logprob diff {diff:.2e}, "
+        f"\nvLLM FP8 edit: tokens equal {got_tokens == tokens}, max abs logprob diff {diff:.2e}, "
         f"edit effect {effect:.2e}",
         file=sys.stderr,
     )
-    assert got["tokens"] == tokens and diff < 1e-4 and effect > 1e-3
+    assert got_tokens == tokens and diff < 1e-4 and effect > 1e-3

@@ -19,7 +19,10 @@ from conftest import neuron_set, run_cli
 
 
 @pytest.mark.parametrize("target", ["down", "up"])
-@pytest.mark.parametrize("model_type, dtype, shards", [("llama", torch.float32, False), ("phi3", torch.bfloat16, True)])
+@pytest.mark.parametrize(
+    "model_type, dtype, shards",
+    [("llama", torch.float32, False), ("llama", torch.float32, True), ("phi3", torch.bfloat16, True)],
+)
 def test_edits_and_adapters_pass(checkpoint, tmp_path, model_type, dtype, shards, target):
     src = checkpoint(model_type, dtype, shards)
     ns = neuron_set(model_type, per_layer=5)
@@ -92,7 +95,7 @@ def test_gguf_edits_pass_and_tampering_fails(tmp_path):
 
 
 def test_quantized_checkpoints_pass(tmp_path):
-    from hedit.edit.neurons import ModelInfo, Neuron, NeuronSet
+    from hedit.neurons import ModelInfo, Neuron, NeuronSet
 
     from builders import quantized
 

@@ -60,9 +60,9 @@ def test_needs_exactly_one_artifact(checkpoint, tmp_path):
 def _max_reference_logit(src, ns, alpha) -> float:
     import torch
 
-    from hedit.check.intervention import scale_neurons
-    from hedit.check.verify import greedy, logits, prompt_ids
+    from hedit.check.common import greedy, logits, prompt_ids
     from hedit.edit.plan import make_plan
+    from hedit.engine.intervention import scale_neurons
     from hedit.model.load import load_model
 
     plan = make_plan(src, ns, alpha)
@@ -122,7 +122,7 @@ def test_an_artifact_that_makes_nan_fails(checkpoint, tmp_path):
 def test_greedy_disagreements_fail_unless_the_reference_is_tied():
     import torch
 
-    from hedit.check.verify import compare_logits
+    from hedit.check.common import compare_logits
 
     ref = torch.tensor([[0.0, 5.0, 1.0], [0.0, 1.0, 1.0 + 1e-5], [3.0, 0.0, 0.0]])
     seq = [9, 1, 2, 0]  # prompt [9]; greedy tokens 1, 2, 0 are the reference's argmax

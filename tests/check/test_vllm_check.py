@@ -8,9 +8,10 @@ import os
 
 import pytest
 
-from hedit.check.runtime_vllm import find_vllm_python, verify_vllm
+from hedit.check.runtime_vllm import verify_vllm
 from hedit.edit.adapters import export_adapter
 from hedit.edit.checkpoint import edit_checkpoint
+from hedit.engine.vllm import find_vllm_python
 from hedit.errors import HeditError
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]

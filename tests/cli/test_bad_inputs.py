@@ -509,7 +509,7 @@ CASES = {
     "collect-samples-zero": (None, [*COLLECT, "--samples", "0"], "samples must be at least 1"),
     "collect-temperature-zero": (None, [*COLLECT, "--temperature", "0"], "temperature must be greater than 0"),
     "collect-top-p": (None, [*COLLECT, "--top-p", "2"], "top_p must be at most 1"),
-    "collect-batch-zero": (None, [*COLLECT, "--batch-size", "0"], "--batch-size must be at least 1"),
+    "collect-batch-zero": (None, [*COLLECT, "--batch-size", "0"], "batch_size must be at least 1"),
     "collect-limit-negative": (None, [*COLLECT, "--limit", "-3"], "--limit must be at least 1"),
     "collect-out-not-journal": (lambda w: _write(w / "out.jsonl", "hello\n"), COLLECT, "not a hedit responses file"),
     "collect-no-tokenizer": (None, ["collect", "bare", *COLLECT[2:]], "has no tokenizer"),
@@ -841,7 +841,7 @@ CASES = {
     "collect-template-endless": (
         lambda w: (
             _template(w, "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}x"),
-            {"attr": [("hedit.measure.generate", "RENDER_SECONDS", 1.0)]},
+            {"attr": [("hedit.engine.prompts", "RENDER_SECONDS", 1.0)]},
         )[1],
         COLLECT,
         "ran for more than 1 s on one prompt",

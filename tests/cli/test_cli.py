@@ -128,15 +128,15 @@ def test_write_failing_half_way_leaves_nothing(checkpoint, tmp_path, neurons_fil
     if command == "edit":
         import hedit.edit.checkpoint
 
-        real, calls = hedit.edit.checkpoint.write_tensor, []
+        real, calls = hedit.edit.checkpoint._pwrite, []
 
-        def flaky(fd, info, tensor):
-            calls.append(info.name)
+        def flaky(fd, data, offset):
+            calls.append(offset)
             if len(calls) == 2:
                 raise OSError(28, "No space left on device")
-            real(fd, info, tensor)
+            real(fd, data, offset)
 
-        monkeypatch.setattr(hedit.edit.checkpoint, "write_tensor", flaky)
+        monkeypatch.setattr(hedit.edit.checkpoint, "_pwrite", flaky)
     else:
 
         def full(*a, **k):

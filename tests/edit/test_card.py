@@ -1,7 +1,8 @@
 import json
 from dataclasses import replace
 
-from hedit.edit.card import edited_card, evidence, provenance
+from hedit.edit.card import evidence, provenance
+from hedit.edit.checkpoint import edited_card
 from hedit.edit.plan import make_plan
 
 from conftest import neuron_set

@@ -52,7 +52,7 @@ def test_every_architecture(checkpoint, tmp_path, model_type):
     src = checkpoint(model_type)
     before = tree_digest(src)
     ns = neuron_set(model_type, per_layer=5, layers=[0, 2])
-    edit_checkpoint(src, ns, tmp_path / "out", alpha=0.5, progress=False)
+    edit_checkpoint(src, ns, tmp_path / "out", alpha=0.5, progress=False, target="down")
     check_edit(src, tmp_path / "out", ns.plan(0.5))
     assert tree_digest(src) == before
 
@@ -62,7 +62,7 @@ def test_every_architecture(checkpoint, tmp_path, model_type):
 def test_dtypes_and_shards(checkpoint, tmp_path, dtype, shards):
     src = checkpoint("llama", dtype, shards)
     ns = neuron_set("llama", per_layer=7)
-    edit_checkpoint(src, ns, tmp_path / "out", alpha=0.3, progress=False)
+    edit_checkpoint(src, ns, tmp_path / "out", alpha=0.3, progress=False, target="down")
     check_edit(src, tmp_path / "out", ns.plan(0.3))
     if shards:
         assert (tmp_path / "out" / "model.safetensors.index.json").read_bytes() == (
@@ -73,7 +73,7 @@ def test_dtypes_and_shards(checkpoint, tmp_path, dtype, shards):
 def test_sharded_multimodal(checkpoint, tmp_path):
     src = checkpoint("gemma3", shards=True)
     ns = neuron_set("gemma3", per_layer=3)
-    edit_checkpoint(src, ns, tmp_path / "out", alpha=2.0, progress=False)
+    edit_checkpoint(src, ns, tmp_path / "out", alpha=2.0, progress=False, target="down")
     check_edit(src, tmp_path / "out", ns.plan(2.0))
 
 
@@ -84,7 +84,7 @@ def test_tied_embeddings_stay_tied_and_untouched(checkpoint, tmp_path, model_typ
     names = read_header(src / "model.safetensors").tensors
     assert "lm_head.weight" not in names  # tied: only the embedding is stored
     ns = neuron_set(model_type)
-    edit_checkpoint(src, ns, tmp_path / "out", alpha=0.0, progress=False)
+    edit_checkpoint(src, ns, tmp_path / "out", alpha=0.0, progress=False, target="down")
     check_edit(src, tmp_path / "out", ns.plan(0.0))
     from transformers import AutoModelForCausalLM
 
@@ -98,7 +98,7 @@ def test_per_neuron_alpha_overrides_cli(checkpoint, tmp_path):
     src = checkpoint("qwen2")
     ns = neuron_set("qwen2", per_layer=2, layers=[1])
     ns.neurons[0] = replace(ns.neurons[0], alpha=3.0)
-    edit_checkpoint(src, ns, tmp_path / "out", alpha=0.0, progress=False)
+    edit_checkpoint(src, ns, tmp_path / "out", alpha=0.0, progress=False, target="down")
     plan = ns.plan(0.0)
     assert sorted(a for _, a in plan[1]) == [0.0, 3.0]
     check_edit(src, tmp_path / "out", plan)
@@ -111,7 +111,7 @@ def test_provenance_and_card(checkpoint, tmp_path, neurons_file):
 
     src = checkpoint("llama", shards=True)
     nf = neurons_file("llama", per_layer=2, layers=[0, 1])
-    edit_checkpoint(src, nf, tmp_path / "out", alpha=0.0, progress=False)
+    edit_checkpoint(src, nf, tmp_path / "out", alpha=0.0, progress=False, target="down")
     info = json.loads((tmp_path / "out" / "hedit.json").read_text())
     ck = open_checkpoint(src)
     assert info["source"]["weight_sha256"] == {
@@ -133,7 +133,14 @@ def test_the_evidence_plots_beside_the_neurons_file_travel_with_the_model(checkp
     ns.save(tmp_path / "id" / "neurons.json")
     for name in ("neurons_per_layer.png", "c_sweep.png"):
         (tmp_path / "id" / name).write_bytes(b"\x89PNG" + name.encode())
-    edit_checkpoint(checkpoint("llama"), tmp_path / "id" / "neurons.json", tmp_path / "out", alpha=0.0, progress=False)
+    edit_checkpoint(
+        checkpoint("llama"),
+        tmp_path / "id" / "neurons.json",
+        tmp_path / "out",
+        alpha=0.0,
+        progress=False,
+        target="down",
+    )
     assert sorted(p.name for p in (tmp_path / "out" / "evidence").iterdir()) == ["c_sweep.png", "neurons_per_layer.png"]
     card = (tmp_path / "out" / "README.md").read_text()
     assert "](evidence/neurons_per_layer.png)" in card and "AUROC 0.900 [0.80, 1.00]" in card
@@ -147,7 +154,7 @@ def test_output_inside_source_is_refused(checkpoint, tmp_path):
     shutil.copytree(checkpoint("llama"), src)
     for out in (src, src / "sub"):
         with pytest.raises(HeditError, match="is the source|is inside the source"):
-            edit_checkpoint(src, neuron_set(), out, alpha=0.0, overwrite=True, progress=False)
+            edit_checkpoint(src, neuron_set(), out, alpha=0.0, overwrite=True, progress=False, target="down")
     assert leftovers(src) == [] and leftovers(tmp_path) == []
 
 
@@ -163,7 +170,7 @@ def test_tokenizer_and_chat_template_are_copied(tmp_path):
         "chat_template" in f or f == "tokenizer_config.json" for f in tok_files
     )
     ns = neuron_set("llama")
-    edit_checkpoint(src, ns, tmp_path / "out", alpha=0.0, progress=False)
+    edit_checkpoint(src, ns, tmp_path / "out", alpha=0.0, progress=False, target="down")
     for name in tok_files:
         assert (tmp_path / "out" / name).read_bytes() == (src / name).read_bytes(), name
     from transformers import AutoTokenizer
@@ -191,7 +198,7 @@ def test_a_shard_path_outside_the_folder_is_refused_and_nothing_escapes(checkpoi
         index["weight_map"][first] = bad
         (src / "model.safetensors.index.json").write_text(json.dumps(index))
         with pytest.raises(HeditError, match="points outside"):
-            edit_checkpoint(src, neuron_set(), tmp_path / "out" / "ed", alpha=0.0, progress=False)
+            edit_checkpoint(src, neuron_set(), tmp_path / "out" / "ed", alpha=0.0, progress=False, target="down")
     assert victim.read_bytes() == victim_bytes and leftovers(tmp_path) == []
 
 
@@ -212,7 +219,7 @@ def test_a_finite_alpha_that_overflows_the_dtype_is_refused(checkpoint, tmp_path
     work = tmp_path / "work"
     work.mkdir()
     with pytest.raises(HeditError, match=re.escape("alpha 50 makes values that overflow")):
-        edit_checkpoint(src, neuron_set(), work / "out", alpha=50.0, progress=False)
+        edit_checkpoint(src, neuron_set(), work / "out", alpha=50.0, progress=False, target="down")
     assert os.listdir(work) == []
 
 
@@ -251,3 +258,20 @@ def test_up_target_needs_a_gated_mlp_and_quantized_sources_refuse_down(checkpoin
         resolve_target("up", ungated, quantized=False)
     with pytest.raises(HeditError, match="--target must be one of"):
         resolve_target("sideways", arch, quantized=False)
+
+
+def test_auto_takes_up_proj_rows_in_float_checkpoints_of_gated_mlps(checkpoint, tmp_path):
+    """Rows are contiguous bytes: auto edits up_proj rows of a float gated MLP (down_proj stays
+    byte-identical), down_proj columns of an ungated one, and adapters keep down."""
+    from hedit.edit.writers import write_artifact
+    from hedit.io.safetensors_header import read_header, read_tensor
+
+    src = checkpoint("llama")
+    r = write_artifact(src, neuron_set(), tmp_path / "e", alpha=0.0)
+    assert r.target == "up" and all(t.name.endswith("up_proj.weight") for t in r.tensors)
+    h, e = read_header(src / "model.safetensors"), read_header(tmp_path / "e" / "model.safetensors")
+    with open(src / "model.safetensors", "rb") as a, open(tmp_path / "e" / "model.safetensors", "rb") as b:
+        for name in h.tensors:
+            same = torch.equal(read_tensor(a.fileno(), h.tensors[name]), read_tensor(b.fileno(), e.tensors[name]))
+            assert same == ("up_proj" not in name), name
+    assert write_artifact(src, neuron_set(), tmp_path / "l", "lora", alpha=0.0).target == "down"

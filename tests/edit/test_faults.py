@@ -9,35 +9,11 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
+from faults import edit_args, one_error_line, start, wait_mid
 
 from conftest import leftovers, neuron_set, tree_digest
-
-# Runs `hedit ARGS...`; after the first shard is edited it prints MID and waits until the file named by
-# $HEDIT_TEST_GATE exists (or forever), so the test can signal it there.
-WRAPPER = r"""
-import os, signal, sys, time
-# SIGINT as in a terminal, also when the test runner itself was started with SIGINT ignored (a background
-# job of a non-interactive shell), which Python would otherwise keep
-signal.signal(signal.SIGINT, signal.default_int_handler)
-import hedit.edit.checkpoint as e
-real = e._apply
-calls = []
-def slow(*a, **k):
-    real(*a, **k)
-    calls.append(1)
-    if len(calls) == 1:
-        print("MID", flush=True)
-        gate = os.environ.get("HEDIT_TEST_GATE", "")
-        while not (gate and os.path.exists(gate)):
-            time.sleep(0.05)
-e._apply = slow
-from hedit.cli import main
-sys.argv = ["hedit"] + sys.argv[1:]
-main()
-"""
 
 
 @pytest.fixture(scope="module")
@@ -64,34 +40,6 @@ def big(tmp_path_factory):
     nf = root / "neurons.json"
     neuron_set("llama", per_layer=16, num_layers=2, inter=4096).save(nf)
     return src, nf
-
-
-def start(args, gate: Path | None = None, cwd=None):
-    env = os.environ | {"HEDIT_TEST_GATE": str(gate or ""), "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-c", WRAPPER, *map(str, args)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=cwd,
-    )
-
-
-def wait_mid(proc) -> None:
-    line = proc.stdout.readline()
-    assert line.strip() == "MID", (line, proc.stderr.read() if proc.poll() is not None else "")
-
-
-def edit_args(big, out):
-    src, nf = big
-    return ["edit", src, "--neurons", nf, "--alpha", "0", "--out", out, "--quiet"]
-
-
-def one_error_line(stderr: str) -> str:
-    lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("hedit: error: ") and "Traceback" not in stderr, stderr
-    return lines[0]
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGHUP, 129)])

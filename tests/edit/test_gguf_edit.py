@@ -11,9 +11,9 @@ from gguf import GGMLQuantizationType as T
 
 from hedit.edit.gguf import edit_gguf
 from hedit.edit.gguf_blocks import ELEMENT_TYPES, FLOATS, ROW_SCALES, ROW_TYPES
-from hedit.edit.neurons import ModelInfo, Neuron, NeuronSet
 from hedit.errors import HeditError
 from hedit.model.builtin import BUILTINS, gguf_path
+from hedit.neurons import ModelInfo, Neuron, NeuronSet
 
 from builders import INTER, LAYERS, neurons, write_gguf
 from conftest import leftovers, run_cli
@@ -225,7 +225,7 @@ def test_embedded_q4_1_model_through_transformers_gguf_loader(tmp_path, smol, ta
     the down target within its re-rounding error (printed for the README)."""
     from transformers import AutoModelForCausalLM
 
-    from hedit.check.intervention import scale_neurons
+    from hedit.engine.intervention import scale_neurons
 
     src, base = smol
     ns = neurons([(0, 100), (0, 1000), (7, 5), (29, 1535)], **SMOL)

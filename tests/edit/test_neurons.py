@@ -3,8 +3,8 @@ import math
 
 import pytest
 
-from hedit.edit.neurons import ModelInfo, Neuron, NeuronSet, check_alpha
 from hedit.errors import HeditError
+from hedit.neurons import ModelInfo, Neuron, NeuronSet, check_alpha
 
 
 def sample(**kw):

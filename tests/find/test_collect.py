@@ -6,9 +6,9 @@ import hedit.find.collect as collect_mod
 from hedit.errors import HeditError
 from hedit.find.collect import SamplingConfig, balance, build_prompt, class_counts, collect, consistent, read_responses
 from hedit.io.questions import Question
-from hedit.measure.judge import declines
 from hedit.model.load import load_model, load_tokenizer
 from hedit.model.tiny import save_tiny_model
+from hedit.score.judge import declines
 
 from conftest import add_tokenizer, run_cli
 

@@ -9,10 +9,10 @@ from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score
 
 from hedit.config import ProbeConfig
-from hedit.edit.neurons import NeuronSet
 from hedit.find.confounds import confound_lines, length_matched
 from hedit.find.features import FEATURES, META, ROWS
 from hedit.find.probe import run_probe
+from hedit.neurons import NeuronSet
 
 from conftest import run_cli
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from hedit.check.intervention import down_proj_module
+from hedit.engine.intervention import down_proj_module
 from hedit.errors import HeditError
 from hedit.find.features import CettHooks, Item, batch_features, extract, items, open_features
 from hedit.model.tiny import tiny_model

@@ -6,11 +6,11 @@ import pytest
 
 import hedit.find.collect
 import hedit.find.identify
-import hedit.measure.compliance
-from hedit.edit.neurons import NeuronSet
+import hedit.score.compliance
 from hedit.errors import HeditError
 from hedit.find.identify import IdentifyConfig, identify
 from hedit.model.tiny import save_tiny_model
+from hedit.neurons import NeuronSet
 
 from conftest import INTER, LAYERS, add_tokenizer, run_cli, yes_no_questions
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from hedit.edit.neurons import ModelInfo, Neuron, NeuronSet
 from hedit.errors import HeditError
 from hedit.find.origin import run_origin
 from hedit.model.tiny import save_tiny_model
+from hedit.neurons import ModelInfo, Neuron, NeuronSet
 
 from conftest import INTER, LAYERS, add_tokenizer, run_cli, yes_no_questions
 

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from hedit.config import ProbeConfig
-from hedit.edit.neurons import NeuronSet
 from hedit.errors import HeditError
 from hedit.find.features import FEATURES, META, ROWS
-from hedit.find.probe import labels, run_probe
+from hedit.find.probe import run_probe
+from hedit.neurons import NeuronSet
 
 LAYERS, INTER = 3, 40
 PLANTED = [(1, 7), (2, 30)]  # neurons whose CETT is higher on hallucinated answers
@@ -54,21 +54,6 @@ def synthetic(
         )
     )
     return folder
-
-
-def test_label_modes():
-    rows = [
-        {"class": "hallucinated", "region": "answer"},
-        {"class": "correct", "region": "answer"},
-        {"class": "hallucinated", "region": "other"},
-        {"class": "correct", "region": "other"},
-    ]
-    idx, y = labels(rows, "3-vs-1")
-    assert idx.tolist() == [0, 1, 2, 3] and y.tolist() == [1, 0, 0, 0]
-    idx, y = labels(rows, "1-vs-1")
-    assert idx.tolist() == [0, 1] and y.tolist() == [1, 0]
-    with pytest.raises(HeditError, match="unknown probe mode"):
-        labels(rows, "2-vs-2")
 
 
 @pytest.mark.parametrize("mode", ["3-vs-1", "1-vs-1"])
@@ -121,23 +106,6 @@ def test_one_class_is_an_error_before_fitting(tmp_path):
 def test_not_a_features_folder(tmp_path):
     with pytest.raises(HeditError, match="not a hedit features folder"):
         run_probe(tmp_path, tmp_path / "n.json", progress=False)
-
-
-def test_working_set_fit_equals_the_full_liblinear_fit():
-    """The screened fit (working set + KKT check on every feature) gives liblinear's full solution."""
-    from hedit.find.l1 import _liblinear, fit_l1
-
-    rng = np.random.default_rng(0)
-    x = rng.random((300, 2000), dtype=np.float32) * 0.2
-    y = (rng.random(300) < 0.3).astype(np.int64)
-    for j in (3, 500, 1999):
-        x[y == 1, j] += 0.1
-    for c in (0.3, 3.0):
-        full = _liblinear(x, y, c, 0).coef_[0]
-        screened = fit_l1(x, y, c, working=50)
-        assert screened.rounds >= 1  # the working set was really used
-        assert set(np.flatnonzero(screened.coef)) == set(np.flatnonzero(full))
-        assert np.allclose(screened.coef, full, atol=1e-3 * np.abs(full).max())
 
 
 def test_qa_criterion_passes_over_c_values_that_cost_qa_accuracy(tmp_path):

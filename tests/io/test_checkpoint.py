@@ -19,8 +19,13 @@ def test_single_file(checkpoint):
 
 
 def test_sharded(checkpoint):
-    ck = open_checkpoint(checkpoint("llama", shards=True))
-    assert len(ck.weight_files) > 2
+    import json
+
+    path = checkpoint("llama", shards=True)
+    ck = open_checkpoint(path)
+    index = json.loads((path / "model.safetensors.index.json").read_text())["weight_map"]
+    assert sorted(ck.weight_files) == sorted(set(index.values())) and len(ck.weight_files) == len(set(index.values()))
+    assert all(index[i.name] == f for f, i in ck.down_proj.values())  # each tensor read from its own shard
     assert len({f for f, _ in ck.down_proj.values()}) > 1  # down_projs spread over several shards
 
 

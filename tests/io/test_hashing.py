@@ -52,3 +52,36 @@ def test_edit_fills_the_cache(checkpoint, tmp_path, monkeypatch):
     assert (tmp_path / "a" / "hedit.json").read_text().split('"weight_sha256"')[1].split("}")[0] == (
         tmp_path / "b" / "hedit.json"
     ).read_text().split('"weight_sha256"')[1].split("}")[0]
+
+
+def test_a_sharded_hub_snapshot_is_edited_with_its_digests_from_the_blob_names(checkpoint, tmp_path, monkeypatch):
+    """A Hub cache snapshot's shards are links into blobs/<sha256>: they are the model's own files, and
+    their digests are free (nothing is hashed)."""
+    import hashlib
+    import json
+    import shutil
+
+    import hedit.io.hashing
+    from hedit.edit.writers import write_artifact
+
+    from conftest import neuron_set
+
+    src = checkpoint("llama", shards=True)
+    repo = tmp_path / "models--team--tiny"
+    snap, blobs = repo / "snapshots" / ("a" * 40), repo / "blobs"
+    snap.mkdir(parents=True)
+    blobs.mkdir()
+    want = {}
+    for p in sorted(src.iterdir()):
+        digest = hashlib.sha256(p.read_bytes()).hexdigest()
+        shutil.copyfile(p, blobs / digest)
+        (snap / p.name).symlink_to(f"../../blobs/{digest}")
+        want[p.name] = digest
+
+    def no_hashing(*a, **k):
+        raise AssertionError("a blob's digest is its name: nothing should be hashed")
+
+    monkeypatch.setattr(hedit.io.hashing, "sha256_file", no_hashing)
+    write_artifact(snap, neuron_set(), tmp_path / "out", alpha=0.0)
+    got = json.loads((tmp_path / "out" / "hedit.json").read_text())["source"]["weight_sha256"]
+    assert got == {k: v for k, v in want.items() if k.endswith(".safetensors")} and len(got) > 1

@@ -13,9 +13,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from hedit.edit.checkpoint import edit_checkpoint
-from hedit.edit.neurons import ModelInfo, Neuron, NeuronSet
 from hedit.errors import HeditError
 from hedit.io.quant import dequant_awq, dequant_fp8, dequant_gptq, dequant_packed
+from hedit.neurons import ModelInfo, Neuron, NeuronSet
 
 from builders import Q_HIDDEN as HIDDEN
 from builders import Q_INTER as INTER

@@ -6,7 +6,7 @@ import pytest
 
 from hedit.errors import HeditError
 from hedit.io.questions import bundled_path, bundled_questions, load_questions
-from hedit.measure.judge import normalize
+from hedit.score.judge import normalize
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 

@@ -92,3 +92,16 @@ def test_quantized_dtype_is_refused(tmp_path):
     with pytest.raises(HeditError, match="dtype I8"):
         read_tensor(fd, info)
     os.close(fd)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_read_slices_reads_only_the_chosen_rows_or_columns(tmp_path, dtype):
+    from safetensors.torch import save_file
+
+    from hedit.io.safetensors_header import read_header, read_slices
+
+    w = torch.randn(48, 80).to(dtype)
+    save_file({"a": torch.ones(3), "w": w}, tmp_path / "m.safetensors")
+    info = read_header(tmp_path / "m.safetensors").tensors["w"]
+    assert torch.equal(read_slices(tmp_path / "m.safetensors", info, 0, [5, 0, 47]), w[[5, 0, 47]])
+    assert torch.equal(read_slices(tmp_path / "m.safetensors", info, 1, [79, 3, 4]), w[:, [79, 3, 4]])

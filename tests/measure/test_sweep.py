@@ -8,12 +8,12 @@ from hedit.config import SweepConfig
 from hedit.edit.checkpoint import edit_checkpoint
 from hedit.errors import HeditError
 from hedit.measure.controls import control_sets
-from hedit.measure.stats import bootstrap_ci, slope
-from hedit.measure.suites import SUITES, load_suite
 from hedit.measure.summary import BASE, KL, OVER_REFUSAL, TRIVIA, dose_lines, table
 from hedit.measure.sweep import CELLS, run_suite, run_sweep
 from hedit.model.load import load_model, load_tokenizer
 from hedit.model.tiny import save_tiny_model
+from hedit.score.stats import bootstrap_ci, slope
+from hedit.score.suites import SUITES, load_suite
 
 from conftest import add_tokenizer, neuron_set, run_cli
 
@@ -244,7 +244,7 @@ def test_cells_sharing_batches_give_the_replies_of_cells_run_alone(tmp_path, mon
     calls = []
     real = sweep_mod.run_suite
     monkeypatch.setattr(sweep_mod, "run_suite", lambda *a, **k: calls.append(a[8]) or real(*a, **k))
-    from hedit.measure.compliance import RuleJudge
+    from hedit.score.compliance import RuleJudge
 
     class Judge(RuleJudge):  # a first answer of an even number of characters is correct: some rows take a second turn
         def qa(self, question, aliases, reply):

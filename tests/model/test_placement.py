@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hedit.check.intervention import scale_neurons
 from hedit.check.verify import verify
 from hedit.edit.checkpoint import edit_checkpoint
+from hedit.engine.intervention import scale_neurons
 from hedit.errors import HeditError
 from hedit.find.features import CettHooks, Item, batch_features
 from hedit.model.load import load_model, parse_max_memory

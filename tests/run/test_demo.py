@@ -1,6 +1,6 @@
 import hedit.find.collect
-import hedit.measure.compliance
 import hedit.run.demo
+import hedit.score.compliance
 from hedit.find.identify import IdentifyConfig
 from hedit.io.questions import bundled_questions
 from hedit.model.tiny import save_tiny_model
@@ -12,7 +12,7 @@ def test_demo_pipeline_on_a_tiny_model(tmp_path, monkeypatch, capsys):
     """The whole demo (identify, edit, LoRA, verify) on a tiny model; `make demo` runs it on SmolLM2.
     The judge is replaced so that a random model gives both classes."""
     monkeypatch.setattr(
-        hedit.measure.compliance.RuleJudge,
+        hedit.score.compliance.RuleJudge,
         "qa",
         lambda self, q, aliases, text: "correct" if len(aliases[0]) % 2 else "incorrect",
     )
@@ -25,9 +25,14 @@ def test_demo_pipeline_on_a_tiny_model(tmp_path, monkeypatch, capsys):
         assert (tmp_path / "demo" / p).exists(), p
 
 
-def test_demo_questions_mix_domains_and_hold_out_every_heldout_question():
+def test_demo_questions_mix_domains_and_hold_out_every_heldout_question(tmp_path):
     qs = hedit.run.demo.demo_questions()
     held = bundled_questions("heldout")
     assert qs[: len(held)] == held and len(qs) == len(held) + hedit.run.demo.TRAIN_QUESTIONS
     assert len({q.domain for q in qs}) >= 12 and {q.split for q in qs[len(held) :]} == {"train"}
-    assert hedit.run.demo.DEMO.balance is False  # every consistent held-out answer is scored
+    # every consistent answer is kept (the demo's questions run 3 to 1 correct): no balancing draw
+    rec = [{"question_id": f"q{i}", "samples": [{"label": "correct" if i % 4 else "incorrect"}] * 2} for i in range(40)]
+    kept = hedit.find.collect.write_filtered(
+        tmp_path / "f.jsonl", {"_hedit": "responses"}, rec, hedit.run.demo.DEMO.balance
+    )
+    assert len(kept) == 40 and sum(r["class"] == "hallucinated" for r in kept) == 10

@@ -9,11 +9,11 @@ import hedit.edit.checkpoint
 import hedit.find.collect
 import hedit.find.identify
 import hedit.find.probe
-import hedit.measure.compliance
 import hedit.measure.sweep
 import hedit.run.pipeline
-from hedit.edit.neurons import NeuronSet
+import hedit.score.compliance
 from hedit.model.tiny import save_tiny_model
+from hedit.neurons import NeuronSet
 
 from conftest import add_tokenizer, run_cli, write_questions, yes_no_questions
 

@@ -1,11 +1,11 @@
-"""PEFT adapters that carry an H-neuron edit: one module per method, each with the same ``build``.
-
-``build(plan, read) -> Adapter`` gets the plan and a function that reads a layer's down_proj weight.
+"""PEFT adapters that carry an H-neuron edit: one writer per method (``lora``, ``ia3``), each an
+``AdapterWriter`` whose ``build(plan, read) -> Adapter`` gets the plan and a function that reads only the
+chosen rows or columns of a layer's edited projection; writing, the structure check's recomputation and
+the card frame are shared here.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,23 +14,22 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from hedit.edit.card import adapter_card
-from hedit.edit.neurons import NeuronSet
-from hedit.edit.output import artifact, neurons_path
-from hedit.edit.plan import EditPlan, make_plan
+from hedit.edit.card import card
+from hedit.edit.plan import EditPlan
+from hedit.edit.writers import ADAPTERS, Built, Report, Writer, write_artifact
 from hedit.errors import HeditError
 from hedit.io.checkpoint import Checkpoint
 from hedit.io.jsonfile import expect, read_json
-from hedit.io.safetensors_header import read_header, read_tensor
+from hedit.io.safetensors_header import read_header, read_slices
+from hedit.neurons import NeuronSet
 
-FORMATS = ("lora", "ia3")
+FORMATS = ADAPTERS
 
 
 @dataclass
 class Adapter:
     tensors: dict[str, torch.Tensor]
     config: Any  # a peft PeftConfig
-    card: dict[str, Any] = field(default_factory=dict)  # extra arguments for the model card
     info: dict[str, Any] = field(default_factory=dict)  # extra provenance
 
 
@@ -128,14 +127,75 @@ def _made_from(folder: Path) -> str | None:
     return made if isinstance(made, str) else None
 
 
-def _builder(fmt: str) -> Callable[..., Adapter]:
-    if fmt == "lora":
-        from hedit.edit.adapters.lora import build
-    elif fmt == "ia3":
-        from hedit.edit.adapters.ia3 import build
-    else:
-        raise HeditError(f"unknown adapter format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    return build
+class AdapterWriter(Writer):
+    """A PEFT adapter folder: ``adapter_model.safetensors`` and ``adapter_config.json`` over the unmodified
+    source (its unquantized weights)."""
+
+    kind = ""
+    library_tags: tuple[str, ...] = ()
+
+    def __init__(self):
+        self.kind = self.name
+
+    def check(self, plan: EditPlan) -> None:
+        if plan.checkpoint is None:
+            raise HeditError(f"{plan.source} is a GGUF file; hedit builds PEFT adapters from safetensors checkpoints")
+        if plan.checkpoint.quant_method is not None:
+            raise HeditError(
+                f"{plan.checkpoint.path} is quantized ({plan.checkpoint.quant_method}); hedit builds adapters from "
+                "unquantized weights: export from the unquantized model, or use `hedit edit --target up` here"
+            )
+
+    def build(self, plan: EditPlan, read: Callable[[int, list[int]], tuple[torch.Tensor, int]]) -> Adapter:
+        raise NotImplementedError
+
+    def built(self, plan: EditPlan) -> Adapter:
+        ckpt = plan.checkpoint
+
+        def read(layer: int, index: list[int]) -> tuple[torch.Tensor, int]:
+            """The chosen rows (up) or columns (down) of a layer's edited projection, read alone, and the
+            length of that axis."""
+            f, info = ckpt.tensors(layer, plan.target)["weight"]
+            axis = 0 if plan.target == "up" else 1
+            return read_slices(ckpt.path / f, info, axis, index), info.shape[axis]
+
+        adapter = self.build(plan, read)
+        adapter.config.base_model_name_or_path = plan.base_model
+        return adapter
+
+    def expected(self, plan: EditPlan) -> Built:
+        import tempfile
+
+        adapter = self.built(plan)
+        with tempfile.TemporaryDirectory(prefix="hedit-adapter-") as tmp:
+            adapter.config.save_pretrained(tmp)
+            config = read_json(Path(tmp) / ADAPTER_CONFIG)
+        return Built(adapter.tensors, config, (ADAPTER_CONFIG, ADAPTER_WEIGHTS))
+
+    def write(self, plan: EditPlan, dst: Path, progress: bool, name: str) -> Report:
+        adapter = self.built(plan)
+        save_file(adapter.tensors, dst / ADAPTER_WEIGHTS, metadata={"format": "pt"})
+        adapter.config.save_pretrained(dst)
+        return Report("", "", self.name, plan.target, [], dict(adapter.info))
+
+    def card(self, plan: EditPlan, out_name: str, ev: dict[str, Any], plots: list[str], report: Report) -> str:
+        use = f"""PEFT:
+```python
+from transformers import AutoModelForCausalLM
+from peft import PeftModel
+base = AutoModelForCausalLM.from_pretrained("{plan.base_model}")
+model = PeftModel.from_pretrained(base, "{out_name}")
+```
+{self.serve(plan, out_name, report)}"""
+        tags = ["hedit", "h-neurons", "peft", self.name]
+        return card(plan, "peft", tags, out_name, self.how(plan, report), use, ev, plots)
+
+    def how(self, plan: EditPlan, report: Report) -> str:
+        raise NotImplementedError
+
+    def serve(self, plan: EditPlan, out_name: str, report: Report) -> str:
+        """How to serve the adapter in vLLM (or why it cannot be)."""
+        raise NotImplementedError
 
 
 def export_adapter(
@@ -148,29 +208,9 @@ def export_adapter(
     allow_negative: bool = False,
     target: str = "auto",
 ) -> Path:
-    """Write a PEFT adapter that applies the edit on top of the unmodified ``source``."""
-    build = _builder(fmt)
-    plan = make_plan(source, neurons, alpha, allow_negative, target)
-    ckpt = plan.checkpoint
-    if ckpt.quant_method is not None:
-        raise HeditError(
-            f"{ckpt.path} is quantized ({ckpt.quant_method}); hedit builds adapters from unquantized "
-            "weights: export from the unquantized model, or use `hedit edit --target up` here"
-        )
-
-    def read(layer: int) -> torch.Tensor:
-        f, info = ckpt.tensors(layer, plan.target)["weight"]
-        fd = os.open(ckpt.path / f, os.O_RDONLY)
-        try:
-            return read_tensor(fd, info)
-        finally:
-            os.close(fd)
-
-    adapter = build(plan, read)
-    adapter.config.base_model_name_or_path = plan.base_model
-    with artifact(out, plan, fmt, overwrite, neurons_path(neurons)) as w:
-        save_file(adapter.tensors, w.path / ADAPTER_WEIGHTS, metadata={"format": "pt"})
-        adapter.config.save_pretrained(w.path)
-        w.info = adapter.info
-        w.card = lambda plan, name, ev, plots: adapter_card(plan, name, fmt, ev=ev, plots=plots, **adapter.card)
+    """Write a PEFT adapter that applies the edit on top of the unmodified ``source``
+    (``hedit.edit.writers.write_artifact`` with format ``fmt``, which gives the full report)."""
+    if fmt not in FORMATS:
+        raise HeditError(f"unknown adapter format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    write_artifact(source, neurons, out, fmt, alpha, overwrite, allow_negative, target=target)
     return Path(out)

@@ -8,12 +8,33 @@ from collections.abc import Callable
 import torch
 from peft import IA3Config
 
-from hedit.edit.adapters import Adapter, edited_indices, peft_key, target_modules
+from hedit.edit.adapters import Adapter, AdapterWriter, edited_indices, peft_key, target_modules
 from hedit.edit.plan import EditPlan
 from hedit.edit.scaling import input_scale
+from hedit.edit.writers import Report
 
 
-def build(plan: EditPlan, read: Callable[[int], torch.Tensor]) -> Adapter:
+class Ia3(AdapterWriter):
+    name = "ia3"
+
+    def build(self, plan: EditPlan, read: Callable[[int, list[int]], tuple[torch.Tensor, int]]) -> Adapter:
+        return build(plan, read)
+
+    def how(self, plan: EditPlan, report: Report) -> str:
+        where = "`up_proj` output" if plan.target == "up" else "`down_proj` input"
+        return (
+            f"An IA3 adapter: a vector on each edited layer's {where} that is 1 everywhere and "
+            "alpha at the chosen neurons. Base plus adapter equals the edited model."
+        )
+
+    def serve(self, plan: EditPlan, out_name: str, report: Report) -> str:
+        return (
+            "vLLM does not serve IA3 adapters: for vLLM use `hedit export-adapter --format lora` "
+            "or the merged checkpoint from `hedit edit`.\n"
+        )
+
+
+def build(plan: EditPlan, read: Callable[[int, list[int]], tuple[torch.Tensor, int]]) -> Adapter:
     up = plan.target == "up"
     size = (2 if plan.arch.up_fused else 1) * plan.intermediate_size if up else plan.intermediate_size
     tensors = {}

@@ -11,8 +11,8 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 
-from hedit.edit.neurons import NeuronSet
 from hedit.errors import HeditError
+from hedit.neurons import NeuronSet
 from hedit.registry import get_architecture
 
 Layers = Mapping[int, Sequence[tuple[int, float]]]

@@ -4,7 +4,7 @@ power statement (the smallest slope a sweep of this size could tell from zero)."
 import numpy as np
 import pytest
 
-from hedit.measure.stats import Z_POWER, bootstrap_ci, dose_response, paired_difference, slope
+from hedit.score.stats import Z_POWER, bootstrap_ci, dose_response, paired_difference, slope
 
 ALPHAS = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0]
 

@@ -1,7 +1,7 @@
 """Optional LLM judge through any OpenAI-compatible chat-completions endpoint (never required).
 
 ``LLMJudge(base_url, model)`` asks the judge model for a one-word verdict per reply (temperature 0),
-with the same interface as the rule judge (``hedit.measure.compliance.RULES``): ``qa`` for trivia answers
+with the same interface as the rule judge (``hedit.score.compliance.RULES``): ``qa`` for trivia answers
 and ``suite`` for the behaviour suites. The API key is read from an environment variable
 (``OPENAI_API_KEY`` unless told otherwise) and is never printed or written. Standard library only.
 """
@@ -15,9 +15,9 @@ import urllib.request
 from dataclasses import dataclass
 
 from hedit.errors import HeditError
-from hedit.measure.compliance import ANSWERED, COMPLIED, EXCLUDED, OTHER, REFUSED, RESISTED, UNPARSED
-from hedit.measure.judge import CORRECT, INCORRECT, UNCERTAIN
-from hedit.measure.suites import BENIGN, FALSE_PREMISE, JAILBREAK, MISLEADING, SYCOPHANCY, Item
+from hedit.score.compliance import ANSWERED, COMPLIED, EXCLUDED, OTHER, REFUSED, RESISTED, UNPARSED
+from hedit.score.judge import CORRECT, INCORRECT, UNCERTAIN
+from hedit.score.suites import BENIGN, FALSE_PREMISE, JAILBREAK, MISLEADING, SYCOPHANCY, Item
 
 QA_PROMPT = """You grade answers to trivia questions.
 Question: {question}
@@ -145,8 +145,8 @@ class LLMJudge:
 
 
 def make_judge(url: str | None, model: str | None, key_env: str = "OPENAI_API_KEY"):
-    """The rule judge (``hedit.measure.compliance.RULES``) without ``url``, else an ``LLMJudge``."""
-    from hedit.measure.compliance import RULES
+    """The rule judge (``hedit.score.compliance.RULES``) without ``url``, else an ``LLMJudge``."""
+    from hedit.score.compliance import RULES
 
     if url is None:
         if model is not None:

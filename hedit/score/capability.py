@@ -1,7 +1,7 @@
 """Capability cost of an edit: trivia accuracy, and KL divergence of next-token distributions.
 
 - **Trivia accuracy**: greedy answers to held-out trivia questions (the probing split), judged by
-  normalized alias match (``hedit.measure.judge``). ``qa_accuracy`` runs it under an intervention.
+  normalized alias match (``hedit.score.judge``). ``qa_accuracy`` runs it under an intervention.
 - **KL**: on neutral prose (``hedit/data/neutral.txt``, plain text with no chat template), the mean
   over every token position of KL(p_ref || p_edit), where p_ref is the next-token distribution of the
   unedited model (alpha = 1). In nats.
@@ -14,10 +14,11 @@ from importlib import resources
 
 import torch
 
-from hedit.check.intervention import scale_neurons
-from hedit.config import ANSWER_ONLY, Decoding
-from hedit.measure.generate import chat_ids, end_ids, generate_cells
-from hedit.measure.judge import CORRECT
+from hedit.config import ANSWER_ONLY, BATCH, QA_BATCH, Decoding
+from hedit.engine.decoder import end_ids, generate_cells, items_per_batch
+from hedit.engine.intervention import scale_neurons
+from hedit.engine.prompts import chat_ids
+from hedit.score.judge import CORRECT
 
 NEUTRAL = "neutral.txt"
 
@@ -33,7 +34,7 @@ def _batches(n: int, size: int):
 
 
 @torch.no_grad()
-def next_token_logprobs(model, tokenizer, texts: Sequence[str], batch_size: int = 8) -> list[torch.Tensor]:
+def next_token_logprobs(model, tokenizer, texts: Sequence[str], batch_size: int = BATCH) -> list[torch.Tensor]:
     """For each text, log-probabilities [tokens, vocab] (float32) of the next token at every position."""
     out = []
     for idx in _batches(len(texts), batch_size):
@@ -69,23 +70,23 @@ def answer_questions(
     tokenizer,
     questions: Sequence[tuple[str, Sequence[str]]],
     dec: Decoding,
-    batch_size: int = 16,
+    batch_size: int = QA_BATCH,
     grader=None,
     tick=None,
     scales=None,
 ) -> list[tuple[str, str]] | list[list[tuple[str, str]]]:
     """(reply, label) for each (question, aliases), generated in batches; ``grader`` (default: the rule
-    judge) has ``qa(question, aliases, reply)``. With ``scales`` (``hedit.check.intervention.CellScales``)
+    judge) has ``qa(question, aliases, reply)``. With ``scales`` (``hedit.engine.intervention.CellScales``)
     one such list per cell, every batch decoding its questions under all cells at once (``batch_size``
     sequences: questions x cells)."""
-    from hedit.measure.compliance import RULES
+    from hedit.score.compliance import RULES
 
     grader = grader or RULES
     ends = end_ids(model, tokenizer, dec.chat_template)
     tokenizer.padding_side = "left"
     n = len(scales) if scales is not None else 1
     out: list[list[tuple[str, str]]] = [[] for _ in range(n)]
-    for idx in _batches(len(questions), max(1, batch_size // n)):
+    for idx in _batches(len(questions), items_per_batch(batch_size, n)):
         prompts = [trivia_prompt(tokenizer, questions[i][0], dec.chat_template) for i in idx]
         rows = [(c, i) for c in range(n) for i in range(len(idx))]
         replies = generate_cells(
@@ -117,7 +118,7 @@ def qa_accuracy(
     questions: Sequence[tuple[str, Sequence[str]]],
     layers: Mapping[int, Sequence[tuple[int, float]]] | None = None,
     dec: Decoding = Decoding(max_new_tokens=24),
-    batch_size: int = 16,
+    batch_size: int = QA_BATCH,
 ) -> float:
     """Trivia accuracy with the given neurons scaled (``layers``: layer -> [(index, alpha)]), or unedited."""
     with scale_neurons(model, layers or {}):
@@ -129,7 +130,7 @@ def qa_checker(
     tokenizer,
     questions: Sequence[tuple[str, Sequence[str]]],
     dec: Decoding = Decoding(max_new_tokens=24),
-    batch_size: int = 16,
+    batch_size: int = QA_BATCH,
 ):
     """A function {layer: [(index, alpha)]} -> trivia accuracy, for the probe's C criterion."""
 

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from hedit.check.intervention import scale_neurons
-from hedit.measure.capability import accuracy, mean_kl, neutral_texts, next_token_logprobs, qa_accuracy
-from hedit.measure.generate import Decoding
+from hedit.engine.decoder import Decoding
+from hedit.engine.intervention import scale_neurons
+from hedit.score.capability import accuracy, mean_kl, neutral_texts, next_token_logprobs, qa_accuracy
 
 
 def test_mean_kl_matches_torch_kl_div():
@@ -38,13 +38,17 @@ def test_kl_is_zero_unedited_and_grows_with_the_edit(tiny_chat):
 
 
 def test_neutral_texts_are_bundled():
+    from hedit.io.questions import bundled_questions
+
     texts = neutral_texts()
-    assert len(texts) == 40 and all(len(t.split()) >= 8 for t in texts)
+    assert len(set(texts)) == len(texts) and all(len(t.split()) >= 8 for t in texts)
+    questions = {q.question for q in bundled_questions("heldout")}
+    assert not questions & set(texts)  # everyday prose, not the trivia it is measured beside
 
 
 def test_qa_accuracy_counts_alias_matches(tiny_chat, monkeypatch):
     _, model, tok = tiny_chat
-    import hedit.measure.capability as cap
+    import hedit.score.capability as cap
 
     replies = iter(["Paris", "I think it is Lyon", "paris, France"])
     monkeypatch.setattr(cap, "generate_cells", lambda m, t, prompts, *a, **k: [next(replies) for _ in prompts])

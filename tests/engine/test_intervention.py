@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from hedit.check.intervention import down_proj_module, scale_neurons
 from hedit.edit.scaling import scale_columns_
+from hedit.engine.intervention import down_proj_module, scale_neurons
 from hedit.errors import HeditError
 from hedit.model.tiny import tiny_model
 
@@ -46,7 +46,7 @@ def test_mapping_form_and_shape_checks():
 @pytest.mark.parametrize("model_type", ARCHS)
 def test_cell_scales_give_each_row_its_own_edit(model_type):
     """Rows of one batch under different cells compute what each cell computes alone."""
-    from hedit.check.intervention import CellScales, model_shape
+    from hedit.engine.intervention import CellScales, model_shape
 
     model = tiny_model(model_type)
     ns = neuron_set(model_type, per_layer=6)
@@ -68,7 +68,7 @@ def test_cell_scales_give_each_row_its_own_edit(model_type):
 
 
 def test_cell_scales_checks():
-    from hedit.check.intervention import CellScales
+    from hedit.engine.intervention import CellScales
 
     model = tiny_model("llama")
     with pytest.raises(HeditError, match="layer 9 out of range"):

@@ -2,11 +2,11 @@ import json
 
 import pytest
 
+from hedit.choose.tune import choose_alpha, tune
 from hedit.config import Bounds, TuneConfig
 from hedit.edit.card import _evidence_text, evidence
-from hedit.edit.neurons import Neuron, NeuronSet
 from hedit.errors import HeditError
-from hedit.measure.tune import choose_alpha, tune
+from hedit.neurons import Neuron, NeuronSet
 
 from conftest import neuron_set, run_cli
 

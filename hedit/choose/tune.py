@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from hedit.config import Bounds, EngineConfig, TuneConfig
-from hedit.edit.neurons import NeuronSet
+from hedit.engine.choice import Choice
 from hedit.errors import HeditError
 from hedit.io.atomic import check_place
-from hedit.measure.compliance import RULES
 from hedit.measure.summary import compliance_of, sweep_evidence
 from hedit.measure.sweep import run_sweep
+from hedit.neurons import NeuronSet
+from hedit.score.compliance import RULES
 
 
 def choose_alpha(summary: dict[str, Any], bounds: Bounds = Bounds()) -> dict[str, Any]:
@@ -109,9 +110,11 @@ def tune(
     device: str = "cpu",
     allow_negative: bool = False,
     engine: EngineConfig = EngineConfig(),
+    choice: Choice | None = None,
 ) -> dict[str, Any]:
     """Sweep (resumable, in ``work``), choose alpha, write it into ``out`` (default: the neurons file).
-    Returns the decision with the sweep's summary under ``summary``."""
+    Returns the decision with the sweep's summary under ``summary``. ``choice``: the engine already
+    chosen for the command."""
     if out is not None:
         check_place(out, [("model", model_name)])
     ns = NeuronSet.load(neurons_path)
@@ -132,6 +135,7 @@ def tune(
         device=device,
         allow_negative=allow_negative,
         engine=engine,
+        choice=choice,
     )
     decision = choose_alpha(summary, cfg.bounds)
     ns.alpha = decision["alpha"]

@@ -2,14 +2,16 @@
 hedit command, answering requests over a pipe.
 
 Usage: python vllm_server.py ENGINE.json
-ENGINE.json: {"model", "dtype", "seed", "max_model_len", "enable_lora", "max_lora_rank", "max_loras",
+ENGINE.json (written by hedit.engine.vllm.VllmEngine, every key present):
+  {"model", "dtype", "seed", "max_model_len", "enable_lora", "max_lora_rank", "max_loras",
               "tensor_parallel_size", "pipeline_parallel_size", "distributed_executor_backend",
               "gpu_memory_utilization", "kv_cache_memory_bytes"}
 Then one JSON request per line on stdin, one JSON answer per line on the original stdout (vLLM's own
 output goes to stderr):
   {"op": "generate", "prompts": [[ids]], "n", "temperature", "top_p", "top_k", "max_tokens",
-   "stop_token_ids": [ids], "lora": null | ADAPTER | [null | ADAPTER per prompt]}
-  ->  {"outputs": [[[ids] * n] per prompt]}, where ADAPTER is {"name", "id", "path"}; prompts under
+   "stop_token_ids": [ids], "ignore_eos", "logprobs": bool, "lora": null | ADAPTER | [null | ADAPTER per prompt]}
+  ->  {"outputs": [[[ids] * n] per prompt]} (with "logprobs": the same shape, each generated token's
+  logprob), where ADAPTER is {"name", "id", "path"}; prompts under
   different adapters share the engine's batches (up to max_loras adapters at a time)
   {"op": "shutdown"}  ->  {"ok": true}
 Every answer to a failed request is {"error": "..."}; the engine stays up.
@@ -30,20 +32,20 @@ def main(engine_path: str) -> None:
     cfg = json.load(open(engine_path))
     kwargs = dict(
         model=cfg["model"],
-        dtype=cfg.get("dtype", "auto"),
+        dtype=cfg["dtype"],
         skip_tokenizer_init=True,
-        seed=cfg.get("seed", 0),
-        max_model_len=cfg.get("max_model_len", 2048),
+        seed=cfg["seed"],
+        max_model_len=cfg["max_model_len"],
         generation_config="vllm",
         enforce_eager=True,
-        tensor_parallel_size=cfg.get("tensor_parallel_size", 1),
-        pipeline_parallel_size=cfg.get("pipeline_parallel_size", 1),
+        tensor_parallel_size=cfg["tensor_parallel_size"],
+        pipeline_parallel_size=cfg["pipeline_parallel_size"],
     )
     for key in ("distributed_executor_backend", "gpu_memory_utilization", "kv_cache_memory_bytes"):
         if cfg.get(key) is not None:
             kwargs[key] = cfg[key]
     if cfg.get("enable_lora"):
-        kwargs.update(enable_lora=True, max_lora_rank=cfg["max_lora_rank"], max_loras=cfg.get("max_loras", 1))
+        kwargs.update(enable_lora=True, max_lora_rank=cfg["max_lora_rank"], max_loras=cfg["max_loras"])
     llm = LLM(**kwargs)
     proto.write(json.dumps({"ready": True}) + "\n")
     for line in sys.stdin:
@@ -68,12 +70,17 @@ def main(engine_path: str) -> None:
                 max_tokens=req["max_tokens"],
                 stop_token_ids=req.get("stop_token_ids") or None,
                 ignore_eos=req.get("ignore_eos", False),
+                logprobs=1 if req.get("logprobs") else None,
                 detokenize=False,
             )
             outs = llm.generate(
                 [TokensPrompt(prompt_token_ids=p) for p in req["prompts"]], params, lora_request=lora, use_tqdm=False
             )
             answer = {"outputs": [[list(c.token_ids) for c in o.outputs] for o in outs]}
+            if req.get("logprobs"):
+                answer["logprobs"] = [
+                    [[step[t].logprob for t, step in zip(c.token_ids, c.logprobs)] for c in o.outputs] for o in outs
+                ]
         except Exception as e:  # report and keep serving
             answer = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
         proto.write(json.dumps(answer) + "\n")

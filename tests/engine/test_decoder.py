@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from hedit.check.verify import greedy
-from hedit.measure.generate import Decoding, chat_ids, cut, end_ids, generate, left_pad
+from hedit.check.common import greedy
+from hedit.engine.decoder import Decoding, cut, end_ids, generate, left_pad
+from hedit.engine.prompts import chat_ids
 from hedit.model.load import load_model, load_tokenizer
 from hedit.model.tiny import save_tiny_model
 
@@ -77,8 +78,8 @@ def test_sampling_is_seeded(tiny):
 def test_pruned_greedy_gives_generates_tokens(arch, kw, shared):
     """The sweep's greedy decoder drops finished replies from the batch; every reply must still be the
     token list `model.generate` gives (float32), with replies ending at different steps."""
-    from hedit.measure.generate import greedy as pruned
-    from hedit.measure.generate import shared_prefix
+    from hedit.engine.decoder import greedy as pruned
+    from hedit.engine.decoder import shared_prefix
     from hedit.model.tiny import tiny_model
 
     model = tiny_model(arch, seed=3, **kw)
@@ -121,7 +122,7 @@ def test_pruned_greedy_gives_generates_tokens(arch, kw, shared):
 
 
 def test_a_generation_config_with_processors_keeps_generate(tiny):
-    from hedit.measure.generate import plain_greedy
+    from hedit.engine.decoder import plain_greedy
 
     model, tok = tiny
     assert plain_greedy(model)
@@ -154,7 +155,7 @@ def test_plain_prompts_end_replies_at_a_line_break(tiny):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from hedit.measure.generate import line_break_ids
+    from hedit.engine.decoder import line_break_ids
 
     model, _ = tiny
     bpe = Tokenizer(models.BPE())
@@ -182,8 +183,8 @@ def test_plain_prompts_end_replies_at_a_line_break(tiny):
 def test_the_decoder_lets_a_leading_line_break_pass():
     """Soft ends in the decoding loop: the same replies as `model.generate` run to full length and cut
     by the rule, for rows that begin with the soft token, hit it later, or never."""
-    from hedit.measure.generate import Ends
-    from hedit.measure.generate import greedy as pruned
+    from hedit.engine.decoder import Ends
+    from hedit.engine.decoder import greedy as pruned
     from hedit.model.tiny import tiny_model
 
     model = tiny_model("llama", seed=6)
@@ -201,8 +202,8 @@ def test_the_decoder_lets_a_leading_line_break_pass():
 def test_sampler_near_greedy_equals_greedy_per_reply():
     """n replies per prompt from one prefill, finished ones leaving the batch: at a temperature near 0
     every reply is the greedy one of its prompt."""
-    from hedit.measure.generate import greedy as pruned
-    from hedit.measure.generate import sample
+    from hedit.engine.decoder import greedy as pruned
+    from hedit.engine.decoder import sample
     from hedit.model.tiny import tiny_model
 
     model = tiny_model("llama", seed=4)
@@ -219,7 +220,7 @@ def test_sampler_near_greedy_equals_greedy_per_reply():
 def test_sampler_draws_from_the_warped_distribution():
     """First tokens of 6,000 replies against softmax(logits / T) cut to the top k and the top-p nucleus,
     computed here by hand: the total variation distance is sampling noise only. Same seed, same replies."""
-    from hedit.measure.generate import sample
+    from hedit.engine.decoder import sample
     from hedit.model.tiny import tiny_model
 
     model = tiny_model("qwen3", seed=5)
@@ -248,8 +249,8 @@ def test_cells_in_one_batch_give_each_cells_replies(arch, kw):
     """A sweep decodes the prompts of several cells (neuron sets x alphas) in one batch: each reply must
     be the token list the decoder gives for that cell alone, with the shared start prefilled per cell and
     rows of every cell leaving at different steps."""
-    from hedit.check.intervention import CellScales, scale_neurons
-    from hedit.measure.generate import decode
+    from hedit.engine.decoder import decode
+    from hedit.engine.intervention import CellScales, scale_neurons
 
     from conftest import neuron_set
 
@@ -283,7 +284,7 @@ def tiny_model_for(arch, **kw):
 
 
 def test_cells_need_greedy_on_a_transformers_model(tiny):
-    from hedit.check.intervention import CellScales
+    from hedit.engine.intervention import CellScales
     from hedit.errors import HeditError
 
     model, tok = tiny

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from hedit.errors import HeditError
-from hedit.measure.suites import (
+from hedit.score.suites import (
     BENIGN,
     FALSE_PREMISE,
     JAILBREAK,
@@ -90,8 +90,11 @@ def test_unknown_suite_and_missing_file(tmp_path):
 
 
 def test_trivia_items_are_the_heldout_split():
-    items = trivia_items()
-    assert len(items) == 189 and all(i.answers for i in items)
+    from hedit.io.questions import bundled_questions
+
+    items, held = trivia_items(), bundled_questions("heldout")
+    assert [(i.id, i.question, i.answers) for i in items] == [(q.qid, q.question, q.aliases) for q in held]
+    assert all(i.answers for i in items) and not {i.id for i in items} & {q.qid for q in bundled_questions("train")}
 
 
 def test_the_jailbreak_suite_frames_each_request_four_ways_and_benign_requests_ship_beside_it():

@@ -2,7 +2,7 @@
 
 import pytest
 
-from hedit.measure.judge import CORRECT, INCORRECT, UNCERTAIN, judge, matched_alias, normalize
+from hedit.score.judge import CORRECT, INCORRECT, UNCERTAIN, judge, matched_alias, normalize
 
 
 def test_normalize():

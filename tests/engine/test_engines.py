@@ -9,12 +9,11 @@ import os
 
 import pytest
 
-from hedit.check.runtime_vllm import find_vllm_python
 from hedit.config import EngineConfig, SamplingConfig, SweepConfig
+from hedit.engine.vllm import find_vllm_python
 from hedit.errors import HeditError
 from hedit.find.collect import collect_model, read_responses
 from hedit.io.questions import Question
-from hedit.measure.engines import choose_engine
 from hedit.measure.sweep import run_sweep
 from hedit.model.tiny import save_tiny_model
 
@@ -93,14 +92,3 @@ def test_sweep_cells_as_loras_in_vllm_equal_the_intervention(vllm_python, chat_m
     assert set(hf) == set(vl) == {("base", 1.0), ("h", 0.0), ("control-0", 0.0)}
     assert hf == vl == mixed
     assert hf[("h", 0.0)] != hf[("base", 1.0)]  # the edit changes replies: the equality is not vacuous
-
-
-def test_auto_picks_by_job_and_device(vllm_python, monkeypatch):
-    monkeypatch.delenv("HEDIT_ENGINE")
-    auto = EngineConfig(vllm_python=vllm_python)
-    assert choose_engine("sample", auto, "cpu")[:2] == ("vllm", "bfloat16")
-    assert choose_engine("sweep", auto, "cpu")[0] == "hf"
-    assert choose_engine("sweep", auto, "cuda")[:2] == ("vllm", "float32")
-    assert choose_engine("sample", EngineConfig(vllm_python="/nope"), "cpu")[0] == "hf"
-    with pytest.raises(HeditError, match="no vLLM environment found"):
-        choose_engine("sample", EngineConfig(engine="vllm", vllm_python="/nope"), "cpu")

@@ -9,12 +9,12 @@ import pytest
 from hedit.errors import HeditError
 from hedit.find.collect import SamplingConfig, collect, read_responses
 from hedit.io.questions import Question
-from hedit.measure.compliance import COMPLIED, EXCLUDED, OTHER, REFUSED, RESISTED, UNPARSED
-from hedit.measure.judge import CORRECT, INCORRECT, UNCERTAIN
-from hedit.measure.llm_judge import LLMJudge
-from hedit.measure.suites import Item
 from hedit.model.load import load_model, load_tokenizer
 from hedit.model.tiny import save_tiny_model
+from hedit.score.compliance import COMPLIED, EXCLUDED, OTHER, REFUSED, RESISTED, UNPARSED
+from hedit.score.judge import CORRECT, INCORRECT, UNCERTAIN
+from hedit.score.llm_judge import LLMJudge
+from hedit.score.suites import Item
 
 from conftest import add_tokenizer
 

@@ -1,5 +1,6 @@
-"""Batched chat generation for evaluations: prompts from chat messages, left-padded batches, greedy by
-default (sampling settable), responses cut at the first end token and decoded."""
+"""hedit's one decoder: greedy and sampled replies in left-padded batches, finished replies leaving the
+batch, the prompts of several sweep cells sharing batches (``decode``), the same calls served by a vLLM
+engine (``EngineModel``), and replies cut at their first end token."""
 
 from __future__ import annotations
 
@@ -7,53 +8,6 @@ import torch
 
 from hedit.config import Decoding
 from hedit.errors import HeditError
-
-
-def chat_ids(tokenizer, messages: list[dict[str, str]], chat_template: bool = True) -> list[int]:
-    """Token ids of a conversation ending with the prompt for the assistant's next turn."""
-    if chat_template and not getattr(tokenizer, "chat_template", None):
-        _note_plain(tokenizer)
-        chat_template = False
-    if chat_template:
-        ids = render_chat(tokenizer, messages)
-        return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
-    text = "".join(f"{'Question' if m['role'] == 'user' else 'Answer'}: {m['content']}\n" for m in messages)
-    return tokenizer(text + "Answer:")["input_ids"]
-
-
-RENDER_SECONDS = 10.0  # one prompt through a chat template; a real template takes milliseconds
-
-
-def render_chat(tokenizer, messages: list[dict[str, str]]):
-    """The chat template applied to ``messages`` (token ids), bounded: a template that raises, has bad
-    syntax or an unknown filter, or runs past ``RENDER_SECONDS`` is one HeditError naming the model."""
-    from hedit.io.files import time_limit
-
-    name = str(getattr(tokenizer, "name_or_path", "") or "the model")
-    with time_limit(
-        RENDER_SECONDS, f"the chat template of {name} ran for more than {RENDER_SECONDS:g} s on one prompt"
-    ):
-        try:
-            return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        except Exception as e:  # jinja2's TemplateError kinds, and what a template's own code raises
-            why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-            raise HeditError(f"the chat template of {name} cannot be applied: {type(e).__name__}: {why}") from None
-
-
-_NOTED: set[str] = set()
-
-
-def _note_plain(tokenizer) -> None:
-    """A tokenizer without a chat template is a base model's: plain prompts, said once per tokenizer."""
-    name = str(getattr(tokenizer, "name_or_path", "") or "the model")
-    if name not in _NOTED:
-        _NOTED.add(name)
-        import sys
-
-        print(
-            f"note: {name} has no chat template (a base model): plain 'Question: ... Answer:' prompts",
-            file=sys.stderr,
-        )
 
 
 class Ends(frozenset):
@@ -123,6 +77,61 @@ def cut(row: list[int], ends: set[int]) -> list[int]:
 
 
 @torch.no_grad()
+def replies(
+    model,
+    tokenizer,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    ends: set[int],
+    n: int = 1,
+    sampling: tuple[float, float, int, int] | None = None,
+    cells=None,
+) -> list[list[list[int]]]:
+    """The one entry to generation: for each prompt, ``n`` replies as token ids cut before their first end
+    token, greedy, or sampled with ``sampling`` = (temperature, top_p, top_k, seed). Served by a vLLM
+    engine (``EngineModel``), else by hedit's decoder (``decode``: finished replies leave the batch), else,
+    for a model whose generation config sets logits processors, by ``model.generate``. ``cells``: (the
+    cells, the cell of each prompt) where ``cells_share_batches``: the prompts of several sweep cells in one
+    batch (a ``hedit.engine.intervention.CellScales`` on a transformers model; on a vLLM engine anything
+    with ``adapters``, each cell's LoRA folder or None)."""
+    if not prompts:
+        return []
+    if cells is not None and (sampling is not None or not ends):
+        raise HeditError("sweep cells share a batch only in greedy decoding")
+    if isinstance(model, EngineModel):
+        kw = {"loras": [cells[0].adapters[c] for c in cells[1]]} if cells is not None else {}
+        if sampling is not None:
+            kw |= dict(zip(("temperature", "top_p", "top_k"), sampling[:3]), sample=True)
+        out = model.run(prompts, max_new_tokens, ends, n, **kw)
+        return [[cut(row, ends) for row in rows] for rows in out]
+    pad = pad_id(tokenizer, ends)
+    if ends and plain_greedy(model):
+        if sampling is None:
+            out = decode(model, prompts, max_new_tokens, ends, pad, n, cells=cells)
+        else:
+            out = sample(model, prompts, max_new_tokens, ends, pad, n, *sampling)
+        return [out[i * n : (i + 1) * n] for i in range(len(prompts))]
+    if cells is not None:
+        raise HeditError("sweep cells share a batch only in greedy decoding")
+    ids, mask = left_pad(prompts, pad)
+    kw = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    if sampling is not None:
+        temperature, top_p, top_k, seed = sampling
+        torch.manual_seed(seed)
+        kw = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": top_k}
+    out = model.generate(
+        input_ids=ids.to(model.device),
+        attention_mask=mask.to(model.device),
+        max_new_tokens=max_new_tokens,
+        num_return_sequences=n,
+        pad_token_id=pad,
+        eos_token_id=sorted(ends) or None,
+        **kw,
+    )[:, ids.shape[1] :].tolist()
+    rows = [cut(row, ends) for row in out]
+    return [rows[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+
 def generate(
     model,
     tokenizer,
@@ -132,49 +141,16 @@ def generate(
     seed: int | None = None,
     cells=None,
 ) -> list[str]:
-    """One response per prompt, in one ``generate`` call (the caller batches). ``cells``: (the cells,
-    the cell of each prompt) where ``cells_share_batches(model, dec)``: the prompts of several sweep
-    cells in one batch; the cells are a ``hedit.check.intervention.CellScales`` on a transformers model,
-    on a vLLM engine anything with ``adapters`` (each cell's LoRA folder, or None)."""
-    if not prompts:
-        return []
+    """One decoded response per prompt (``replies`` under ``dec``), in one call (the caller batches)."""
     ends = end_ids(model, tokenizer) if ends is None else ends
-    if cells is not None:
-        if not cells_share_batches(model, dec) or not ends:
-            raise HeditError("sweep cells share a batch only in greedy decoding")
-        scales, row_cells = cells
-        if isinstance(model, EngineModel):  # each prompt under its cell's adapter, in the engine's batches
-            loras = [scales.adapters[c] for c in row_cells]
-            out = [o[0] for o in model.run(prompts, dec.max_new_tokens, ends, loras=loras)]
-            return [tokenizer.decode(cut(row, ends), skip_special_tokens=True).strip() for row in out]
-        out = decode(model, prompts, dec.max_new_tokens, ends, pad_id(tokenizer, ends), cells=cells)
-        return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in out]
-    if isinstance(model, EngineModel):
-        out = [
-            o[0]
-            for o in model.run(prompts, dec.max_new_tokens, ends, 1, dec.sample, dec.temperature, dec.top_p, dec.top_k)
-        ]
-        return [tokenizer.decode(cut(row, ends), skip_special_tokens=True).strip() for row in out]
-    pad = pad_id(tokenizer, ends)
-    if not dec.sample and ends and plain_greedy(model):
-        out = greedy(model, prompts, dec.max_new_tokens, ends, pad)
-        return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in out]
-    ids, mask = left_pad(prompts, pad)
-    kw = {"do_sample": False}
-    if dec.sample:
-        torch.manual_seed(dec.seed if seed is None else seed)
-        kw = {"do_sample": True, "temperature": dec.temperature, "top_p": dec.top_p, "top_k": dec.top_k}
-    else:
-        kw |= {"temperature": None, "top_p": None, "top_k": None}
-    out = model.generate(
-        input_ids=ids.to(model.device),
-        attention_mask=mask.to(model.device),
-        max_new_tokens=dec.max_new_tokens,
-        pad_token_id=pad,
-        eos_token_id=sorted(ends) or None,
-        **kw,
-    )[:, ids.shape[1] :].tolist()
-    return [tokenizer.decode(cut(row, ends), skip_special_tokens=True).strip() for row in out]
+    sampling = (dec.temperature, dec.top_p, dec.top_k, dec.seed if seed is None else seed) if dec.sample else None
+    out = replies(model, tokenizer, prompts, dec.max_new_tokens, ends, 1, sampling, cells)
+    return [tokenizer.decode(rows[0], skip_special_tokens=True).strip() for rows in out]
+
+
+def items_per_batch(batch_size: int, cells: int) -> int:
+    """Items per batch when each item runs under ``cells`` cells and a batch holds ``batch_size`` sequences."""
+    return max(1, batch_size // cells)
 
 
 def generate_cells(
@@ -219,7 +195,7 @@ _PROCESSORS = {
 def cells_share_batches(model, dec: Decoding) -> bool:
     """Can the prompts of several sweep cells decode in one batch? In greedy decoding (sampled replies
     keep a seed per batch): on a transformers model, by hedit's decoder under
-    ``hedit.check.intervention.CellScales``; on a vLLM engine that mixes adapters (``mix_adapters``),
+    ``hedit.engine.intervention.CellScales``; on a vLLM engine that mixes adapters (``mix_adapters``),
     each prompt under its cell's adapter."""
     if isinstance(model, EngineModel):
         return not dec.sample and model.mix_adapters
@@ -299,7 +275,7 @@ def decode(
 ) -> list[list[int]]:
     """The decoding loop of ``greedy`` and ``sample``: one prefill per prompt (its KV cache repeated for
     ``n`` replies), then one token per step for the replies still running; ``pick(ids, logits)`` chooses
-    the next tokens (the argmax when None). ``cells``: (``hedit.check.intervention.CellScales``, the cell
+    the next tokens (the argmax when None). ``cells``: (``hedit.engine.intervention.CellScales``, the cell
     of each prompt), so that prompts of several sweep cells share the batch; the decoder keeps telling
     the hooks which cell each row is as rows leave."""
     from transformers import DynamicCache

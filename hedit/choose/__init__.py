@@ -1,0 +1,1 @@
+"""Choosing: ``tune`` picks the alpha to ship from a sweep, under capability bounds."""
