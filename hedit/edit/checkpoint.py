@@ -18,7 +18,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,7 +154,7 @@ class FloatCheckpoint(Writer):
                 _apply(dst / f, stream.of(f))
                 pbar.update(src.stat().st_size)
         for aux in exp.copied:
-            shutil.copyfile(ckpt.path / aux, dst / aux)
+            clone_file(ckpt.path / aux, dst / aux)
         info = {
             "format": ckpt.quant_method or "float",
             "tensors": [
