@@ -166,7 +166,6 @@ def small_disk(where: Path, size: str):
     """A tmpfs of ``size`` mounted at ``where`` (made here), unmounted after; skips where mounting is not
     allowed (hedit's tests run as root here, and in CI)."""
     import subprocess
-    import time
 
     where.mkdir()
     if subprocess.run(
@@ -176,10 +175,7 @@ def small_disk(where: Path, size: str):
     try:
         yield where
     finally:
-        for _ in range(20):
-            if subprocess.run(["umount", str(where)], capture_output=True).returncode == 0:
-                break
-            time.sleep(0.1)
+        _unmount(where)
 
 
 @contextlib.contextmanager
@@ -188,7 +184,6 @@ def reflink_disk(where: Path, size_mb: int = 300):
     that cannot be made (no root, no mkfs.xfs: ``apt-get install xfsprogs``; ``.ci/run`` installs it)."""
     import shutil
     import subprocess
-    import time
 
     if shutil.which("mkfs.xfs") is None:
         pytest.skip("no mkfs.xfs (apt-get install xfsprogs) to make a reflink filesystem")
@@ -206,8 +201,16 @@ def reflink_disk(where: Path, size_mb: int = 300):
     try:
         yield where
     finally:
-        for _ in range(20):
-            if subprocess.run(["umount", str(where)], capture_output=True).returncode == 0:
-                break
-            time.sleep(0.1)
+        _unmount(where)
         image.unlink(missing_ok=True)
+
+
+def _unmount(where: Path) -> None:
+    """Unmount ``where``, retrying while a just-closed file still holds it busy."""
+    import subprocess
+    import time
+
+    for _ in range(20):
+        if subprocess.run(["umount", str(where)], capture_output=True).returncode == 0:
+            break
+        time.sleep(0.1)

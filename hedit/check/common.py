@@ -5,6 +5,7 @@ intervention (greedy tokens through hedit's decoder, their logits or logprobs), 
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -31,6 +32,18 @@ def vacuous(effect: float, tolerance: float) -> bool:
     """A check that cannot tell the edit from no edit: the tolerance is not below the edit's own effect,
     so an unedited copy would pass too. An edit that changes nothing (alpha 1) has nothing to tell apart."""
     return 0 < effect <= tolerance
+
+
+class Checked:
+    """What the runtime checks' results share (dataclasses with ``effect``, ``tolerance`` and ``passed``):
+    vacuity, and the dict that ``verify`` prints and records."""
+
+    @property
+    def vacuous(self) -> bool:
+        return vacuous(self.effect, self.tolerance)
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"passed": self.passed, "vacuous": self.vacuous}
 
 
 def compare_logits(

@@ -11,7 +11,7 @@ up to ~25, at the bare 1e-4); a tolerance given by the caller is absolute.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,6 +21,7 @@ from hedit.check.common import (
     RTOL,
     TOLERANCE,
     VACUOUS,
+    Checked,
     artifact_path,
     check_artifact,
     check_tolerance,
@@ -28,7 +29,6 @@ from hedit.check.common import (
     greedy,
     logits,
     prompt_ids,
-    vacuous,
 )
 from hedit.edit.plan import make_plan
 from hedit.engine.intervention import scale_neurons
@@ -37,7 +37,7 @@ from hedit.neurons import NeuronSet
 
 
 @dataclass
-class VerifyResult:
+class VerifyResult(Checked):
     artifact: str
     max_abs_logit_diff: float  # inf when the artifact's logits are not all finite
     token_agreement: float  # fraction of the reference's greedy tokens that are also the artifact's argmax
@@ -55,13 +55,6 @@ class VerifyResult:
             and self.untied_disagreements == 0
             and not self.vacuous
         )
-
-    @property
-    def vacuous(self) -> bool:
-        return vacuous(self.effect, self.tolerance)
-
-    def to_dict(self) -> dict:
-        return asdict(self) | {"passed": self.passed, "vacuous": self.vacuous}
 
     def summary(self) -> str:
         return (

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from hedit.check.common import (
     VACUOUS,
+    Checked,
     artifact_path,
     check_artifact,
     check_tolerance,
     prompt_ids,
     reference_generation,
-    vacuous,
 )
 from hedit.edit.adapters import read_adapter
 from hedit.edit.adapters.lora import vllm_max_lora_rank
@@ -29,7 +29,7 @@ KV_CACHE = 256 << 20  # bytes: a few prompts of a few tokens
 
 
 @dataclass
-class VllmResult:
+class VllmResult(Checked):
     artifact: str
     token_agreement: float
     max_abs_logprob_diff: float
@@ -46,13 +46,6 @@ class VllmResult:
             and self.max_abs_logprob_diff <= self.tolerance
             and not self.vacuous
         )
-
-    @property
-    def vacuous(self) -> bool:
-        return vacuous(self.effect, self.tolerance)
-
-    def to_dict(self) -> dict:
-        return asdict(self) | {"passed": self.passed, "vacuous": self.vacuous}
 
     def summary(self) -> str:
         return (

@@ -218,13 +218,6 @@ def _picked(t: torch.Tensor, op: TensorOp) -> torch.Tensor:
     return t[idx] if op.axis == 0 else t[:, idx].T
 
 
-def tensor_ops(plan: EditPlan) -> list[TensorOp]:
-    """The tensors an edit plan changes (float or quantized), each checked to be one hedit changes exactly."""
-    from hedit.edit.writers import get_writer, writer_for
-
-    return get_writer(writer_for(plan)).ops(plan)
-
-
 def edited_card(plan: EditPlan, out_name: str, ev: dict[str, Any] | None = None, plots: list[str] = ()) -> str:
     """The card of an edited checkpoint (the ``checkpoint`` writer's)."""
     return FloatCheckpoint().card(plan, out_name, ev or {}, list(plots), Report("", "", "checkpoint", plan.target))

@@ -174,10 +174,9 @@ def write_artifact(
     """Edit ``source`` into ``out`` in format ``fmt`` (default: the source's own); one ``Report``."""
     from hedit.edit.output import artifact, neurons_path
 
-    if fmt is not None:
-        get_writer(fmt)  # an unknown name fails before any work
+    writer = get_writer(fmt) if fmt is not None else None  # an unknown name fails before any work
     plan = make_plan(source, neurons, alpha, allow_negative, target, rows=fmt in (None, *FILE_WRITERS))
-    writer = get_writer(fmt or writer_for(plan))
+    writer = writer or get_writer(writer_for(plan))
     writer.check(plan)
     out = Path(out)
     folder = not (writer.single_file and out.suffix.lower() == f".{writer.name}")

@@ -53,9 +53,6 @@ class Choice(NamedTuple):
         return f"engine: {self.kind}{f' ({self.dtype})' if self.kind == 'vllm' else ''}: {self.why}"
 
 
-HF = Choice("hf", "", "given a loaded transformers model", None)
-
-
 def choose_engine(job: str, cfg: EngineConfig, device: str = "cpu", tokens: int | None = None) -> Choice:
     """The engine for ``job`` ("sample" or "sweep"); ``tokens``: the most tokens the job generates
     (prompts x samples x new tokens), when known."""
