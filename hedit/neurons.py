@@ -1,4 +1,9 @@
-"""The neuron-set file (``neurons.json``): the contract between probing and editing."""
+"""The neuron-set file (``neurons.json``): the contract between probing and editing.
+
+A neuron is (layer, index), or in a mixture of experts (layer, expert, index) with ``expert`` a routed
+expert's number or ``"shared"``; neurons of a dense layer of a mixture of experts have no ``expert``.
+The plans below key each neuron's place by its *site*: the layer number for a dense MLP, the pair
+(layer, expert) for an expert, so dense files read and plan exactly as before."""
 
 from __future__ import annotations
 
@@ -10,6 +15,33 @@ from typing import Any
 
 from hedit.errors import HeditError
 
+Expert = int | str | None  # a routed expert's number, "shared", or None (a dense MLP)
+Site = int | tuple[int, int | str]  # layer, or (layer, expert)
+
+
+def site_of(layer: int, expert: Expert = None) -> Site:
+    return layer if expert is None else (layer, expert)
+
+
+def split_site(site: Site) -> tuple[int, Expert]:
+    """(layer, expert) of a site; expert None for a dense MLP."""
+    return (site, None) if isinstance(site, int) else site
+
+
+def site_name(site: Site) -> str:
+    layer, expert = split_site(site)
+    return f"layer {layer}" if expert is None else f"layer {layer} expert {expert}"
+
+
+def _site_order(site: Site):
+    layer, expert = split_site(site)
+    return (
+        layer,
+        0 if expert is None else 1 if isinstance(expert, int) else 2,
+        expert if isinstance(expert, int) else 0,
+    )
+
+
 FORMAT = "hedit.neurons"
 VERSION = 1
 
@@ -20,6 +52,11 @@ class Neuron:
     index: int
     alpha: float | None = None  # per-neuron scale; overrides the command-line alpha
     weight: float | None = None  # probe weight, for information
+    expert: Expert = None  # mixture of experts: the routed expert's number, or "shared"
+
+    @property
+    def site(self) -> Site:
+        return site_of(self.layer, self.expert)
 
 
 @dataclass(frozen=True)
@@ -29,6 +66,7 @@ class ModelInfo:
     intermediate_size: int
     name_or_path: str | None = None
     revision: str | None = None
+    num_experts: int | None = None  # a mixture of experts: routed experts per layer
 
 
 @dataclass
@@ -71,8 +109,8 @@ class NeuronSet:
         for key in ("name_or_path", "revision"):
             if m.get(key) is not None and not isinstance(m[key], str):
                 raise HeditError(f"'model.{key}' must be a string")
-        for key in ("num_layers", "intermediate_size"):
-            if not _is_int(m[key]) or m[key] <= 0:
+        for key in ("num_layers", "intermediate_size", "num_experts"):
+            if (key in m or key != "num_experts") and (not _is_int(m[key]) or m[key] <= 0):
                 raise HeditError(f"'model.{key}' must be a positive integer")
         model = ModelInfo(
             model_type=m["model_type"],
@@ -80,6 +118,7 @@ class NeuronSet:
             intermediate_size=m["intermediate_size"],
             name_or_path=m.get("name_or_path"),
             revision=m.get("revision"),
+            num_experts=m.get("num_experts"),
         )
         raw = data.get("neurons")
         if not isinstance(raw, list):
@@ -92,7 +131,10 @@ class NeuronSet:
             for key in ("alpha", "weight"):
                 if n.get(key) is not None and (not _is_number(n[key]) or not math.isfinite(n[key])):
                     raise HeditError(f"neurons[{i}].{key} must be a finite number")
-            neurons.append(Neuron(n["layer"], n["index"], _float(n.get("alpha")), _float(n.get("weight"))))
+            expert = n.get("expert")
+            if expert is not None and not (_is_int(expert) or expert == "shared"):
+                raise HeditError(f'neurons[{i}].expert must be an expert\'s number or "shared", got {expert!r}')
+            neurons.append(Neuron(n["layer"], n["index"], _float(n.get("alpha")), _float(n.get("weight")), expert))
         alpha = data.get("alpha")
         if alpha is not None and (not _is_number(alpha) or not math.isfinite(alpha)):
             raise HeditError("'alpha' must be a finite number")
@@ -106,7 +148,7 @@ class NeuronSet:
     def to_dict(self) -> dict[str, Any]:
         neurons = []
         for n in self.neurons:
-            d = {"layer": n.layer, "index": n.index}
+            d = {"layer": n.layer} | ({"expert": n.expert} if n.expert is not None else {}) | {"index": n.index}
             if n.alpha is not None:
                 d["alpha"] = n.alpha
             if n.weight is not None:
@@ -128,23 +170,35 @@ class NeuronSet:
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     # ---------------------------------------------------------------- checks
+    @property
+    def has_experts(self) -> bool:
+        """Made for a mixture of experts (an ``expert`` key, or ``model.num_experts``)."""
+        return self.model.num_experts is not None or any(n.expert is not None for n in self.neurons)
+
     def check_indices(self) -> None:
-        """Every neuron inside the declared shape, none listed twice."""
+        """Every neuron inside the declared shape, none listed twice. In a mixture of experts a dense
+        layer's and the shared expert's widths are the model's (``check_model`` checks them)."""
         seen = set()
+        moe = self.has_experts
         for n in self.neurons:
             if not 0 <= n.layer < self.model.num_layers:
                 raise HeditError(f"layer {n.layer} out of range: the model has {self.model.num_layers} layers")
-            if not 0 <= n.index < self.model.intermediate_size:
+            experts = self.model.num_experts
+            if isinstance(n.expert, int) and experts is not None and not 0 <= n.expert < experts:
+                raise HeditError(f"expert {n.expert} in layer {n.layer} out of range: the model has {experts} experts")
+            bounded = not moe or isinstance(n.expert, int)
+            if n.index < 0 or (bounded and n.index >= self.model.intermediate_size):
                 raise HeditError(
-                    f"neuron index {n.index} in layer {n.layer} out of range: "
+                    f"neuron index {n.index} in {site_name(n.site)} out of range: "
                     f"intermediate size is {self.model.intermediate_size}"
                 )
-            if (n.layer, n.index) in seen:
-                raise HeditError(f"neuron (layer {n.layer}, index {n.index}) is listed twice")
-            seen.add((n.layer, n.index))
+            if (n.site, n.index) in seen:
+                raise HeditError(f"neuron ({site_name(n.site)}, index {n.index}) is listed twice")
+            seen.add((n.site, n.index))
 
-    def check_model(self, model_type: str, num_layers: int, intermediate_size: int) -> None:
-        """A clear error when this set was made for a model of another shape."""
+    def check_model(self, model_type: str, num_layers: int, intermediate_size: int, experts=None) -> None:
+        """A clear error when this set was made for a model of another shape. ``experts``: the model's
+        ``ExpertsShape`` (a mixture of experts), against which every neuron's site and index are checked."""
         mine = (self.model.model_type, self.model.num_layers, self.model.intermediate_size)
         theirs = (model_type, num_layers, intermediate_size)
         if mine != theirs:
@@ -153,10 +207,27 @@ class NeuronSet:
                 f"{mine[0]} with {mine[1]} layers x {mine[2]} neurons, "
                 f"but this model is {theirs[0]} with {theirs[1]} layers x {theirs[2]} neurons"
             )
+        if experts is None:
+            bad = next((n for n in self.neurons if n.expert is not None), None)
+            if bad is not None or self.model.num_experts is not None:
+                raise HeditError(
+                    f"neurons file names experts ({site_name(bad.site) if bad else 'model.num_experts'}), "
+                    f"but {model_type} is a dense model"
+                )
+            return
+        if self.model.num_experts is not None and self.model.num_experts != experts.num_experts:
+            raise HeditError(
+                f"neurons file was made for a model with {self.model.num_experts} experts per layer; "
+                f"this one has {experts.num_experts}"
+            )
+        for n in self.neurons:
+            width = experts.width(n.layer, n.expert)
+            if not 0 <= n.index < width:
+                raise HeditError(f"neuron index {n.index} in {site_name(n.site)} out of range: its width is {width}")
 
     # ---------------------------------------------------------------- plan
-    def plan(self, alpha: float | None = None, allow_negative: bool = False) -> dict[int, list[tuple[int, float]]]:
-        """Per layer, the sorted (neuron index, alpha) pairs to apply.
+    def plan(self, alpha: float | None = None, allow_negative: bool = False) -> dict[Site, list[tuple[int, float]]]:
+        """Per site (a layer, or (layer, expert)), the sorted (neuron index, alpha) pairs to apply.
 
         Precedence: a neuron's own alpha, then ``alpha`` (the command line), then the file's alpha.
         """
@@ -167,23 +238,23 @@ class NeuronSet:
             if a is None:
                 raise HeditError("no alpha: pass --alpha or set 'alpha' in the neurons file")
             check_alpha(a, allow_negative)
-            out.setdefault(n.layer, []).append((n.index, float(a)))
-        return {layer: sorted(v) for layer, v in sorted(out.items())}
+            out.setdefault(n.site, []).append((n.index, float(a)))
+        return {site: sorted(out[site]) for site in sorted(out, key=_site_order)}
 
-    def by_layer(self) -> dict[int, list[int]]:
-        """Per layer (sorted), the sorted neuron indices."""
-        out: dict[int, list[int]] = {}
+    def by_layer(self) -> dict[Site, list[int]]:
+        """Per site (sorted: a layer, or (layer, expert) in a mixture of experts), the sorted indices."""
+        out: dict[Site, list[int]] = {}
         for n in self.neurons:
-            out.setdefault(n.layer, []).append(n.index)
-        return {layer: sorted(v) for layer, v in sorted(out.items())}
+            out.setdefault(n.site, []).append(n.index)
+        return {site: sorted(out[site]) for site in sorted(out, key=_site_order)}
 
-    def per_layer_counts(self) -> dict[int, int]:
+    def per_layer_counts(self) -> dict[Site, int]:
         return {layer: len(v) for layer, v in self.by_layer().items()}
 
 
 TOP_KEYS = ("format", "version", "model", "alpha", "neurons", "provenance")
-MODEL_KEYS = ("model_type", "num_layers", "intermediate_size", "name_or_path", "revision")
-NEURON_KEYS = ("layer", "index", "alpha", "weight")
+MODEL_KEYS = ("model_type", "num_layers", "intermediate_size", "name_or_path", "revision", "num_experts")
+NEURON_KEYS = ("layer", "expert", "index", "alpha", "weight")
 
 
 def _known(obj: dict, keys: tuple[str, ...], where: str) -> None:

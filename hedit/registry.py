@@ -33,6 +33,11 @@ class Architecture:
     gguf_up_proj: str
     gguf_arch: str | None = None  # GGUF general.architecture that loads as this model_type
     note: str = ""
+    moe: Moe | None = None  # a mixture of experts: where its experts live (``Moe``)
+
+    def __post_init__(self):
+        if isinstance(self.moe, dict):
+            object.__setattr__(self, "moe", Moe(**self.moe))
 
     @property
     def gated(self) -> bool:
@@ -69,6 +74,20 @@ class Architecture:
         """Dotted module name of layer ``layer``'s projection in the transformers model."""
         return f"{self.layers_module}.{layer}.{self.module(which)}"
 
+    def site_module(self, layer: int, expert: int | str | None = None) -> tuple[str, str]:
+        """(dotted module name, kind) holding the neurons of (layer, expert) in the transformers model:
+        kind ``linear`` is a down_proj whose input is the activation (a dense MLP, a shared expert);
+        kind ``experts`` is a mixture's experts module, whose forward hedit wraps (``hedit.engine.experts``)."""
+        if expert is None:
+            return self.module_path(layer), "linear"
+        if self.moe is None:
+            raise HeditError(f"{self.model_type} is a dense model: it has no expert {expert!r}")
+        if expert == "shared":
+            if not self.moe.shared:
+                raise HeditError(f"{self.model_type} has no shared expert")
+            return f"{self.layers_module}.{layer}.{self.moe.shared['module']}.down_proj", "linear"
+        return f"{self.layers_module}.{layer}.{self.moe.experts}", "experts"
+
     def up_row(self, neuron: int, intermediate_size: int) -> int:
         """The row of the up-projection weight that computes ``neuron`` (fused: after the gate rows)."""
         return intermediate_size + neuron if self.up_fused else neuron
@@ -86,10 +105,12 @@ class Architecture:
         return sub
 
     def shape(self, config: dict[str, Any]) -> tuple[int, int]:
-        """(num_layers, intermediate_size) read from a config.json dict."""
+        """(num_layers, intermediate_size) read from a config.json dict; a mixture of experts' intermediate
+        size is its experts' (``experts_shape`` tells the rest)."""
         text = self.text_config_dict(config)
+        key = self.moe.intermediate_size if self.moe else "intermediate_size"
         try:
-            layers, inter = text["num_hidden_layers"], text["intermediate_size"]
+            layers, inter = text["num_hidden_layers"], text[key]
         except KeyError as e:
             raise HeditError(f"config.json has no {e.args[0]!r} for model_type {self.model_type!r}") from None
         if isinstance(inter, list):
@@ -100,6 +121,106 @@ class Architecture:
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise HeditError(f"config.json: {key} must be a positive integer, got {value!r}")
         return layers, inter
+
+    def experts_shape(self, config: dict[str, Any]) -> ExpertsShape | None:
+        """Where the experts are, layer by layer, for a mixture of experts; None for a dense model."""
+        if self.moe is None:
+            return None
+        text = self.text_config_dict(config)
+        layers, inter = self.shape(config)
+        return self.moe.shape(text, layers, inter, self.model_type)
+
+
+@dataclass(frozen=True)
+class Moe:
+    """A mixture-of-experts family, as data (``hedit/architectures/<model_type>.json``, key ``moe``).
+
+    A neuron is (layer, expert, index): ``expert`` a routed expert's number, ``"shared"`` for the shared
+    expert(s), or absent in a dense layer. Expert tensors come in two layouts, both read and written:
+    one tensor per expert (``per_expert``: names inside a layer, ``{expert}`` its number) and stacked
+    3-D tensors [experts, ...] (``stacked``: candidate names inside a layer). ``transposed``: a stacked
+    expert matrix is [in, out] (gpt_oss), else [out, in] like a Linear weight; ``interleaved``: gate and up
+    alternate along the gate_up output (gpt_oss), else gate rows come first."""
+
+    experts: str  # the experts module inside a decoder layer, in transformers
+    num_experts: list[str]  # config keys for the number of routed experts, first present wins
+    intermediate_size: str  # config key of one expert's intermediate size
+    stacked: dict[str, list[str]]  # "up"/"down" -> tensor names inside a layer, [experts, ...]
+    per_expert: dict[str, str] | None = None  # "gate"/"up"/"down" -> tensor name inside a layer, with {expert}
+    shared: dict[str, str] | None = None  # module (a dense MLP), intermediate_size key, times (a multiplier key)
+    dense_layers: dict[str, str] | None = None  # {"first": key} or {"listed": key, "sparse_step": key}
+    transposed: bool = False
+    interleaved: bool = False
+    biases: bool = False
+    up_exact: bool | str = True  # True, or why scaling an expert's up row is not scaling its neuron
+
+    def shape(self, text: dict[str, Any], layers: int, inter: int, model_type: str) -> ExpertsShape:
+        key = next((k for k in self.num_experts if k in text), None)
+        experts = text.get(key) if key else None
+        if not _positive(experts):
+            raise HeditError(f"config.json: {model_type} needs a positive {' or '.join(self.num_experts)}")
+        dense = set()
+        rule = self.dense_layers or {}
+        if "first" in rule:
+            first = text.get(rule["first"], 0) or 0
+            dense = set(range(min(int(first), layers)))
+        if "listed" in rule:
+            step = text.get(rule.get("sparse_step", ""), 1) or 1
+            dense = {layer for layer in range(layers) if (layer + 1) % step} | set(text.get(rule["listed"]) or [])
+        shared = 0
+        if self.shared:
+            shared = text.get(self.shared["intermediate_size"], 0) or 0
+            times = text.get(self.shared.get("times", ""), 1) if "times" in self.shared else 1
+            shared = int(shared) * int(times or 0)
+        dense_inter = text.get("intermediate_size", inter)
+        return ExpertsShape(layers, inter, int(experts), frozenset(dense), int(dense_inter), shared)
+
+
+@dataclass(frozen=True)
+class ExpertsShape:
+    """The sites of a mixture of experts: routed experts and a shared expert in each MoE layer, a dense
+    MLP in each dense layer, with their intermediate sizes."""
+
+    num_layers: int
+    intermediate_size: int  # one routed expert's
+    num_experts: int
+    dense: frozenset[int]  # layers with a dense MLP instead of experts
+    dense_intermediate_size: int
+    shared_intermediate_size: int  # 0: no shared expert
+
+    def width(self, layer: int, expert: int | str | None) -> int:
+        """The intermediate size at (layer, expert), or a one-line error naming what is wrong."""
+        if not 0 <= layer < self.num_layers:
+            raise HeditError(f"layer {layer} out of range: the model has {self.num_layers} layers")
+        if layer in self.dense:
+            if expert is not None:
+                raise HeditError(f"layer {layer} is a dense layer: it has no expert {expert!r}")
+            return self.dense_intermediate_size
+        if expert is None:
+            raise HeditError(f"layer {layer} is a mixture-of-experts layer: a neuron there needs an 'expert'")
+        if expert == "shared":
+            if not self.shared_intermediate_size:
+                raise HeditError(f"layer {layer} has no shared expert (this family has none)")
+            return self.shared_intermediate_size
+        if not 0 <= expert < self.num_experts:
+            raise HeditError(f"expert {expert} in layer {layer} out of range: the model has {self.num_experts} experts")
+        return self.intermediate_size
+
+    def sites(self) -> list[tuple[int, int | str | None]]:
+        """Every (layer, expert) holding neurons, layer by layer: dense MLP, routed experts, shared expert."""
+        out: list[tuple[int, int | str | None]] = []
+        for layer in range(self.num_layers):
+            if layer in self.dense:
+                out.append((layer, None))
+                continue
+            out += [(layer, e) for e in range(self.num_experts)]
+            if self.shared_intermediate_size:
+                out.append((layer, "shared"))
+        return out
+
+
+def _positive(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x > 0
 
 
 @cache

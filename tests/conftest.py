@@ -16,7 +16,8 @@ from hedit.model.tiny import TEXT, random_neurons, save_tiny_model
 from hedit.neurons import ModelInfo, Neuron, NeuronSet
 from hedit.registry import architectures
 
-ARCHS = sorted(architectures())
+ARCHS = sorted(k for k, a in architectures().items() if a.moe is None)  # dense families
+MOE_ARCHS = sorted(k for k, a in architectures().items() if a.moe is not None)
 LAYERS, INTER = TEXT["num_hidden_layers"], TEXT["intermediate_size"]
 
 

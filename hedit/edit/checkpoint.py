@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import itertools
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ from hedit.errors import HeditError
 from hedit.io.checkpoint import INDEX
 from hedit.io.clone import clone_file
 from hedit.io.safetensors_header import TensorInfo, read_slices, read_tensor
-from hedit.neurons import NeuronSet
+from hedit.neurons import NeuronSet, split_site
 from hedit.progress import bar
 
 
@@ -51,6 +52,19 @@ class TensorOp:
     zero: bool = False
     max_abs_error: float = field(default=0.0)
     changed_bytes: int = 0  # bytes of the file that differ from the source in this tensor
+    expert: int | str | None = None  # mixture of experts: the expert whose neurons these are
+    slot: int | None = None  # columns of one expert's matrix inside a stacked [experts, a, b] tensor
+
+
+def locus_op(locus, neurons: list[int], alphas: list[float], layer: int, expert=None) -> TensorOp:
+    """The TensorOp of neurons at a ``hedit.io.checkpoint.Locus``. Rows of a stacked tensor's expert are
+    rows of the tensor seen as [experts * a, b], so they are patched row by row like any other rows."""
+    info, index = locus.info, locus.index(neurons)
+    if locus.slot is not None and locus.axis == 0:
+        e, a, b = info.shape
+        flat = dataclasses.replace(info, shape=(e * a, b))
+        return TensorOp(locus.file, flat, 0, [locus.slot * a + r for r in index], alphas, layer, expert=expert)
+    return TensorOp(locus.file, info, locus.axis, index, alphas, layer, expert=expert, slot=locus.slot)
 
 
 class FloatCheckpoint(Writer):
@@ -58,22 +72,20 @@ class FloatCheckpoint(Writer):
     bytes rewritten in the copy (``expected``'s patches)."""
 
     name, kind = "checkpoint", "edit"
+    experts = True  # edits expert neurons of a mixture of experts, in both layouts
 
     def check(self, plan: EditPlan) -> None:
         if plan.checkpoint is None:
             raise HeditError(f"{plan.source} is a GGUF file; it is edited into a GGUF file")
 
     def ops(self, plan: EditPlan) -> list[TensorOp]:
-        """The tensors the plan changes: down_proj columns, or up_proj rows (after the gate rows when fused)."""
-        ckpt, arch, ops = plan.checkpoint, plan.arch, []
-        for layer, pairs in plan.layers.items():
+        """The tensors the plan changes: down_proj columns, or up_proj rows (after the gate rows when
+        fused), at each site (``Checkpoint.locus``: a layer's MLP, an expert in either layout)."""
+        ckpt, ops = plan.checkpoint, []
+        for site, pairs in plan.layers.items():
+            layer, expert = split_site(site)
             idx, alphas = [j for j, _ in pairs], [a for _, a in pairs]
-            if plan.target == "down":
-                f, info = ckpt.down_proj[layer]
-                ops.append(TensorOp(f, info, 1, idx, alphas, layer))
-            else:
-                f, info = ckpt.tensors(layer, "up")["weight"]
-                ops.append(TensorOp(f, info, 0, [arch.up_row(j, plan.intermediate_size) for j in idx], alphas, layer))
+            ops.append(locus_op(ckpt.locus(site, plan.target), idx, alphas, layer, expert))
         return ops
 
     def expected(self, plan: EditPlan, ops: list[TensorOp] | None = None) -> Patches:
@@ -92,24 +104,29 @@ class FloatCheckpoint(Writer):
         """Rows (up_proj rows, quantized channels' scales, zeroed FP8 rows): only those rows are read and
         each is one patch, so an edit rewrites only the rows' bytes. Columns (down_proj): one element per
         row, so the tensor is read and written whole."""
-        for op in ops:
-            path = plan.checkpoint.path / op.file
-            if op.axis == 0:
+        for (file, _), group in itertools.groupby(ops, key=lambda op: (op.file, op.info.start)):
+            group = list(group)
+            path = plan.checkpoint.path / file
+            rows = [op for op in group if op.axis == 0]
+            for op in rows:
                 yield from self._row_patches(plan, op, path)
+            columns = [op for op in group if op.axis != 0]
+            if not columns:
                 continue
             fd = os.open(path, os.O_RDONLY)
             try:
-                t = read_tensor(fd, op.info)
+                t = read_tensor(fd, columns[0].info)
             finally:
                 os.close(fd)
-            raw = _picked(t, op).contiguous()  # a copy (indexing copies): the scaling below is in place
-            new = scale_along_(t, op.axis, op.index, op.alphas, op.info.name)
-            picked = _picked(new, op)
-            op.max_abs_error = self.error(plan, op, raw.to(torch.float32), picked)
-            op.changed_bytes = int((raw.view(torch.uint8) != picked.contiguous().view(torch.uint8)).sum())
-            del raw, picked
-            yield Patch(op.file, op.info.start, memoryview(new.contiguous().view(torch.uint8).numpy()).cast("B"))
-            del t, new
+            for op in columns:  # a stacked tensor's experts share it: each scales its own slot
+                raw = _picked(t, op).contiguous()  # a copy (indexing copies): the scaling below is in place
+                scale_along_(t if op.slot is None else t[op.slot], op.axis, op.index, op.alphas, op.info.name)
+                picked = _picked(t, op)
+                op.max_abs_error = self.error(plan, op, raw.to(torch.float32), picked)
+                op.changed_bytes = int((raw.view(torch.uint8) != picked.contiguous().view(torch.uint8)).sum())
+                del raw, picked
+            yield Patch(file, columns[0].info.start, memoryview(t.contiguous().view(torch.uint8).numpy()).cast("B"))
+            del t
 
     def _row_patches(self, plan: EditPlan, op: TensorOp, path: Path):
         info = op.info if len(op.info.shape) == 2 else dataclasses.replace(op.info, shape=(op.info.shape[0], 1))
@@ -162,6 +179,7 @@ class FloatCheckpoint(Writer):
                     k: v
                     for k, v in asdict(op).items()
                     if k in ("layer", "format", "zero", "max_abs_error", "changed_bytes")
+                    or (k == "expert" and v is not None)
                 }
                 | {"name": op.info.name, "dtype": op.info.dtype, "channels": len(op.index)}
                 for op in ops
@@ -212,7 +230,8 @@ def _pwrite(fd: int, data, offset: int) -> None:
 
 
 def _picked(t: torch.Tensor, op: TensorOp) -> torch.Tensor:
-    """The edited rows or columns of ``t``, as [edited, values]."""
+    """The edited rows or columns of ``t`` (of its expert ``op.slot``), as [edited, values]."""
+    t = t[op.slot] if op.slot is not None else t
     t = t.unsqueeze(1) if t.dim() == 1 else t
     idx = torch.tensor(op.index)
     return t[idx] if op.axis == 0 else t[:, idx].T

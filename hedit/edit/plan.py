@@ -77,9 +77,12 @@ def resolve_target(
     down_exact = not quantized if down_exact is None else down_exact
     if target not in TARGETS:
         raise HeditError(f"--target must be one of {', '.join(TARGETS)}, got {target!r}")
+    gated = arch.gated if arch.moe is None else arch.moe.up_exact is True
     if target == "auto":
-        target = "up" if (quantized or rows) and (arch.gated or not down_exact) else "down"
-    if target == "up" and not arch.gated:
+        target = "up" if (quantized or rows) and (gated or not down_exact) else "down"
+    if target == "up" and arch.moe is not None and not gated:
+        raise HeditError(f"--target up: {arch.moe.up_exact}; use --target down")
+    if target == "up" and not gated:
         raise HeditError(f"{arch.model_type} has no gated MLP: --target up needs one (use --target down)")
     if target == "down" and not down_exact:
         raise HeditError(
@@ -106,7 +109,7 @@ def make_plan(
 
     ckpt = open_checkpoint(resolve_model(source, must_exist=False))
     ns = load_neurons(neurons)
-    ns.check_model(ckpt.model_type, ckpt.num_layers, ckpt.intermediate_size)
+    ns.check_model(ckpt.model_type, ckpt.num_layers, ckpt.intermediate_size, ckpt.experts)
     names = [n for n in (builtin_hub_id(str(source)), ckpt.config.get("_name_or_path")) if n]
     return EditPlan(
         ckpt.path,

@@ -129,6 +129,7 @@ class Writer:
     name = ""
     kind = ""  # hedit.json's "kind"
     single_file = False  # may the output be one file (``x.gguf``) instead of a folder?
+    experts = False  # does it write mixtures of experts (expert neurons, their layouts)?
 
     def check(self, plan: EditPlan) -> None:
         """Refuse a plan this format cannot hold exactly (one line naming why and what to use)."""
@@ -177,6 +178,11 @@ def write_artifact(
     writer = get_writer(fmt) if fmt is not None else None  # an unknown name fails before any work
     plan = make_plan(source, neurons, alpha, allow_negative, target, rows=fmt in (None, *FILE_WRITERS))
     writer = writer or get_writer(writer_for(plan))
+    if plan.arch.moe is not None and not writer.experts:
+        raise HeditError(
+            f"the {writer.name} format does not take mixture-of-experts models yet "
+            f"({plan.model_type}); hedit edit --format checkpoint writes their expert neurons"
+        )
     writer.check(plan)
     out = Path(out)
     folder = not (writer.single_file and out.suffix.lower() == f".{writer.name}")

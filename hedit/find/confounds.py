@@ -72,14 +72,15 @@ def confounds(
     answer_x: np.ndarray,
     answer_y: np.ndarray,
     cols: np.ndarray,
-    inter: int,
+    columns,
     probe_scores: np.ndarray,
     only_scores: np.ndarray,
     seed: int = 0,
 ) -> dict[str, Any] | None:
     """The confound report. ``answer_idx/x/y``: every answer row (train and held-out), the CETT of the
-    H-neurons ``cols`` (one column each) and the label; ``probe_scores``/``only_scores``: the probe's
-    and the H-neurons-only model's scores on ``ds``'s held-out rows. None for features written before
+    H-neurons ``cols`` (one column each; ``columns``, a ``hedit.find.columns.Columns``, names them) and the
+    label; ``probe_scores``/``only_scores``: the probe's and the H-neurons-only model's scores on ``ds``'s
+    held-out rows. None for features written before
     lengths were recorded."""
     if ds.test_rows is None or not all(k in rows[int(i)] for i in answer_idx for k in LENGTHS):
         return None
@@ -87,7 +88,7 @@ def confounds(
     per_neuron = []
     for k, c in enumerate(cols):
         v = answer_x[:, k]
-        r = {"layer": int(c // inter), "index": int(c % inter), "label": _corr(v, answer_y)}
+        r = columns.where(int(c)) | {"label": _corr(v, answer_y)}
         r |= {n: _corr(v, lengths[n]) for n in LENGTHS}
         per_neuron.append(r)
 

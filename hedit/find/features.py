@@ -25,7 +25,7 @@ import torch
 
 from hedit import __version__
 from hedit.config import BATCH, FeaturesConfig
-from hedit.engine.intervention import down_proj_module, model_shape
+from hedit.engine.intervention import down_proj_module, experts_shape, model_shape
 from hedit.errors import HeditError
 from hedit.find.spans import answer_positions
 from hedit.io.atomic import check_target
@@ -124,8 +124,10 @@ def batch_features(
     regions: tuple[str, ...],
     pad_id: int,
     device: str = "cpu",
-) -> torch.Tensor:
-    """[regions, batch, layers * intermediate] mean CETT, for left-padded sequences."""
+    collect: bool = True,
+) -> torch.Tensor | None:
+    """[regions, batch, layers * intermediate] mean CETT, for left-padded sequences (``collect`` False:
+    the hooks keep what they computed, as a mixture's sparse hooks do)."""
     width = max(len(it.ids) for it in batch)
     ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(batch), width), dtype=torch.long)
@@ -141,12 +143,19 @@ def batch_features(
     dev = input_device(model)
     hooks.weights = w.to(dev)
     model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=positions.to(dev))
-    return torch.cat([o.cpu() for o in hooks.out], dim=-1)
+    return torch.cat([o.cpu() for o in hooks.out], dim=-1) if collect else None
 
 
 def model_signature(model: torch.nn.Module, name: str) -> dict[str, Any]:
     model_type, layers, inter = model_shape(model)
     return {"name": name, "model_type": model_type, "num_layers": layers, "intermediate_size": inter}
+
+
+def features_columns(meta: dict[str, Any]):
+    """The ``hedit.find.columns.Columns`` of a features folder's meta."""
+    from hedit.find.columns import Columns
+
+    return Columns.from_meta(meta)
 
 
 def extract(
@@ -169,6 +178,8 @@ def extract(
     todo = items(tokenizer, records, regions, samples_per_question)
     if not todo:
         raise HeditError(f"no responses with tokens in every region ({', '.join(regions)}) to extract features from")
+    if experts_shape(model) is not None:
+        return _extract_sparse(model, tokenizer, todo, out, model_name, regions, batch_size, device, progress, sources)
     sig = model_signature(model, model_name)
     width = sig["num_layers"] * sig["intermediate_size"]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -201,6 +212,55 @@ def extract(
             "regions": list(regions),
             "dtype": "float32",
             "layout": "row-major [rows, layers * intermediate]",
+        }
+        (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
+    return Path(out)
+
+
+def _extract_sparse(model, tokenizer, todo, out, model_name, regions, batch_size, device, progress, sources) -> Path:
+    """``extract`` for a mixture of experts: rows as CSR (``hedit.find.cett_moe``), in the order they are
+    computed (rows.jsonl follows the same order)."""
+    from hedit.find.cett_moe import CSR, ROUTING, CsrWriter, MoeCettHooks
+    from hedit.io.atomic import atomic_dir
+
+    sig = model_signature(model, model_name)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    order = sorted(range(len(todo)), key=lambda i: len(todo[i].ids))
+    with atomic_dir(out, overwrite=True, sources=sources, kind="features") as tmp:
+        hooks = MoeCettHooks(model)
+        feats, routing = CsrWriter(tmp, CSR), CsrWriter(tmp, ROUTING)
+        written = []
+        try:
+            with bar(len(todo), "features", "seq", progress) as pbar:
+                for start in range(0, len(order), batch_size):
+                    idx = order[start : start + batch_size]
+                    batch_features(model, hooks, [todo[i] for i in idx], regions, pad, device, collect=False)
+                    for b, i in enumerate(idx):
+                        for r, region in enumerate(regions):
+                            cols, vals, rcols, rvals = hooks.rows(r, b)
+                            feats.add(cols, vals)
+                            routing.add(rcols, rvals)
+                            written.append(todo[i].row | {"region": region})
+                    hooks.clear()
+                    pbar.update(len(idx))
+        finally:
+            hooks.remove()
+            nnz, rnnz = feats.close(), routing.close()
+        with open(tmp / ROWS, "w") as f:
+            for row in written:
+                f.write(json.dumps(row) + "\n")
+        cols = hooks.columns
+        meta = sig | {
+            "hedit_version": __version__,
+            "rows": len(written),
+            "columns": cols.total,
+            "regions": list(regions),
+            "dtype": "float32",
+            "layout": "csr",
+            "nonzeros": nnz,
+            "num_experts": hooks.shape.num_experts,
+            "sites": cols.to_meta(),
+            "routing": {"moe_layers": hooks.moe_layers, "nonzeros": rnnz},
         }
         (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
     return Path(out)
@@ -261,8 +321,10 @@ def open_features(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]
     ):
         if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
             raise HeditError(f"{path / META} is incomplete: '{key}' missing or not {kind.__name__}")
-    if meta["columns"] != meta["num_layers"] * meta["intermediate_size"] or meta["rows"] < 0:
-        raise HeditError(f"{path / META}: columns {meta['columns']} != layers x intermediate size")
+    sparse = meta.get("layout") == "csr"
+    width = features_columns(meta).total if sparse else meta["num_layers"] * meta["intermediate_size"]
+    if meta["columns"] != width or meta["rows"] < 0:
+        raise HeditError(f"{path / META}: columns {meta['columns']} != the model's neurons ({width})")
     if not (path / ROWS).is_file():
         raise HeditError(f"{path} has no {ROWS}")
     rows = []
@@ -274,6 +336,10 @@ def open_features(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]
             rows.append(row)
     if len(rows) != meta["rows"]:
         raise HeditError(f"{path / ROWS} has {len(rows)} rows, {META} says {meta['rows']}")
+    if sparse:
+        from hedit.find.cett_moe import CSR, open_csr
+
+        return meta, rows, open_csr(path, CSR, (meta["rows"], meta["columns"]))
     want = meta["rows"] * meta["columns"] * 4
     got = (path / FEATURES).stat().st_size if (path / FEATURES).is_file() else None
     if got != want:

@@ -21,7 +21,7 @@ class L1Fit:
 
 def _probability(x: np.ndarray, coef: np.ndarray, intercept: float) -> np.ndarray:
     """Logistic probability of class 1; float32 products so a wide x is never copied to float64."""
-    return 1.0 / (1.0 + np.exp(-(x @ coef.astype(np.float32) + intercept)))
+    return 1.0 / (1.0 + np.exp(-(np.asarray(x @ coef.astype(np.float32)).ravel() + intercept)))
 
 
 def _liblinear(x: np.ndarray, y: np.ndarray, c: float, seed: int):
@@ -33,11 +33,43 @@ def _liblinear(x: np.ndarray, y: np.ndarray, c: float, seed: int):
 
 
 def _gradient(x: np.ndarray, v: np.ndarray, chunk: int = 256) -> np.ndarray:
-    """x.T @ v in row chunks (float32 products, float64 sum): no float64 copy of x is ever made."""
+    """x.T @ v in row chunks (float32 products, float64 sum): no float64 copy of x is ever made. A sparse
+    x (a mixture's CSR features) in one product over its nonzeros."""
+    from scipy.sparse import issparse
+
+    if issparse(x):  # float32 products (a float64 vector would make scipy copy the values to float64)
+        g = np.zeros(x.shape[1], dtype=np.float64)
+        for i in range(0, x.shape[0], chunk):
+            g += np.asarray(x[i : i + chunk].T @ v[i : i + chunk].astype(np.float32)).ravel()
+        return g
     g = np.zeros(x.shape[1], dtype=np.float64)
     for i in range(0, x.shape[0], chunk):
         g += x[i : i + chunk].T @ v[i : i + chunk].astype(np.float32)
     return g
+
+
+def _csr_columns(x, cols: np.ndarray, chunk: int = 256):
+    """Columns ``cols`` (sorted) of a CSR matrix, row chunk by row chunk, without a CSC copy of it (which
+    would double a mixture of experts' feature memory) or any array as long as all its nonzeros."""
+    from scipy.sparse import csr_matrix
+
+    lut = np.full(x.shape[1], -1, dtype=np.int32)
+    lut[cols] = np.arange(len(cols), dtype=np.int32)
+    data, indices, counts = [], [], []
+    for r0 in range(0, x.shape[0], chunk):
+        r1 = min(r0 + chunk, x.shape[0])
+        lo, hi = x.indptr[r0], x.indptr[r1]
+        new = lut[x.indices[lo:hi]]
+        keep = new >= 0
+        offsets = x.indptr[r0:r1] - lo
+        n = np.add.reduceat(np.append(keep, False), offsets)  # a dummy end so an empty last row indexes in range
+        n[np.diff(x.indptr[r0 : r1 + 1]) == 0] = 0  # reduceat repeats a value for an empty row
+        data.append(x.data[lo:hi][keep])
+        indices.append(new[keep])
+        counts.append(n)
+    indptr = np.concatenate([[0], np.cumsum(np.concatenate(counts))]) if counts else np.zeros(1, np.int64)
+    cat = lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dt)  # noqa: E731
+    return csr_matrix((cat(data, np.float32), cat(indices, np.int32), indptr), shape=(x.shape[0], len(cols)))
 
 
 def fit_l1(x: np.ndarray, y: np.ndarray, c: float, seed: int = 0, working: int = 4096, tol: float = 1e-3) -> L1Fit:
@@ -50,7 +82,10 @@ def fit_l1(x: np.ndarray, y: np.ndarray, c: float, seed: int = 0, working: int =
     break it join the working set and the fit is redone, until none does. Small problems go straight
     to liblinear.
     """
+    from scipy.sparse import issparse
+
     n, d = x.shape
+    sparse = issparse(x)
     if d <= working:
         m = _liblinear(x, y, c, seed)
         return L1Fit(m.coef_[0].astype(np.float64), float(m.intercept_[0]), 0)
@@ -59,9 +94,10 @@ def fit_l1(x: np.ndarray, y: np.ndarray, c: float, seed: int = 0, working: int =
     grad = _gradient(x, sw * (0.5 - y))  # at w = 0 the balanced-weight prior is p = 0.5
     active = np.sort(np.argsort(-np.abs(grad))[:working])
     for rounds in range(1, 50):
-        m = _liblinear(np.ascontiguousarray(x[:, active]), y, c, seed)
+        xa = _csr_columns(x, active) if sparse else np.ascontiguousarray(x[:, active])
+        m = _liblinear(xa, y, c, seed)
         w = m.coef_[0]
-        p = _probability(x[:, active], w, m.intercept_[0])
+        p = _probability(xa, w, m.intercept_[0])
         grad = np.abs(_gradient(x, sw * (p - y)))
         grad[active] = 0.0
         broken = np.flatnonzero(grad > 1.0 + tol)

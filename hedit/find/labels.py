@@ -22,6 +22,20 @@ class Dataset:
     test_rows: np.ndarray | None = None
 
 
+def take_rows(mat, idx: np.ndarray):
+    """Rows ``idx`` of a feature matrix: an array (dense features) or a CSR matrix (a mixture of experts)."""
+    from scipy.sparse import issparse
+
+    return mat[idx] if issparse(mat) else np.asarray(mat[idx])
+
+
+def take_columns(x, cols: np.ndarray) -> np.ndarray:
+    """Columns ``cols`` of rows already taken, as a dense float32 array (a few neurons: small)."""
+    from scipy.sparse import issparse
+
+    return np.asarray(x[:, cols].toarray() if issparse(x) else x[:, cols], dtype=np.float32)
+
+
 def labels(rows: list[dict], mode: str) -> tuple[np.ndarray, np.ndarray]:
     """(row indices used, 0/1 labels) for a probe mode."""
     if mode not in MODES:
@@ -77,9 +91,9 @@ def dataset(rows: list[dict], mat: np.ndarray, mode: str, heldout_fraction: floa
     else:
         raise HeditError("train or held-out questions have only one class; collect more questions")
     return Dataset(
-        np.asarray(mat[np.sort(train)]),
+        take_rows(mat, np.sort(train)),
         y_train[np.argsort(train)],
-        np.asarray(mat[np.sort(test)]),
+        take_rows(mat, np.sort(test)),
         y_test[np.argsort(test)],
         how,
         np.sort(train),

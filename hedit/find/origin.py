@@ -153,7 +153,7 @@ def probe_transfer(
     split by the instruct-trained probe (refitted at its chosen C), the H-neurons alone and random neurons."""
     from hedit.config import ProbeConfig
     from hedit.find.collect import read_responses
-    from hedit.find.features import META, extract, open_features
+    from hedit.find.features import META, extract, features_columns, open_features
     from hedit.find.labels import dataset
     from hedit.find.probe import baseline, subset_scores, with_interval
     from hedit.model.builtin import resolve_model
@@ -194,13 +194,12 @@ def probe_transfer(
 
     fit = fit_l1(ds.x_train, ds.y_train, rep["C"], cfg.seed)
     cols = np.flatnonzero(fit.coef > 0)
-    width = meta["num_layers"] * meta["intermediate_size"]
     mixed = type(ds)(ds.x_train, ds.y_train, base_ds.x_test, base_ds.y_test, ds.split)
     return {
         "heldout_answers": int(len(base_ds.y_test)),
         "probe": with_interval(base_ds.y_test, fit.predict_proba(base_ds.x_test), cfg.seed),
         "h_neurons_only": with_interval(base_ds.y_test, subset_scores(mixed, cols, cfg.seed), cfg.seed),
-        "random_neurons_only": baseline(mixed, len(cols), width, cfg.random_draws, cfg.seed),
+        "random_neurons_only": baseline(mixed, cols, features_columns(meta), cfg.random_draws, cfg.seed),
         "instruct_heldout": rep["heldout"],
     }
 
@@ -220,6 +219,8 @@ def run_origin(
     from hedit.model.builtin import resolve_model
 
     b, i = open_checkpoint(resolve_model(base)), open_checkpoint(resolve_model(instruct))
+    if i.experts is not None:
+        raise HeditError(f"origin compares dense MLP weights; {i.model_type} is a mixture of experts (not done yet)")
     check_pair(b, i)
     ns = neurons if isinstance(neurons, NeuronSet) else NeuronSet.load(neurons)
     ns.check_model(i.model_type, i.num_layers, i.intermediate_size)

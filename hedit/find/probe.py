@@ -23,13 +23,14 @@ import numpy as np
 
 from hedit.config import ProbeConfig
 from hedit.errors import HeditError
+from hedit.find.columns import Columns
 from hedit.find.confounds import confound_plot, confounds
-from hedit.find.features import check_features_model, open_features
+from hedit.find.features import check_features_model, features_columns, open_features
 from hedit.find.l1 import L1Fit, fit_l1
-from hedit.find.labels import Dataset, dataset, labels
+from hedit.find.labels import Dataset, dataset, labels, take_columns, take_rows
 from hedit.find.plots import probe_plots
 from hedit.io.atomic import atomic_write_text, check_place
-from hedit.neurons import ModelInfo, Neuron, NeuronSet
+from hedit.neurons import ModelInfo, NeuronSet
 from hedit.progress import bar
 from hedit.score.stats import auroc_interval
 
@@ -58,20 +59,19 @@ def subset_scores(ds: Dataset, columns: np.ndarray, seed: int = 0) -> np.ndarray
     from sklearn.preprocessing import StandardScaler
 
     m = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=2000, random_state=seed))
-    m.fit(ds.x_train[:, columns], ds.y_train)
-    return m.predict_proba(ds.x_test[:, columns])[:, 1]
+    m.fit(take_columns(ds.x_train, columns), ds.y_train)
+    return m.predict_proba(take_columns(ds.x_test, columns))[:, 1]
 
 
 def with_interval(y: np.ndarray, score: np.ndarray, seed: int) -> dict[str, Any]:
     return metrics(y, score) | {"auroc_ci95": auroc_interval(y, score, seed=seed)}
 
 
-def baseline(ds: Dataset, k: int, width: int, draws: int, seed: int) -> dict[str, Any]:
+def baseline(ds: Dataset, cols: np.ndarray, columns: Columns, draws: int, seed: int) -> dict[str, Any]:
+    """Plain probes on random neurons as many as ``cols`` (``Columns.random_like``: in a mixture of
+    experts, from the H-neurons' own experts and layers)."""
     rng = np.random.default_rng(seed)
-    runs = [
-        metrics(ds.y_test, subset_scores(ds, np.sort(rng.choice(width, size=k, replace=False)), seed))
-        for _ in range(draws)
-    ]
+    runs = [metrics(ds.y_test, subset_scores(ds, columns.random_like(cols, rng), seed)) for _ in range(draws)]
     return {
         key: {"mean": float(np.mean([r[key] for r in runs])), "std": float(np.std([r[key] for r in runs]))}
         for key in runs[0]
@@ -90,11 +90,11 @@ def answer_rows(features: str | Path, meta: dict[str, Any]) -> tuple[np.ndarray,
             f"test features {features} need both correct and hallucinated answers "
             f"({int(y.sum())} hallucinated of {len(y)})"
         )
-    return np.asarray(mat[idx]), y
+    return take_rows(mat, idx), y
 
 
 def transfer(
-    ds: Dataset, fit: L1Fit, cols: np.ndarray, x: np.ndarray, y: np.ndarray, width: int, draws: int, seed: int
+    ds: Dataset, fit: L1Fit, cols: np.ndarray, x: np.ndarray, y: np.ndarray, columns: Columns, draws: int, seed: int
 ) -> dict[str, Any]:
     """Scores on another dataset's answer rows: the chosen probe as fitted, and plain probes on the
     H-neurons alone and on random neurons trained on ``ds``'s training rows."""
@@ -104,7 +104,7 @@ def transfer(
         "hallucinated": int(y.sum()),
         "probe": with_interval(y, fit.predict_proba(x), seed),
         "h_neurons_only": with_interval(y, subset_scores(ext, cols, seed), seed),
-        "random_neurons_only": baseline(ext, len(cols), width, draws, seed),
+        "random_neurons_only": baseline(ext, cols, columns, draws, seed),
     }
 
 
@@ -198,25 +198,28 @@ def run_probe(
         name = Path(t).name or str(t)
         tests[name if name not in tests else f"{name}-{len(tests)}"] = answer_rows(t, meta)
     layers, inter = meta["num_layers"], meta["intermediate_size"]
+    columns = features_columns(meta)
     sweep, growth = sweep_c(ds, cfg, progress)
     usable = [s for s in sweep if s["positive"] > 0]
     if not usable:
         raise HeditError("no C in the grid gives any positive weight; try larger C values (--c)")
     qa_report = None
     if qa is not None:
-        usable, qa_report = _qa_criterion(usable, qa, inter, cfg.max_qa_drop, progress)
+        usable, qa_report = _qa_criterion(usable, qa, columns, cfg.max_qa_drop, progress)
     best = _best(usable)
     coef = best["fit"].coef
     cols = np.flatnonzero(coef > 0)
-    neurons = [Neuron(int(j // inter), int(j % inter), weight=float(coef[j])) for j in cols]
-    ns = NeuronSet(ModelInfo(meta["model_type"], layers, inter, meta.get("name") or None), neurons)
+    neurons = [columns.neuron(int(j), weight=float(coef[j])) for j in cols]
+    info = ModelInfo(meta["model_type"], layers, inter, meta.get("name") or None, num_experts=meta.get("num_experts"))
+    ns = NeuronSet(info, neurons)
     seed, draws = cfg.seed, cfg.random_draws
     probe_scores, only_scores = best["fit"].predict_proba(ds.x_test), subset_scores(ds, cols, seed)
     a_idx, a_y = labels(rows, "1-vs-1")
     a_x = np.concatenate(  # the H-neurons' columns of every answer row, read in chunks
-        [np.asarray(mat[a_idx[i : i + 1024]])[:, cols] for i in range(0, len(a_idx), 1024)]
+        [take_columns(take_rows(mat, a_idx[i : i + 1024]), cols) for i in range(0, len(a_idx), 1024)]
     )
-    conf = confounds(ds, rows, a_idx, a_x, a_y, cols, inter, probe_scores, only_scores, seed)
+    conf = confounds(ds, rows, a_idx, a_x, a_y, cols, columns, probe_scores, only_scores, seed)
+    routing = routing_report(features, meta, rows, cols, columns) if meta.get("routing") else None
     report = {
         "mode": cfg.mode,
         "C": best["C"],
@@ -229,18 +232,20 @@ def run_probe(
             "heldout_positive": int(ds.y_test.sum()),
         },
         "h_neurons": len(neurons),
-        "fraction_of_neurons": len(neurons) / (layers * inter),
+        "fraction_of_neurons": len(neurons) / columns.total,
         "heldout": with_interval(ds.y_test, probe_scores, seed),
         "qa_check": qa_report,
         "h_neurons_only": with_interval(ds.y_test, only_scores, seed),
-        "random_neurons_only": baseline(ds, len(cols), layers * inter, draws, seed),
+        "random_neurons_only": baseline(ds, cols, columns, draws, seed),
         "c_sweep": [{k: v for k, v in s.items() if k != "fit"} for s in sweep],
-        "per_layer": {str(layer): n for layer, n in ns.per_layer_counts().items()},
+        "per_layer": _per_layer(ns),
         "confounds": conf,
     }
+    if routing is not None:
+        report["routing"] = routing
     if tests:
         report["transfer"] = {
-            name: transfer(ds, best["fit"], cols, x, y, layers * inter, draws, seed) for name, (x, y) in tests.items()
+            name: transfer(ds, best["fit"], cols, x, y, columns, draws, seed) for name, (x, y) in tests.items()
         }
     ns.provenance = {
         "probe": {
@@ -261,8 +266,40 @@ def run_probe(
     return report
 
 
+def routing_report(features, meta: dict[str, Any], rows: list[dict], cols: np.ndarray, columns: Columns) -> dict:
+    """How often each routed H-neuron's expert was routed on the answers (the share of answer tokens the
+    router sent to it, averaged over correct and over hallucinated answers): an H-neuron whose expert is
+    routed far more often on hallucinations carries the router's signal as much as its own."""
+    from hedit.find.cett_moe import ROUTING, open_csr
+
+    moe_layers = meta["routing"]["moe_layers"]
+    experts = meta["num_experts"]
+    share = open_csr(Path(features), ROUTING, (meta["rows"], len(moe_layers) * experts))
+    idx = {
+        c: np.array([i for i, r in enumerate(rows) if r["region"] == "answer" and r["class"] == c], dtype=np.int64)
+        for c in ("correct", "hallucinated")
+    }
+    per = []
+    for c in cols:
+        where = columns.where(int(c))
+        if not isinstance(where.get("expert"), int):
+            continue
+        k = moe_layers.index(where["layer"]) * experts + where["expert"]
+        means = {cls: float(share[ix][:, k].mean()) if len(ix) else None for cls, ix in idx.items()}
+        per.append(where | {"routed_correct": means["correct"], "routed_hallucinated": means["hallucinated"]})
+    return {"measure": "share of answer tokens routed to the neuron's expert", "per_neuron": per}
+
+
+def _per_layer(ns: NeuronSet) -> dict[str, int]:
+    """H-neurons per layer (a mixture's experts summed)."""
+    out: dict[str, int] = {}
+    for n in ns.neurons:
+        out[str(n.layer)] = out.get(str(n.layer), 0) + 1
+    return dict(sorted(out.items(), key=lambda kv: int(kv[0])))
+
+
 def _qa_criterion(
-    usable: list[dict], qa, inter: int, max_drop: float, progress: bool
+    usable: list[dict], qa, columns: Columns, max_drop: float, progress: bool
 ) -> tuple[list[dict], dict[str, Any]]:
     """The C values whose silenced H-neurons keep QA accuracy within ``max_drop`` points of the
     unedited model (all usable ones, with a warning, when none does)."""
@@ -270,10 +307,7 @@ def _qa_criterion(
         base = qa({})
         pbar.update(1)
         for s in usable:
-            layers: dict[int, list[tuple[int, float]]] = {}
-            for j in np.flatnonzero(s["fit"].coef > 0):
-                layers.setdefault(int(j // inter), []).append((int(j % inter), 0.0))
-            s["qa_accuracy_silenced"] = qa(layers)
+            s["qa_accuracy_silenced"] = qa(columns.plan(np.flatnonzero(s["fit"].coef > 0), 0.0))
             s["qa_drop_points"] = round(100 * (base - s["qa_accuracy_silenced"]), 3)
             pbar.update(1)
     kept = [s for s in usable if s["qa_drop_points"] <= max_drop]

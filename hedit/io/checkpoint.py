@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,23 @@ OWN_FILES = ("README.md", "hedit.json", INDEX)
 Tensors = dict[str, tuple[str, TensorInfo]]  # tensor suffix ("weight", "scales", ...) -> (file name, tensor)
 
 
+@dataclass(frozen=True)
+class Locus:
+    """Where neuron j of a site lives in a checkpoint tensor: ``info`` in ``file``; ``slot`` the expert's
+    place along dim 0 of a stacked [experts, a, b] tensor (None: a 2-D tensor); in that expert's 2-D
+    matrix, neuron j is row (``axis`` 0) or column (``axis`` 1) ``offset + stride * j``."""
+
+    file: str
+    info: TensorInfo
+    axis: int
+    offset: int = 0
+    stride: int = 1
+    slot: int | None = None
+
+    def index(self, neurons: list[int]) -> list[int]:
+        return [self.offset + self.stride * j for j in neurons]
+
+
 @dataclass
 class Checkpoint:
     path: Path
@@ -35,10 +53,48 @@ class Checkpoint:
     down_proj: dict[int, tuple[str, TensorInfo]]  # layer -> (file name, weight) of an unquantized checkpoint
     modules: dict[tuple[int, str], Tensors]  # (layer, "down"/"up") -> every tensor of that projection
     quant_method: str | None = None  # config.json's quantization_config.quant_method, for quantized checkpoints
+    inside: dict[tuple[int, str], tuple[str, TensorInfo]] | None = None  # (layer, name inside it) -> tensor
+    experts: Any = None  # registry.ExpertsShape of a mixture of experts
 
     @property
     def model_type(self) -> str:
         return self.arch.model_type
+
+    def locus(self, site, which: str) -> Locus:
+        """Where a site's neurons are in the ``down`` or ``up`` weight (``hedit.registry.Moe`` describes
+        both expert layouts), or a one-line error naming the tensor that is missing."""
+        layer, expert = (site, None) if isinstance(site, int) else site  # hedit.neurons.Site
+        arch, moe = self.arch, self.arch.moe
+        if expert is None or expert == "shared":
+            if expert is None:
+                f, info = self.tensors(layer, which)["weight"]
+                width = self.intermediate_size if self.experts is None else self.experts.dense_intermediate_size
+            else:
+                name = f"{moe.shared['module']}.{which}_proj.weight"
+                f, info = self._inside(layer, [name], "shared expert")
+                width = self.experts.shared_intermediate_size
+            if which == "down":
+                return Locus(f, info, 1)
+            return Locus(f, info, 0, arch.up_row(0, width) if arch.up_fused else 0)
+        inter = self.intermediate_size
+        if moe.per_expert and (layer, moe.per_expert[which].format(expert=expert)) in self.inside:
+            f, info = self.inside[(layer, moe.per_expert[which].format(expert=expert))]
+            return Locus(f, info, 1 if which == "down" else 0)
+        f, info = self._inside(layer, moe.stacked[which], f"expert {expert}'s {which} projection")
+        if len(info.shape) != 3 or info.shape[0] != self.experts.num_experts:
+            raise HeditError(f"{info.name} has shape {list(info.shape)}, expected [{self.experts.num_experts}, ...]")
+        # in one expert's matrix: [out, in] (a Linear's layout), or [in, out] when transposed
+        neuron_axis = (1 if which == "down" else 0) ^ int(moe.transposed)
+        if which == "down":
+            return Locus(f, info, neuron_axis, slot=expert)
+        offset, stride = (1, 2) if moe.interleaved else (inter, 1)  # up after gate, or gate/up alternating
+        return Locus(f, info, neuron_axis, offset, stride, expert)
+
+    def _inside(self, layer: int, names: list[str], what: str) -> tuple[str, TensorInfo]:
+        for name in names:
+            if (layer, name) in self.inside:
+                return self.inside[(layer, name)]
+        raise HeditError(f"{self.path}: layer {layer}'s {what} not found (no tensor {' or '.join(names)})")
 
     def tensors(self, layer: int, which: str) -> Tensors:
         try:
@@ -129,8 +185,13 @@ def open_checkpoint(source: str | Path) -> Checkpoint:
     files = weight_files(path)
     headers = {f: read_header(path / f) for f in files}
     modules: dict[tuple[int, str], Tensors] = {}
+    inside: dict[tuple[int, str], tuple[str, TensorInfo]] = {}
+    prefix = re.compile(arch.tensor_prefix)
     for f, h in headers.items():
         for name, info in h.tensors.items():
+            m = prefix.match(name)
+            if m:
+                inside[(int(m.group("layer")), name[m.end() :])] = (f, info)
             hit = arch.split_tensor(name)
             if hit is None or hit[0] >= num_layers:
                 continue
@@ -139,13 +200,22 @@ def open_checkpoint(source: str | Path) -> Checkpoint:
             if suffix in group:
                 raise HeditError(f"{path}: tensor {name} appears twice")
             group[suffix] = (f, info)
-    missing = [layer for layer in range(num_layers) if (layer, "down") not in modules]
+    experts = arch.experts_shape(config)
+    dense_layers = range(num_layers) if experts is None else sorted(experts.dense)
+    missing = [layer for layer in dense_layers if (layer, "down") not in modules]
     if missing:
         raise HeditError(
             f"{path}: down_proj weights for layers {missing[:5]} not found "
             f"(config says {num_layers} layers of {arch.model_type})"
         )
     down: dict[int, tuple[str, TensorInfo]] = {}
+    if experts is not None:
+        if quant is not None:
+            raise HeditError(
+                f"{path}: quantized mixture-of-experts checkpoints ({quant}) are not edited yet; "
+                "edit the float checkpoint, then quantize it"
+            )
+        inter = experts.dense_intermediate_size  # the dense layers' MLPs are checked below
     if quant is None:
         rows = 2 * inter if arch.up_fused else inter
         for (layer, which), group in sorted(modules.items()):
@@ -162,4 +232,34 @@ def open_checkpoint(source: str | Path) -> Checkpoint:
                 raise HeditError(f"{info.name} has shape {list(info.shape)}, expected {expected} from config.json")
             if which == "down":
                 down[layer] = (f, info)
-    return Checkpoint(path, config, arch, num_layers, inter, files, headers, down, modules, quant)
+    if experts is not None:
+        inter = experts.intermediate_size
+    ckpt = Checkpoint(path, config, arch, num_layers, inter, files, headers, down, modules, quant, inside, experts)
+    if experts is not None:
+        _check_experts(ckpt)
+    return ckpt
+
+
+def _check_experts(ckpt: Checkpoint) -> None:
+    """Every MoE layer's expert weights (one layout or the other) and shared expert are in the checkpoint
+    with the shapes config.json gives: a shard that lost them is refused before anything is written."""
+    shape = ckpt.experts
+    for layer, expert in shape.sites():
+        if expert is None or (isinstance(expert, int) and expert > 0 and _stacked(ckpt, layer)):
+            continue
+        width = shape.width(layer, expert)
+        for which in ("down", "up") if ckpt.arch.moe.up_exact is True or expert == "shared" else ("down",):
+            loc = ckpt.locus((layer, expert), which)
+            dims = loc.info.shape[1:] if loc.slot is not None else loc.info.shape
+            n = dims[loc.axis] if len(dims) == 2 else -1
+            need = loc.offset + loc.stride * (width - 1) + 1
+            if n < need or (which == "down" and n != width):
+                raise HeditError(
+                    f"{loc.info.name} has shape {list(loc.info.shape)}: it does not hold {width} neurons "
+                    f"of layer {layer} expert {expert} (config.json)"
+                )
+
+
+def _stacked(ckpt: Checkpoint, layer: int) -> bool:
+    moe = ckpt.arch.moe
+    return not (moe.per_expert and (layer, moe.per_expert["down"].format(expert=0)) in ckpt.inside)

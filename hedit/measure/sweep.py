@@ -29,7 +29,7 @@ from hedit.config import Decoding, EngineConfig, SweepConfig
 from hedit.edit.adapters.lora import vllm_max_lora_rank
 from hedit.engine.choice import Choice, choose_engine, mix_adapters, open_engine
 from hedit.engine.decoder import EngineModel, cells_share_batches, end_ids, generate_cells, items_per_batch
-from hedit.engine.intervention import CellScales, model_shape, scale_neurons
+from hedit.engine.intervention import CellScales, check_neurons, scale_neurons
 from hedit.engine.prompts import chat_ids
 from hedit.engine.vllm import MAX_LORAS
 from hedit.errors import HeditError
@@ -211,6 +211,11 @@ def run_sweep(
             raise HeditError(f"{path} has no tokenizer; sweep needs one")
         ns.check_model(*checkpoint_shape(path))
         choice = choice or choose_engine("sweep", engine, device)
+        if choice.kind == "vllm" and ns.has_experts:
+            raise HeditError(
+                "sweep on vLLM runs each cell as a LoRA adapter, which hedit does not write for expert neurons "
+                "yet; use --engine hf"
+            )
         log(choice.describe())
         if choice.kind == "vllm":
             rank = vllm_max_lora_rank(max(len(v) for v in ns.by_layer().values()))
@@ -222,7 +227,7 @@ def run_sweep(
     else:
         model, tok = loaded() if callable(loaded) else loaded
     if not isinstance(model, EngineModel):
-        ns.check_model(*model_shape(model))
+        check_neurons(model, ns)
     try:
         engine_id = model.engine_id if isinstance(model, EngineModel) else None
         return _run(model, tok, path, model_name, ns, out, cfg, suites, trivia, judge, progress, device, engine_id)
@@ -231,13 +236,14 @@ def run_sweep(
             model.engine.close()
 
 
-def checkpoint_shape(path: Path) -> tuple[str, int, int]:
+def checkpoint_shape(path: Path) -> tuple:
+    """(model_type, layers, intermediate size, ExpertsShape or None) from a checkpoint's config.json."""
     from hedit.io.checkpoint import read_config
     from hedit.registry import get_architecture
 
     config = read_config(path)
     arch = get_architecture(config.get("model_type"))
-    return (arch.model_type, *arch.shape(config))
+    return (arch.model_type, *arch.shape(config), arch.experts_shape(config))
 
 
 @contextlib.contextmanager
@@ -287,11 +293,12 @@ def _run(
     from hedit.model.load import load_model
 
     h = ns.by_layer()
-    controls = control_sets(ns, cfg.controls, cfg.seed)
+    experts = checkpoint_shape(path)[3] if path is not None else None
+    controls = control_sets(ns, cfg.controls, cfg.seed, experts)
     sets = {"h": h} | {f"control-{k}": c for k, c in enumerate(controls)}
     settings = {
         "model": str(model_name),
-        "neurons": _digest(h),
+        "neurons": _digest({str(k): v for k, v in h.items()}),
         "decoding": cfg.decoding.to_dict(),
         "limit": cfg.limit,
         "batch_size": cfg.batch_size,

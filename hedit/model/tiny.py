@@ -20,6 +20,43 @@ TEXT = dict(
     bos_token_id=1,
     eos_token_id=2,
 )
+# Mixtures of experts: 8 experts, top-2, small expert widths; deepseek_v3's attention wants head_dim equal to
+# its rotary part and as many key/value heads as query heads. Shared experts and dense layers where the family has them.
+MOE = {
+    "qwen3_moe": dict(num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32, mlp_only_layers=[0]),
+    "qwen2_moe": dict(
+        num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=48
+    ),
+    "mixtral": dict(num_local_experts=8, num_experts_per_tok=2, intermediate_size=32),
+    "olmoe": dict(num_experts=8, num_experts_per_tok=2, intermediate_size=32),
+    "deepseek_v3": dict(
+        n_routed_experts=8,
+        num_experts_per_tok=2,
+        moe_intermediate_size=32,
+        n_shared_experts=1,
+        first_k_dense_replace=1,
+        n_group=1,
+        topk_group=1,
+        kv_lora_rank=16,
+        q_lora_rank=None,
+        qk_rope_head_dim=8,
+        qk_nope_head_dim=8,
+        v_head_dim=16,
+        head_dim=8,
+        num_key_value_heads=4,  # multi-head latent attention: as many key/value heads as query heads
+    ),
+    "glm4_moe": dict(
+        n_routed_experts=8,
+        num_experts_per_tok=2,
+        moe_intermediate_size=32,
+        n_shared_experts=1,
+        first_k_dense_replace=1,
+        n_group=1,
+        topk_group=1,
+    ),
+    "gpt_oss": dict(num_local_experts=8, num_experts_per_tok=2, intermediate_size=32),
+    "granitemoe": dict(num_local_experts=8, num_experts_per_tok=2, intermediate_size=32),
+}
 VISION = dict(
     hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2, image_size=28, patch_size=14
 )
@@ -29,7 +66,7 @@ def tiny_config(model_type: str, tie_word_embeddings: bool | None = None, **over
     """A small config of ``model_type``; gemma3 gets a tiny vision tower too."""
     from transformers import AutoConfig
 
-    text = TEXT | overrides
+    text = TEXT | MOE.get(model_type, {}) | overrides
     if tie_word_embeddings is not None:
         text["tie_word_embeddings"] = tie_word_embeddings
     if model_type == "gemma3":
@@ -58,12 +95,26 @@ def save_tiny_model(
     dtype: torch.dtype = torch.float32,
     max_shard_size: str | None = None,
     seed: int = 0,
+    stacked: bool = False,
     **kw,
 ) -> Path:
-    """Save a random tiny model as a safetensors checkpoint (sharded when ``max_shard_size`` is set)."""
+    """Save a random tiny model as a safetensors checkpoint (sharded when ``max_shard_size`` is set).
+    ``stacked``: a mixture's experts as the 3-D tensors transformers holds in memory (as checkpoints saved
+    that way store them), where ``save_pretrained`` writes one tensor per expert."""
     model = tiny_model(model_type, seed, **kw).to(dtype)
     extra = {"max_shard_size": max_shard_size} if max_shard_size else {}
     model.save_pretrained(str(path), **extra)
+    if stacked:
+        from safetensors.torch import save_file
+
+        for f in Path(path).glob("*.safetensors*"):
+            f.unlink()
+        state = {
+            k: v.contiguous()
+            for k, v in model.state_dict().items()
+            if k != "lm_head.weight" or not model.config.tie_word_embeddings
+        }
+        save_file(state, str(Path(path) / "model.safetensors"), metadata={"format": "pt"})
     return Path(path)
 
 

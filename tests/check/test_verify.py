@@ -8,6 +8,7 @@ from hedit.check.verify import verify
 from hedit.edit.adapters import export_adapter
 from hedit.edit.checkpoint import edit_checkpoint
 from hedit.errors import HeditError
+from hedit.registry import get_architecture
 
 from conftest import ARCHS, neuron_set
 
@@ -18,6 +19,11 @@ def test_all_artifacts_equal_the_intervention(checkpoint, tmp_path, model_type, 
     """Both targets (down_proj columns, up_proj rows; phi3's fused gate_up_proj too) in every artifact."""
     src = checkpoint(model_type)
     ns = neuron_set(model_type, per_layer=8, seed=1)
+    if target == "up" and not get_architecture(model_type).gated:  # ungated MLPs: down only, said in one line
+        with pytest.raises(HeditError, match=f"{model_type} has no gated MLP: --target up needs one"):
+            edit_checkpoint(src, ns, tmp_path / "edited", alpha=0.0, progress=False, target=target)
+        assert not (tmp_path / "edited").exists()
+        return
     edit_checkpoint(src, ns, tmp_path / "edited", alpha=0.0, progress=False, target=target)
     export_adapter(src, ns, tmp_path / "lora", "lora", alpha=0.0, target=target)
     export_adapter(src, ns, tmp_path / "ia3", "ia3", alpha=0.0, target=target)

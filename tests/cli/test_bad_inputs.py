@@ -250,7 +250,7 @@ CASES = {
         EDIT,
         "model_type must be a string",
     ),
-    "edit-moe": (lambda w: _config(w, lambda c: c.update(model_type="mixtral")), EDIT, "mixture-of-experts"),
+    "edit-moe": (lambda w: _config(w, lambda c: c.update(model_type="phimoe")), EDIT, "mixture-of-experts"),
     "edit-layers-zero": (
         lambda w: _config(w, lambda c: c.update(num_hidden_layers=0)),
         EDIT,

@@ -80,7 +80,7 @@ def test_bad_sources(checkpoint, tmp_path, case, message):
     elif case in ("moe", "wrong_shape", "missing_layer"):
         shutil.copy(good / "model.safetensors", src)
         config |= {
-            "moe": {"model_type": "mixtral"},
+            "moe": {"model_type": "phimoe"},
             "wrong_shape": {"intermediate_size": 50},
             "missing_layer": {"num_hidden_layers": 4},
         }[case]

@@ -78,9 +78,40 @@ def read_adapter(folder: str | Path, checkpoint: Checkpoint | None = None) -> di
     header = read_header(folder / ADAPTER_WEIGHTS)
     if not header.tensors:
         raise HeditError(f"{folder / ADAPTER_WEIGHTS} holds no tensors")
-    if checkpoint is not None:
+    if checkpoint is not None and checkpoint.experts is not None:
+        _check_fit_experts(folder, kind, cfg, header.tensors, checkpoint)
+    elif checkpoint is not None:
         _check_fit(folder, kind, cfg, header.tensors, checkpoint)
     return cfg
+
+
+def _check_fit_experts(folder: Path, kind: str, cfg: dict[str, Any], tensors: dict, ckpt: Checkpoint) -> None:
+    """``_check_fit`` for a mixture of experts' LoRA: each tensor on a dense or shared down_proj, or on an
+    MoE layer's experts (PEFT's parameter target: rank r per expert), with that site's shapes."""
+    arch, shape = ckpt.arch, ckpt.experts
+    hidden = arch.text_config_dict(ckpt.config).get("hidden_size")
+    r, n = cfg.get("r", 0), shape.num_experts
+    want: dict[str, dict[str, tuple]] = {}
+    for layer, expert in shape.sites():
+        if isinstance(expert, int) and expert > 0:
+            continue
+        path, kind_ = arch.site_module(layer, expert)
+        width = shape.width(layer, expert)
+        k = r * n if kind_ == "experts" else r
+        want[f"base_model.model.{path}"] = {"lora_A.weight": (k, width), "lora_B.weight": (hidden, k)}
+    for name, info in tensors.items():
+        module, _, suffix = name.rpartition(".lora_")
+        shapes = want.get(module, {}) if kind == "LORA" else {}
+        if f"lora_{suffix}" not in shapes:
+            raise HeditError(
+                f"{folder} was not made for this model: tensor {name} is not on a down_proj or the experts of "
+                f"{ckpt.path} ({arch.model_type}, {ckpt.num_layers} layers)"
+            )
+        if tuple(info.shape) != shapes[f"lora_{suffix}"]:
+            raise HeditError(
+                f"{folder} was not made for this model: {name} has shape {list(info.shape)}, "
+                f"expected {list(shapes[f'lora_{suffix}'])}"
+            )
 
 
 def _check_fit(folder: Path, kind: str, cfg: dict[str, Any], tensors: dict, ckpt: Checkpoint) -> None:

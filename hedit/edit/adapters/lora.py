@@ -30,9 +30,15 @@ def vllm_max_lora_rank(rank: int) -> int:
 
 class Lora(AdapterWriter):
     name = "lora"
+    experts = True  # expert neurons through PEFT's target_parameters (``build_experts``)
+
+    def check(self, plan: EditPlan) -> None:
+        super().check(plan)
+        if plan.arch.moe is not None and plan.target != "down":
+            raise HeditError("a LoRA of a mixture of experts carries down_proj columns: use --target down")
 
     def build(self, plan: EditPlan, read: Callable[[int, list[int]], tuple[torch.Tensor, int]]) -> Adapter:
-        return build(plan, read)
+        return build_experts(plan) if plan.arch.moe is not None else build(plan, read)
 
     def rules(self, report: Report) -> dict:
         return {"vllm_max_lora_rank": vllm_max_lora_rank(report.info["lora_rank"])}
@@ -47,6 +53,11 @@ class Lora(AdapterWriter):
         )
 
     def serve(self, plan: EditPlan, out_name: str, report: Report) -> str:
+        if plan.arch.moe is not None:
+            return (
+                "vLLM: hedit does not write vLLM's fused-MoE LoRA layout yet, so this adapter is for PEFT; "
+                "to serve the edit in vLLM, use the checkpoint `hedit edit` writes.\n"
+            )
         rank, max_rank = report.info["lora_rank"], report.info["vllm_max_lora_rank"]
         need = f"`--max-lora-rank` must be at least {rank}; {max_rank} is the smallest value vLLM accepts"
         return f"""vLLM ({need}):
@@ -79,3 +90,69 @@ def build(plan: EditPlan, read: Callable[[int, list[int]], tuple[torch.Tensor, i
         task_type="CAUSAL_LM",
     )
     return Adapter(tensors, config, info={"lora_rank": rank})
+
+
+def build_experts(plan: EditPlan) -> Adapter:
+    """The exact LoRA of a mixture of experts' edit, every target a PEFT parameter target
+    (``target_parameters``): dense layers' and shared experts' down_proj weights, and each MoE layer's
+    stacked expert weights. (PEFT rewrites ``target_modules`` named ``down_proj`` of these families to their
+    experts' parameter, so Linear modules are named by their weight.) PEFT gives a stacked target rank r
+    per expert: ``lora_A`` [r * experts, I]
+    holds expert e's one-hot rows at e*r..e*r+r-1, ``lora_B`` [hidden, r * experts] its scaled columns at
+    k*experts + e, so that B_e @ A_e = W_e[:, S_e] diag(alpha - 1) for every expert at once."""
+    from hedit.io.safetensors_header import read_slices
+    from hedit.neurons import split_site
+
+    ckpt, arch, shape = plan.checkpoint, plan.arch, plan.checkpoint.experts
+    rank = max(len(v) for v in plan.layers.values())
+    tensors, params = {}, []
+    experts_of: dict[int, list] = {}
+    for site, pairs in plan.layers.items():
+        layer, expert = split_site(site)
+        loc = ckpt.locus(site, "down")
+        idx, alphas = [j for j, _ in pairs], [a for _, a in pairs]
+        info = slot_info(loc.info, loc.slot)
+        picked = read_slices(ckpt.path / loc.file, info, loc.axis, idx)
+        picked = picked.T if loc.axis == 0 else picked  # W[:, S]: [hidden, k]
+        width = info.shape[loc.axis]
+        a, b = lora_factors_of(picked, width, idx, alphas, rank)
+        if isinstance(expert, int):
+            experts_of.setdefault(layer, []).append((expert, a, b))
+            continue
+        path, _ = arch.site_module(layer, expert)
+        params.append(f"{path}.weight")
+        tensors[f"base_model.model.{path}.lora_A.weight"] = a
+        tensors[f"base_model.model.{path}.lora_B.weight"] = b
+    n = shape.num_experts
+    for layer, parts in experts_of.items():
+        path, _ = arch.site_module(layer, 0)
+        a_all = torch.zeros(rank * n, shape.intermediate_size)
+        b_all = torch.zeros(parts[0][2].shape[0], rank * n)  # [hidden, r * experts]
+        for e, a, b in parts:
+            a_all[e * rank : (e + 1) * rank] = a
+            b_all[:, torch.arange(rank) * n + e] = b
+        params.append(f"{path}.down_proj")
+        tensors[f"base_model.model.{path}.lora_A.weight"] = a_all
+        tensors[f"base_model.model.{path}.lora_B.weight"] = b_all
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=rank,
+        lora_dropout=0.0,
+        bias="none",
+        target_modules=[],
+        target_parameters=params,
+        task_type="CAUSAL_LM",
+    )
+    return Adapter(tensors, config, info={"lora_rank": rank, "expert_parameters": params})
+
+
+def slot_info(info, slot: int | None):
+    """The 2-D TensorInfo of expert ``slot`` inside a stacked [experts, a, b] tensor (itself when None)."""
+    import dataclasses
+
+    if slot is None:
+        return info
+    e, a, b = info.shape
+    size = info.nbytes // (e * a * b)
+    start = info.start + slot * a * b * size
+    return dataclasses.replace(info, shape=(a, b), start=start, end=start + a * b * size)
