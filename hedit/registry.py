@@ -92,8 +92,14 @@ class Architecture:
         """The row of the up-projection weight that computes ``neuron`` (fused: after the gate rows)."""
         return intermediate_size + neuron if self.up_fused else neuron
 
-    def gguf_tensor(self, layer: int, which: str = "down") -> str:
-        return (self.gguf_up_proj if which == "up" else self.gguf_down_proj).format(layer=layer)
+    def gguf_tensor(self, layer: int, which: str = "down", expert: int | str | None = None) -> str:
+        """The GGUF tensor holding a site's ``which`` projection: a dense layer's ``ffn_up``; in a mixture
+        of experts every routed expert of a layer is one stacked ``ffn_up_exps`` [experts, I, hidden] (in
+        numpy order), the shared expert ``ffn_up_shexp`` (llama.cpp's names, the same for every family)."""
+        if expert is None:
+            return (self.gguf_up_proj if which == "up" else self.gguf_down_proj).format(layer=layer)
+        kind = "shexp" if expert == "shared" else "exps"
+        return f"blk.{layer}.ffn_{'up' if which == 'up' else 'down'}_{kind}.weight"
 
     def text_config_dict(self, config: dict[str, Any]) -> dict[str, Any]:
         """The part of a config.json dict that describes the language model."""
@@ -121,6 +127,21 @@ class Architecture:
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise HeditError(f"config.json: {key} must be a positive integer, got {value!r}")
         return layers, inter
+
+    def describe(self) -> str:
+        """One line for ``hedit architectures``: where the neurons are, and what is special."""
+        if self.moe is None:
+            extra = "" if self.gated else " (not gated: --target down only)"
+            return f"{self.layers_module}.N.{self.down_proj}{extra}"
+        parts = ["mixture of experts"]
+        if self.moe.shared:
+            parts.append(f"shared expert {self.moe.shared['module']}")
+        if self.moe.dense_layers:
+            parts.append("dense layers " + self.down_proj)
+        parts.append("per-expert and stacked tensors" if self.moe.per_expert else "stacked tensors")
+        if self.moe.up_exact is not True:
+            parts.append("--target down only")
+        return f"{self.layers_module}.N.{self.moe.experts} ({'; '.join(parts)})"
 
     def experts_shape(self, config: dict[str, Any]) -> ExpertsShape | None:
         """Where the experts are, layer by layer, for a mixture of experts; None for a dense model."""

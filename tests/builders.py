@@ -238,3 +238,48 @@ def llama_gguf_metadata(layers: int = 3, inter: int = 96, hidden: int = 64, **ex
         "llama.feed_forward_length": inter,
         "llama.embedding_length": hidden,
     } | extra
+
+
+def write_moe_gguf(path, up_type: T = T.Q8_0, seed: int = 0, arch: str = "qwen2moe", dense_first: int = 0) -> Path:
+    """A mixture of experts as llama.cpp writes it: per MoE layer stacked ``ffn_{gate,up,down}_exps``
+    ([experts, I, hidden] in numpy order) and a shared expert (``*_shexp``, qwen2moe), ``dense_first``
+    leading dense layers (``ffn_up``/``ffn_down``, deepseek2's ``leading_dense_block_count``)."""
+    rng = np.random.default_rng(seed)
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_block_count(LAYERS + dense_first)
+    w.add_embedding_length(HIDDEN)
+    w.add_feed_forward_length(INTER * 2)
+    w.add_expert_count(MOE_EXPERTS)
+    w.add_expert_used_count(2)
+    w.add_expert_feed_forward_length(INTER)
+    if arch == "qwen2moe":
+        w.add_expert_shared_feed_forward_length(INTER)
+    if dense_first:
+        w.add_leading_dense_block_count(dense_first)
+    w.add_string("general.name", "tiny-moe")
+    w.add_tensor("token_embd.weight", rng.standard_normal((16, HIDDEN)).astype(np.float32))
+
+    def add(name, data, t):
+        w.add_tensor(name, data) if t.name in ("F32", "F16") else w.add_tensor(name, data, raw_dtype=t)
+
+    for layer in range(LAYERS + dense_first):
+        if layer < dense_first:
+            add(f"blk.{layer}.ffn_up.weight", random_blocks(up_type, 2 * INTER, HIDDEN, seed + layer), up_type)
+            add(f"blk.{layer}.ffn_down.weight", random_blocks(T.F32, HIDDEN, 2 * INTER, seed + layer), T.F32)
+            continue
+        for kind in ("gate", "up"):
+            rows = random_blocks(up_type, MOE_EXPERTS * INTER, HIDDEN, seed + 7 * layer + (kind == "up"))
+            add(f"blk.{layer}.ffn_{kind}_exps.weight", rows.reshape(MOE_EXPERTS, INTER, -1), up_type)
+        down = random_blocks(T.F32, MOE_EXPERTS * HIDDEN, INTER, seed + 20 + layer).reshape(MOE_EXPERTS, HIDDEN, INTER)
+        add(f"blk.{layer}.ffn_down_exps.weight", down, T.F32)
+        if arch == "qwen2moe":
+            add(f"blk.{layer}.ffn_up_shexp.weight", random_blocks(up_type, INTER, HIDDEN, seed + 40 + layer), up_type)
+            add(f"blk.{layer}.ffn_down_shexp.weight", random_blocks(T.F32, HIDDEN, INTER, seed + 50 + layer), T.F32)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return Path(path)
+
+
+MOE_EXPERTS = 4

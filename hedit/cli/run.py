@@ -41,11 +41,11 @@ def run_cmd(recipe, overrides, model, work, quiet, **kw):
 
 @click.command()
 def architectures():
-    """List the supported model_types and where their down-projections live."""
+    """List the supported model_types and where their neurons live."""
     from hedit.registry import architectures as archs
 
     for a in archs().values():
-        click.echo(f"{a.model_type:12s} {a.layers_module}.N.{a.down_proj}")
+        click.echo(f"{a.model_type:12s} {a.describe()}")
 
 
 COMMANDS = [run_cmd, architectures]

@@ -33,7 +33,7 @@ from hedit.edit.writers import Patch, Patches, Report, TensorEdit, Writer, write
 from hedit.errors import HeditError
 from hedit.io.clone import clone_file
 from hedit.io.gguf_header import GgufHeader, GgufTensor, gguf_shape, read_gguf_header  # noqa: F401 (re-exported)
-from hedit.neurons import NeuronSet
+from hedit.neurons import NeuronSet, split_site
 from hedit.progress import bar
 
 GgufEditReport = Report  # the report of a GGUF edit (before writers shared one report)
@@ -143,21 +143,35 @@ class Gguf(Writer):
     values (``down``) rewritten in place; ``--out x.gguf`` a single file, else a folder with a card."""
 
     name, kind, single_file = "gguf", "gguf", True
+    experts = True  # a mixture's ffn_up_exps / ffn_up_shexp rows (--target up)
 
     def check(self, plan: EditPlan) -> None:
         if plan.gguf is None:
             raise HeditError(f"{plan.source} is not a GGUF file; hedit writes GGUF from GGUF sources")
 
     def edits(self, plan: EditPlan):
-        """(tensor, (offset, new bytes) writes, measured edit) per edited layer; alpha 1 changes no byte."""
+        """(tensor, (offset, new bytes) writes, measured edit) per edited tensor; alpha 1 changes no byte.
+        A mixture's routed experts of a layer share one stacked ffn_up_exps, whose rows are the experts'
+        rows one after another: expert e's neuron j is row e * I + j."""
         arch, inter, tensors = plan.arch, plan.intermediate_size, plan.gguf.tensors
-        for layer, pairs in plan.layers.items():
+        grouped: dict[str, tuple[list[int], list[float]]] = {}
+        for site, pairs in plan.layers.items():
+            layer, expert = split_site(site)
             pairs = [(j, a) for j, a in pairs if a != 1.0]
             if not pairs:
                 continue
-            t = tensors[arch.gguf_tensor(layer, plan.target)]
-            idx = [arch.up_row(j, inter) if plan.target == "up" else j for j, _ in pairs]
-            alphas = np.array([a for _, a in pairs], dtype=np.float32)
+            name = arch.gguf_tensor(layer, plan.target, expert)
+            if isinstance(expert, int):
+                idx = [expert * inter + j for j, _ in pairs]
+            else:
+                idx = [arch.up_row(j, inter) if plan.target == "up" else j for j, _ in pairs]
+            rows, alphas = grouped.setdefault(name, ([], []))
+            rows += idx
+            alphas += [a for _, a in pairs]
+        for name in sorted(grouped, key=lambda n: tensors[n].offset):
+            t, (idx, al) = tensors[name], grouped[name]
+            order = np.argsort(idx, kind="stable")
+            idx, alphas = [idx[i] for i in order], np.array([al[i] for i in order], dtype=np.float32)
             writes, rec = (_row_edit if plan.target == "up" else _column_edit)(plan.source, t, idx, alphas)
             yield t, writes, rec
 
@@ -177,7 +191,7 @@ class Gguf(Writer):
         records: list[TensorEdit] = []
         fd = os.open(path, os.O_WRONLY)
         try:
-            with bar(len(plan.layers), "edit gguf", "layer", progress) as pbar:
+            with bar(len(_tensor_names(plan)), "edit gguf", "tensor", progress) as pbar:
                 done = 0
                 for patch in self.expected(plan, records).patches:
                     os.pwrite(fd, patch.data, patch.offset)
@@ -216,6 +230,12 @@ model = AutoModelForCausalLM.from_pretrained("{out_name}", gguf_file="{gguf_name
             "metadata, tokenizer and every other tensor are byte-identical to the source."
         )
         return card(plan, "gguf", ["hedit", "h-neurons", "gguf"], out_name, how, use, ev, plots)
+
+
+def _tensor_names(plan: EditPlan) -> set[str]:
+    from hedit.neurons import split_site
+
+    return {plan.arch.gguf_tensor(split_site(s)[0], plan.target, split_site(s)[1]) for s in plan.layers}
 
 
 def edit_gguf(

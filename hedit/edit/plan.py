@@ -130,19 +130,30 @@ FLOAT_TYPES = ("F32", "F16", "BF16")
 
 
 def _gguf_plan(source: Path, neurons, alpha, allow_negative: bool, target: str) -> EditPlan:
-    from hedit.io.gguf_header import gguf_shape, known_names, read_gguf_header
+    from hedit.io.gguf_header import gguf_experts, gguf_shape, known_names, read_gguf_header
 
     header = read_gguf_header(source)
     arch, layers, inter = gguf_shape(header)
+    experts = gguf_experts(header, arch, layers)
     ns = load_neurons(neurons)
-    ns.check_model(arch.model_type, layers, inter)
+    ns.check_model(arch.model_type, layers, inter, experts)
     tensors = header.tensors
-    for layer in ns.by_layer():
+    if experts is not None:
+        if target == "down":
+            raise HeditError(
+                "a GGUF mixture of experts is edited through its up rows' block scales (--target up); "
+                "its down_exps columns are not edited yet"
+            )
+        target = "up"
+    for site in ns.by_layer():
+        layer, expert = (site, None) if isinstance(site, int) else site
         for which in ("down", "up") if arch.gated else ("down",):
-            if arch.gguf_tensor(layer, which) not in tensors and (which == "down" or target == "up"):
-                raise HeditError(f"{source} has no tensor {arch.gguf_tensor(layer, which)}")
-    down_types = {tensors[arch.gguf_tensor(layer, "down")].type_name for layer in ns.by_layer()}
-    target = resolve_target(target, arch, not down_types <= set(FLOAT_TYPES), down_exact=True)
+            name = arch.gguf_tensor(layer, which, expert)
+            if name not in tensors and (which == "down" or target == "up"):
+                raise HeditError(f"{source} has no tensor {name}")
+    if experts is None:
+        down_types = {tensors[arch.gguf_tensor(layer, "down")].type_name for layer in ns.by_layer()}
+        target = resolve_target(target, arch, not down_types <= set(FLOAT_TYPES), down_exact=True)
     return EditPlan(
         source,
         arch,

@@ -42,8 +42,10 @@ class MoeCettHooks:
         self.moe_layers = [layer for layer in range(self.shape.num_layers) if layer not in self.shape.dense]
         arch = get_architecture(model.config.model_type)
         self.weights: torch.Tensor | None = None  # [regions, batch, tokens]
-        self.out: dict = {}  # site -> [R, B, width]; routed experts: only those routed
+        self.out: dict = {}  # dense layer or shared expert site -> [R, B, width]
+        self.experts_out: dict[int, torch.Tensor] = {}  # MoE layer -> [R, B, experts, I]
         self.routed: dict[int, torch.Tensor] = {}  # layer -> [R, B, experts] share of region tokens
+        self._numpy = None
         self._captured: dict[int, list] = {}
         self._shared: dict[int, tuple] = {}
         self._gate: dict[int, torch.Tensor] = {}
@@ -107,14 +109,19 @@ class MoeCettHooks:
             w = self._flat_weights(ynorm.device)  # [R, N]
             r, b, t = self.weights.shape
             rows = torch.arange(b * t, device=ynorm.device) // t
-            routed = torch.zeros(r, b, self.shape.num_experts, device=ynorm.device)
-            for expert, tok, vals in self._captured.pop(layer, []):
+            experts, inter = self.shape.num_experts, self.shape.intermediate_size
+            captured = self._captured.pop(layer, [])
+            acc = torch.zeros(r, b * experts, inter, device=ynorm.device)  # [R, B x E, I]
+            routed = torch.zeros(r, b * experts, device=ynorm.device)
+            if captured:  # every expert's tokens in one index_add: (row, expert) -> row * E + expert
+                tok = torch.cat([t_ for _, t_, _ in captured])
+                slot = rows[tok] * experts + torch.cat([torch.full_like(t_, e) for e, t_, _ in captured])
+                vals = torch.cat([v for _, _, v in captured]) / ynorm[tok].unsqueeze(-1)
                 wt = w[:, tok]  # [R, n]
-                acc = torch.zeros(r, b, vals.shape[1], device=vals.device)
-                acc.index_add_(1, rows[tok], wt.unsqueeze(-1) * (vals / ynorm[tok].unsqueeze(-1)).unsqueeze(0))
-                self.out[(layer, expert)] = acc
-                routed[:, :, expert].index_add_(1, rows[tok], wt)
-            self.routed[layer] = routed
+                acc.index_add_(1, slot, wt.unsqueeze(-1) * vals.unsqueeze(0))
+                routed.index_add_(1, slot, wt)
+            self.experts_out[layer] = acc.reshape(r, b, experts, inter)
+            self.routed[layer] = routed.reshape(r, b, experts)
             if layer in self._shared:
                 vals = self._shared.pop(layer) * self._gate.pop(layer, torch.ones(1, 1, device=ynorm.device))
                 acc = torch.zeros(r, b, vals.shape[1], device=vals.device)
@@ -131,29 +138,46 @@ class MoeCettHooks:
 
     def rows(self, r: int, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(columns, values) of row (region r, item b) over every site, then its routing entries
-        (columns over (MoE layer, expert), shares), each sorted by column."""
-        cols, vals = [], []
-        offsets = self.columns.offsets
-        for k, site in enumerate(self.columns.sites):
-            t = self.out.get(site)
-            if t is None:
+        (columns over (MoE layer, expert), shares), each sorted by column. Only the experts the router
+        sent some of the region's tokens to have entries."""
+        if self._numpy is None:  # once per batch: every site's tensor to numpy
+            self._numpy = (
+                {site: t.cpu().numpy() for site, t in self.out.items()},
+                {layer: t.cpu().numpy() for layer, t in self.experts_out.items()},
+                {layer: t.cpu().numpy() for layer, t in self.routed.items()},
+            )
+        out, experts_out, routed = self._numpy
+        inter, n = self.shape.intermediate_size, self.shape.num_experts
+        cols, vals, rcols, rvals = [], [], [], []
+        block = np.arange(inter, dtype=np.int64)
+        for layer in range(self.shape.num_layers):
+            if layer in self.shape.dense:
+                v = out[layer][r, b]
+                cols.append(self.columns.offset(layer) + np.arange(len(v)))
+                vals.append(v)
                 continue
-            v = t[r, b].cpu().numpy()
-            nz = np.flatnonzero(v)
-            cols.append(offsets[k] + nz)
-            vals.append(v[nz])
-        rcols, rvals = [], []
-        for i, layer in enumerate(self.moe_layers):
-            share = self.routed[layer][r, b].cpu().numpy()
-            nz = np.flatnonzero(share)
-            rcols.append(i * self.shape.num_experts + nz)
-            rvals.append(share[nz])
+            share = routed[layer][r, b]
+            hit = np.flatnonzero(share)
+            first = self.columns.offset((layer, 0))
+            cols.append((first + hit[:, None] * inter + block).ravel())
+            vals.append(experts_out[layer][r, b, hit].ravel())
+            k = self.moe_layers.index(layer)
+            rcols.append(k * n + hit)
+            rvals.append(share[hit])
+            if (layer, "shared") in out:
+                v = out[(layer, "shared")][r, b]
+                cols.append(self.columns.offset((layer, "shared")) + np.arange(len(v)))
+                vals.append(v)
+        cols_, vals_ = np.concatenate(cols), np.concatenate(vals).astype(np.float32)
+        nz = vals_ != 0
         cat = lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt)  # noqa: E731
-        return cat(cols, np.int64), cat(vals, np.float32), cat(rcols, np.int64), cat(rvals, np.float32)
+        return cols_[nz], vals_[nz], cat(rcols, np.int64), cat(rvals, np.float32)
 
     def clear(self) -> None:
         self.out.clear()
+        self.experts_out.clear()
         self.routed.clear()
+        self._numpy = None
 
 
 def _colnorm(module: torch.nn.Module) -> torch.Tensor:

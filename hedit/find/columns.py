@@ -7,8 +7,8 @@ each routed expert of an MoE layer, then its shared expert), each site as wide a
 
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -42,20 +42,27 @@ class Columns:
     def to_meta(self) -> list[list]:
         return [[*split_site(s), w] for s, w in zip(self.sites, self.widths)]
 
-    @property
+    @cached_property
     def offsets(self) -> np.ndarray:
         return np.concatenate([[0], np.cumsum(self.widths)]).astype(np.int64)
+
+    @cached_property
+    def _position(self) -> dict:
+        return {site: k for k, site in enumerate(self.sites)}
 
     @property
     def total(self) -> int:
         return int(sum(self.widths))
 
+    def width(self, site: Site) -> int:
+        return self.widths[self._position[site]]
+
     def offset(self, site: Site) -> int:
-        return int(self.offsets[self.sites.index(site)])
+        return int(self.offsets[self._position[site]])
 
     def site_of(self, column: int) -> tuple[Site, int]:
         """(site, index) of a column."""
-        k = bisect.bisect_right(self.offsets.tolist(), int(column)) - 1
+        k = int(np.searchsorted(self.offsets, int(column), side="right")) - 1
         return self.sites[k], int(column) - int(self.offsets[k])
 
     def neuron(self, column: int, **kw) -> Neuron:

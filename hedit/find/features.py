@@ -9,6 +9,9 @@ batch and reduces it to per-region means right there:
 so no [layers x tokens x neurons] tensor is ever kept. Rows go to a float32 memory-mapped matrix
 ``features.f32`` of shape [rows, layers * intermediate] (layer-major), described by ``meta.json``
 and ``rows.jsonl`` (question id, sample, class, label, region, split).
+
+A mixture of experts' features are sparse instead (CSR files, only the experts the router sent some of
+a region's tokens to; ``hedit.find.cett_moe``), with the expert neuron's CETT defined there.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from hedit.errors import HeditError
 from hedit.io.atomic import atomic_write_text, check_work, save_png
 from hedit.io.checkpoint import Checkpoint, open_checkpoint
 from hedit.io.jsonfile import expect, read_json
-from hedit.io.safetensors_header import read_tensor
+from hedit.io.safetensors_header import read_tensor, slot_info
 from hedit.neurons import NeuronSet
 from hedit.progress import bar
 
@@ -42,6 +42,10 @@ def _read(ckpt: Checkpoint, layer: int, which: str) -> torch.Tensor:
     if "weight" not in group:
         raise HeditError(f"{ckpt.path} is quantized; hedit compares unquantized base and instruct checkpoints")
     f, info = group["weight"]
+    return _read_info(ckpt, f, info)
+
+
+def _read_info(ckpt: Checkpoint, f: str, info) -> torch.Tensor:
     fd = os.open(ckpt.path / f, os.O_RDONLY)
     try:
         return read_tensor(fd, info).to(torch.float32)
@@ -51,24 +55,71 @@ def _read(ckpt: Checkpoint, layer: int, which: str) -> torch.Tensor:
 
 def neuron_vectors(ckpt: Checkpoint, layer: int) -> torch.Tensor:
     """[intermediate, 3 * hidden]: each neuron's gate row, up row and down column, one layer."""
-    inter = ckpt.intermediate_size
-    down = _read(ckpt, layer, "down").T  # [inter, hidden]
-    if ckpt.arch.up_fused:
-        fused = _read(ckpt, layer, "up")
-        gate, up = fused[:inter], fused[inter:]
+    return site_vectors(ckpt, layer)
+
+
+def site_vectors(ckpt: Checkpoint, site) -> torch.Tensor:
+    """[width, 3 * hidden]: each neuron's gate row, up row and down column at a site (a layer, or in a
+    mixture of experts (layer, expert): read through ``Checkpoint.locus``, either expert layout)."""
+    layer, expert = (site, None) if isinstance(site, int) else site
+
+    def matrix(loc) -> torch.Tensor:
+        return _read_info(ckpt, loc.file, slot_info(loc.info, loc.slot))
+
+    def pick(m: torch.Tensor, axis: int, offset: int, stride: int, width: int) -> torch.Tensor:
+        part = slice(offset, offset + stride * width, stride)  # a view: no copy of the matrix
+        return m[part] if axis == 0 else m[:, part].T  # [width, hidden]
+
+    down_loc = ckpt.locus(site, "down")
+    down = matrix(down_loc)
+    width = down.shape[down_loc.axis]
+    down = down.T if down_loc.axis == 1 else down
+    up_loc = ckpt.locus(site, "up")
+    up_m = matrix(up_loc)
+    up = pick(up_m, up_loc.axis, up_loc.offset, up_loc.stride, width)
+    if up_loc.offset:  # gate and up in one tensor (fused, stacked or interleaved): the gate comes first
+        gate = pick(up_m, up_loc.axis, 0, up_loc.stride, width)
+    elif expert is None:
+        gate = _read(ckpt, layer, "gate")
     else:
-        gate, up = _read(ckpt, layer, "gate"), _read(ckpt, layer, "up")
+        gate = _gate_of(ckpt, site, width)
     return torch.cat([gate, up, down], dim=1)
+
+
+def _gate_of(ckpt: Checkpoint, site, width: int) -> torch.Tensor:
+    """A shared expert's or a per-expert tensor's gate rows (its own tensor)."""
+    layer, expert = site
+    moe = ckpt.arch.moe
+    name = (
+        f"{moe.shared['module']}.gate_proj.weight"
+        if expert == "shared"
+        else moe.per_expert["gate"].format(expert=expert)
+    )
+    f, info = ckpt.inside_tensor(layer, [name], f"expert {expert}'s gate projection")
+    return _read_info(ckpt, f, info)[:width]
+
+
+def sites_of(ckpt: Checkpoint):
+    """The ``hedit.find.columns.Columns`` of a checkpoint: its layers, or a mixture's sites."""
+    from hedit.find.columns import Columns
+
+    return Columns.dense(ckpt.num_layers, ckpt.intermediate_size) if ckpt.experts is None else Columns.of(ckpt.experts)
 
 
 def check_pair(base: Checkpoint, instruct: Checkpoint) -> None:
     a = (base.model_type, base.num_layers, base.intermediate_size)
     b = (instruct.model_type, instruct.num_layers, instruct.intermediate_size)
-    if a != b:
+    if a != b or base.experts != instruct.experts:
         raise HeditError(
             f"base and instruct differ: {a[0]} {a[1]}x{a[2]} against {b[0]} {b[1]}x{b[2]}; origin "
             "compares two versions of one architecture and shape"
         )
+    if base.experts is not None:
+        for site in sites_of(base).sites:
+            for which in ("down", "up"):
+                if base.locus(site, which).info.shape != instruct.locus(site, which).info.shape:
+                    raise HeditError(f"base and instruct differ in the shape of {which} at {site}")
+        return
     for layer in range(base.num_layers):
         for which in ("down", "up") + (() if base.arch.up_fused else ("gate",)):
             sa, sb = (c.tensors(layer, which).get("weight") for c in (base, instruct))
@@ -77,15 +128,17 @@ def check_pair(base: Checkpoint, instruct: Checkpoint) -> None:
 
 
 def drift(base: Checkpoint, instruct: Checkpoint, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """(1 - cosine, relative L2) per neuron, [layers, intermediate], streamed one layer at a time."""
-    cos = np.zeros((base.num_layers, base.intermediate_size))
+    """(1 - cosine, relative L2) per neuron, flat over ``sites_of(base)`` (a dense model: layer-major,
+    layer * intermediate + index), streamed one site at a time."""
+    columns = sites_of(base)
+    cos = np.zeros(columns.total)
     rel = np.zeros_like(cos)
-    with bar(base.num_layers, "origin: drift", "layer", progress) as pbar:
-        for layer in range(base.num_layers):
-            a, b = neuron_vectors(base, layer), neuron_vectors(instruct, layer)
+    with bar(len(columns.sites), "origin: drift", "site", progress) as pbar:
+        for site, lo in zip(columns.sites, columns.offsets):
+            a, b = site_vectors(base, site), site_vectors(instruct, site)
             c = torch.nn.functional.cosine_similarity(a, b, dim=1, eps=1e-12)
-            cos[layer] = (1 - c).clamp_min(0).double().numpy()
-            rel[layer] = ((b - a).norm(dim=1) / a.norm(dim=1).clamp_min(1e-12)).double().numpy()
+            cos[lo : lo + len(c)] = (1 - c).clamp_min(0).double().numpy()
+            rel[lo : lo + len(c)] = ((b - a).norm(dim=1) / a.norm(dim=1).clamp_min(1e-12)).double().numpy()
             del a, b
             pbar.update(1)
     return cos, rel
@@ -99,20 +152,20 @@ def normalized_ranks(values: np.ndarray) -> np.ndarray:
     return ((rankdata(flat) - 1) / max(len(flat) - 1, 1)).reshape(values.shape)
 
 
-def compare_to_random(
-    ranks: np.ndarray, chosen: dict[int, list[int]], draws: int = 2000, seed: int = 0
-) -> dict[str, Any]:
-    """The chosen neurons' mean rank, its bootstrap 95% interval, and the random sets' (same count per
-    layer, disjoint from the chosen): their mean and spread, and the share with a mean rank as low."""
+def compare_to_random(ranks: np.ndarray, chosen: dict, columns, draws: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """The chosen neurons' mean rank, its bootstrap 95% interval, and the random sets' (same count at each
+    site, disjoint from the chosen): their mean and spread, and the share with a mean rank as low.
+    ``ranks`` flat over ``columns``; ``chosen``: site -> indices."""
     rng = np.random.default_rng(seed)
-    mine = np.concatenate([ranks[layer, idx] for layer, idx in chosen.items()])
+    mine = ranks[_flat(chosen, columns)]
     boot = rng.choice(mine, (1000, len(mine))).mean(axis=1)
-    inter = ranks.shape[1]
     rand = np.zeros(draws)
-    pools = {layer: np.setdiff1d(np.arange(inter), idx) for layer, idx in chosen.items()}
+    pools = {
+        site: columns.offset(site) + np.setdiff1d(np.arange(columns.width(site)), idx) for site, idx in chosen.items()
+    }
     for d in range(draws):
         rand[d] = np.concatenate(
-            [ranks[layer, rng.choice(pools[layer], len(idx), replace=False)] for layer, idx in chosen.items()]
+            [ranks[rng.choice(pools[site], len(idx), replace=False)] for site, idx in chosen.items()]
         ).mean()
     return {
         "neurons": int(len(mine)),
@@ -123,13 +176,17 @@ def compare_to_random(
     }
 
 
-def plot(ranks: np.ndarray, chosen: dict[int, list[int]], report: dict[str, Any], path: Path) -> None:
+def _flat(chosen: dict, columns) -> np.ndarray:
+    return np.concatenate([columns.offset(site) + np.asarray(idx, dtype=np.int64) for site, idx in chosen.items()])
+
+
+def plot(ranks: np.ndarray, chosen: dict, columns, report: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    mine = np.concatenate([ranks[layer, idx] for layer, idx in chosen.items()])
+    mine = ranks[_flat(chosen, columns)]
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     ax.hist(ranks.ravel(), bins=50, color="#95a5a6", density=True, label="all neurons")
     ax.hist(mine, bins=min(20, max(5, len(mine))), color="#c0392b", alpha=0.7, density=True, label="H-neurons")
@@ -219,11 +276,9 @@ def run_origin(
     from hedit.model.builtin import resolve_model
 
     b, i = open_checkpoint(resolve_model(base)), open_checkpoint(resolve_model(instruct))
-    if i.experts is not None:
-        raise HeditError(f"origin compares dense MLP weights; {i.model_type} is a mixture of experts (not done yet)")
     check_pair(b, i)
     ns = neurons if isinstance(neurons, NeuronSet) else NeuronSet.load(neurons)
-    ns.check_model(i.model_type, i.num_layers, i.intermediate_size)
+    ns.check_model(i.model_type, i.num_layers, i.intermediate_size, i.experts)
     if not ns.neurons:
         raise HeditError("the neurons file lists no neurons")
     out = Path(out)
@@ -233,23 +288,22 @@ def run_origin(
     cos, rel = drift(b, i, progress)
     ranks = normalized_ranks(cos)
     chosen = ns.by_layer()
+    columns = sites_of(i)
     report: dict[str, Any] = {
         "base": str(base),
         "instruct": str(instruct),
         "model_type": i.model_type,
         "drift": "1 - cosine of [gate row, up row, down column]",
         "drift_all": {"mean": float(cos.mean()), "median": float(np.median(cos))},
-        "h_neurons": compare_to_random(ranks, chosen, draws, seed),
-        "h_neurons_relative_l2": float(np.mean(np.concatenate([rel[la, idx] for la, idx in chosen.items()]))),
+        "h_neurons": compare_to_random(ranks, chosen, columns, draws, seed),
+        "h_neurons_relative_l2": float(np.mean(rel[_flat(chosen, columns)])),
         "relative_l2_all": float(rel.mean()),
     }
     report["per_neuron"] = [
-        {"layer": la, "index": j, "drift": float(cos[la, j]), "rank": float(ranks[la, j])}
-        for la, idx in chosen.items()
-        for j in idx
+        columns.where(int(c)) | {"drift": float(cos[c]), "rank": float(ranks[c])} for c in _flat(chosen, columns)
     ]
     if identify_work is not None:
         report["probe_transfer"] = probe_transfer(Path(identify_work), base, out, device=device, progress=progress)
     atomic_write_text(out / REPORT, json.dumps(report, indent=2) + "\n")
-    plot(ranks, chosen, report["h_neurons"], out / "drift.png")
+    plot(ranks, chosen, columns, report["h_neurons"], out / "drift.png")
     return report

@@ -71,7 +71,7 @@ class Checkpoint:
                 width = self.intermediate_size if self.experts is None else self.experts.dense_intermediate_size
             else:
                 name = f"{moe.shared['module']}.{which}_proj.weight"
-                f, info = self._inside(layer, [name], "shared expert")
+                f, info = self.inside_tensor(layer, [name], "shared expert")
                 width = self.experts.shared_intermediate_size
             if which == "down":
                 return Locus(f, info, 1)
@@ -80,7 +80,7 @@ class Checkpoint:
         if moe.per_expert and (layer, moe.per_expert[which].format(expert=expert)) in self.inside:
             f, info = self.inside[(layer, moe.per_expert[which].format(expert=expert))]
             return Locus(f, info, 1 if which == "down" else 0)
-        f, info = self._inside(layer, moe.stacked[which], f"expert {expert}'s {which} projection")
+        f, info = self.inside_tensor(layer, moe.stacked[which], f"expert {expert}'s {which} projection")
         if len(info.shape) != 3 or info.shape[0] != self.experts.num_experts:
             raise HeditError(f"{info.name} has shape {list(info.shape)}, expected [{self.experts.num_experts}, ...]")
         # in one expert's matrix: [out, in] (a Linear's layout), or [in, out] when transposed
@@ -90,7 +90,7 @@ class Checkpoint:
         offset, stride = (1, 2) if moe.interleaved else (inter, 1)  # up after gate, or gate/up alternating
         return Locus(f, info, neuron_axis, offset, stride, expert)
 
-    def _inside(self, layer: int, names: list[str], what: str) -> tuple[str, TensorInfo]:
+    def inside_tensor(self, layer: int, names: list[str], what: str) -> tuple[str, TensorInfo]:
         for name in names:
             if (layer, name) in self.inside:
                 return self.inside[(layer, name)]

@@ -194,12 +194,44 @@ def size_of(buf) -> int:
     return len(buf)
 
 
+def gguf_experts(header: GgufHeader, arch: Architecture, layers: int):
+    """The ``ExpertsShape`` of a mixture-of-experts GGUF file, from llama.cpp's metadata keys
+    (``expert_count``, ``expert_feed_forward_length``, ``leading_dense_block_count``,
+    ``expert_shared_feed_forward_length`` or ``expert_shared_count``); None for a dense model."""
+    from hedit.registry import ExpertsShape
+
+    if arch.moe is None:
+        return None
+    name, md = arch.gguf_arch, header.metadata
+
+    def count(key, default=None):
+        v = md.get(f"{name}.{key}", default)
+        if v is not None and (type(v) is not int or v < 0):
+            raise HeditError(f"the GGUF file's {name}.{key} must be a non-negative integer, got {v!r}")
+        return v
+
+    experts, inter = count("expert_count"), count("expert_feed_forward_length")
+    if not experts or not inter:
+        raise HeditError(f"the GGUF file lacks {name}.expert_count or {name}.expert_feed_forward_length")
+    dense = frozenset(range(min(count("leading_dense_block_count", 0), layers)))
+    shared = count("expert_shared_feed_forward_length") or inter * (count("expert_shared_count", 0) or 0)
+    return ExpertsShape(layers, inter, experts, dense, count("feed_forward_length", inter) or inter, shared)
+
+
 def gguf_shape(header: GgufHeader) -> tuple[Architecture, int, int]:
-    """(architecture, layers, intermediate size) from a GGUF file's metadata."""
+    """(architecture, layers, intermediate size) from a GGUF file's metadata; a mixture of experts' is one
+    expert's (``gguf_experts`` tells the rest)."""
     name = header.metadata.get("general.architecture")
     if not isinstance(name, str):
         raise HeditError("the GGUF file has no general.architecture")
     arch = architecture_for_gguf(name)
+    if arch.moe is not None:
+        layers = header.metadata.get(f"{name}.block_count")
+        if type(layers) is not int or layers <= 0:
+            raise HeditError(f"the GGUF file lacks {name}.block_count (a positive integer)")
+        shape = gguf_experts(header, arch, layers)
+        _check_expert_shapes(header, arch, shape)
+        return arch, layers, shape.intermediate_size
     layers, inter = header.metadata.get(f"{name}.block_count"), header.metadata.get(f"{name}.feed_forward_length")
     if isinstance(inter, list):
         raise HeditError(f"{name}: per-layer feed_forward_length is not supported")
@@ -227,6 +259,29 @@ def _check_ffn_shapes(header: GgufHeader, arch: Architecture, name: str, layers:
                 raise HeditError(
                     f"{header.path}: {t.name} has shape {list(t.shape)}, but the metadata says {shown} "
                     f"({name}.feed_forward_length {inter}); not a file hedit can edit safely"
+                )
+
+
+def _check_expert_shapes(header: GgufHeader, arch: Architecture, shape) -> None:
+    """A mixture's MLP tensors have the shapes the metadata implies (GGUF order): ``ffn_up_exps``
+    [embd, I, experts], ``ffn_down_exps`` [I, embd, experts], shared and dense ones 2-D."""
+    embd = header.metadata.get(f"{arch.gguf_arch}.embedding_length")
+    embd = embd if type(embd) is int and embd > 0 else None
+    for layer, expert in shape.sites():
+        if isinstance(expert, int) and expert > 0:
+            continue
+        width = shape.width(layer, expert)
+        for which in ("down", "up"):
+            t = header.tensors.get(arch.gguf_tensor(layer, which, expert))
+            if t is None:
+                continue
+            want = (width, embd) if which == "down" else (embd, width)
+            if isinstance(expert, int):
+                want = (*want, shape.num_experts)
+            if len(t.shape) != len(want) or any(w is not None and w != g for w, g in zip(want, t.shape)):
+                raise HeditError(
+                    f"{header.path}: {t.name} has shape {list(t.shape)}, but the metadata says "
+                    f"{[w if w is not None else 'embd' for w in want]}; not a file hedit can edit safely"
                 )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import struct
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -223,3 +224,13 @@ def write_tensor(fd: int, info: TensorInfo, tensor: torch.Tensor) -> None:
     done = 0
     while done < len(data):
         done += os.pwrite(fd, data[done:], info.start + done)
+
+
+def slot_info(info: TensorInfo, slot: int | None) -> TensorInfo:
+    """The 2-D TensorInfo of expert ``slot`` inside a stacked [experts, a, b] tensor (itself when None)."""
+    if slot is None:
+        return info
+    e, a, b = info.shape
+    size = info.nbytes // (e * a * b)
+    start = info.start + slot * a * b * size
+    return dataclasses.replace(info, shape=(a, b), start=start, end=start + a * b * size)

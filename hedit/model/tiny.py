@@ -22,6 +22,15 @@ TEXT = dict(
 )
 # Mixtures of experts: 8 experts, top-2, small expert widths; deepseek_v3's attention wants head_dim equal to
 # its rotary part and as many key/value heads as query heads. Shared experts and dense layers where the family has them.
+_GROUPED = dict(  # deepseek_v3 and glm4_moe: a shared expert, the first layer dense, one routing group
+    n_routed_experts=8,
+    num_experts_per_tok=2,
+    moe_intermediate_size=32,
+    n_shared_experts=1,
+    first_k_dense_replace=1,
+    n_group=1,
+    topk_group=1,
+)
 MOE = {
     "qwen3_moe": dict(num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32, mlp_only_layers=[0]),
     "qwen2_moe": dict(
@@ -29,31 +38,10 @@ MOE = {
     ),
     "mixtral": dict(num_local_experts=8, num_experts_per_tok=2, intermediate_size=32),
     "olmoe": dict(num_experts=8, num_experts_per_tok=2, intermediate_size=32),
-    "deepseek_v3": dict(
-        n_routed_experts=8,
-        num_experts_per_tok=2,
-        moe_intermediate_size=32,
-        n_shared_experts=1,
-        first_k_dense_replace=1,
-        n_group=1,
-        topk_group=1,
-        kv_lora_rank=16,
-        q_lora_rank=None,
-        qk_rope_head_dim=8,
-        qk_nope_head_dim=8,
-        v_head_dim=16,
-        head_dim=8,
-        num_key_value_heads=4,  # multi-head latent attention: as many key/value heads as query heads
-    ),
-    "glm4_moe": dict(
-        n_routed_experts=8,
-        num_experts_per_tok=2,
-        moe_intermediate_size=32,
-        n_shared_experts=1,
-        first_k_dense_replace=1,
-        n_group=1,
-        topk_group=1,
-    ),
+    "deepseek_v3": _GROUPED
+    | dict(kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=16, head_dim=8)
+    | dict(num_key_value_heads=4),  # multi-head latent attention: as many key/value heads as query heads
+    "glm4_moe": _GROUPED,
     "gpt_oss": dict(num_local_experts=8, num_experts_per_tok=2, intermediate_size=32),
     "granitemoe": dict(num_local_experts=8, num_experts_per_tok=2, intermediate_size=32),
 }

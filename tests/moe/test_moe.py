@@ -207,3 +207,59 @@ def test_lora_is_exact_in_peft_and_checked_by_structure(moe_checkpoint, tmp_path
     assert not verify(path, ns, 0.5, adapter=tmp_path / "lora", new_tokens=4).passed
     with pytest.raises(HeditError, match="(carries down_proj columns|gpt_oss.s SwiGLU clamps).*use --target down"):
         write_artifact(path, ns, tmp_path / "up", "lora", target="up", progress=False)
+
+
+def _moved_except(base, out, keep: dict):
+    """A copy of ``base`` whose MLP weights all moved, except the ``keep`` neurons' gate and up rows and
+    down columns ((layer, expert) -> indices; per-expert tensors, or gpt_oss's stacked transposed ones)."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(base, out)
+    sd = load_file(out / "model.safetensors")
+    g = torch.Generator().manual_seed(1)
+    for name, t in sd.items():
+        if ".mlp." not in name or t.dim() < 2:
+            continue
+        noise = torch.randn(t.shape, generator=g) * 0.05
+        layer = int(name.split(".")[2])
+        for (la, e), idx in keep.items():
+            if la != layer:
+                continue
+            if t.dim() == 3:  # gpt_oss: down [E, I, H] rows; gate_up [E, H, 2I], gate and up interleaved
+                if "down_proj" in name:
+                    noise[e, idx] = 0
+                else:
+                    noise[e][:, [2 * j for j in idx] + [2 * j + 1 for j in idx]] = 0
+            elif (e == "shared" and ".shared_expert." in name) or f".experts.{e}." in name:
+                if "down_proj" in name:
+                    noise[:, idx] = 0
+                else:
+                    noise[idx] = 0
+        sd[name] = (t + noise).contiguous()
+    save_file(sd, out / "model.safetensors", metadata={"format": "pt"})
+    return out
+
+
+@pytest.mark.parametrize("model_type", ["qwen2_moe", "gpt_oss"])
+def test_origin_ranks_unchanged_expert_neurons_lowest(model_type, tmp_path):
+    """Parameter drift from base to instruct per expert neuron (both layouts, a shared expert): the neurons
+    left unchanged rank lowest, against random neurons of the same experts."""
+    from hedit.find.origin import run_origin
+
+    base = save_tiny_model(tmp_path / "base", model_type)
+    keep = {(1, 3): [2, 9], (2, 0): [5]} | ({(0, "shared"): [4]} if model_type == "qwen2_moe" else {})
+    inst = _moved_except(base, tmp_path / "inst", keep)
+    shape = experts_shape(AutoModelForCausalLM.from_pretrained(base))
+    ns = NeuronSet(
+        ModelInfo(model_type, shape.num_layers, shape.intermediate_size, num_experts=shape.num_experts),
+        [Neuron(la, j, expert=e) for (la, e), idx in keep.items() for j in idx],
+    )
+    r = run_origin(base, inst, ns, tmp_path / "o", draws=300, progress=False)
+    h = r["h_neurons"]
+    assert all(p["drift"] < 1e-6 for p in r["per_neuron"]) and r["drift_all"]["mean"] > 1e-4  # float32 cosines
+    n = sum(shape.width(*split_site(_site(s))) for s in shape.sites())
+    assert max(p["rank"] for p in r["per_neuron"]) <= (len(ns.neurons) + 1) / (n - 1)  # the lowest ranks
+    assert h["p_lower_than_random"] == pytest.approx(1 / 301)
+    assert {(p["layer"], p["expert"]) for p in r["per_neuron"]} == set(keep)

@@ -78,6 +78,28 @@ def test_identify_sweep_edit_verify_on_a_tiny_moe(tmp_path, yes_judge):
         for site, idx in draw.items():
             assert max(idx) < shape.width(*split_site(site)) and not set(idx) & set(ns.by_layer()[site])
 
+    tuned = tmp_path / "tuned.json"  # tune: the sweep under capability bounds, alpha into a copy of the file
+    r = run_cli(
+        "tune",
+        model,
+        "--neurons",
+        work / "neurons.json",
+        "--work",
+        tmp_path / "tune",
+        "--out",
+        tuned,
+        "--limit",
+        "3",
+        "--max-new-tokens",
+        "3",
+        "--suites",
+        "false-premise",
+        "--quiet",
+    )
+    assert r.exit_code == 0, r.stderr
+    t = NeuronSet.load(tuned)
+    assert t.alpha is not None and t.neurons == ns.neurons  # the same expert neurons, with the alpha chosen
+
     edited = tmp_path / "edited"
     r = run_cli("edit", model, "--neurons", work / "neurons.json", "--alpha", "0", "--out", edited, "--quiet")
     assert r.exit_code == 0, r.stderr

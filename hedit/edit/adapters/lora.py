@@ -100,7 +100,7 @@ def build_experts(plan: EditPlan) -> Adapter:
     per expert: ``lora_A`` [r * experts, I]
     holds expert e's one-hot rows at e*r..e*r+r-1, ``lora_B`` [hidden, r * experts] its scaled columns at
     k*experts + e, so that B_e @ A_e = W_e[:, S_e] diag(alpha - 1) for every expert at once."""
-    from hedit.io.safetensors_header import read_slices
+    from hedit.io.safetensors_header import read_slices, slot_info
     from hedit.neurons import split_site
 
     ckpt, arch, shape = plan.checkpoint, plan.arch, plan.checkpoint.experts
@@ -144,15 +144,3 @@ def build_experts(plan: EditPlan) -> Adapter:
         task_type="CAUSAL_LM",
     )
     return Adapter(tensors, config, info={"lora_rank": rank, "expert_parameters": params})
-
-
-def slot_info(info, slot: int | None):
-    """The 2-D TensorInfo of expert ``slot`` inside a stacked [experts, a, b] tensor (itself when None)."""
-    import dataclasses
-
-    if slot is None:
-        return info
-    e, a, b = info.shape
-    size = info.nbytes // (e * a * b)
-    start = info.start + slot * a * b * size
-    return dataclasses.replace(info, shape=(a, b), start=start, end=start + a * b * size)
