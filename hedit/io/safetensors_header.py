@@ -6,10 +6,10 @@ tensor's ``data_offsets`` are relative to the start of the data buffer.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import struct
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
