@@ -98,3 +98,60 @@ def test_a_signal_mid_edit_on_the_clone_path_leaves_nothing(xfs, checkpoint):
     assert os.listdir(out.parent) == [] and tree_digest(src) == before
     r = subprocess.run([sys.executable, "-m", "hedit.cli", *map(str, edit_args((src, nf), out))], capture_output=True)
     assert r.returncode == 0 and (out / "hedit.json").is_file()
+
+
+def test_kill_9_on_the_clone_path_then_a_rerun_cleans_up(xfs, checkpoint):
+    src = xfs / "src"
+    shutil.copytree(checkpoint("llama", shards=True), src)
+    nf = xfs / "neurons.json"
+    neuron_set("llama", per_layer=3).save(nf)
+    before = tree_digest(src)
+    out = xfs / "work" / "out"
+    out.parent.mkdir()
+    proc = start(edit_args((src, nf), out))
+    wait_mid(proc)
+    proc.kill()
+    proc.wait(timeout=30)
+    assert len(leftovers(out.parent)) == 1 and not out.exists()  # a clone half patched, in its temporary folder
+    r = subprocess.run(
+        [sys.executable, "-m", "hedit.cli", *map(str, edit_args((src, nf), out))], capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr
+    assert os.listdir(out.parent) == ["out"] and tree_digest(src) == before
+    assert json_of(out)["weight_files_copied_by"] == {"clone": len(list(src.glob("*.safetensors")))}
+    assert verify_structure(src, nf, 0.0, edited=out, progress=False).passed
+
+
+def test_a_full_reflink_disk_is_one_line_and_leaves_nothing(xfs, checkpoint):
+    """Clones share the source's blocks, but rewriting a row needs new ones: with the disk filled, the
+    patch's write fails, in one line, and nothing is left behind."""
+    src = xfs / "src"
+    shutil.copytree(checkpoint("llama", shards=True), src)
+    nf = xfs / "neurons.json"
+    neuron_set("llama", per_layer=48).save(nf)  # rows in every block of each up_proj: more than is left
+    before = tree_digest(src)
+    out = xfs / "work" / "out"
+    out.parent.mkdir()
+    filler = xfs / "filler"
+    with open(filler, "wb") as f:  # every free block taken: in 1 MB steps, then block by block, twice (XFS
+        size = 0  # gives back the blocks it preallocated past the end of the copied files once they are synced)
+        for _ in range(2):
+            os.sync()
+            for step in (1 << 20, 4096):
+                while True:
+                    try:
+                        os.posix_fallocate(f.fileno(), size, step)
+                    except OSError:
+                        break
+                    size += step
+    r = subprocess.run(
+        [sys.executable, "-m", "hedit.cli", *map(str, edit_args((src, nf), out))], capture_output=True, text=True
+    )
+    assert r.returncode == 1 and "no space left on the device" in one_error_line(r.stderr)
+    assert os.listdir(out.parent) == [] and tree_digest(src) == before
+
+
+def json_of(out):
+    import json
+
+    return json.loads((out / "hedit.json").read_text())
