@@ -14,8 +14,8 @@ process so peak RSS is its own:
 Each is run --repeats times; the median time is reported with ratios to the copy, the output's new
 disk blocks (its extents not shared with another file, from FIEMAP), in all and of the weight files
 alone, beside the bytes that really changed (hedit.json), and the targets of issue 24 with PASS or FAIL
-(blocks: the weight files'; the folder's, with the new hedit.json and card, printed beside). GGUF rows also give the seconds spent
-importing hedit's GGUF writer inside the timed region (``import s``).
+(blocks: the weight files'; the folder's, with the new hedit.json and card, printed beside). GGUF rows
+also give the seconds spent importing hedit's GGUF writer inside the timed region (``import s``).
 
 ``--fs reflink`` runs the same in an XFS image made with ``mkfs.xfs -m reflink=1`` and loop-mounted
 (root and xfsprogs needed; it says so when it cannot), where `hedit edit` clones the source's files and
