@@ -155,3 +155,23 @@ def json_of(out):
     import json
 
     return json.loads((out / "hedit.json").read_text())
+
+
+def test_two_edits_to_one_new_output_on_the_clone_path_never_replace_each_other(xfs, checkpoint):
+    src = xfs / "src"
+    shutil.copytree(checkpoint("llama", shards=True), src)
+    nf = xfs / "neurons.json"
+    neuron_set("llama", per_layer=3).save(nf)
+    gate, out = xfs / "gate", xfs / "work" / "out"
+    out.parent.mkdir()
+    first = start(edit_args((src, nf), out), gate)
+    wait_mid(first)
+    second = subprocess.run(
+        [sys.executable, "-m", "hedit.cli", *map(str, edit_args((src, nf), out))], capture_output=True, text=True
+    )
+    assert second.returncode == 0, second.stderr
+    written = tree_digest(out)
+    gate.write_text("go")
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 1 and "appeared while hedit was writing it" in one_error_line(err)
+    assert tree_digest(out) == written and os.listdir(out.parent) == ["out"]
