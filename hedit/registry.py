@@ -285,10 +285,14 @@ def get_architecture(model_type: str | None) -> Architecture:
     raise HeditError(f"model_type {model_type!r} is not supported; supported: {', '.join(sorted(archs))}")
 
 
-def architecture_for_gguf(gguf_arch: str) -> Architecture:
-    """The registry entry whose GGUF architecture name is ``gguf_arch`` (e.g. "llama")."""
-    for arch in architectures().values():
-        if arch.gguf_arch == gguf_arch:
+def architecture_for_gguf(gguf_arch: str, experts: bool = False) -> Architecture:
+    """The registry entry whose GGUF architecture name is ``gguf_arch`` (e.g. "llama"); ``experts``: the
+    file has experts (llama.cpp writes Mixtral as "llama" with an expert count), so its mixture entry."""
+    found = [a for a in architectures().values() if a.gguf_arch == gguf_arch]
+    for arch in found:
+        if (arch.moe is not None) == experts:
             return arch
-    known = sorted(a.gguf_arch for a in architectures().values() if a.gguf_arch)
+    if found:
+        return found[0]
+    known = sorted({a.gguf_arch for a in architectures().values() if a.gguf_arch})
     raise HeditError(f"GGUF architecture {gguf_arch!r} is not supported; supported: {', '.join(known)}")

@@ -81,9 +81,10 @@ def _row_edit(
 
 
 def _column_edit(
-    path: Path, t: GgufTensor, cols: list[int], alphas: np.ndarray
+    path: Path, t: GgufTensor, cols: list[int], alphas: np.ndarray, rows: slice = slice(None)
 ) -> tuple[list[tuple[int, bytes]], TensorEdit]:
-    """(offset, new bytes) writes for columns of an ffn_down tensor, and the measured edit."""
+    """(offset, new bytes) writes for columns of an ffn_down tensor (of its ``rows`` only: one expert's in a
+    stacked ffn_down_exps), and the measured edit."""
     from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
     type_name = t.type_name
@@ -93,13 +94,14 @@ def _column_edit(
             f"{', '.join(ELEMENT_TYPES)}); --target up is exact for every block type"
         )
     block, size = GGML_QUANT_SIZES[GGMLQuantizationType[type_name]]
-    raw = _rows(path, t)
+    first = rows.start or 0
+    raw = _rows(path, t)[rows]
     n_rows, row_bytes = raw.shape
     by_block: dict[int, list[tuple[int, float]]] = {}
     for c, a in zip(cols, alphas):
         by_block.setdefault(c // block, []).append((c % block, float(a)))
     writes, changed, err, clipped = [], 0, 0.0, 0
-    base = t.offset
+    base = t.offset + first * row_bytes
     for b, edits in sorted(by_block.items()):
         old = np.ascontiguousarray(raw[:, b * size : (b + 1) * size])
         pos = np.array([p for p, _ in edits])
@@ -154,26 +156,43 @@ class Gguf(Writer):
         A mixture's routed experts of a layer share one stacked ffn_up_exps, whose rows are the experts'
         rows one after another: expert e's neuron j is row e * I + j."""
         arch, inter, tensors = plan.arch, plan.intermediate_size, plan.gguf.tensors
-        grouped: dict[str, tuple[list[int], list[float]]] = {}
+        grouped: dict[tuple[str, int | None], tuple[list[int], list[float]]] = {}
         for site, pairs in plan.layers.items():
             layer, expert = split_site(site)
             pairs = [(j, a) for j, a in pairs if a != 1.0]
             if not pairs:
                 continue
             name = arch.gguf_tensor(layer, plan.target, expert)
-            if isinstance(expert, int):
-                idx = [expert * inter + j for j, _ in pairs]
-            else:
-                idx = [arch.up_row(j, inter) if plan.target == "up" else j for j, _ in pairs]
-            rows, alphas = grouped.setdefault(name, ([], []))
-            rows += idx
+            routed = isinstance(expert, int)
+            if plan.target == "up":
+                idx = [expert * inter + j if routed else arch.up_row(j, inter) for j, _ in pairs]
+            else:  # columns; a routed expert's only within its own rows of ffn_down_exps
+                idx = [j for j, _ in pairs]
+            cols, alphas = grouped.setdefault((name, expert if routed and plan.target == "down" else None), ([], []))
+            cols += idx
             alphas += [a for _, a in pairs]
-        for name in sorted(grouped, key=lambda n: tensors[n].offset):
-            t, (idx, al) = tensors[name], grouped[name]
+        by_name: dict[str, list] = {}
+        for name, expert in sorted(grouped, key=lambda k: (tensors[k[0]].offset, k[1] or 0)):
+            t, (idx, al) = tensors[name], grouped[(name, expert)]
             order = np.argsort(idx, kind="stable")
             idx, alphas = [idx[i] for i in order], np.array([al[i] for i in order], dtype=np.float32)
-            writes, rec = (_row_edit if plan.target == "up" else _column_edit)(plan.source, t, idx, alphas)
-            yield t, writes, rec
+            if plan.target == "up":
+                writes, rec = _row_edit(plan.source, t, idx, alphas)
+            else:
+                per = t.shape[1] if expert is not None else t.rows  # GGUF order: [I, hidden, experts]
+                span = slice(expert * per, (expert + 1) * per) if expert is not None else slice(None)
+                writes, rec = _column_edit(plan.source, t, idx, alphas, span)
+            by_name.setdefault(name, []).append((writes, rec))
+        for name, parts in by_name.items():  # one record per tensor, whichever experts it holds
+            recs = [r for _, r in parts]
+            rec = TensorEdit(
+                name,
+                recs[0].type,
+                sum(r.neurons for r in recs),
+                sum(r.changed_bytes for r in recs),
+                max(r.max_abs_error for r in recs),
+            )
+            yield tensors[name], [w for ws, _ in parts for w in ws], rec
 
     def expected(self, plan: EditPlan, records: list[TensorEdit] | None = None) -> Patches:
         def patches():

@@ -138,13 +138,10 @@ def _gguf_plan(source: Path, neurons, alpha, allow_negative: bool, target: str) 
     ns = load_neurons(neurons)
     ns.check_model(arch.model_type, layers, inter, experts)
     tensors = header.tensors
-    if experts is not None:
-        if target == "down":
-            raise HeditError(
-                "a GGUF mixture of experts is edited through its up rows' block scales (--target up); "
-                "its down_exps columns are not edited yet"
-            )
-        target = "up"
+    if experts is not None:  # up rows through their scales unless down is asked for (float: exact; blocks:
+        if target not in TARGETS:  # the chosen values re-rounded, as for dense files)
+            resolve_target(target, arch, True)
+        target = "down" if target == "down" else "up"
     for site in ns.by_layer():
         layer, expert = (site, None) if isinstance(site, int) else site
         for which in ("down", "up") if arch.gated else ("down",):

@@ -224,7 +224,8 @@ def gguf_shape(header: GgufHeader) -> tuple[Architecture, int, int]:
     name = header.metadata.get("general.architecture")
     if not isinstance(name, str):
         raise HeditError("the GGUF file has no general.architecture")
-    arch = architecture_for_gguf(name)
+    experts = header.metadata.get(f"{name}.expert_count")
+    arch = architecture_for_gguf(name, experts=type(experts) is int and experts > 0)
     if arch.moe is not None:
         layers = header.metadata.get(f"{name}.block_count")
         if type(layers) is not int or layers <= 0:

@@ -74,5 +74,30 @@ def test_deepseek2_dense_layers_and_bad_input(tmp_path):
         with pytest.raises(HeditError, match=msg):
             write_artifact(src, NeuronSet(info, neurons, alpha=0.0), tmp_path / "bad.gguf", progress=False)
         assert not (tmp_path / "bad.gguf").exists()
-    with pytest.raises(HeditError, match="edited through its up rows' block scales"):
-        write_artifact(src, ns, tmp_path / "bad.gguf", target="down", progress=False)
+    # --target down: column j of expert e's own rows of ffn_down_exps (F32 here: exact), nothing else
+    r = write_artifact(src, ns, tmp_path / "down.gguf", target="down", progress=False)
+    assert r.target == "down" and {t.name for t in r.tensors} == {"blk.0.ffn_down.weight", "blk.1.ffn_down_exps.weight"}
+    old, new = (tensor(p, "blk.1.ffn_down_exps.weight")[1] for p in (src, tmp_path / "down.gguf"))  # [E, hidden, I]
+    want = old.copy()
+    want[2, :, 4] = 0
+    assert np.array_equal(new, want) and old[2, :, 4].any()
+    from hedit.check.verify import verify_artifact
+    from hedit.config import VerifyConfig
+
+    assert verify_artifact(src, ns, edited=tmp_path / "down.gguf", cfg=VerifyConfig(runtime="structure")).passed
+
+
+def test_mixtral_as_llama_cpp_writes_it(tmp_path):
+    """llama.cpp writes Mixtral as general.architecture "llama" with an expert count: the mixtral entry."""
+    src = write_moe_gguf(tmp_path / "x.gguf", T.Q4_0, arch="llama")
+    ns = NeuronSet(ModelInfo("mixtral", LAYERS, INTER, num_experts=MOE_EXPERTS), [Neuron(1, 6, expert=3)], alpha=0.0)
+    r = write_artifact(src, ns, tmp_path / "out.gguf", progress=False)
+    assert [t.name for t in r.tensors] == ["blk.1.ffn_up_exps.weight"]
+    rows = rows_of(tmp_path / "out.gguf", "blk.1.ffn_up_exps.weight")
+    assert np.all(rows[3 * INTER + 6] == 0) and np.array_equal(
+        np.delete(rows, 3 * INTER + 6, axis=0),
+        np.delete(rows_of(src, "blk.1.ffn_up_exps.weight"), 3 * INTER + 6, axis=0),
+    )
+    dense = NeuronSet(ModelInfo("llama", LAYERS, INTER), [Neuron(1, 6)], alpha=0.0)
+    with pytest.raises(HeditError, match="made for another model: llama"):
+        write_artifact(src, dense, tmp_path / "bad.gguf", progress=False)
