@@ -12,13 +12,14 @@ from hedit.edit.checkpoint import FloatCheckpoint, TensorOp
 from hedit.edit.plan import EditPlan
 from hedit.errors import HeditError
 from hedit.io.quant import detect
+from hedit.neurons import site_name, split_site
 
 SCALE_DTYPES = ("F32", "F16", "BF16")
 
 
 class QuantizedCheckpoint(FloatCheckpoint):
     name, kind = "quantized", "edit"
-    experts = False  # quantized mixtures of experts are refused by open_checkpoint (not edited yet)
+    experts = True  # a mixture's experts one tensor per expert (as quantizers write them), by their own scales
 
     def check(self, plan: EditPlan) -> None:
         super().check(plan)
@@ -27,19 +28,22 @@ class QuantizedCheckpoint(FloatCheckpoint):
 
     def ops(self, plan: EditPlan) -> list[TensorOp]:
         ckpt, arch, ops = plan.checkpoint, plan.arch, []
-        for layer, pairs in plan.layers.items():
+        for site, pairs in plan.layers.items():
+            layer, expert = split_site(site)
             alphas = [a for _, a in pairs]
-            rows = [arch.up_row(j, plan.intermediate_size) for j, _ in pairs]
-            group = ckpt.tensors(layer, "up")
-            fmt = detect({k: v[1] for k, v in group.items()}, ckpt.quant_method, f"layer {layer} {arch.up_proj}")
+            fused = arch.up_fused and expert is None
+            width = plan.intermediate_size if ckpt.experts is None else ckpt.experts.width(layer, expert)
+            rows = [arch.up_row(j, width) if fused else j for j, _ in pairs]
+            group = ckpt.site_tensors(site, "up")
+            fmt = detect({k: v[1] for k, v in group.items()}, ckpt.quant_method, f"{site_name(site)} up projection")
             if fmt is None:  # this projection was left unquantized
                 f, info = group["weight"]
-                ops.append(TensorOp(f, info, 0, rows, alphas, layer))
+                ops.append(TensorOp(f, info, 0, rows, alphas, layer, expert=expert))
             elif not fmt.shared:
                 f, info = group[fmt.scale]
                 if info.dtype not in SCALE_DTYPES:
                     raise HeditError(f"{info.name}: scales of dtype {info.dtype} are not supported")
-                ops.append(TensorOp(f, info, fmt.axis, rows, alphas, layer, fmt.format))
+                ops.append(TensorOp(f, info, fmt.axis, rows, alphas, layer, fmt.format, expert=expert))
             else:
                 if any(a != 0 for a in alphas):
                     raise HeditError(
@@ -48,7 +52,7 @@ class QuantizedCheckpoint(FloatCheckpoint):
                         "zeroed); quantize per channel, or edit the unquantized model"
                     )
                 f, info = group[fmt.weight]
-                ops.append(TensorOp(f, info, 0, rows, alphas, layer, fmt.format, zero=True))
+                ops.append(TensorOp(f, info, 0, rows, alphas, layer, fmt.format, zero=True, expert=expert))
         return ops
 
     def error(self, plan: EditPlan, op: TensorOp, old: torch.Tensor, new: torch.Tensor) -> float:

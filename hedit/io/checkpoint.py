@@ -90,6 +90,32 @@ class Checkpoint:
         offset, stride = (1, 2) if moe.interleaved else (inter, 1)  # up after gate, or gate/up alternating
         return Locus(f, info, neuron_axis, offset, stride, expert)
 
+    def site_tensors(self, site, which: str) -> Tensors:
+        """Every tensor of a site's ``which`` projection by suffix ("weight", "weight_scale", ...): a dense
+        layer's module, a shared expert's, or one expert's in the per-expert layout (a quantized checkpoint
+        stores its scales beside each expert's weight)."""
+        layer, expert = (site, None) if isinstance(site, int) else site
+        if expert is None:
+            return self.tensors(layer, which)
+        moe = self.arch.moe
+        if expert == "shared":
+            prefix = f"{moe.shared['module']}.{which}_proj."
+        elif moe.per_expert:
+            prefix = moe.per_expert[which].format(expert=expert).removesuffix("weight")
+        else:
+            prefix = None
+        group = {
+            name[len(prefix) :]: ft
+            for (la, name), ft in self.inside.items()
+            if la == layer and prefix and name.startswith(prefix)
+        }
+        if not group:
+            raise HeditError(
+                f"{self.path}: layer {layer} expert {expert} has no {which} tensors one by one "
+                "(a quantized checkpoint's stacked experts are not edited yet)"
+            )
+        return group
+
     def inside_tensor(self, layer: int, names: list[str], what: str) -> tuple[str, TensorInfo]:
         for name in names:
             if (layer, name) in self.inside:
@@ -210,11 +236,6 @@ def open_checkpoint(source: str | Path) -> Checkpoint:
         )
     down: dict[int, tuple[str, TensorInfo]] = {}
     if experts is not None:
-        if quant is not None:
-            raise HeditError(
-                f"{path}: quantized mixture-of-experts checkpoints ({quant}) are not edited yet; "
-                "edit the float checkpoint, then quantize it"
-            )
         inter = experts.dense_intermediate_size  # the dense layers' MLPs are checked below
     if quant is None:
         rows = 2 * inter if arch.up_fused else inter
@@ -235,7 +256,7 @@ def open_checkpoint(source: str | Path) -> Checkpoint:
     if experts is not None:
         inter = experts.intermediate_size
     ckpt = Checkpoint(path, config, arch, num_layers, inter, files, headers, down, modules, quant, inside, experts)
-    if experts is not None:
+    if experts is not None and quant is None:  # a quantized one's tensors are checked as its writer reads them
         _check_experts(ckpt)
     return ckpt
 

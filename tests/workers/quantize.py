@@ -3,7 +3,8 @@ quantizes a tiny random llama with llmcompressor (W4A16 pack-quantized, FP8 per 
 activations), then decompresses each with compressed-tensors through transformers and saves the dense
 weights, so the tests can hold hedit's dequantizers and edits against the library's own.
 
-Usage: python quantize.py OUT
+Usage: python quantize.py OUT          (llama: W4A16 and FP8_DYNAMIC, each with its dense weights)
+       python quantize.py OUT moe      (a tiny qwen3_moe, FP8_DYNAMIC: llmcompressor quantizes each expert)
 """
 
 import sys
@@ -48,5 +49,31 @@ def main(out: Path) -> None:
         )
 
 
+def moe(out: Path) -> None:
+    from llmcompressor import oneshot
+    from llmcompressor.modifiers.quantization import QuantizationModifier
+
+    cfg = AutoConfig.for_model(
+        "qwen3_moe",
+        hidden_size=128,
+        intermediate_size=128,
+        moe_intermediate_size=64,
+        num_experts=8,
+        num_experts_per_tok=2,
+        mlp_only_layers=[0],
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=32,
+        vocab_size=256,
+        max_position_embeddings=128,
+        initializer_range=0.1,
+    )
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(out / "src")
+    recipe = QuantizationModifier(targets="Linear", scheme="FP8_DYNAMIC", ignore=["lm_head", "re:.*mlp.gate$"])
+    oneshot(model=str(out / "src"), recipe=recipe, output_dir=str(out / "FP8_DYNAMIC"))
+
+
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    (moe if sys.argv[2:] == ["moe"] else main)(Path(sys.argv[1]))

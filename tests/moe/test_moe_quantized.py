@@ -1,0 +1,69 @@
+"""A quantized mixture of experts, made by a real quantizer (llmcompressor, FP8 per channel: it quantizes
+each expert as its own Linear): `hedit edit` scales the chosen experts' up channels through their own
+scales, exactly, and leaves every other tensor byte-identical. Needs the quantizer's environment
+(`make quant-env`, which `make test` builds)."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hedit.edit.writers import write_artifact
+from hedit.errors import HeditError
+from hedit.neurons import ModelInfo, Neuron, NeuronSet
+
+pytestmark = [pytest.mark.slow]
+WORKER = Path(__file__).parents[1] / "workers" / "quantize.py"
+
+
+@pytest.fixture(scope="module")
+def fp8_moe(tmp_path_factory):
+    python = os.environ.get("HEDIT_QUANT_PYTHON") or ".venv-quant/bin/python"
+    if not Path(python).is_file():
+        msg = "no quant-env environment (HEDIT_QUANT_PYTHON or .venv-quant/bin/python); `make quant-env` builds it"
+        if os.environ.get("HEDIT_REQUIRE_VLLM") == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    out = tmp_path_factory.mktemp("quant-moe")
+    r = subprocess.run([python, str(WORKER), str(out), "moe"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out / "FP8_DYNAMIC"
+
+
+def dequant(sd, name):
+    return sd[name + ".weight"].float() * sd[name + ".weight_scale"].float()
+
+
+def test_fp8_experts_are_edited_through_their_own_scales(fp8_moe, tmp_path):
+    src = load_file(fp8_moe / "model.safetensors")
+    assert src["model.layers.1.mlp.experts.2.up_proj.weight"].dtype == torch.float8_e4m3fn  # per expert
+    picks = [(1, 2, 5), (2, 7, 63), (0, None, 100)]  # layer 0 is dense (mlp_only_layers)
+    ns = NeuronSet(ModelInfo("qwen3_moe", 3, 64, num_experts=8), [Neuron(la, j, expert=e) for la, e, j in picks])
+    for alpha in (0.0, 0.5, 1.7):
+        r = write_artifact(fp8_moe, ns, tmp_path / f"e{alpha}", alpha=alpha, progress=False)
+        assert r.format == "quantized" and r.target == "up"
+        ed = load_file(tmp_path / f"e{alpha}" / "model.safetensors")
+        for la, e, j in picks:
+            name = f"model.layers.{la}.mlp." + (f"experts.{e}.up_proj" if e is not None else "up_proj")
+            want = dequant(src, name).clone()
+            want[j] *= alpha
+            got = dequant(ed, name)
+            tol = 0.0 if alpha in (0.0, 0.5) else 1e-6 * float(want.abs().max())  # a new f32 scale's rounding
+            assert float((got - want).abs().max()) <= tol, (name, alpha)
+            assert torch.equal(ed[name + ".weight"], src[name + ".weight"])  # the FP8 values untouched
+        changed = {k for k in src if not torch.equal(src[k], ed[k])}
+        assert changed == {
+            f"model.layers.{la}.mlp." + (f"experts.{e}." if e is not None else "") + "up_proj.weight_scale"
+            for la, e, j in picks
+        }
+    from hedit.check.verify import verify_artifact
+    from hedit.config import VerifyConfig
+
+    assert verify_artifact(fp8_moe, ns, 0.0, edited=tmp_path / "e0.0", cfg=VerifyConfig(runtime="structure")).passed
+    with pytest.raises(HeditError, match="shares its scales along the rows of down_proj"):
+        write_artifact(fp8_moe, ns, tmp_path / "down", alpha=0.0, target="down", progress=False)
+    assert not np.any([p.name == "down" for p in tmp_path.iterdir()])
