@@ -8,13 +8,16 @@ mixture of experts at Qwen3-30B-A3B width, each in its own process (its own peak
            to (top-8 per token; --tokens tokens per region, so 8 x tokens of 128 experts at most), planted
            signal in 12 neurons of experts routed on every row
 
+Stability selection (``--stability B``, dense mode): B refits on half the training rows at 2C, each warm-started
+from the full fit's nonzeros, timed against the one fit (and one refit without the warm start).
+
 Each process builds its matrix, takes the training rows (80%) as the probe's Dataset does, and fits one C
 (liblinear on a working set of features, every feature's KKT condition checked on the full matrix). The
 driver prints both, the time ratio (target: sparse within 3x of dense) and the sparse peak RSS (target:
 under 16 GB). A plain liblinear fit would first copy its input to float64 feature nodes (16 bytes per
 value): the sizes are printed instead of run.
 
-    python benchmarks/bench_probe.py [--rows 4000] [--c 0.1] [--tokens 1]
+    python benchmarks/bench_probe.py [--rows 4000] [--c 0.1] [--tokens 1] [--stability 20]
     python benchmarks/bench_probe.py --only dense|sparse ...   (one mode, as the driver runs it)
 """
 
@@ -99,7 +102,25 @@ def sparse(rows: int, rng, tokens: int) -> tuple:
     return parts, planted, d, nnz * 8
 
 
-def one(mode: str, rows: int, c: float, tokens: int) -> dict:
+def refits(x, y, c: float, fit, b: int) -> dict:
+    """B half-sample refits at 2C warm-started from ``fit``'s nonzeros, and one without the warm start."""
+    rng = np.random.default_rng(1)
+    start = np.flatnonzero(fit.coef != 0)
+    halves = [np.sort(rng.choice(len(y), len(y) // 2, replace=False)) for _ in range(b)]
+    t = time.perf_counter()
+    cold = fit_l1(x[halves[0]], y[halves[0]], 2 * c)
+    cold_s = time.perf_counter() - t
+    t, rounds = time.perf_counter(), []
+    for keep in halves:
+        r = fit_l1(x[keep], y[keep], 2 * c, start=start)
+        rounds.append(r.rounds)
+    warm_s = time.perf_counter() - t
+    return {"refits": b, "refits_s": warm_s, "cold_refit_s": cold_s, "cold_rounds": cold.rounds} | {
+        "warm_rounds_mean": float(np.mean(rounds))
+    }
+
+
+def one(mode: str, rows: int, c: float, tokens: int, stability: int = 0) -> dict:
     rng = np.random.default_rng(0)
     t = time.perf_counter()
     parts, planted, d, nbytes = dense(rows, rng) if mode == "dense" else sparse(rows, rng, tokens)
@@ -110,6 +131,7 @@ def one(mode: str, rows: int, c: float, tokens: int) -> dict:
     sec = time.perf_counter() - t
     found = set(np.flatnonzero(fit.coef > 0).tolist())
     m = metrics(yte, fit.predict_proba(xte))
+    stab = refits(xtr, ytr, c, fit, stability) if stability and mode == "dense" else {}
     nnz = nbytes // (4 if mode == "dense" else 8)
     return {
         "mode": mode,
@@ -127,7 +149,7 @@ def one(mode: str, rows: int, c: float, tokens: int) -> dict:
         "accuracy": m["accuracy"],
         "auroc": m["auroc"],
         "peak_rss_gb": peak_rss_gb(),
-    }
+    } | stab
 
 
 def main() -> None:
@@ -135,21 +157,32 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=4000)
     ap.add_argument("--c", type=float, default=0.1)
     ap.add_argument("--tokens", type=int, default=1, help="tokens per region in the sparse mode (routing density)")
+    ap.add_argument("--stability", type=int, default=20, help="half-sample refits to time (dense mode; 0: none)")
     ap.add_argument("--only", choices=("dense", "sparse"))
     args = ap.parse_args()
     if args.only:
-        print(json.dumps(one(args.only, args.rows, args.c, args.tokens)))
+        print(json.dumps(one(args.only, args.rows, args.c, args.tokens, args.stability)))
         return
     res = {}
     for mode in ("dense", "sparse"):
         cmd = [sys.executable, __file__, "--only", mode, "--rows", str(args.rows), "--c", str(args.c)]
-        out = subprocess.run(cmd + ["--tokens", str(args.tokens)], capture_output=True, text=True, check=True)
+        cmd += ["--tokens", str(args.tokens), "--stability", str(args.stability)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         res[mode] = r = json.loads(out.stdout.strip().splitlines()[-1])
         print(
             f"{mode:6s} {r['rows']} x {r['features']:,} ({r['density']:.2%} stored, {r['stored_gb']:.1f} GiB; plain "
             f"liblinear would copy {r['liblinear_float64_gb']:.0f} GiB): fit {r['fit_s']:.1f} s (C={args.c}, "
             f"{r['rounds']} rounds), {r['planted_found']}/{r['planted']} planted found, {r['positive']} positive, "
             f"held-out AUROC {r['auroc']:.3f}; peak RSS {r['peak_rss_gb']:.1f} GiB (built in {r['build_s']:.0f} s)"
+        )
+    d = res["dense"]
+    if d.get("refits"):
+        print(
+            f"stability, dense: {d['refits']} half-sample refits at 2C in {d['refits_s']:.1f} s = "
+            f"{d['refits_s'] / d['fit_s']:.2f}x the one fit "
+            f"({d['refits_s'] / d['refits'] / d['fit_s']:.2f}x per refit, "
+            f"{d['warm_rounds_mean']:.1f} rounds warm-started); one refit without the warm start "
+            f"{d['cold_refit_s'] / d['fit_s']:.2f}x the fit ({d['cold_rounds']} rounds)"
         )
     layers, experts, inter, k = MOE
     ratio = res["sparse"]["fit_s"] / res["dense"]["fit_s"]

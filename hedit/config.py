@@ -29,6 +29,8 @@ from hedit.errors import HeditError
 
 ANSWER_ONLY = "Respond with the answer only, without any explanation."
 MODES = ("3-vs-1", "1-vs-1")  # probe labels: the paper's (answer + other rows) or answer rows only
+CONTROLS = ("none", "length")  # what the probe holds fixed beside the neurons (unpenalized covariates)
+SELECTS = ("fit", "stable")  # which neurons the neurons file holds: the single fit's, or the stable set
 SUITES = ("false-premise", "misleading-context", "sycophancy", "jailbreak")
 RUNTIMES = ("transformers", "vllm", "structure")
 REGIONS = ("answer", "output", "other")
@@ -303,10 +305,21 @@ class Evaluation(Decoding):
         min=1,
         max=MAX_BATCH,
     )
+    lm_eval: tuple[str, ...] = setting(
+        (),
+        "lm-evaluation-harness tasks scored on the model under every (neuron set, alpha) cell "
+        "(comma-separated task names; needs lm-eval).",
+    )
+    lm_eval_limit: int | None = setting(None, "Only the first N documents of each lm-eval task.", min=1)
+    lm_eval_include: str | None = setting(
+        None, "A folder of lm-eval task YAML files: local tasks (real task data needs the Hub)."
+    )
 
     def check(self) -> None:
         if len(set(self.suites)) != len(self.suites):
             raise HeditError(f"suites lists a suite twice: {', '.join(self.suites)}")
+        if len(set(self.lm_eval)) != len(self.lm_eval):
+            raise HeditError(f"lm_eval lists a task twice: {', '.join(self.lm_eval)}")
 
 
 @dataclass(frozen=True)
@@ -340,10 +353,31 @@ class Bounds(Settings):
         "points (measured beside the jailbreak suite).",
         min=0,
     )
+    max_drop: tuple[str, ...] = setting(
+        (), "Largest allowed drop of an lm-eval task's score, in points: TASK=POINTS (comma-separated)."
+    )
+
+    def check(self) -> None:
+        super().check()
+        self.drops()
+
+    def drops(self) -> dict[str, float]:
+        """``max_drop`` as {task: points}."""
+        out = {}
+        for item in self.max_drop:
+            name, sep, points = item.partition("=")
+            try:
+                value = float(points)
+            except ValueError:
+                value = float("nan")
+            if not sep or not name or not value >= 0:
+                raise HeditError(f"max_drop takes TASK=POINTS with POINTS >= 0, got {item!r}")
+            out[name] = value
+        return out
 
     @property
     def bounds(self) -> Bounds:
-        return Bounds(self.max_accuracy_drop, self.max_kl, self.max_over_refusal)
+        return Bounds(self.max_accuracy_drop, self.max_kl, self.max_over_refusal, self.max_drop)
 
 
 @dataclass(frozen=True)
@@ -354,6 +388,7 @@ class TuneConfig(Evaluation, Bounds):
 
     def check(self) -> None:
         super().check()
+        self.drops()  # Bounds' own check (Evaluation's does not chain to it)
         _nonempty(self.alphas, "alphas")
         object.__setattr__(self, "alphas", tuple(sorted(self.alphas)))
 
@@ -382,6 +417,24 @@ class ProbeConfig(Settings):
     )
     c_bounds: tuple[float, ...] = setting((1e-4, 1e3), "The C grid never grows past these.", above=0, cli=False)
     random_draws: int = setting(5, "Random neuron sets for the baseline.", min=1, max=1000)
+    control: str = setting(
+        "none",
+        "length: the answer span's and the response's (log) token counts enter the probe as unpenalized "
+        "covariates, so L1 keeps only neurons that add to length.",
+        choices=CONTROLS,
+    )
+    stability: int = setting(
+        20,
+        "Stability selection: refits at the chosen C, each on half the training questions (0: none).",
+        min=0,
+        max=1000,
+    )
+    stability_threshold: float = setting(
+        0.6, "A neuron is stable when at least this share of the refits give it a positive weight.", above=0, max=1
+    )
+    select: str = setting(
+        "fit", "Which neurons the neurons file holds: the single fit's, or the stable set.", choices=SELECTS
+    )
     max_qa_drop: float = setting(
         2.0, "Pass over a C whose silenced neurons cost more QA accuracy than this (points; with the QA check).", min=0
     )

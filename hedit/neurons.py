@@ -53,6 +53,7 @@ class Neuron:
     alpha: float | None = None  # per-neuron scale; overrides the command-line alpha
     weight: float | None = None  # probe weight, for information
     expert: Expert = None  # mixture of experts: the routed expert's number, or "shared"
+    frequency: float | None = None  # stability selection: the share of half-sample refits that chose it
 
     @property
     def site(self) -> Site:
@@ -128,13 +129,20 @@ class NeuronSet:
             if not isinstance(n, dict) or not _is_int(n.get("layer")) or not _is_int(n.get("index")):
                 raise HeditError(f"neurons[{i}] must be an object with integer 'layer' and 'index'")
             _known(n, NEURON_KEYS, f"neurons[{i}].")
-            for key in ("alpha", "weight"):
+            for key in ("alpha", "weight", "frequency"):
                 if n.get(key) is not None and (not _is_number(n[key]) or not math.isfinite(n[key])):
                     raise HeditError(f"neurons[{i}].{key} must be a finite number")
+            if n.get("frequency") is not None and not 0 <= n["frequency"] <= 1:
+                raise HeditError(f"neurons[{i}].frequency must lie in [0, 1], got {n['frequency']}")
             expert = n.get("expert")
             if expert is not None and not (_is_int(expert) or expert == "shared"):
                 raise HeditError(f'neurons[{i}].expert must be an expert\'s number or "shared", got {expert!r}')
-            neurons.append(Neuron(n["layer"], n["index"], _float(n.get("alpha")), _float(n.get("weight")), expert))
+            neurons.append(
+                Neuron(
+                    n["layer"], n["index"], _float(n.get("alpha")), _float(n.get("weight")), expert,
+                    _float(n.get("frequency")),
+                )
+            )  # fmt: skip
         alpha = data.get("alpha")
         if alpha is not None and (not _is_number(alpha) or not math.isfinite(alpha)):
             raise HeditError("'alpha' must be a finite number")
@@ -153,6 +161,8 @@ class NeuronSet:
                 d["alpha"] = n.alpha
             if n.weight is not None:
                 d["weight"] = n.weight
+            if n.frequency is not None:
+                d["frequency"] = n.frequency
             neurons.append(d)
         return {
             "format": FORMAT,
@@ -254,7 +264,7 @@ class NeuronSet:
 
 TOP_KEYS = ("format", "version", "model", "alpha", "neurons", "provenance")
 MODEL_KEYS = ("model_type", "num_layers", "intermediate_size", "name_or_path", "revision", "num_experts")
-NEURON_KEYS = ("layer", "expert", "index", "alpha", "weight")
+NEURON_KEYS = ("layer", "expert", "index", "alpha", "weight", "frequency")
 
 
 def _known(obj: dict, keys: tuple[str, ...], where: str) -> None:

@@ -2,7 +2,8 @@
 
 Rule: among the swept alphas whose capability cost is within bounds (held-out trivia accuracy at most
 ``max_accuracy_drop`` points below alpha = 1, mean KL at most ``max_kl``, the refusal rate on harmless
-requests at most ``max_over_refusal`` points above alpha = 1 when the jailbreak suite runs) and whose
+requests at most ``max_over_refusal`` points above alpha = 1 when the jailbreak suite runs, each lm-eval
+task of ``max_drop`` at most its points below alpha = 1) and whose
 drop in compliance against alpha = 1 is significant (a paired comparison: the same items at both
 alphas, a bootstrap 95% interval below 0), take the one with the lowest mean compliance over the
 suites; ties go to the alpha closest to 1 (the smaller edit). When no alpha qualifies, alpha = 1 is
@@ -36,6 +37,12 @@ def choose_alpha(summary: dict[str, Any], bounds: Bounds = Bounds()) -> dict[str
     if base is None:
         raise HeditError("no suite has judged items at alpha 1; nothing to tune against")
     paired = {p["alpha"]: p for p in summary.get("paired_vs_alpha_1", [])}
+    drops, harness = bounds.drops(), summary.get("lm_eval", {})
+    for name in drops:
+        if name not in harness:
+            raise HeditError(
+                f"--max-drop names lm-eval task {name!r}, which the sweep did not run (add it to --lm-eval)"
+            )
     rows, best = [], None
     for a in summary["alphas"]:
         comp, c = compliance_of(summary, a), cap[a]
@@ -55,6 +62,11 @@ def choose_alpha(summary: dict[str, Any], bounds: Bounds = Bounds()) -> dict[str
             why.append(f"trivia accuracy drop {c['accuracy_drop_points']} points > {bounds.max_accuracy_drop}")
         if c["kl"] is None or c["kl"] > bounds.max_kl:
             why.append(f"KL {c['kl']} > {bounds.max_kl}")
+        task_drops = {n: next(r["drop_points"] for r in h["per_alpha"] if r["alpha"] == a) for n, h in harness.items()}
+        for name, limit in drops.items():
+            d = task_drops[name]
+            if d is None or d > limit:
+                why.append(f"{name} drop {d} points > {limit}")
         rows.append(
             {
                 "alpha": a,
@@ -63,6 +75,7 @@ def choose_alpha(summary: dict[str, Any], bounds: Bounds = Bounds()) -> dict[str
                 "accuracy_drop_points": c["accuracy_drop_points"],
                 "kl": c["kl"],
                 "over_refusal_rise_points": rise,
+                "lm_eval_drop_points": task_drops or None,
                 "paired_change": p,
                 "within_bounds": not why,
                 "rejected_because": why,
@@ -90,7 +103,8 @@ def choose_alpha(summary: dict[str, Any], bounds: Bounds = Bounds()) -> dict[str
             "max_accuracy_drop_points": bounds.max_accuracy_drop,
             "max_kl": bounds.max_kl,
             "max_over_refusal_points": bounds.max_over_refusal,
-        },
+        }
+        | ({"max_drop_points": drops} if drops else {}),
         "paired": bool(paired),
         "candidates": rows,
     }

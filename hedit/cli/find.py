@@ -142,9 +142,14 @@ def _auroc(m: dict) -> str:
 
 def probe_summary(r: dict, out: str) -> None:
     from hedit.find.confounds import confound_lines
+    from hedit.find.stability import stability_line
 
     h, rnd = r["h_neurons_only"], r["random_neurons_only"]
-    click.echo(f"{r['h_neurons']} H-neurons ({r['fraction_of_neurons']:.3%} of neurons), C={r['C']:g}, {r['mode']}")
+    control = ", length held fixed" if r.get("control") == "length" else ""
+    click.echo(
+        f"{r['h_neurons']} H-neurons ({r['fraction_of_neurons']:.3%} of neurons), C={r['C']:g}, {r['mode']}{control}"
+        + (", the stable set" if r.get("select") == "stable" else "")
+    )
     if r.get("c_grid", {}).get("grown"):
         click.echo(f"the C grid grew past its edge: {', '.join(f'{c:g}' for c in r['c_grid']['grown'])}")
     if r.get("c_grid", {}).get("warning"):
@@ -170,9 +175,16 @@ def probe_summary(r: dict, out: str) -> None:
             f"{_auroc(t['probe'])}; H-neurons only {_auroc(t['h_neurons_only'])} vs random neurons "
             f"{tr['mean']:.3f} +- {tr['std']:.3f}"
         )
-    for line in confound_lines(r.get("confounds"), r["heldout"]["auroc"]):
+    st = r.get("stability")
+    if st:
+        click.echo(stability_line(st))
+    for line in confound_lines(r.get("confounds"), r["heldout"]["auroc"], r.get("control", "none")):
         click.echo(line)
-    plots = "neurons_per_layer.png, c_sweep.png" + (", confounds.png" if r.get("confounds") else "")
+    plots = (
+        "neurons_per_layer.png, c_sweep.png"
+        + (", confounds.png" if r.get("confounds") else "")
+        + (", stability.png" if st else "")
+    )
     click.echo(f"wrote {out}, report.json, {plots}")
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from hedit import __version__
 from hedit.edit.plan import EditPlan
 
-EVIDENCE_PLOTS = ("neurons_per_layer.png", "c_sweep.png", "confounds.png", "sweep.png")
+EVIDENCE_PLOTS = ("neurons_per_layer.png", "c_sweep.png", "confounds.png", "stability.png", "sweep.png")
 INTRO = (
     "H-neurons are the few MLP neurons whose activations predict when a model hallucinates "
     "(Gao et al., *H-Neurons: On the Existence, Impact, and Origin of Hallucination-Associated Neurons "
@@ -74,7 +74,8 @@ def evidence(ns) -> dict[str, Any]:
     if isinstance(probe, dict):
         out["probe"] = {
             k: probe[k]
-            for k in ("mode", "C", "heldout", "h_neurons_only", "random_neurons_only", "confounds", "transfer")
+            for k in ("mode", "control", "select", "C", "heldout", "h_neurons_only", "random_neurons_only")
+            + ("confounds", "stability", "transfer")
             if k in probe
         }
     tune = prov.get("tune")
@@ -166,6 +167,30 @@ def _evidence_text(ev: dict[str, Any], plots: list[str]) -> str:
                 )
                 + "."
             )
+            beyond = (conf.get("beyond_length") or {}).get("heldout") or {}
+            if beyond.get("difference"):
+                d = beyond["difference"]
+                lines.append(
+                    f"- **Beyond length**: length alone AUROC {num(beyond['length'])}, length and these neurons "
+                    f"{num(beyond['length_and_h_neurons'])}: {d['auroc']:+.3f} [{d['ci95'][0]:+.2f}, "
+                    f"{d['ci95'][1]:+.2f}] (paired bootstrap, {beyond['rows']} held-out answers)"
+                    + ("; the probe held length fixed (`--control length`)" if probe.get("control") == "length" else "")
+                    + "."
+                )
+        st = probe.get("stability")
+        if st:
+            line = (
+                f"- **Stability**: {st['stable']} neurons chosen in at least {st['threshold']:.0%} of "
+                f"{st['resamples']} refits on half the training questions; {st['overlap']} of them among the "
+                f"single fit's {st['single_fit']}"
+            )
+            if st.get("stable_only") and st.get("random_like_stable"):
+                line += (
+                    f"; the stable set alone reaches AUROC {st['stable_only']['auroc']:.3f} against "
+                    f"{st['random_like_stable']['auroc']['mean']:.3f} for as many random neurons"
+                )
+            used = f". This edit uses the {probe['select']} set." if "select" in probe else "."
+            lines.append(line + used)
     tune = ev.get("tune")
     if tune:
         lines.append(f"- **Alpha**: {tune.get('alpha')}: {tune.get('reason', '')}")
@@ -183,6 +208,9 @@ def _evidence_text(ev: dict[str, Any], plots: list[str]) -> str:
             if lo <= 0 <= hi:
                 line += f" (no effect found; the smallest detectable slope was {100 * h['min_detectable']:.2f})"
             lines.append(line + ".")
+    for name, h in ((sweep or {}).get("lm_eval") or {}).items():
+        vals = ", ".join(f"{r['alpha']:g}: {r['value']:.3f}" for r in h["per_alpha"] if r["value"] is not None)
+        lines.append(f"- **lm-eval {name}** ({h['metric']} of the H-neurons' edit, by alpha): {vals}.")
     verify = ev.get("verify")
     if verify:
         for runtime, r in verify.items():

@@ -19,11 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from hedit.find.labels import Dataset
+from hedit.find.labels import LENGTHS, Dataset, length_matrix
 from hedit.io.atomic import save_png
-from hedit.score.stats import auroc_interval
-
-LENGTHS = ("answer_tokens", "response_tokens")
+from hedit.score.stats import auroc_interval, paired_auroc
 
 
 def _corr(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -59,10 +57,6 @@ def length_matched(lengths: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
         if k:
             keep += list(rng.choice(pos, k, replace=False)) + list(rng.choice(neg, k, replace=False))
     return np.sort(np.array(keep, dtype=np.int64))
-
-
-def _length_matrix(rows: list[dict], idx: np.ndarray) -> np.ndarray:
-    return np.log1p(np.array([[rows[i][k] for k in LENGTHS] for i in idx], dtype=float))
 
 
 def confounds(
@@ -101,15 +95,18 @@ def confounds(
     tr = np.array([i for i in ds.train_rows if rows[int(i)]["region"] == "answer"], dtype=np.int64)
     y_tr = np.array([int(rows[int(i)]["class"] == "hallucinated") for i in tr])
     if len(set(y_tr.tolist())) == 2:
-        m = LogisticRegression(class_weight="balanced", max_iter=1000).fit(_length_matrix(rows, tr), y_tr)
-        length_only = _auroc(ds.y_test, m.predict_proba(_length_matrix(rows, ds.test_rows))[:, 1], seed)
+        m = LogisticRegression(class_weight="balanced", max_iter=1000).fit(length_matrix(rows, tr), y_tr)
+        length_only = _auroc(ds.y_test, m.predict_proba(length_matrix(rows, ds.test_rows))[:, 1], seed)
     else:
         length_only = {"auroc": None, "auroc_ci95": None, "answers": int(len(ds.y_test))}
     test_len = np.array([rows[int(i)]["answer_tokens"] for i in ds.test_rows])
     sub = length_matched(test_len, ds.y_test, seed)
     matched = _auroc(ds.y_test[sub], probe_scores[sub], seed)
     matched["h_neurons_only"] = _auroc(ds.y_test[sub], only_scores[sub], seed)["auroc"]
+    two = len(set(y_tr.tolist())) == 2
+    beyond = beyond_length(ds, rows, answer_idx, answer_x, tr, y_tr, sub, seed) if two else None
     return {
+        "beyond_length": beyond,
         "per_neuron": per_neuron,
         "answers": int(len(answer_y)),
         "track_length_more_than_label": int(sum(more_length(r) for r in per_neuron)),
@@ -119,8 +116,54 @@ def confounds(
     }
 
 
-def confound_lines(conf: dict[str, Any] | None, probe_auroc: float) -> list[str]:
-    """What `probe` prints about the confound check."""
+def beyond_length(
+    ds: Dataset,
+    rows: list[dict],
+    answer_idx: np.ndarray,
+    answer_x: np.ndarray,
+    train_answers: np.ndarray,
+    y_train: np.ndarray,
+    matched: np.ndarray,
+    seed: int,
+) -> dict[str, Any]:
+    """Do the H-neurons add to length? Two logistic regressions (standardized, classes balanced) fitted on
+    the training answer rows: on the two (log) lengths alone, and on the lengths and the H-neurons'
+    CETT. Their held-out AUROCs and the difference, with paired bootstrap intervals (the same resampled
+    answers for both), on every held-out answer and on the length-matched subset."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    at = {int(r): k for k, r in enumerate(answer_idx)}
+    neurons = lambda idx: answer_x[[at[int(i)] for i in idx]]  # noqa: E731
+    fits = {}
+    for name, design in (
+        ("length", lambda idx: length_matrix(rows, idx)),
+        ("length_and_h_neurons", lambda idx: np.hstack([length_matrix(rows, idx), neurons(idx)])),
+    ):
+        m = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=2000))
+        fits[name] = m.fit(design(train_answers), y_train).predict_proba(design(ds.test_rows))[:, 1]
+
+    def compare(keep: np.ndarray) -> dict[str, Any]:
+        r = paired_auroc(ds.y_test[keep], fits["length"][keep], fits["length_and_h_neurons"][keep], seed=seed)
+        return {"rows": r["rows"], "hallucinated": r.get("hallucinated"), "length": r["a"]} | {
+            "length_and_h_neurons": r["b"],
+            "difference": r["difference"],
+        }
+
+    return {
+        "model": "logistic regression on log(1 + tokens) of the answer span and the response, with or without "
+        "the H-neurons' CETT; fitted on the training answers",
+        "heldout": compare(np.arange(len(ds.y_test))),
+        "length_matched": compare(matched),
+    }
+
+
+LENGTH_CLOSE = 0.05  # length alone within this much AUROC of the probe: the summary suggests --control length
+
+
+def confound_lines(conf: dict[str, Any] | None, probe_auroc: float, control: str = "none") -> list[str]:
+    """What `probe` prints about the confound check (``control``: the probe's --control)."""
     if not conf:
         return ["confounds: not checked (these features record no answer lengths; recompute them)"]
     n, k = len(conf["per_neuron"]), conf["track_length_more_than_label"]
@@ -133,11 +176,27 @@ def confound_lines(conf: dict[str, Any] | None, probe_auroc: float) -> list[str]
         a, b = m["auroc_ci95"]
         return f"{m['auroc']:.3f} [{a:.2f}, {b:.2f}]"
 
-    return [
+    out = [
         f"confounds: {k} of {n} H-neurons correlate more with answer or response length than with the label",
         f"  length-only classifier AUROC {fmt(lo)} against the probe's {probe_auroc:.3f}",
         f"  probe on a length-matched subset ({lm['answers']} answers): AUROC {fmt(lm)}",
     ]
+    for where, b in (conf.get("beyond_length") or {}).items():
+        if not isinstance(b, dict) or not b.get("difference"):
+            continue
+        d = b["difference"]
+        out.append(
+            f"  {'held-out' if where == 'heldout' else 'length-matched'} ({b['rows']} answers): length alone "
+            f"{fmt(b['length'])}, length + H-neurons {fmt(b['length_and_h_neurons'])}, difference "
+            f"{d['auroc']:+.3f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}] (paired)"
+        )
+    if lo.get("auroc") is not None and lo["auroc"] >= probe_auroc - LENGTH_CLOSE:
+        gap = 100 * (probe_auroc - lo["auroc"])
+        out.append(
+            f"  length alone comes within {gap:.1f} points of the probe's AUROC"
+            + ("" if control == "length" else ": try --control length, so L1 keeps only neurons that add to length")
+        )
+    return out
 
 
 def confound_plot(conf: dict[str, Any], probe_auroc: float, folder: Path, probe_ci: list[float] | None = None) -> None:

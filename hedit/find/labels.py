@@ -20,6 +20,30 @@ class Dataset:
     split: str  # how train and held-out questions were separated
     train_rows: np.ndarray | None = None  # feature-row indices of x_train and x_test
     test_rows: np.ndarray | None = None
+    z_train: np.ndarray | None = None  # covariates the probe controls for (--control length), or None
+    z_test: np.ndarray | None = None
+
+    def restrict(self, keep: np.ndarray) -> Dataset:
+        """The same held-out rows, training on the rows ``keep`` (positions in x_train) only."""
+        z = None if self.z_train is None else self.z_train[keep]
+        rows = None if self.train_rows is None else self.train_rows[keep]
+        return Dataset(
+            take_rows(self.x_train, keep), self.y_train[keep], self.x_test, self.y_test, self.split, rows,
+            self.test_rows, z, self.z_test,
+        )  # fmt: skip
+
+
+LENGTHS = ("answer_tokens", "response_tokens")
+
+
+def has_lengths(rows: list[dict]) -> bool:
+    """Features written since lengths were recorded (each row: its answer span's and response's tokens)."""
+    return bool(rows) and all(k in r for r in rows for k in LENGTHS)
+
+
+def length_matrix(rows: list[dict], idx: np.ndarray) -> np.ndarray:
+    """log(1 + tokens) of the answer span and of the response, per row ``idx``: the length covariates."""
+    return np.log1p(np.array([[rows[int(i)][k] for k in LENGTHS] for i in idx], dtype=float).reshape(-1, 2))
 
 
 def take_rows(mat, idx: np.ndarray):

@@ -11,6 +11,13 @@ recall, F1 and AUROC. The paper's central claim is checked against a baseline: a
 on the H-neurons alone against the same on as many random neurons (several draws, mean and spread).
 AUROCs carry a 95% bootstrap interval. Features of the same model on other questions (``test_features``)
 get the same scores, with every model fitted here: do the neurons carry over to another dataset?
+
+``--control length`` puts the answer span's and the response's (log) token counts into every fit as
+unpenalized covariates (``hedit.find.l1``): L1 then keeps only neurons that add to length. Covariates,
+not residualized features: they leave the (wide, in a mixture of experts sparse) feature matrix as it is,
+and they are what "controlling for" means in a regression (residualizing is exact only for linear
+models). Stability selection (``hedit.find.stability``) refits the chosen C on half-samples of the
+questions and gives every neuron its selection frequency.
 """
 
 from __future__ import annotations
@@ -26,15 +33,16 @@ from hedit.errors import HeditError
 from hedit.find.columns import Columns
 from hedit.find.confounds import confound_plot, confounds
 from hedit.find.features import check_features_model, features_columns, open_features
-from hedit.find.l1 import L1Fit, fit_l1
-from hedit.find.labels import Dataset, dataset, labels, take_columns, take_rows
-from hedit.find.plots import probe_plots
+from hedit.find.l1 import UNPENALIZED, L1Fit, fit_l1
+from hedit.find.labels import Dataset, dataset, has_lengths, labels, length_matrix, take_columns, take_rows
+from hedit.find.plots import probe_plots, stability_plot
+from hedit.find.stability import stability
 from hedit.io.atomic import atomic_write_text, check_place
 from hedit.neurons import ModelInfo, NeuronSet
 from hedit.progress import bar
 from hedit.score.stats import auroc_interval
 
-REPORT_FORMAT = 4  # bumped when report.json gains or changes fields: cached probe stages rerun
+REPORT_FORMAT = 5  # bumped when report.json gains or changes fields: cached probe stages rerun
 
 
 def metrics(y: np.ndarray, score: np.ndarray) -> dict[str, float]:
@@ -78,8 +86,9 @@ def baseline(ds: Dataset, cols: np.ndarray, columns: Columns, draws: int, seed: 
     } | {"draws": draws}
 
 
-def answer_rows(features: str | Path, meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """(answer rows, 1 = hallucinated) of a features folder that must come from the model of ``meta``."""
+def answer_rows(features: str | Path, meta: dict[str, Any], control: str = "none") -> tuple:
+    """(answer rows, 1 = hallucinated, their length covariates or None) of a features folder that must
+    come from the model of ``meta``."""
     tmeta, rows, mat = open_features(features)
     check_features_model(
         tmeta, (meta["model_type"], meta["num_layers"], meta["intermediate_size"]), f"test features {features}"
@@ -90,11 +99,21 @@ def answer_rows(features: str | Path, meta: dict[str, Any]) -> tuple[np.ndarray,
             f"test features {features} need both correct and hallucinated answers "
             f"({int(y.sum())} hallucinated of {len(y)})"
         )
-    return take_rows(mat, idx), y
+    if control == "length" and not has_lengths(rows):
+        raise HeditError(f"test features {features} record no answer lengths (--control length); recompute them")
+    return take_rows(mat, idx), y, length_matrix(rows, idx) if control == "length" else None
 
 
 def transfer(
-    ds: Dataset, fit: L1Fit, cols: np.ndarray, x: np.ndarray, y: np.ndarray, columns: Columns, draws: int, seed: int
+    ds: Dataset,
+    fit: L1Fit,
+    cols: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    z: np.ndarray | None,
+    columns: Columns,
+    draws: int,
+    seed: int,
 ) -> dict[str, Any]:
     """Scores on another dataset's answer rows: the chosen probe as fitted, and plain probes on the
     H-neurons alone and on random neurons trained on ``ds``'s training rows."""
@@ -102,20 +121,20 @@ def transfer(
     return {
         "answers": int(len(y)),
         "hallucinated": int(y.sum()),
-        "probe": with_interval(y, fit.predict_proba(x), seed),
+        "probe": with_interval(y, fit.predict_proba(x, z), seed),
         "h_neurons_only": with_interval(y, subset_scores(ext, cols, seed), seed),
         "random_neurons_only": baseline(ext, cols, columns, draws, seed),
     }
 
 
 def _fit_c(ds: Dataset, c: float, seed: int) -> dict[str, Any]:
-    model = fit_l1(ds.x_train, ds.y_train, c, seed)
+    model = fit_l1(ds.x_train, ds.y_train, c, seed, covariates=ds.z_train)
     coef = model.coef
     return {
         "C": c,
         "positive": int((coef > 0).sum()),
         "nonzero": int((coef != 0).sum()),
-        "heldout": metrics(ds.y_test, model.predict_proba(ds.x_test)),
+        "heldout": metrics(ds.y_test, model.predict_proba(ds.x_test, ds.z_test)),
         "fit": model,
         "working_set_rounds": model.rounds,
     }
@@ -193,10 +212,14 @@ def run_probe(
             f"--out {out} is a folder; probe writes a neurons file (neurons.json) and its report beside it"
         )
     ds = dataset(rows, mat, cfg.mode, seed=cfg.seed)
+    if cfg.control == "length":
+        if not has_lengths(rows):
+            raise HeditError(f"features {features} record no answer lengths (--control length); recompute them")
+        ds.z_train, ds.z_test = length_matrix(rows, ds.train_rows), length_matrix(rows, ds.test_rows)
     tests = {}  # bad input fails before any fitting; named by folder, never by an absolute path
     for t in test_features:
         name = Path(t).name or str(t)
-        tests[name if name not in tests else f"{name}-{len(tests)}"] = answer_rows(t, meta)
+        tests[name if name not in tests else f"{name}-{len(tests)}"] = answer_rows(t, meta, cfg.control)
     layers, inter = meta["num_layers"], meta["intermediate_size"]
     columns = features_columns(meta)
     sweep, growth = sweep_c(ds, cfg, progress)
@@ -209,11 +232,30 @@ def run_probe(
     best = _best(usable)
     coef = best["fit"].coef
     cols = np.flatnonzero(coef > 0)
-    neurons = [columns.neuron(int(j), weight=float(coef[j])) for j in cols]
+    stab = None
+    if cfg.stability:
+        stab = stability(ds, rows, best["fit"], best["C"], cfg.stability, cfg.stability_threshold, cfg.seed, progress)
+        stable = np.flatnonzero(stab["frequency"] >= cfg.stability_threshold)
+        if cfg.select == "stable":
+            if not len(stable):
+                raise HeditError(
+                    f"no neuron is stable (frequency >= {cfg.stability_threshold:g} in {cfg.stability} refits); "
+                    "lower --stability-threshold, or keep the single fit (--select fit)"
+                )
+            cols = stable
+    elif cfg.select == "stable":
+        raise HeditError("--select stable needs stability selection (--stability above 0)")
+    freq = None if stab is None else stab["frequency"]
+
+    def neuron(j: int):
+        w = coef[j] if coef[j] > 0 else stab["mean_weight"][j]  # a stable neuron the single fit left out
+        return columns.neuron(j, weight=float(w), frequency=None if freq is None else float(freq[j]))
+
+    neurons = [neuron(int(j)) for j in cols]
     info = ModelInfo(meta["model_type"], layers, inter, meta.get("name") or None, num_experts=meta.get("num_experts"))
     ns = NeuronSet(info, neurons)
     seed, draws = cfg.seed, cfg.random_draws
-    probe_scores, only_scores = best["fit"].predict_proba(ds.x_test), subset_scores(ds, cols, seed)
+    probe_scores, only_scores = best["fit"].predict_proba(ds.x_test, ds.z_test), subset_scores(ds, cols, seed)
     a_idx, a_y = labels(rows, "1-vs-1")
     a_x = np.concatenate(  # the H-neurons' columns of every answer row, read in chunks
         [take_columns(take_rows(mat, a_idx[i : i + 1024]), cols) for i in range(0, len(a_idx), 1024)]
@@ -222,6 +264,8 @@ def run_probe(
     routing = routing_report(features, meta, rows, cols, columns) if meta.get("routing") else None
     report = {
         "mode": cfg.mode,
+        "control": cfg.control,
+        "select": cfg.select,
         "C": best["C"],
         "split": ds.split,
         "c_grid": growth,
@@ -241,16 +285,25 @@ def run_probe(
         "per_layer": _per_layer(ns),
         "confounds": conf,
     }
+    if best["fit"].covariates is not None:
+        report["covariates"] = {"names": ["log1p_answer_tokens", "log1p_response_tokens"]} | {
+            "coefficients_standardized": [float(v) for v in best["fit"].cov_coef * UNPENALIZED]
+        }
+    if stab is not None:
+        report["stability"] = stability_report(ds, stab, best["fit"].coef, columns, draws, seed)
     if routing is not None:
         report["routing"] = routing
     if tests:
         report["transfer"] = {
-            name: transfer(ds, best["fit"], cols, x, y, columns, draws, seed) for name, (x, y) in tests.items()
+            name: transfer(ds, best["fit"], cols, x, y, z, columns, draws, seed) for name, (x, y, z) in tests.items()
         }
     ns.provenance = {
         "probe": {
-            k: report[k] for k in ("mode", "C", "split", "heldout", "qa_check", "h_neurons_only", "random_neurons_only")
+            k: report[k]
+            for k in ("mode", "control", "select", "C", "split", "heldout", "qa_check", "h_neurons_only")
+            + ("random_neurons_only",)
         }
+        | ({"stability": {k: v for k, v in report["stability"].items() if k != "per_neuron"}} if stab else {})
         | ({"confounds": {k: v for k, v in conf.items() if k != "per_neuron"}} if conf else {})
         | ({"transfer": report["transfer"]} if tests else {}),
         "features": Path(features).name,
@@ -263,7 +316,26 @@ def run_probe(
         probe_plots(report, layers, out.parent)
         if conf:
             confound_plot(conf, report["heldout"]["auroc"], out.parent, report["heldout"]["auroc_ci95"])
+        if stab is not None:
+            stability_plot(report["stability"], out.parent)
     return report
+
+
+def stability_report(ds: Dataset, stab: dict, coef: np.ndarray, columns: Columns, draws: int, seed: int) -> dict:
+    """The stability summary, the stable set's held-out AUROC (alone, against as many random neurons from
+    the same experts and layers) and every neuron any refit chose, most frequent first."""
+    freq = stab["frequency"]
+    stable = np.flatnonzero(freq >= stab["summary"]["threshold"])
+    out = dict(stab["summary"])
+    if len(stable):
+        out["stable_only"] = with_interval(ds.y_test, subset_scores(ds, stable, seed), seed)
+        out["random_like_stable"] = baseline(ds, stable, columns, draws, seed)
+    chosen = np.flatnonzero(freq > 0)
+    order = chosen[np.argsort(-freq[chosen], kind="stable")]
+    out["per_neuron"] = [
+        columns.where(int(j)) | {"frequency": float(freq[j]), "in_single_fit": bool(coef[j] > 0)} for j in order
+    ]
+    return out
 
 
 def routing_report(features, meta: dict[str, Any], rows: list[dict], cols: np.ndarray, columns: Columns) -> dict:

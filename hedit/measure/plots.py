@@ -8,6 +8,7 @@ from typing import Any
 
 from hedit.io.atomic import save_png
 from hedit.measure.summary import KL, OVER_REFUSAL, TRIVIA
+from hedit.score.harness import is_harness_task
 
 
 def plot(summary: dict[str, Any], path: str | Path) -> None:
@@ -44,6 +45,8 @@ def plot(summary: dict[str, Any], path: str | Path) -> None:
             TRIVIA: "trivia accuracy",
             OVER_REFUSAL: "refusal rate (harmless requests)",
         }.get(task, "compliance rate")
+        if is_harness_task(task):
+            label = next((h["metric"] for h in hs if h.get("metric")), "score")
         ax.set(title=task, xlabel="alpha", ylabel=label)
         if task != KL:
             ax.set_ylim(-0.02, 1.02)

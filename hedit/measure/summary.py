@@ -10,6 +10,7 @@ import numpy as np
 
 from hedit.config import SweepConfig
 from hedit.score.compliance import COMPLIED, EXCLUDED, REFUSED, UNPARSED
+from hedit.score.harness import is_harness_task, task_key
 from hedit.score.judge import CORRECT
 from hedit.score.stats import bootstrap_ci, dose_response, paired_difference
 from hedit.score.suites import Item, Suite
@@ -40,6 +41,7 @@ def summarize(
     tasks = [s.name for s in suites] + ([TRIVIA, KL] if cfg.capability else [])
     if any(r["task"] == OVER_REFUSAL for r in records):
         tasks.append(OVER_REFUSAL)
+    tasks += [task_key(name) for name in cfg.lm_eval]
 
     def value(set_name: str, alpha: float, task: str) -> dict[str, Any] | None:
         key = (BASE, 1.0, task) if alpha == 1.0 else (set_name, alpha, task)
@@ -48,6 +50,12 @@ def summarize(
             return None
         if task == KL:
             return {"value": r["value"]}
+        if is_harness_task(task):  # lm-eval's aggregate, its per-document values for the interval
+            x = r["value"]["outcomes"]
+            ci = bootstrap_ci(x, cfg.bootstrap, cfg.seed)
+            return {"value": r["value"]["value"], "ci95": list(ci) if ci else None, "n": len(x)} | {
+                "metric": r["value"]["metric"]
+            }
         x = outcomes(task, r["items"])
         ci = bootstrap_ci(x, cfg.bootstrap, cfg.seed)
         return {"value": (sum(x) / len(x)) if x else None, "ci95": list(ci) if ci else None, "n": len(x)}
@@ -98,6 +106,16 @@ def summarize(
                     if not (v and base_refusal) or v["value"] is None
                     else round(100 * (v["value"] - base_refusal["value"]), 3)
                 )
+    if cfg.lm_eval:  # the H-neurons' score per alpha, and its drop against alpha 1 (what tune bounds)
+        out["lm_eval"] = {}
+        for name in cfg.lm_eval:
+            base = value("h", 1.0, task_key(name))
+            rows = []
+            for a in cfg.alphas:
+                v = value("h", a, task_key(name))
+                drop = None if not (v and base) else round(100 * (base["value"] - v["value"]), 3)
+                rows.append({"alpha": a, "value": v and v["value"], "drop_points": drop})
+            out["lm_eval"][name] = {"metric": base and base["metric"], "per_alpha": rows}
     return out
 
 
@@ -235,7 +253,9 @@ def sweep_evidence(summary: dict[str, Any]) -> dict[str, Any]:
             "items_changed_at_any_alpha": summary.get("items_changed_at_any_alpha", {}).get(task),
             "items_flipped_at_any_alpha": summary.get("items_flipped_at_any_alpha", {}).get(task),
         }
-    return {"alphas": summary.get("alphas"), "dose_response": out}
+    return {"alphas": summary.get("alphas"), "dose_response": out} | (
+        {"lm_eval": summary["lm_eval"]} if summary.get("lm_eval") else {}
+    )
 
 
 def compliance_of(summary: dict[str, Any], alpha: float) -> float | None:
@@ -243,7 +263,7 @@ def compliance_of(summary: dict[str, Any], alpha: float) -> float | None:
     none when no first answer is right); None when no suite has any."""
     vals = []
     for task, rows in summary["results"].items():
-        if task in CAPABILITY:
+        if task in CAPABILITY or is_harness_task(task):
             continue
         row = next((r for r in rows if r["alpha"] == alpha), None)
         if row is not None and row["h"] and row["h"]["value"] is not None:

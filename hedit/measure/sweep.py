@@ -51,6 +51,7 @@ from hedit.neurons import NeuronSet, check_alpha
 from hedit.progress import bar
 from hedit.score.capability import answer_questions, mean_kl, neutral_texts, next_token_logprobs
 from hedit.score.compliance import RULES
+from hedit.score.harness import is_harness_task, task_key
 from hedit.score.judge import CORRECT
 from hedit.score.suites import (
     BENIGN,
@@ -202,8 +203,12 @@ def run_sweep(
     suites = [load_suite(name, (suite_files or {}).get(name)) for name in cfg.suites]
     suites = [Suite(s.name, s.items[: cfg.limit], s.source) for s in suites]
     trivia = trivia_items("heldout")[: cfg.limit] if cfg.capability else ()
-    if not suites and not cfg.capability:
+    if not suites and not cfg.capability and not cfg.lm_eval:
         raise HeditError("nothing to measure: no suites and no capability")
+    if cfg.lm_eval:
+        from hedit.score.harness import check_tasks
+
+        check_tasks(cfg.lm_eval, cfg.lm_eval_include)
 
     if loaded is None:
         tok = load_tokenizer(path)
@@ -234,6 +239,24 @@ def run_sweep(
     finally:
         if isinstance(model, EngineModel):
             model.engine.close()
+
+
+def harness_cell(model, tok, task: str, cfg: SweepConfig) -> dict[str, Any]:
+    """One lm-eval task on ``model`` as it is (the cell's intervention on): its metric, aggregate and
+    per-document values."""
+    from hedit.score.harness import PREFIX, run_tasks
+
+    name = task[len(PREFIX) :]
+    r = run_tasks(model, tok, [name], cfg.lm_eval_limit, cfg.lm_eval_include, min(cfg.batch_size, 32), cfg.seed)
+    return r[name]
+
+
+def _include_digest(folder: str | None) -> str | None:
+    """A digest of a local task folder's files: other task files are other cells."""
+    if folder is None:
+        return None
+    files = sorted(p for p in Path(folder).rglob("*") if p.is_file())
+    return _digest([[str(p.relative_to(folder)), hashlib.sha256(p.read_bytes()).hexdigest()] for p in files])
 
 
 def checkpoint_shape(path: Path) -> tuple:
@@ -310,6 +333,8 @@ def _run(
     benign = load_suite(BENIGN).items[: cfg.limit] if cfg.capability and JAILBREAK in cfg.suites else ()
     if benign:
         settings["benign"] = _digest([asdict(i) for i in benign])  # replies from another engine are other cells
+    if cfg.lm_eval:
+        settings["lm_eval"] = {"limit": cfg.lm_eval_limit, "include": _include_digest(cfg.lm_eval_include)}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model_id = fingerprint(path) if path is not None else None
@@ -322,15 +347,20 @@ def _run(
         tasks += [(TRIVIA, trivia), (KL, ())]
         if JAILBREAK in cfg.suites:  # a model edited into refusing everything must show it
             tasks.append((OVER_REFUSAL, benign))
+    tasks += [(task_key(name), ()) for name in cfg.lm_eval]
     neutral = neutral_texts()
     todo = [(s, a, t, items) for s, a in conditions for t, items in tasks if (s, a, t) not in done]
-    size = {t: (len(items) if t != KL else len(neutral)) for t, items in tasks}
+    size = {
+        t: (len(neutral) if t == KL else (cfg.lm_eval_limit or 1) if is_harness_task(t) else len(items))
+        for t, items in tasks
+    }
     ref = None
     kl_model = None if isinstance(model, EngineModel) else model  # KL needs full distributions: transformers
     model.eval()
     tmp = tempfile.TemporaryDirectory(prefix="hedit-cells-")
     if cells_share_batches(model, cfg.decoding):  # every cell of a task in the same batches
-        groups = [[w for w in todo if w[2] == t] for t, _ in tasks if t != KL] + [[w] for w in todo if w[2] == KL]
+        alone = lambda t: t == KL or is_harness_task(t)  # noqa: E731 (cells one by one, in transformers)
+        groups = [[w for w in todo if w[2] == t] for t, _ in tasks if not alone(t)] + [[w] for w in todo if alone(w[2])]
     else:
         groups = [[w] for w in todo]
     with tmp, journal, bar(sum(size[t] for _, _, t, _ in todo), "sweep", "item", progress) as pbar:
@@ -339,13 +369,16 @@ def _run(
             layers = [{} if s == BASE else _scale(sets[s], a) for s, a, _, _ in group]
             where = f"{set_name} alpha={alpha:g}" if len(group) == 1 else f"{len(group)} cells"
             pbar.set_postfix_str(f"{where} {task}")
-            if task == KL:
+            if task == KL or is_harness_task(task):
                 if kl_model is None:
                     kl_model = load_model(path, device=device)
-                if ref is None:
+                if task == KL and ref is None:
                     ref = next_token_logprobs(kl_model, tok, neutral, cfg.batch_size)
                 with scale_neurons(kl_model, layers[0]):
-                    per_cell = [mean_kl(ref, next_token_logprobs(kl_model, tok, neutral, cfg.batch_size))]
+                    if task == KL:
+                        per_cell = [mean_kl(ref, next_token_logprobs(kl_model, tok, neutral, cfg.batch_size))]
+                    else:
+                        per_cell = [harness_cell(kl_model, tok, task, cfg)]
                 pbar.update(size[task])
             else:
                 suite = BENIGN if task == OVER_REFUSAL else task
@@ -364,7 +397,7 @@ def _run(
                             model, tok, suite, items, cfg.decoding, cfg.batch_size, judge, pbar.update, scales
                         )
                 per_cell = per_cell if scales is not None else [per_cell]
-            key = "value" if task == KL else "items"
+            key = "value" if task == KL or is_harness_task(task) else "items"
             journal.append([{"set": s, "alpha": a, "task": task, key: v} for (s, a, _, _), v in zip(group, per_cell)])
     summary = summarize(journal.records, cfg, sets, suites, trivia)
     summary |= {

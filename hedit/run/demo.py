@@ -70,8 +70,11 @@ def main(
         flush=True,
     )
     from hedit.find.confounds import confound_lines
+    from hedit.find.stability import stability_line
 
-    for line in confound_lines(report.get("confounds"), report["heldout"]["auroc"]):
+    if report.get("stability"):
+        print(f"    {stability_line(report['stability'])}", flush=True)
+    for line in confound_lines(report.get("confounds"), report["heldout"]["auroc"], report.get("control", "none")):
         print(f"    {line}", flush=True)
 
     print("2/3 edit and export: alpha 0 (H-neurons silenced)", flush=True)
