@@ -18,6 +18,7 @@ from hedit.cli.options import (
     suite_files,
 )
 from hedit.config import EngineConfig, SweepConfig, TuneConfig
+from hedit.errors import HeditError
 
 
 @click.command()
@@ -92,8 +93,11 @@ def _files(pairs):
 def tune(model, neurons, work, out, suite_files, allow_negative, device, quiet, **kw):
     """Choose alpha for NEURONS on MODEL within capability bounds and write it into the neurons file."""
     from hedit.choose.tune import tune as run
+    from hedit.cli.options import HUB_NEURONS
     from hedit.measure.summary import dose_lines
 
+    if out is None and click.get_current_context().meta.get(HUB_NEURONS):
+        raise HeditError(f"--neurons {click.get_current_context().meta[HUB_NEURONS]} is a Hub neuron set: give --out")
     cfg, engine = build(TuneConfig, kw), build(EngineConfig, kw)
     d = run(
         model,

@@ -104,11 +104,90 @@ def _device(ctx, param, value):
     return check_device(value)
 
 
-SOURCE = click.argument("source", type=click.Path(path_type=str))
-MODEL = click.argument("model", type=str)
-NEURONS = click.option(
-    "--neurons", "neurons", required=True, type=click.Path(path_type=str), help="Neuron-set file (neurons.json)."
-)
+HUB_NEURONS, FORCE, CHECKED = "hedit.hub_neurons", "hedit.force_neurons", "hedit.found_on_checked"
+
+
+def _found_on(ctx, name: str, value):
+    """Once the model, ``--neurons`` and ``--force`` are all parsed (whichever comes last): a neuron set
+    fetched from the Hub must have been found on the model named (``hedit.ship.neuron_hub``). With
+    ``--force`` a copy of it carries the warning into what the command writes. Returns ``value``, or the
+    copy's path when ``value`` is the neurons file."""
+    params = dict(ctx.params) | {name: value}
+    force = ctx.meta.get(FORCE)
+    source = params.get("source") or params.get("model")
+    spec = ctx.meta.get(HUB_NEURONS)
+    if spec is None or ctx.meta.get(CHECKED) or source is None or "neurons" not in params or force is None:
+        return value
+    ctx.meta[CHECKED] = True
+    from hedit.neurons import NeuronSet
+    from hedit.ship.neuron_hub import check_found_on, forced_copy
+
+    path = params["neurons"]
+    try:
+        warning = check_found_on(NeuronSet.load(path), source, force)
+    except HeditError as e:
+        raise click.ClickException(str(e)) from None
+    if warning is None:
+        return value
+    click.echo(f"warning: {warning}", err=True)
+    copy = str(forced_copy(path, spec, warning))
+    if name == "neurons":
+        return copy
+    ctx.params["neurons"] = copy
+    return value
+
+
+def _neurons(ctx, param, value):
+    """A local neurons file as it is; ``owner/name[@revision]`` (a neuron-set repo on the Hub) fetched
+    into the Hub cache. A missing ``dir/file.json`` stays a (missing) local file, not a Hub name."""
+    from pathlib import Path
+
+    from hedit.io.hub import is_repo_id
+
+    if value is not None and not Path(value).exists() and is_repo_id(value) and not value.endswith(".json"):
+        from hedit.ship.neuron_hub import fetch_neurons
+
+        try:
+            ctx.meta[HUB_NEURONS] = value
+            value = str(fetch_neurons(value))
+        except HeditError as e:
+            raise click.ClickException(f"--neurons {value}: {e}") from None
+    return _found_on(ctx, "neurons", value)
+
+
+def _force(ctx, param, value):
+    ctx.meta[FORCE] = bool(value)
+    return _found_on(ctx, "force", value)
+
+
+def _model_arg(ctx, param, value):
+    return _found_on(ctx, param.name, value)
+
+
+SOURCE = click.argument("source", type=click.Path(path_type=str), callback=_model_arg)
+MODEL = click.argument("model", type=str, callback=_model_arg)
+
+
+def NEURONS(f):  # noqa: N802 (a decorator like the options beside it)
+    """``--neurons FILE | owner/name[@revision]`` and ``--force`` (apply a Hub neuron set found on another
+    model or revision)."""
+    f = click.option(
+        "--force",
+        is_flag=True,
+        expose_value=False,
+        callback=_force,
+        help="Apply a neuron set from the Hub that was found on another model or revision (a fine-tune of it).",
+    )(f)
+    return click.option(
+        "--neurons",
+        "neurons",
+        required=True,
+        type=str,
+        callback=_neurons,
+        help="Neuron-set file (neurons.json), or a neuron-set repo on the Hub: owner/name[@revision].",
+    )(f)
+
+
 ALPHA = click.option(
     "--alpha",
     type=float,

@@ -83,7 +83,7 @@ def evidence(ns) -> dict[str, Any]:
         out["tune"] = {
             k: tune[k] for k in ("alpha", "reason", "bounds", "candidates", "paired", "compliance_at_1") if k in tune
         }
-    for key in ("sweep", "verify"):
+    for key in ("sweep", "verify", "hub"):
         if isinstance(prov.get(key), dict):
             out[key] = prov[key]
     return out
@@ -131,8 +131,11 @@ def _change_text(plan: EditPlan) -> str:
     )
 
 
-def _evidence_text(ev: dict[str, Any], plots: list[str]) -> str:
+def evidence_text(ev: dict[str, Any], plots: list[str]) -> str:
     lines = []
+    hub = ev.get("hub") or {}
+    if hub.get("warning"):
+        lines.append(f"- **Warning**: the neuron set `{hub.get('repo')}` from the Hub: {hub['warning']}.")
     probe = ev.get("probe")
     if probe and "heldout" in probe:
         h = probe["heldout"]
@@ -189,7 +192,8 @@ def _evidence_text(ev: dict[str, Any], plots: list[str]) -> str:
                     f"; the stable set alone reaches AUROC {st['stable_only']['auroc']:.3f} against "
                     f"{st['random_like_stable']['auroc']['mean']:.3f} for as many random neurons"
                 )
-            used = f". This edit uses the {probe['select']} set." if "select" in probe else "."
+            which = {"fit": "the single fit's neurons", "stable": "the stable set"}.get(probe.get("select"))
+            used = f". This edit uses {which}." if which else "."
             lines.append(line + used)
     tune = ev.get("tune")
     if tune:
@@ -245,7 +249,7 @@ def card(
 {how} Which neurons, the alpha and the SHA-256 of every source weight file are in `hedit.json`.
 
 ## Evidence
-{_evidence_text(ev, plots)}
+{evidence_text(ev, plots)}
 ## Use
 {use}
 Made with hedit {__version__}.

@@ -414,7 +414,11 @@ CASES = {
     "out-dot-dot-name": (None, [*EDIT[:7], "out/..", "--overwrite"], "working directory or one of its parents"),
     "out-parent-missing": (None, [*EDIT[:7], "a/b/c"], "does not exist"),
     "target-bogus": (None, [*EDIT, "--target", "left"], "Invalid value for '--target'"),
-    "unknown-option": (None, [*EDIT, "--frobnicate"], "No such option '--frobnicate'. (`hedit edit --help`"),
+    "unknown-option": (
+        None,
+        [*EDIT, "--frobnicate"],
+        "No such option '--frobnicate'. Did you mean '--force'? (`hedit edit --help`",
+    ),
     # ---- export-adapter
     "adapter-format": (None, [*ADAPT, "--format", "dora"], "Invalid value for '--format'"),
     "adapter-out-is-source": (None, [*ADAPT[:7], "src", "--overwrite"], "is the source"),
