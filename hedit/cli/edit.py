@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
 from hedit.cli.options import ALPHA, NEG, NEURONS, OVERWRITE, QUIET, SOURCE, TARGET
+from hedit.edit.writers import ADAPTERS as ADAPTER_FORMATS
 
 OUT = click.option("--out", required=True, type=click.Path(path_type=str), help="Output folder (created).")
 
@@ -43,20 +45,24 @@ def edit(source, neurons, alpha, out, target, overwrite, allow_negative, quiet):
 @SOURCE
 @NEURONS
 @ALPHA
-@click.option("--format", "fmt", type=click.Choice(["lora", "ia3"]), default="lora", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(list(ADAPTER_FORMATS)), default="lora", show_default=True)
 @OUT
 @TARGET
 @OVERWRITE
 @NEG
 def export_adapter(source, neurons, alpha, fmt, out, target, overwrite, allow_negative):
-    """Write a PEFT adapter (exact LoRA or IA3) that applies the edit on top of SOURCE."""
+    """Write an adapter that applies the edit on top of SOURCE: an exact PEFT LoRA or IA3, or a llama.cpp
+    LoRA in GGUF (gguf-lora) whose --lora-scaled S sets alpha when the model is served."""
     from hedit.edit.adapters import export_adapter as run
 
     path = run(source, neurons, out, fmt, alpha, overwrite, allow_negative, target)
-    info = json.loads((path / "hedit.json").read_text())
+    side = path / "hedit.json" if path.is_dir() else Path(f"{path}.hedit.json")
+    info = json.loads(side.read_text())
     msg = f"wrote {fmt} adapter to {path}"
     if fmt == "lora":
         msg += f" (rank {info['lora_rank']}; vLLM: --max-lora-rank {info['vllm_max_lora_rank']})"
+    if fmt == "gguf-lora":
+        msg += f" (llama.cpp --lora-scaled FILE S: {info['scale_to_alpha']})"
     click.echo(msg)
 
 

@@ -8,6 +8,7 @@ Every output format is one module with one ``Writer`` subclass registered in ``W
     gguf          hedit.edit.gguf         a GGUF file, the edit in its block scales or values
     lora          hedit.edit.adapters.lora  an exact PEFT LoRA over the unmodified source
     ia3           hedit.edit.adapters.ia3   an exact PEFT IA3 over the unmodified source
+    gguf-lora     hedit.edit.adapters.gguf_lora  a llama.cpp LoRA adapter (GGUF) over the unmodified GGUF
 
 and the same entry points: ``check(plan)`` refuses a plan the format cannot hold exactly; ``write(plan,
 dst, progress, name)`` fills the temporary folder (or file) ``dst`` of the output ``name`` and returns a
@@ -36,8 +37,9 @@ WRITERS = {
     "gguf": "hedit.edit.gguf:Gguf",
     "lora": "hedit.edit.adapters.lora:Lora",
     "ia3": "hedit.edit.adapters.ia3:Ia3",
+    "gguf-lora": "hedit.edit.adapters.gguf_lora:GgufLora",
 }
-ADAPTERS = ("lora", "ia3")
+ADAPTERS = ("lora", "ia3", "gguf-lora")
 FILE_WRITERS = ("checkpoint", "quantized")  # safetensors: ``auto`` takes up_proj rows (``plan.resolve_target``)
 
 
@@ -129,6 +131,12 @@ class Writer:
     name = ""
     kind = ""  # hedit.json's "kind"
     single_file = False  # may the output be one file (``x.gguf``) instead of a folder?
+
+    @property
+    def suffix(self) -> str:
+        """A single-file output's extension (``--out x.gguf``)."""
+        return f".{self.name}"
+
     experts = False  # does it write mixtures of experts (expert neurons, their layouts)?
 
     def check(self, plan: EditPlan) -> None:
@@ -185,7 +193,7 @@ def write_artifact(
         )
     writer.check(plan)
     out = Path(out)
-    folder = not (writer.single_file and out.suffix.lower() == f".{writer.name}")
+    folder = not (writer.single_file and out.suffix.lower() == writer.suffix)
     with artifact(out, plan, writer.kind, overwrite, neurons_path(neurons), folder=folder) as w:
         report = writer.write(plan, w.path, progress, out.name)
         report.info |= writer.rules(report)

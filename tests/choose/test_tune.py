@@ -4,7 +4,7 @@ import pytest
 
 from hedit.choose.tune import choose_alpha, tune
 from hedit.config import Bounds, TuneConfig
-from hedit.edit.card import _evidence_text, evidence
+from hedit.edit.card import evidence, evidence_text
 from hedit.errors import HeditError
 from hedit.neurons import Neuron, NeuronSet
 
@@ -83,7 +83,7 @@ def test_tune_writes_alpha_and_evidence_that_edit_uses(tiny_chat, tmp_path):
     assert ev and set(ev) == {t for t, v in sweep["dose_response"].items() if v["h"]["slope"] is not None}
     for task, v in ev.items():
         assert v["slope"] == sweep["dose_response"][task]["h"]["slope"]
-    text = _evidence_text(evidence(after), [])
+    text = evidence_text(evidence(after), [])
     assert all(f"**{task}**: {100 * v['slope']:+.2f} points" in text for task, v in ev.items())
     assert d["summary"]["alphas"] == [0.0, 0.5, 1.0]
     plan = after.plan()  # no --alpha: `hedit edit` takes the tuned one
