@@ -47,11 +47,13 @@ with open(sys.argv[3], "wb") as out:
 
 def find_mlx_python(explicit: str | None = None) -> str:
     """The MLX environment's Python: ``explicit``, else $HEDIT_MLX_PYTHON, else ./.venv-mlx/bin/python."""
-    for cand in (explicit, os.environ.get("HEDIT_MLX_PYTHON"), ".venv-mlx/bin/python"):
+    if explicit:
+        if not Path(explicit).is_file():
+            raise HeditError(f"no MLX environment found: {explicit} is not a file")
+        return os.path.abspath(explicit)
+    for cand in (os.environ.get("HEDIT_MLX_PYTHON"), ".venv-mlx/bin/python"):
         if cand and Path(cand).is_file():
             return os.path.abspath(cand)
-        if cand == explicit and explicit:
-            raise HeditError(f"no MLX environment found: {explicit} is not a file")
     raise HeditError("no MLX environment found: set HEDIT_MLX_PYTHON (`make mlx-env` builds one in .venv-mlx)")
 
 

@@ -134,10 +134,8 @@ def push_neurons(
     check_repo_id(repo_id)
     files = neuron_files(neurons)
     ns = NeuronSet.load(neurons)
-    from huggingface_hub import HfApi
+    from hedit.ship.push import upload
 
-    url = endpoint()
-    api = HfApi(endpoint=url)
     with tempfile.TemporaryDirectory(prefix="hedit-neurons-") as tmp:
         stage = Path(tmp)
         for f in files:
@@ -145,17 +143,8 @@ def push_neurons(
         plots = sorted(p.name for p in stage.glob("*.png"))
         (stage / "README.md").write_text(neuron_card(ns, repo_id, plots))
         names = sorted(p.name for p in stage.iterdir())
-        with hub_errors(repo_id, url, revision):
-            api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-            if revision and revision != "main":
-                api.create_branch(repo_id, branch=revision, exist_ok=True)
-            info = api.upload_folder(
-                folder_path=str(stage),
-                repo_id=repo_id,
-                revision=revision,
-                commit_message=commit_message or "hedit: upload neuron set",
-            )
-    return NeuronPush(repo_id, revision or "main", str(info), names)
+        info = upload(stage, repo_id, private, revision, commit_message or "hedit: upload neuron set")
+    return NeuronPush(repo_id, revision or "main", info, names)
 
 
 def fetch_neurons(spec: str) -> Path:

@@ -116,19 +116,21 @@ def push(
 ) -> PushResult:
     check_repo_id(repo_id)
     kind = check_folder(folder, force)
+    files = sorted(str(p.relative_to(folder)) for p in Path(folder).rglob("*") if p.is_file())
+    info = upload(folder, repo_id, private, revision, commit_message or f"hedit: upload {kind}")
+    return PushResult(repo_id, revision or "main", info, kind, files)
+
+
+def upload(folder: str | Path, repo_id: str, private: bool, revision: str | None, message: str) -> str:
+    """``folder`` to ``repo_id`` (created if missing; ``revision`` a branch, created from main): the commit URL."""
     from huggingface_hub import HfApi
 
     url = endpoint()
     api = HfApi(endpoint=url)
-    files = sorted(str(p.relative_to(folder)) for p in Path(folder).rglob("*") if p.is_file())
     with hub_errors(repo_id, url, revision):
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         if revision and revision != "main":
             api.create_branch(repo_id, branch=revision, exist_ok=True)
-        info = api.upload_folder(
-            folder_path=str(folder),
-            repo_id=repo_id,
-            revision=revision,
-            commit_message=commit_message or f"hedit: upload {kind}",
+        return str(
+            api.upload_folder(folder_path=str(folder), repo_id=repo_id, revision=revision, commit_message=message)
         )
-    return PushResult(repo_id, revision or "main", str(info), kind, files)
