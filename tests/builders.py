@@ -283,3 +283,40 @@ def write_moe_gguf(path, up_type: T = T.Q8_0, seed: int = 0, arch: str = "qwen2m
 
 
 MOE_EXPERTS = 4
+
+
+def mlx_affine(src: Path, dst: Path, bits: int = 4, group: int = 32) -> Path:
+    """A copy of a float checkpoint in mlx-lm's affine layout (what `mlx_lm convert -q` writes): every MLP
+    projection as uint32 words of ``bits``-bit values packed little-endian along the input, with a float16
+    scale and bias per group of ``group`` inputs; config.json gains ``quantization``."""
+    import shutil
+
+    from safetensors.numpy import load_file as load_np
+    from safetensors.numpy import save_file as save_np
+
+    dst.mkdir(parents=True)
+    for p in src.iterdir():
+        if p.is_file() and p.suffix != ".safetensors":
+            shutil.copy(p, dst / p.name)
+    out, per = {}, 32 // bits
+    for name, w in load_np(str(src / "model.safetensors")).items():
+        if ".mlp." not in name or not name.endswith(".weight"):
+            out[name] = w
+            continue
+        g = w.reshape(w.shape[0], -1, group)
+        lo, hi = g.min(-1), g.max(-1)
+        scale = ((hi - lo) / (2**bits - 1)).astype(np.float16)
+        bias = lo.astype(np.float16)
+        s32, b32 = scale.astype(np.float32), bias.astype(np.float32)
+        q = np.clip(np.round((g - b32[..., None]) / s32[..., None]), 0, 2**bits - 1).astype(np.uint32)
+        q = q.reshape(w.shape[0], -1, per)
+        words = np.zeros(q.shape[:2], dtype=np.uint32)
+        for k in range(per):
+            words |= q[..., k] << np.uint32(bits * k)
+        base = name[: -len(".weight")]
+        out[name], out[f"{base}.scales"], out[f"{base}.biases"] = words, scale, bias
+    save_np(out, str(dst / "model.safetensors"), metadata={"format": "mlx"})
+    config = json.loads((src / "config.json").read_text())
+    q = {"group_size": group, "bits": bits, "mode": "affine"}
+    (dst / "config.json").write_text(json.dumps(config | {"quantization": q, "quantization_config": q}))
+    return dst

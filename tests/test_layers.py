@@ -76,7 +76,7 @@ def test_check_has_no_circle_and_verify_only_dispatches():
 def test_every_writer_has_the_one_shape():
     from hedit.edit.writers import WRITERS, Writer, get_writer
 
-    assert set(WRITERS) == {"checkpoint", "quantized", "gguf", "lora", "ia3", "gguf-lora"}
+    assert set(WRITERS) == {"checkpoint", "quantized", "gguf", "lora", "ia3", "gguf-lora", "mlx-lora"}
     for name in WRITERS:
         w = get_writer(name)
         assert isinstance(w, Writer) and w.name == name

@@ -1,6 +1,9 @@
 """`hedit verify --runtime mlx`: load an edited MLX checkpoint with mlx-lm (its own environment,
 ``make mlx-env``) and compare its logits with the runtime intervention on the dequantized MLX weights.
 
+An mlx-lm adapter (``hedit export-adapter --format mlx-lora``) is checked the same way: mlx-lm loads the
+source with ``adapter_path``, against the intervention on the source (dequantized when it is an MLX one).
+
 The reference is exact for what MLX computes: the source's quantized tensors are dequantized
 (``hedit.io.quant.dequant_mlx``, float32) into a float checkpoint in a temporary folder, transformers loads
 it, and the neurons are scaled at run time. mlx-lm then runs the edited checkpoint on the same token
@@ -36,7 +39,7 @@ import json, sys
 import mlx.core as mx
 import numpy as np
 from mlx_lm import load
-model, _ = load(sys.argv[1])
+model, _ = load(sys.argv[1], adapter_path=sys.argv[4] if len(sys.argv) > 4 else None)
 seqs = json.loads(open(sys.argv[2]).read())
 with open(sys.argv[3], "wb") as out:
     for seq in seqs:
@@ -99,15 +102,21 @@ def dequantized_copy(source: Path, dst: Path) -> Path:
     return dst
 
 
-def mlx_logits(python: str, model: Path, seqs: list[list[int]], vocab: int, timeout: int = TIMEOUT) -> list[np.ndarray]:
-    """mlx-lm's float32 logits [len(seq), vocab] of ``model`` for each sequence, from its own environment."""
+def mlx_logits(
+    python: str, model: Path, seqs: list[list[int]], vocab: int, adapter: Path | None = None, timeout: int = TIMEOUT
+) -> list[np.ndarray]:
+    """mlx-lm's float32 logits [len(seq), vocab] of ``model`` (with an mlx-lm ``adapter``) for each sequence,
+    from its own environment."""
     with tempfile.TemporaryDirectory(prefix="hedit-mlx-") as tmp:
         ids, out, script = Path(tmp) / "ids.json", Path(tmp) / "logits.f32", Path(tmp) / "worker.py"
         ids.write_text(json.dumps(seqs))
         script.write_text(WORKER)
         try:
             r = subprocess.run(
-                [python, str(script), str(model), str(ids), str(out)], capture_output=True, text=True, timeout=timeout
+                [python, str(script), str(model), str(ids), str(out), *([str(adapter)] if adapter else [])],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
             )
         except subprocess.TimeoutExpired:
             raise HeditError(f"mlx-lm did not finish within {timeout} s") from None
@@ -163,19 +172,23 @@ def verify_mlx(
     mlx_python: str | None = None,
     tolerance: float = MLX_TOLERANCE,
 ) -> MlxResult:
+    from hedit.edit.adapters.mlx_lora import WEIGHTS
+
     check_tolerance(tolerance)
-    if adapter is not None:
-        raise HeditError("--runtime mlx checks an edited MLX checkpoint (--edited)")
+    artifact = artifact_path(edited, adapter)
+    if adapter is not None and not (artifact / WEIGHTS).is_file():
+        raise HeditError(f"--runtime mlx checks an mlx-lm adapter (mlx-lora: {WEIGHTS}); {adapter} is not one")
     python = find_mlx_python(mlx_python)
-    artifact_path(edited, adapter)
     plan = make_plan(source, neurons, alpha, allow_negative)
-    if plan.checkpoint.quant_method != "mlx":
-        raise HeditError(f"--runtime mlx checks MLX checkpoints; {plan.checkpoint.path} is not one")
+    if plan.checkpoint.quant_method not in ("mlx", None) or (adapter is None and plan.checkpoint.quant_method is None):
+        what = "MLX checkpoints, or an mlx-lora adapter over an MLX or float one"
+        raise HeditError(f"--runtime mlx checks {what}; {plan.checkpoint.path} is not one")
     src = plan.checkpoint.path
     vocab = plan.checkpoint.arch.text_config_dict(plan.checkpoint.config)["vocab_size"]
     prompts = prompt_ids(src, vocab)
     with tempfile.TemporaryDirectory(prefix="hedit-mlx-ref-") as tmp:
-        model = load_model(dequantized_copy(src, Path(tmp) / "ref"), torch.float32)
+        ref_path = dequantized_copy(src, Path(tmp) / "ref") if plan.checkpoint.quant_method == "mlx" else src
+        model = load_model(ref_path, torch.float32)
         seqs, refs, plain = [], [], []
         for ids in prompts:
             with scale_neurons(model, plan.layers):
@@ -184,7 +197,11 @@ def verify_mlx(
             plain.append(logits(model, seq))
             seqs.append(seq)
         del model
-    got = mlx_logits(python, Path(edited), seqs, refs[0].shape[-1])
+    got = (
+        mlx_logits(python, src, seqs, refs[0].shape[-1], adapter=artifact)
+        if adapter is not None
+        else mlx_logits(python, artifact, seqs, refs[0].shape[-1])
+    )
     base = mlx_logits(python, src, seqs, refs[0].shape[-1])
     diff = max(float(np.abs(g - r.numpy()).max()) for g, r in zip(got, refs))
     floor = max(float(np.abs(b - p.numpy()).max()) for b, p in zip(base, plain))
@@ -195,4 +212,4 @@ def verify_mlx(
             total += 1
             agree += int(int(g[pos].argmax()) == s[pos + 1])
     diff = diff if math.isfinite(diff) else math.inf
-    return MlxResult(str(edited), diff, floor, effect, agree / max(1, total), len(prompts), new_tokens, tolerance)
+    return MlxResult(str(artifact), diff, floor, effect, agree / max(1, total), len(prompts), new_tokens, tolerance)

@@ -112,3 +112,18 @@ def greedy_logprobs(
         lora = Path(lora).resolve() if lora is not None else None
         out = engine.request(prompts, new_tokens, lora=lora, ignore_eos=True, logprobs=True)
     return [rows[0] for rows in out["outputs"]], [rows[0] for rows in out["logprobs"]]
+
+
+def sequence_logprobs(
+    python: str, model: str | Path, seqs: list[list[int]], dtype: str = "float32", timeout: int = TIMEOUT
+) -> list[list[float]]:
+    """vLLM's logprob of every token of each sequence after its first, given the tokens before it
+    (teacher-forced: the reference's own sequences, so a near-tie in low precision cannot send the two
+    down different continuations), in ``dtype``."""
+    device = os.environ.get("VLLM_TARGET_DEVICE", "cpu")
+    longest = max(len(s) for s in seqs) + 8
+    with VllmEngine(
+        python, model, dtype, 0, longest, None, device=device, kv_cache_bytes=KV_CACHE, timeout=timeout
+    ) as e:
+        out = e.request(seqs, 1, ignore_eos=True, prompt_logprobs=True)
+    return [rows[1:] for rows in out["prompt_logprobs"]]

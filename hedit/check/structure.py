@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 from hedit.check.common import artifact_path, check_artifact
-from hedit.edit.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from hedit.edit.adapters import ADAPTER_CONFIG
+from hedit.edit.adapters.mlx_lora import WEIGHTS as MLX_WEIGHTS
 from hedit.edit.output import CARD, PROVENANCE
 from hedit.edit.plan import EditPlan, make_plan
 from hedit.edit.writers import Built, Patches, PatchStream, get_writer, writer_for
@@ -38,7 +39,7 @@ CHUNK = 16 << 20
 @dataclass
 class StructureResult:
     artifact: str
-    kind: str  # "checkpoint", "adapter" or "gguf"
+    kind: str  # "checkpoint", "adapter", "gguf" or "gguf-lora adapter"
     tensors_checked: int
     edited_tensors: int
     bytes_compared: int
@@ -90,10 +91,15 @@ def verify_structure(
     progress: bool = True,
 ) -> StructureResult:
     artifact = artifact_path(edited, adapter)
+    if adapter is not None and _gguf_adapter(artifact) is not None:
+        return _gguf_lora(source, neurons, alpha, artifact, allow_negative)
     if str(source).endswith(".gguf"):
         if edited is None:
             raise HeditError("a GGUF source is checked against an edited GGUF (--edited), not an adapter")
         return _gguf(Path(source), neurons, alpha, artifact, allow_negative)
+    if adapter is not None and (artifact / MLX_WEIGHTS).is_file():
+        plan = make_plan(source, neurons, alpha, allow_negative, _target(artifact), down_exact=True)
+        return _built(plan, artifact, get_writer("mlx-lora").expected(plan))
     plan = make_plan(source, neurons, alpha, allow_negative, _target(artifact))
     check_artifact(plan, edited, adapter)
     if adapter is not None:
@@ -188,7 +194,8 @@ def _built(plan: EditPlan, folder: Path, exp: Built) -> StructureResult:
     (rank, scaling, targets: a changed ``lora_alpha`` rescales the whole edit), and nothing else."""
     from safetensors.torch import load_file
 
-    got = load_file(folder / ADAPTER_WEIGHTS)
+    config_file, weights = exp.files
+    got = load_file(folder / weights)
     res = StructureResult(str(folder), "adapter", len(got), 0, sum(t.numel() * t.element_size() for t in got.values()))
     want = exp.tensors
     for name in sorted(set(want) | set(got)):
@@ -198,11 +205,13 @@ def _built(plan: EditPlan, folder: Path, exp: Built) -> StructureResult:
             res.mismatches.append(f"{name}: not the factor the plan implies")
         else:
             res.edited_tensors += 1
-    cfg = read_json(folder / ADAPTER_CONFIG)
-    config = exp.config | {"base_model_name_or_path": cfg.get("base_model_name_or_path")}
+    cfg = read_json(folder / config_file)
+    config = exp.config
+    if "peft_type" in config:  # PEFT's: the base model's name is the user's to set
+        config = config | {"base_model_name_or_path": cfg.get("base_model_name_or_path")}
     if config != cfg:
-        keys = sorted(k for k in set(config) | set(cfg) if config.get(k) != cfg.get(k))
-        res.mismatches.append(f"{ADAPTER_CONFIG}: not the one the plan implies ({', '.join(keys[:5])} differ)")
+        keys = sorted(k for k in set(config) | set(cfg) if k not in config or k not in cfg or config[k] != cfg[k])
+        res.mismatches.append(f"{config_file}: not the one the plan implies ({', '.join(keys[:5])} differ)")
     _nothing_else(folder, set(exp.files), res, "in the adapter folder, but not")
     return res
 
@@ -212,6 +221,52 @@ def _nothing_else(folder: Path, made: set[str], res: StructureResult, what: str)
     for p in sorted(folder.iterdir()):
         if p.name not in made | {PROVENANCE, CARD, "evidence"}:
             res.mismatches.append(f"{p.name}: {what} written by hedit")
+
+
+def _gguf_adapter(adapter: Path) -> Path | None:
+    """The GGUF file of a gguf-lora adapter (the file itself, or ``adapter.gguf`` in its folder), else None."""
+    path = adapter / "adapter.gguf" if adapter.is_dir() else adapter
+    return path if path.suffix == ".gguf" and path.is_file() else None
+
+
+def _gguf_lora(source, neurons, alpha, adapter: Path, allow_negative: bool) -> StructureResult:
+    """A gguf-lora adapter: its metadata (type, architecture, ``adapter.lora.alpha``, on which llama.cpp's
+    scale depends) and every factor equal to what the gguf-lora writer recomputes from the source, and no
+    tensor beyond them (a stray pair would be applied too)."""
+    import gguf
+    import numpy as np
+
+    path = _gguf_adapter(adapter)
+    sidecar = adapter / PROVENANCE if adapter.is_dir() else Path(f"{adapter}{SIDECAR}")
+    target = _target(adapter, sidecar)
+    if target == "auto":
+        raise HeditError(f"{sidecar} does not say which target the adapter used")
+    plan = make_plan(source, neurons, alpha, allow_negative, target)
+    exp = get_writer("gguf-lora").expected(plan)
+    try:
+        reader = gguf.GGUFReader(str(path))
+    except Exception as e:  # gguf-py raises ValueError, struct.error, ... on a damaged file
+        raise HeditError(f"{path} is not a readable GGUF file ({e})") from None
+    got = {t.name: t for t in reader.tensors}
+    res = StructureResult(str(path), "gguf-lora adapter", len(got), 0, path.stat().st_size)
+    for key, want in exp.config.items():
+        kv = reader.get_field(key)
+        value = kv.contents() if kv is not None else None
+        if value != want:
+            res.mismatches.append(f"{key}: {value!r}, the plan implies {want!r}")
+    for name in sorted(set(got) | set(exp.tensors)):
+        if name not in got or name not in exp.tensors:
+            res.mismatches.append(f"{name}: {'missing' if name not in got else 'not in the plan'}")
+            continue
+        t, want = got[name], exp.tensors[name]
+        data = np.asarray(t.data).reshape(want.shape) if t.data.size == want.size else None
+        if t.tensor_type != gguf.GGMLQuantizationType.F32 or data is None or not np.array_equal(data, want):
+            res.mismatches.append(f"{name}: not the factor the plan implies")
+        else:
+            res.edited_tensors += 1
+    if adapter.is_dir():
+        _nothing_else(adapter, {path.name}, res, "in the adapter folder, but not")
+    return res
 
 
 def _gguf(source: Path, neurons, alpha, edited: Path, allow_negative: bool) -> StructureResult:

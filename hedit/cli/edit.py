@@ -52,7 +52,8 @@ def edit(source, neurons, alpha, out, target, overwrite, allow_negative, quiet):
 @NEG
 def export_adapter(source, neurons, alpha, fmt, out, target, overwrite, allow_negative):
     """Write an adapter that applies the edit on top of SOURCE: an exact PEFT LoRA or IA3, or a llama.cpp
-    LoRA in GGUF (gguf-lora) whose --lora-scaled S sets alpha when the model is served."""
+    LoRA in GGUF (gguf-lora) whose --lora-scaled S sets alpha when the model is served, or an mlx-lm LoRA
+    (mlx-lora) over an MLX checkpoint."""
     from hedit.edit.adapters import export_adapter as run
 
     path = run(source, neurons, out, fmt, alpha, overwrite, allow_negative, target)
@@ -63,6 +64,8 @@ def export_adapter(source, neurons, alpha, fmt, out, target, overwrite, allow_ne
         msg += f" (rank {info['lora_rank']}; vLLM: --max-lora-rank {info['vllm_max_lora_rank']})"
     if fmt == "gguf-lora":
         msg += f" (llama.cpp --lora-scaled FILE S: {info['scale_to_alpha']})"
+    if fmt == "mlx-lora":
+        msg += f" (rank {info['lora_rank']}; mlx-lm --adapter-path, scale S in its config: {info['scale_to_alpha']})"
     click.echo(msg)
 
 

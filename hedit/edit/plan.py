@@ -100,9 +100,11 @@ def make_plan(
     allow_negative: bool = False,
     target: str = "auto",
     rows: bool = False,
+    down_exact: bool | None = None,
 ) -> EditPlan:
     """The plan for a source: a GGUF file, or a safetensors checkpoint (a built-in name, a folder or a
-    Hub id). ``rows``: ``auto`` prefers up_proj rows in float checkpoints (``resolve_target``)."""
+    Hub id). ``rows``: ``auto`` prefers up_proj rows in float checkpoints; ``down_exact``: the output can
+    take a quantized source's down_proj columns exactly (an adapter over it) (``resolve_target``)."""
     if str(source).endswith(".gguf"):
         return _gguf_plan(Path(source), neurons, alpha, allow_negative, target)
     from hedit.model.builtin import builtin_hub_id, resolve_model
@@ -121,7 +123,7 @@ def make_plan(
         alpha,
         [ckpt.path / f for f in ckpt.weight_files],
         names,
-        resolve_target(target, ckpt.arch, ckpt.quant_method is not None, rows=rows),
+        resolve_target(target, ckpt.arch, ckpt.quant_method is not None, down_exact, rows=rows),
         ckpt,
     )
 

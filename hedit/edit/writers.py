@@ -9,6 +9,7 @@ Every output format is one module with one ``Writer`` subclass registered in ``W
     lora          hedit.edit.adapters.lora  an exact PEFT LoRA over the unmodified source
     ia3           hedit.edit.adapters.ia3   an exact PEFT IA3 over the unmodified source
     gguf-lora     hedit.edit.adapters.gguf_lora  a llama.cpp LoRA adapter (GGUF) over the unmodified GGUF
+    mlx-lora      hedit.edit.adapters.mlx_lora   an mlx-lm LoRA adapter over the unmodified MLX checkpoint
 
 and the same entry points: ``check(plan)`` refuses a plan the format cannot hold exactly; ``write(plan,
 dst, progress, name)`` fills the temporary folder (or file) ``dst`` of the output ``name`` and returns a
@@ -38,8 +39,9 @@ WRITERS = {
     "lora": "hedit.edit.adapters.lora:Lora",
     "ia3": "hedit.edit.adapters.ia3:Ia3",
     "gguf-lora": "hedit.edit.adapters.gguf_lora:GgufLora",
+    "mlx-lora": "hedit.edit.adapters.mlx_lora:MlxLora",
 }
-ADAPTERS = ("lora", "ia3", "gguf-lora")
+ADAPTERS = ("lora", "ia3", "gguf-lora", "mlx-lora")
 FILE_WRITERS = ("checkpoint", "quantized")  # safetensors: ``auto`` takes up_proj rows (``plan.resolve_target``)
 
 
@@ -184,7 +186,10 @@ def write_artifact(
     from hedit.edit.output import artifact, neurons_path
 
     writer = get_writer(fmt) if fmt is not None else None  # an unknown name fails before any work
-    plan = make_plan(source, neurons, alpha, allow_negative, target, rows=fmt in (None, *FILE_WRITERS))
+    down_exact = True if fmt == "mlx-lora" else None  # its factors sit beside the quantized weights
+    plan = make_plan(
+        source, neurons, alpha, allow_negative, target, rows=fmt in (None, *FILE_WRITERS), down_exact=down_exact
+    )
     writer = writer or get_writer(writer_for(plan))
     if plan.arch.moe is not None and not writer.experts:
         raise HeditError(

@@ -137,9 +137,11 @@ class VllmEngine:
         lora: str | Path | None | list[str | Path | None] = None,
         ignore_eos: bool = False,
         logprobs: bool = False,
+        prompt_logprobs: bool = False,
     ) -> dict:
         """The engine's answer to one generate request: ``outputs`` (per prompt, ``n`` token-id lists) and,
-        with ``logprobs``, each generated token's logprob beside them."""
+        with ``logprobs``, each generated token's logprob beside them; with ``prompt_logprobs``, each prompt
+        token's logprob given the ones before it (teacher-forced: the same sequences as a reference)."""
         req = {
             "op": "generate",
             "prompts": prompts,
@@ -151,6 +153,7 @@ class VllmEngine:
             "stop_token_ids": stop_token_ids or [],
             "ignore_eos": ignore_eos,
             "logprobs": logprobs,
+            "prompt_logprobs": prompt_logprobs,
         }
         if isinstance(lora, list):
             req["lora"] = [self._adapter(a) for a in lora]

@@ -9,9 +9,11 @@ ENGINE.json (written by hedit.engine.vllm.VllmEngine, every key present):
 Then one JSON request per line on stdin, one JSON answer per line on the original stdout (vLLM's own
 output goes to stderr):
   {"op": "generate", "prompts": [[ids]], "n", "temperature", "top_p", "top_k", "max_tokens",
-   "stop_token_ids": [ids], "ignore_eos", "logprobs": bool, "lora": null | ADAPTER | [null | ADAPTER per prompt]}
+   "stop_token_ids": [ids], "ignore_eos", "logprobs": bool, "prompt_logprobs": bool,
+   "lora": null | ADAPTER | [null | ADAPTER per prompt]}
   ->  {"outputs": [[[ids] * n] per prompt]} (with "logprobs": the same shape, each generated token's
-  logprob), where ADAPTER is {"name", "id", "path"}; prompts under
+  logprob; with "prompt_logprobs": per prompt, each prompt token's logprob given the tokens before it,
+  null for the first), where ADAPTER is {"name", "id", "path"}; prompts under
   different adapters share the engine's batches (up to max_loras adapters at a time)
   {"op": "shutdown"}  ->  {"ok": true}
 Every answer to a failed request is {"error": "..."}; the engine stays up.
@@ -71,6 +73,7 @@ def main(engine_path: str) -> None:
                 stop_token_ids=req.get("stop_token_ids") or None,
                 ignore_eos=req.get("ignore_eos", False),
                 logprobs=1 if req.get("logprobs") else None,
+                prompt_logprobs=0 if req.get("prompt_logprobs") else None,
                 detokenize=False,
             )
             outs = llm.generate(
@@ -80,6 +83,11 @@ def main(engine_path: str) -> None:
             if req.get("logprobs"):
                 answer["logprobs"] = [
                     [[step[t].logprob for t, step in zip(c.token_ids, c.logprobs)] for c in o.outputs] for o in outs
+                ]
+            if req.get("prompt_logprobs"):
+                answer["prompt_logprobs"] = [
+                    [None if step is None else step[t].logprob for t, step in zip(p, o.prompt_logprobs)]
+                    for p, o in zip(req["prompts"], outs)
                 ]
         except Exception as e:  # report and keep serving
             answer = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}

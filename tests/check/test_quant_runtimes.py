@@ -2,12 +2,11 @@
 against the quantization library's own decompression and served by vLLM's CPU build (`make vllm-env`).
 
 vLLM's CPU build here runs compressed-tensors FP8 (per-channel weights, dynamic per-token FP8
-activations). Its int4 kernel (W4A16/AWQ) has no float32 path ("cpu_gemm_wna16" not implemented for
-'Float'; this machine has AVX-512 and AMX, which is not the reason), and a bfloat16 run of this W4A16
-checkpoint lost its worker mid-generation here on 2026-12-02, so W4A16 is checked against the library's
-decompression only (issue 22 asks for the bfloat16 check). The FP8 reference is the dequantized source in transformers
-(float32) with the same per-token FP8 rounding of every projection's input and hedit's runtime
-intervention: vLLM's greedy tokens and logprobs must equal it.
+activations) and W4A16. Its int4 kernel has no float32 path ("cpu_gemm_wna16" not implemented for
+'Float'): it takes 16-bit activations, so the W4A16 edit is served in bfloat16 and held to the bfloat16
+rule against the float32 intervention on the library's decompressed weights. The FP8 reference is the
+dequantized source in transformers (float32) with the same per-token FP8 rounding of every projection's
+input and hedit's runtime intervention: vLLM's greedy tokens and logprobs must equal it.
 """
 
 from __future__ import annotations
@@ -156,3 +155,69 @@ def test_fp8_edit_served_by_vllm_equals_the_intervention(quantized, tmp_path):
         file=sys.stderr,
     )
     assert got_tokens == tokens and diff < 1e-4 and effect > 1e-3
+
+
+def test_w4a16_edit_served_by_vllm_in_bfloat16_equals_the_intervention(quantized, tmp_path):
+    """vLLM's CPU int4 kernel (``cpu_gemm_wna16``) runs 16-bit activations only, so the edited W4A16
+    checkpoint is served in bfloat16 and held to the bfloat16 rule ``verify --dtype bfloat16`` uses
+    (``LOW_PRECISION_RTOL`` of the largest reference logit: a few units of bfloat16's 2^-8 rounding) against
+    the float32 intervention on the library's dequantized weights, teacher-forced on the reference's own
+    greedy sequences; the edit moves the logprobs by more than that, and another alpha fails."""
+    from hedit.check.common import LOW_PRECISION_RTOL
+    from hedit.check.runtime_vllm import sequence_logprobs
+
+    try:
+        python = find_vllm_python()
+    except HeditError as e:
+        pytest.fail(str(e)) if os.environ.get("HEDIT_REQUIRE_VLLM") == "1" else pytest.skip(str(e))
+    folder = quantized / "W4A16"
+    ns = NeuronSet(
+        ModelInfo("llama", 2, 256), [Neuron(0, j) for j in range(0, 256, 3)] + [Neuron(1, j) for j in range(1, 256, 3)]
+    )
+    out = edit_checkpoint(folder, ns, tmp_path / "edited", alpha=0.0, progress=False)
+    dense = {k: torch.from_numpy(v.numpy()) for k, v in load_file(quantized / "W4A16-dense.safetensors").items()}
+    model = _float_model(folder, dense)
+    prompts = [[1, 5, 9, 22, 40, 77], [3, 4, 5, 6, 7], [200, 17, 90]]
+    seqs, ref, wrong, plain, top = [], [], [], [], 0.0
+    with torch.no_grad():
+        for ids in prompts:
+            seq = list(ids)
+            with scale_neurons(model, ns.plan(0.0)):
+                for _ in range(6):
+                    seq.append(int(model(torch.tensor([seq])).logits[0, -1].argmax()))
+            seqs.append(seq)
+            for alpha, into in ((0.0, ref), (0.5, wrong), (1.0, plain)):
+                with scale_neurons(model, ns.plan(alpha)):
+                    logits = model(torch.tensor([seq])).logits[0]
+                top = max(top, logits.abs().max().item()) if alpha == 0.0 else top
+                lp = torch.log_softmax(logits, -1)[torch.arange(len(seq) - 1), torch.tensor(seq[1:])]
+                into.append(lp.numpy())
+    got = [np.array(g) for g in sequence_logprobs(python, out, seqs, dtype="bfloat16")]
+
+    def worst(a, b):
+        return max(float(np.abs(x - y).max()) for x, y in zip(a, b))
+
+    tol = LOW_PRECISION_RTOL * top
+    diff, effect, other = worst(got, ref), worst(plain, ref), worst(got, wrong)
+    print(
+        f"\nvLLM W4A16 edit in bfloat16: max abs logprob diff {diff:.2e} (tolerance {tol:.2e}), edit effect "
+        f"{effect:.2e}, against alpha 0.5 {other:.2e}",
+        file=sys.stderr,
+    )
+    assert diff <= tol < effect and other > tol
+
+
+def _float_model(folder: Path, dense: dict[str, torch.Tensor]):
+    """The checkpoint's model in float32 with its quantized projections replaced by ``dense`` weights."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(folder)
+    config.quantization_config = None
+    model = AutoModelForCausalLM.from_config(config).eval()
+    src = load_file(folder / "model.safetensors")
+    state = {k: dense[k] if k in dense else v.float() for k, v in src.items() if k in model.state_dict()}
+    state |= {k: v for k, v in dense.items() if k in model.state_dict()}
+    missing = [k for k in model.state_dict() if k not in state and not k.endswith("rotary_emb.inv_freq")]
+    assert not missing, missing[:3]
+    model.load_state_dict(state, strict=False)
+    return model

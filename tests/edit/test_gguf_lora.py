@@ -160,3 +160,61 @@ def test_llama_cpp_applies_alpha_from_the_scale(tmp_path):
         assert effect > 3 * floor or s == 0.5  # half the edit moves the logits less
         wrong = llama(str(ad), -s)  # the opposite scale: another alpha
         assert np.abs(wrong - ref).max() > err + 2 * floor
+
+
+@pytest.mark.parametrize("source", ["gguf", "safetensors"])
+def test_verify_structure_checks_every_factor_and_the_scale_metadata(tmp_path, source):
+    """`verify --runtime structure` on a gguf-lora adapter passes on the adapter as written and catches a
+    wrong alpha, one changed factor value, a changed `adapter.lora.alpha` (llama.cpp would rescale every
+    pair by S * alpha / rank), a stray tensor pair and a stray file; other runtimes refuse it in one line."""
+    from hedit.check.structure import verify_structure
+
+    if source == "gguf":
+        src = write_gguf(tmp_path / "m.gguf", T.Q4_1, T.Q8_0)
+        ns = neurons([(0, 3), (0, 70), (1, 200)], inter=256)
+    else:
+        src = add_tokenizer(save_tiny_model(tmp_path / "m", "llama"))
+        ns = neuron_set("llama", per_layer=3)
+    nf = tmp_path / "n.json"
+    ns.save(nf)
+    out = export_adapter(src, nf, tmp_path / "ad", "gguf-lora", alpha=0.0, target="up")
+    res = verify_structure(src, nf, 0.0, adapter=out)
+    assert res.passed and res.edited_tensors == 2 * len(ns.by_layer()) and res.kind == "gguf-lora adapter", (
+        res.summary()
+    )
+    assert not verify_structure(src, nf, 0.5, adapter=out).passed  # another alpha: other factors
+
+    def rewrite(name, meta=None, extra=False, bump=None):
+        """A copy of the adapter with one thing changed, through gguf-py's writer."""
+        r, m, tensors = read(out / "adapter.gguf")
+        w = gguf.GGUFWriter(str(tmp_path / name / "adapter.gguf"), m["general.architecture"])
+        (tmp_path / name).mkdir()
+        w.add_type("adapter")
+        w.add_string("adapter.type", "lora")
+        w.add_float32("adapter.lora.alpha", (meta or {}).get("adapter.lora.alpha", 0.0))
+        for tname, t in tensors.items():
+            data = np.array(t.data, dtype=np.float32).reshape(list(reversed(t.shape.tolist())))
+            if tname == bump:
+                data.flat[int(np.abs(data).argmax())] += 1e-3
+            w.add_tensor(tname, data)
+        if extra:
+            w.add_tensor("blk.1.ffn_gate.weight.lora_a", np.zeros((1, 64), np.float32))
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        (tmp_path / name / "hedit.json").write_text((out / "hedit.json").read_text())
+        return verify_structure(src, nf, 0.0, adapter=tmp_path / name)
+
+    assert rewrite("same").passed  # the rewrite itself changes nothing
+    first = sorted(read(out / "adapter.gguf")[2])[0]
+    bad = rewrite("value", bump=first)
+    assert not bad.passed and f"{first}: not the factor" in bad.mismatches[0]
+    bad = rewrite("alpha", meta={"adapter.lora.alpha": 8.0})
+    assert not bad.passed and "adapter.lora.alpha" in bad.mismatches[0]
+    bad = rewrite("extra", extra=True)
+    assert bad.mismatches == ["blk.1.ffn_gate.weight.lora_a: not in the plan"]
+    (out / "notes.txt").write_text("x")
+    assert "notes.txt" in verify_structure(src, nf, 0.0, adapter=out).mismatches[0]
+    r = run_cli("verify", src, "--neurons", nf, "--alpha", "0", "--adapter", out / "adapter.gguf")
+    assert r.exit_code != 0 and "--runtime structure" in r.output

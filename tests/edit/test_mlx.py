@@ -159,3 +159,23 @@ def _tiny_neurons(tmp_path):
 
     neuron_set("llama", per_layer=2).save(tmp_path / "tn.json")
     return tmp_path / "tn.json"
+
+
+@needs_mlx
+@pytest.mark.parametrize("bits", [4])
+def test_mlx_lora_adapter_equals_the_intervention_in_mlx(mlx_models, tmp_path, bits):
+    """An mlx-lora adapter written at alpha 0 over the 4-bit MLX checkpoint, loaded by mlx-lm with
+    ``adapter_path``: its logits equal the intervention on the dequantized weights (within MLX's floor),
+    far below the edit's own effect."""
+    from hedit.edit.adapters import export_adapter
+
+    src = mlx_models[bits]
+    ns = neurons()
+    nf = tmp_path / "n.json"
+    ns.save(nf)
+    out = export_adapter(src, nf, tmp_path / "ad", "mlx-lora", alpha=0.0, target="down")
+    assert verify_artifact(src, nf, 0.0, adapter=out, cfg=VerifyConfig(runtime="structure")).passed
+    r = verify_artifact(src, nf, 0.0, adapter=out, cfg=VerifyConfig(runtime="mlx"))
+    print(r.summary())
+    assert r.passed, r.summary()
+    assert r.max_abs_logit_diff < r.tolerance < r.effect
