@@ -33,25 +33,18 @@ from hedit.neurons import NeuronSet
 
 PROMPT = "The capital of France is"
 SCALES = (1.0, 0.5, -1.0)
-WORKER = r"""
-import json, sys
-import numpy as np
-from llama_cpp import Llama
-model, lora, scale, ids = sys.argv[1], sys.argv[2], float(sys.argv[3]), json.loads(sys.argv[4])
-kw = {"lora_path": lora, "lora_scale": scale} if lora else {}
-llm = Llama(model_path=model, logits_all=True, n_ctx=64, verbose=False, **kw)
-llm.eval(ids)
-print(json.dumps(np.asarray(llm.scores[: len(ids)], dtype=np.float64).tolist()))
-"""
+WORKER = Path(__file__).parents[1] / "tests" / "workers" / "llama_logits.py"  # the tests' llama.cpp worker
 
 
 def llama(python: str, model: Path, ids: list[int], lora: Path | None = None, scale: float = 1.0) -> np.ndarray:
-    r = subprocess.run(
-        [python, "-c", WORKER, str(model), str(lora or ""), str(scale), json.dumps(ids)], capture_output=True, text=True
-    )
-    if r.returncode != 0:
-        raise SystemExit(f"llama.cpp failed on {model}: {r.stderr.strip().splitlines()[-1:]}")
-    return np.array(json.loads(r.stdout.strip().splitlines()[-1]))
+    spec = {"path": str(model), "lora": str(lora), "scale": scale} if lora else str(model)
+    with tempfile.TemporaryDirectory(prefix="hedit-llama-") as tmp:
+        req, res = Path(tmp) / "req.json", Path(tmp) / "res.json"
+        req.write_text(json.dumps({"models": [spec], "ids": ids}))
+        r = subprocess.run([python, str(WORKER), str(req), str(res)], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise SystemExit(f"llama.cpp failed on {model}: {r.stderr.strip().splitlines()[-1:]}")
+        return np.array(json.loads(res.read_text())["logits"][0])
 
 
 def main() -> None:

@@ -215,3 +215,28 @@ def _unmount(where: Path) -> None:
         if subprocess.run(["umount", str(where)], capture_output=True).returncode == 0:
             break
         time.sleep(0.1)
+
+
+LLAMA_PYTHON = os.environ.get("HEDIT_LLAMA_PYTHON") or (
+    ".venv-llama/bin/python" if Path(".venv-llama/bin/python").is_file() else None
+)
+LLAMA_WORKER = Path(__file__).parent / "workers" / "llama_logits.py"
+
+
+def llama_logits(models: list, ids: list[int], tmp_path: Path, python: str | None = None) -> list:
+    """llama.cpp's logits [positions, vocab] (float64 numpy) for ``ids`` under each model: a GGUF path, or
+    {"path", "lora", "scale"} for a GGUF LoRA adapter at a scale (``tests/workers/llama_logits.py`` in the
+    llama.cpp environment)."""
+    import json
+    import subprocess
+
+    import numpy as np
+
+    req, res = tmp_path / "llama-req.json", tmp_path / "llama-res.json"
+    spec = [{k: str(v) if k != "scale" else v for k, v in m.items()} if isinstance(m, dict) else str(m) for m in models]
+    req.write_text(json.dumps({"models": spec, "ids": ids}))
+    r = subprocess.run(
+        [python or LLAMA_PYTHON, str(LLAMA_WORKER), str(req), str(res)], capture_output=True, text=True, timeout=900
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    return [np.array(x, dtype=np.float64) for x in json.loads(res.read_text())["logits"]]

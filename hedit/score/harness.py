@@ -48,12 +48,22 @@ def _import():
     return lm_eval, HFLM, TaskManager
 
 
-@functools.lru_cache(maxsize=4)
-def _task_manager(include: str | None):
-    """lm-eval's task index (it reads every task file it ships, seconds each time): built once per folder."""
+@functools.lru_cache(maxsize=8)
+def _index(include: str | None, defaults: bool = True):
+    """lm-eval's task index (reading every task file it ships takes seconds): built once per folder."""
     _, _, TaskManager = _import()
     with _quiet():
-        return TaskManager(include_path=include)
+        return TaskManager(include_path=include, include_defaults=defaults)
+
+
+def _task_manager(include: str | None, names: Sequence[str] = ()):
+    """The index that knows ``names``: the local folder's alone when it holds them all (no need to read
+    lm-eval's thousands of shipped tasks), else lm-eval's with the folder."""
+    if include is not None and names:
+        local = _index(include, defaults=False)
+        if set(names) <= set(local.all_tasks):
+            return local
+    return _index(include)
 
 
 def check_tasks(names: Sequence[str], include: str | Path | None) -> None:
@@ -62,7 +72,7 @@ def check_tasks(names: Sequence[str], include: str | Path | None) -> None:
         return
     if include is not None and not Path(include).is_dir():
         raise HeditError(f"--lm-eval-include {include}: not a folder of lm-eval task files")
-    known = set(_task_manager(str(include) if include else None).all_tasks)
+    known = set(_task_manager(str(include) if include else None, names).all_tasks)
     missing = [n for n in names if n not in known]
     if missing:
         where = f" (nor in {include})" if include else " (a local task needs --lm-eval-include FOLDER)"
@@ -116,7 +126,7 @@ def run_tasks(
             model=lm,
             tasks=list(names),
             limit=limit,
-            task_manager=_task_manager(str(include) if include else None),
+            task_manager=_task_manager(str(include) if include else None, names),
             log_samples=True,
             random_seed=seed,
             numpy_random_seed=seed,

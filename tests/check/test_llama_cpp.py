@@ -9,11 +9,8 @@ unedited dequantized model, while the edit itself moves the logits far more than
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,24 +21,23 @@ from hedit.engine.intervention import scale_neurons
 from hedit.model.builtin import BUILTINS, gguf_path
 from hedit.neurons import ModelInfo, Neuron, NeuronSet
 
+from conftest import LLAMA_PYTHON
+from conftest import llama_logits as llama
+
 pytestmark = [pytest.mark.slow]
-WORKER = Path(__file__).parents[1] / "workers" / "llama_logits.py"
 
 
 @pytest.fixture(scope="module")
 def llama_python():
-    path = os.environ.get("HEDIT_LLAMA_PYTHON") or ".venv-llama/bin/python"
-    if not Path(path).is_file():
-        pytest.skip(f"no llama.cpp environment ({path}); `make llama-env` builds it (~10 min)")
-    return os.path.abspath(path)
+    if LLAMA_PYTHON is None:
+        pytest.skip(
+            "no llama.cpp environment (HEDIT_LLAMA_PYTHON or .venv-llama); `make llama-env` builds it (~10 min)"
+        )
+    return os.path.abspath(LLAMA_PYTHON)
 
 
 def llama_logits(python, models, ids, tmp_path):
-    req, res = tmp_path / "req.json", tmp_path / "res.json"
-    req.write_text(json.dumps({"models": [str(m) for m in models], "ids": ids}))
-    r = subprocess.run([python, str(WORKER), str(req), str(res)], capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stderr[-2000:]
-    return [np.array(x, dtype=np.float32) for x in json.loads(res.read_text())["logits"]]
+    return [x.astype(np.float32) for x in llama(models, ids, tmp_path, python)]
 
 
 CASES = {  # model: (model_type, layers, intermediate size, token ids of a short prompt)

@@ -90,16 +90,7 @@ def test_hedit_dequantizes_like_the_library_and_edits_exactly(quantized, tmp_pat
 def _fp8_reference(folder: Path, dense: dict[str, np.ndarray], ns: NeuronSet, prompts, new_tokens: int):
     """Greedy tokens and logprobs of the dequantized model with per-token FP8 inputs to every projection
     (what vLLM's dynamic FP8 kernels compute) and the runtime intervention; and the edit's effect."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    config = AutoConfig.from_pretrained(folder)
-    config.quantization_config = None
-    model = AutoModelForCausalLM.from_config(config).eval()
-    src = load_file(folder / "model.safetensors")
-    state = {
-        k: torch.from_numpy(dense[k]) if k in dense else v.float() for k, v in src.items() if k in model.state_dict()
-    }
-    model.load_state_dict(state, strict=False)
+    model = _float_model(folder, {k: torch.from_numpy(v) for k, v in dense.items()})
 
     def fp8_input(mod, args):
         x = args[0]
@@ -135,17 +126,24 @@ def _fp8_reference(folder: Path, dense: dict[str, np.ndarray], ns: NeuronSet, pr
     return tokens, logprobs, effect
 
 
-def test_fp8_edit_served_by_vllm_equals_the_intervention(quantized, tmp_path):
+# a third of each layer's neurons, and the prompts both vLLM checks serve
+THIRD = NeuronSet(
+    ModelInfo("llama", 2, 256), [Neuron(0, j) for j in range(0, 256, 3)] + [Neuron(1, j) for j in range(1, 256, 3)]
+)
+PROMPTS = [[1, 5, 9, 22, 40, 77], [3, 4, 5, 6, 7], [200, 17, 90]]
+
+
+@pytest.fixture
+def vllm_python():
     try:
-        python = find_vllm_python()
+        return find_vllm_python()
     except HeditError as e:
         pytest.fail(str(e)) if os.environ.get("HEDIT_REQUIRE_VLLM") == "1" else pytest.skip(str(e))
-    folder = quantized / "FP8_DYNAMIC"
-    ns = NeuronSet(
-        ModelInfo("llama", 2, 256), [Neuron(0, j) for j in range(0, 256, 3)] + [Neuron(1, j) for j in range(1, 256, 3)]
-    )
+
+
+def test_fp8_edit_served_by_vllm_equals_the_intervention(quantized, tmp_path, vllm_python):
+    python, folder, ns, prompts = vllm_python, quantized / "FP8_DYNAMIC", THIRD, PROMPTS
     out = edit_checkpoint(folder, ns, tmp_path / "edited", alpha=0.0, progress=False)
-    prompts = [[1, 5, 9, 22, 40, 77], [3, 4, 5, 6, 7], [200, 17, 90]]
     tokens, logprobs, effect = _fp8_reference(folder, _dense(folder, "FP8_DYNAMIC"), ns, prompts, 6)
     got_tokens, got_logprobs = greedy_logprobs(python, out, prompts, 6)
     diff = max(abs(a - b) for r, g in zip(logprobs, got_logprobs) for a, b in zip(r, g))
@@ -157,7 +155,7 @@ def test_fp8_edit_served_by_vllm_equals_the_intervention(quantized, tmp_path):
     assert got_tokens == tokens and diff < 1e-4 and effect > 1e-3
 
 
-def test_w4a16_edit_served_by_vllm_in_bfloat16_equals_the_intervention(quantized, tmp_path):
+def test_w4a16_edit_served_by_vllm_in_bfloat16_equals_the_intervention(quantized, tmp_path, vllm_python):
     """vLLM's CPU int4 kernel (``cpu_gemm_wna16``) runs 16-bit activations only, so the edited W4A16
     checkpoint is served in bfloat16 and held to the bfloat16 rule ``verify --dtype bfloat16`` uses
     (``LOW_PRECISION_RTOL`` of the largest reference logit: a few units of bfloat16's 2^-8 rounding) against
@@ -166,21 +164,12 @@ def test_w4a16_edit_served_by_vllm_in_bfloat16_equals_the_intervention(quantized
     from hedit.check.common import LOW_PRECISION_RTOL
     from hedit.check.runtime_vllm import sequence_logprobs
 
-    try:
-        python = find_vllm_python()
-    except HeditError as e:
-        pytest.fail(str(e)) if os.environ.get("HEDIT_REQUIRE_VLLM") == "1" else pytest.skip(str(e))
-    folder = quantized / "W4A16"
-    ns = NeuronSet(
-        ModelInfo("llama", 2, 256), [Neuron(0, j) for j in range(0, 256, 3)] + [Neuron(1, j) for j in range(1, 256, 3)]
-    )
+    folder, ns = quantized / "W4A16", THIRD
     out = edit_checkpoint(folder, ns, tmp_path / "edited", alpha=0.0, progress=False)
-    dense = {k: torch.from_numpy(v.numpy()) for k, v in load_file(quantized / "W4A16-dense.safetensors").items()}
-    model = _float_model(folder, dense)
-    prompts = [[1, 5, 9, 22, 40, 77], [3, 4, 5, 6, 7], [200, 17, 90]]
+    model = _float_model(folder, load_file(quantized / "W4A16-dense.safetensors"))
     seqs, ref, wrong, plain, top = [], [], [], [], 0.0
     with torch.no_grad():
-        for ids in prompts:
+        for ids in PROMPTS:
             seq = list(ids)
             with scale_neurons(model, ns.plan(0.0)):
                 for _ in range(6):
@@ -192,7 +181,7 @@ def test_w4a16_edit_served_by_vllm_in_bfloat16_equals_the_intervention(quantized
                 top = max(top, logits.abs().max().item()) if alpha == 0.0 else top
                 lp = torch.log_softmax(logits, -1)[torch.arange(len(seq) - 1), torch.tensor(seq[1:])]
                 into.append(lp.numpy())
-    got = [np.array(g) for g in sequence_logprobs(python, out, seqs, dtype="bfloat16")]
+    got = [np.array(g) for g in sequence_logprobs(vllm_python, out, seqs, dtype="bfloat16")]
 
     def worst(a, b):
         return max(float(np.abs(x - y).max()) for x, y in zip(a, b))
@@ -216,7 +205,7 @@ def _float_model(folder: Path, dense: dict[str, torch.Tensor]):
     model = AutoModelForCausalLM.from_config(config).eval()
     src = load_file(folder / "model.safetensors")
     state = {k: dense[k] if k in dense else v.float() for k, v in src.items() if k in model.state_dict()}
-    state |= {k: v for k, v in dense.items() if k in model.state_dict()}
+    state |= {k: v.float() for k, v in dense.items() if k in model.state_dict()}
     missing = [k for k in model.state_dict() if k not in state and not k.endswith("rotary_emb.inv_freq")]
     assert not missing, missing[:3]
     model.load_state_dict(state, strict=False)

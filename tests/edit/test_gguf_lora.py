@@ -3,8 +3,6 @@ time (alpha' = 1 + S (alpha - 1)). Checked here against llama.cpp's own loading 
 dequantized weights; against llama.cpp itself where `.venv-llama` exists."""
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import gguf
@@ -18,7 +16,7 @@ from hedit.errors import HeditError
 from hedit.model.tiny import save_tiny_model
 
 from builders import neurons, write_gguf
-from conftest import add_tokenizer, neuron_set, run_cli
+from conftest import LLAMA_PYTHON, add_tokenizer, llama_logits, neuron_set, run_cli
 
 
 def read(path):
@@ -99,22 +97,6 @@ def test_from_a_safetensors_source_and_bad_input(tmp_path):
     assert r.exit_code == 0, r.output and (tmp_path / "c.gguf").is_file()
 
 
-LLAMA_PYTHON = os.environ.get("HEDIT_LLAMA_PYTHON") or (
-    ".venv-llama/bin/python" if Path(".venv-llama/bin/python").is_file() else None
-)
-
-WORKER = r"""
-import json, sys
-import numpy as np
-from llama_cpp import Llama
-model, lora, scale, ids = sys.argv[1], sys.argv[2], float(sys.argv[3]), json.loads(sys.argv[4])
-kw = {"lora_path": lora, "lora_scale": scale} if lora else {}
-llm = Llama(model_path=model, logits_all=True, n_ctx=64, verbose=False, **kw)
-llm.eval(ids)
-print(json.dumps(np.asarray(llm.scores[: len(ids)], dtype=np.float64).tolist()))
-"""
-
-
 @pytest.mark.skipif(LLAMA_PYTHON is None, reason="no llama.cpp environment (make llama-env)")
 def test_llama_cpp_applies_alpha_from_the_scale(tmp_path):
     """The adapter at alpha 0 on the embedded SmolLM2's Q4_1 GGUF (24 neurons a layer), loaded by llama.cpp at
@@ -139,11 +121,7 @@ def test_llama_cpp_applies_alpha_from_the_scale(tmp_path):
     ids = tok("The capital of France is")["input_ids"]
 
     def llama(lora, s):
-        r = subprocess.run(
-            [LLAMA_PYTHON, "-c", WORKER, str(gg), lora, str(s), json.dumps(ids)], capture_output=True, text=True
-        )
-        assert r.returncode == 0, r.stderr[-1500:]
-        return np.array(json.loads(r.stdout.strip().splitlines()[-1]))
+        return llama_logits([{"path": gg, "lora": lora, "scale": s} if lora else gg], ids, tmp_path)[0]
 
     with torch.no_grad():
         plain = model(torch.tensor([ids])).logits[0].double().numpy()

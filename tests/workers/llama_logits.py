@@ -1,8 +1,10 @@
 """Runs in the llama.cpp environment (llama-cpp-python; `make llama-env`), never imports hedit: the logits
-llama.cpp computes for given token ids, for each GGUF file asked.
+llama.cpp computes for given token ids, for each GGUF file asked, alone or with a LoRA adapter in GGUF at a
+scale (llama.cpp's `--lora-scaled FILE S`).
 
 Usage: python llama_logits.py REQUEST.json RESULT.json
-REQUEST: {"models": [paths], "ids": [token ids]}; RESULT: {"logits": [[[float] per position] per model]}
+REQUEST: {"models": [path | {"path", "lora", "scale"}], "ids": [token ids]}
+RESULT: {"logits": [[[float] per position] per model]}
 """
 
 import json
@@ -14,8 +16,10 @@ def main(request: str, result: str) -> None:
 
     req = json.load(open(request))
     out = []
-    for path in req["models"]:
-        llm = Llama(model_path=path, n_ctx=256, logits_all=True, verbose=False, seed=0, n_threads=2)
+    for model in req["models"]:
+        spec = model if isinstance(model, dict) else {"path": model}
+        lora = {"lora_path": spec["lora"], "lora_scale": spec.get("scale", 1.0)} if spec.get("lora") else {}
+        llm = Llama(model_path=spec["path"], n_ctx=256, logits_all=True, verbose=False, seed=0, n_threads=2, **lora)
         llm.eval(req["ids"])
         out.append(llm.scores[: len(req["ids"])].tolist())
         del llm
