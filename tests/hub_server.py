@@ -12,6 +12,7 @@ write requests need ``Authorization: Bearer <token>`` (else 401).
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import threading
@@ -287,3 +288,22 @@ class HubServer:
                 self._send(200, data, headers)
 
         return Handler
+
+
+TOKEN = "hf_test_secret_token_0123456789"
+
+
+@contextlib.contextmanager
+def serving(tmp_path: Path, monkeypatch):
+    """A HubServer that requires ``TOKEN``, with huggingface_hub pointed at it (endpoint, token, a cache of
+    the test's own, online, git-LFS uploads: the server does not speak Xet)."""
+    import huggingface_hub
+
+    with HubServer() as server:
+        server.token = TOKEN
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        monkeypatch.setenv("HF_TOKEN", TOKEN)
+        monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True)
+        yield server

@@ -183,14 +183,7 @@ def read_any(fd: int, info: TensorInfo) -> torch.Tensor:
 def read_tensor(fd: int, info: TensorInfo) -> torch.Tensor:
     """Read one tensor with a single pread into a fresh, writable buffer."""
     dtype = torch_dtype(info)
-    buf = bytearray(info.nbytes)
-    view = memoryview(buf)
-    got = 0
-    while got < info.nbytes:  # pread may return short reads for very large tensors
-        n = os.preadv(fd, [view[got:]], info.start + got)
-        if n <= 0:
-            raise HeditError(f"unexpected end of file while reading {info.name}")
-        got += n
+    buf = read_bytes(fd, info)
     if info.nbytes == 0:
         return torch.empty(info.shape, dtype=dtype)
     return torch.frombuffer(buf, dtype=dtype).reshape(info.shape)

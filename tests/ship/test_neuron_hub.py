@@ -4,7 +4,6 @@
 import dataclasses
 import json
 
-import huggingface_hub.constants
 import pytest
 
 from hedit.errors import HeditError
@@ -13,20 +12,12 @@ from hedit.neurons import NeuronSet
 from hedit.ship.neuron_hub import fetch_neurons, neuron_files, push_neurons
 
 from conftest import add_tokenizer, neuron_set, run_cli
-from hub_server import HubServer
-
-TOKEN = "hf_test_secret_token_0123456789"
+from hub_server import serving
 
 
 @pytest.fixture
 def hub(tmp_path, monkeypatch):
-    with HubServer() as server:
-        server.token = TOKEN
-        monkeypatch.setenv("HF_ENDPOINT", server.url)
-        monkeypatch.setenv("HF_TOKEN", TOKEN)
-        monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub-cache"))
-        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True)
+    with serving(tmp_path, monkeypatch) as server:
         src = add_tokenizer(save_tiny_model(tmp_path / "src", "llama"))
         server.add_folder("team/tiny", src)
         other = add_tokenizer(save_tiny_model(tmp_path / "other", "llama", seed=1))

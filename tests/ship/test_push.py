@@ -4,7 +4,6 @@ import hashlib
 import json
 import os
 
-import huggingface_hub.constants
 import pytest
 from huggingface_hub import snapshot_download
 
@@ -15,19 +14,12 @@ from hedit.model.tiny import save_tiny_model
 from hedit.ship.push import check_folder, push
 
 from conftest import add_tokenizer, neuron_set, run_cli
-from hub_server import LFS_THRESHOLD, HubServer
-
-TOKEN = "hf_test_secret_token_0123456789"
+from hub_server import LFS_THRESHOLD, TOKEN, serving
 
 
 @pytest.fixture
 def hub(tmp_path, monkeypatch):
-    with HubServer() as server:
-        server.token = TOKEN
-        monkeypatch.setenv("HF_ENDPOINT", server.url)
-        monkeypatch.setenv("HF_TOKEN", TOKEN)
-        monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub-cache"))
-        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True)  # the server speaks git-LFS
+    with serving(tmp_path, monkeypatch) as server:
         yield server
 
 
