@@ -77,6 +77,17 @@ def artifact_path(edited: str | Path | None, adapter: str | Path | None) -> Path
     return Path(edited if edited is not None else adapter)
 
 
+def adapter_format(adapter: str | Path) -> str:
+    """Which writer made an adapter: ``gguf-lora`` (a .gguf file, or a folder holding ``adapter.gguf``),
+    ``mlx-lora`` (a folder holding mlx-lm's ``adapters.safetensors``), else ``peft``."""
+    from hedit.edit.adapters.mlx_lora import WEIGHTS
+
+    path = Path(adapter)
+    if path.suffix == ".gguf" or (path / "adapter.gguf").is_file():
+        return "gguf-lora"
+    return "mlx-lora" if (path / WEIGHTS).is_file() else "peft"
+
+
 def check_artifact(plan: EditPlan, edited: str | Path | None, adapter: str | Path | None) -> Path:
     """Exactly one artifact, and one made for this source: an edited checkpoint with the source's tensors
     (names, shapes, dtypes), or a PEFT adapter whose modules and shapes fit the source; its path."""

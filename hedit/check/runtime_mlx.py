@@ -25,7 +25,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hedit.check.common import VACUOUS, Checked, artifact_path, check_tolerance, greedy, logits, prompt_ids
+from hedit.check.common import (
+    VACUOUS,
+    Checked,
+    adapter_format,
+    artifact_path,
+    check_tolerance,
+    greedy,
+    logits,
+    prompt_ids,
+)
 from hedit.edit.plan import make_plan
 from hedit.engine.intervention import scale_neurons
 from hedit.errors import HeditError
@@ -172,12 +181,12 @@ def verify_mlx(
     mlx_python: str | None = None,
     tolerance: float = MLX_TOLERANCE,
 ) -> MlxResult:
-    from hedit.edit.adapters.mlx_lora import WEIGHTS
-
     check_tolerance(tolerance)
     artifact = artifact_path(edited, adapter)
-    if adapter is not None and not (artifact / WEIGHTS).is_file():
-        raise HeditError(f"--runtime mlx checks an mlx-lm adapter (mlx-lora: {WEIGHTS}); {adapter} is not one")
+    if adapter is not None and adapter_format(artifact) != "mlx-lora":
+        raise HeditError(
+            f"--runtime mlx checks an mlx-lm adapter (mlx-lora: adapters.safetensors); {adapter} is not one"
+        )
     python = find_mlx_python(mlx_python)
     plan = make_plan(source, neurons, alpha, allow_negative)
     if plan.checkpoint.quant_method not in ("mlx", None) or (adapter is None and plan.checkpoint.quant_method is None):

@@ -20,9 +20,8 @@ from pathlib import Path
 
 import torch
 
-from hedit.check.common import artifact_path, check_artifact
+from hedit.check.common import adapter_format, artifact_path, check_artifact
 from hedit.edit.adapters import ADAPTER_CONFIG
-from hedit.edit.adapters.mlx_lora import WEIGHTS as MLX_WEIGHTS
 from hedit.edit.output import CARD, PROVENANCE
 from hedit.edit.plan import EditPlan, make_plan
 from hedit.edit.writers import Built, Patches, PatchStream, get_writer, writer_for
@@ -91,15 +90,17 @@ def verify_structure(
     progress: bool = True,
 ) -> StructureResult:
     artifact = artifact_path(edited, adapter)
-    if adapter is not None and _gguf_adapter(artifact) is not None:
+    kind = adapter_format(artifact) if adapter is not None else None
+    if kind == "gguf-lora":
         return _gguf_lora(source, neurons, alpha, artifact, allow_negative)
     if str(source).endswith(".gguf"):
         if edited is None:
             raise HeditError("a GGUF source is checked against an edited GGUF (--edited), not an adapter")
         return _gguf(Path(source), neurons, alpha, artifact, allow_negative)
-    if adapter is not None and (artifact / MLX_WEIGHTS).is_file():
-        plan = make_plan(source, neurons, alpha, allow_negative, _target(artifact), down_exact=True)
-        return _built(plan, artifact, get_writer("mlx-lora").expected(plan))
+    if kind == "mlx-lora":
+        writer = get_writer(kind)
+        plan = make_plan(source, neurons, alpha, allow_negative, _target(artifact), down_exact=writer.down_exact)
+        return _built(plan, artifact, writer.expected(plan))
     plan = make_plan(source, neurons, alpha, allow_negative, _target(artifact))
     check_artifact(plan, edited, adapter)
     if adapter is not None:
@@ -223,12 +224,6 @@ def _nothing_else(folder: Path, made: set[str], res: StructureResult, what: str)
             res.mismatches.append(f"{p.name}: {what} written by hedit")
 
 
-def _gguf_adapter(adapter: Path) -> Path | None:
-    """The GGUF file of a gguf-lora adapter (the file itself, or ``adapter.gguf`` in its folder), else None."""
-    path = adapter / "adapter.gguf" if adapter.is_dir() else adapter
-    return path if path.suffix == ".gguf" and path.is_file() else None
-
-
 def _gguf_lora(source, neurons, alpha, adapter: Path, allow_negative: bool) -> StructureResult:
     """A gguf-lora adapter: its metadata (type, architecture, ``adapter.lora.alpha``, on which llama.cpp's
     scale depends) and every factor equal to what the gguf-lora writer recomputes from the source, and no
@@ -236,7 +231,9 @@ def _gguf_lora(source, neurons, alpha, adapter: Path, allow_negative: bool) -> S
     import gguf
     import numpy as np
 
-    path = _gguf_adapter(adapter)
+    path = adapter / "adapter.gguf" if adapter.is_dir() else adapter
+    if not path.is_file():
+        raise HeditError(f"gguf-lora adapter not found: {path}")
     sidecar = adapter / PROVENANCE if adapter.is_dir() else Path(f"{adapter}{SIDECAR}")
     target = _target(adapter, sidecar)
     if target == "auto":

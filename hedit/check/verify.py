@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hedit.check.common import adapter_format
 from hedit.check.runtime_hf import VerifyResult, verify
 from hedit.check.runtime_vllm import LOGPROB_TOLERANCE, verify_vllm
 from hedit.check.structure import verify_structure
 from hedit.config import VerifyConfig
-from hedit.edit.adapters.mlx_lora import WEIGHTS as MLX_WEIGHTS
 from hedit.errors import HeditError
 from hedit.neurons import NeuronSet
 
@@ -63,12 +63,13 @@ def verify_artifact(
 ):
     """``hedit verify``: the artifact in ``cfg.runtime`` (transformers, or vLLM in its own environment)
     against the runtime intervention; a result with ``passed``, ``to_dict()`` and ``summary()``."""
-    if adapter is not None and cfg.runtime != "structure" and str(adapter).endswith(".gguf"):
+    kind = adapter_format(adapter) if adapter is not None else None
+    if kind == "gguf-lora" and cfg.runtime != "structure":
         raise HeditError(
             f"{adapter} is a gguf-lora adapter: check it with --runtime structure (every factor and llama.cpp's "
             "scale metadata against the plan); llama.cpp itself runs it in tests/edit/test_gguf_lora.py"
         )
-    if adapter is not None and cfg.runtime not in ("mlx", "structure") and (Path(adapter) / MLX_WEIGHTS).is_file():
+    if kind == "mlx-lora" and cfg.runtime not in ("mlx", "structure"):
         raise HeditError(
             f"{adapter} is an mlx-lm adapter (mlx-lora): check it with --runtime mlx (mlx-lm loads it) or "
             "--runtime structure"

@@ -140,6 +140,7 @@ class Writer:
         return f".{self.name}"
 
     experts = False  # does it write mixtures of experts (expert neurons, their layouts)?
+    down_exact: bool | None = None  # True: down_proj columns of a quantized source are exact (an adapter beside it)
 
     def check(self, plan: EditPlan) -> None:
         """Refuse a plan this format cannot hold exactly (one line naming why and what to use)."""
@@ -186,7 +187,7 @@ def write_artifact(
     from hedit.edit.output import artifact, neurons_path
 
     writer = get_writer(fmt) if fmt is not None else None  # an unknown name fails before any work
-    down_exact = True if fmt == "mlx-lora" else None  # its factors sit beside the quantized weights
+    down_exact = writer.down_exact if writer is not None else None
     plan = make_plan(
         source, neurons, alpha, allow_negative, target, rows=fmt in (None, *FILE_WRITERS), down_exact=down_exact
     )

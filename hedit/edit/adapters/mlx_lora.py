@@ -95,6 +95,7 @@ def _rows(path: Path, info, rows) -> np.ndarray:
 
 class MlxLora(Writer):
     name, kind = "mlx-lora", "adapter"
+    down_exact = True  # the factors sit beside the quantized weights, which stay as they are
 
     def check(self, plan: EditPlan) -> None:
         if plan.checkpoint is None:
