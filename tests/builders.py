@@ -320,3 +320,39 @@ def mlx_affine(src: Path, dst: Path, bits: int = 4, group: int = 32) -> Path:
     q = {"group_size": group, "bits": bits, "mode": "affine"}
     (dst / "config.json").write_text(json.dumps(config | {"quantization": q, "quantization_config": q}))
     return dst
+
+
+def mxfp4_gpt_oss(src: Path, dst: Path) -> Path:
+    """A copy of a float gpt_oss checkpoint (stacked experts) in the layout of the released gpt-oss
+    checkpoints: each layer's ``experts.gate_up_proj`` and ``experts.down_proj`` as ``_blocks`` (E2M1 codes,
+    two a byte, the even input low) and ``_scales`` (E8M0) of 32 inputs each, over the transposed [E, out,
+    in] matrices; config.json gains ``quantization_config`` (``mxfp4``)."""
+    import shutil
+
+    from safetensors.numpy import load_file as load_np
+    from safetensors.numpy import save_file as save_np
+
+    from hedit.io.quant import fp4_values
+
+    dst.mkdir(parents=True)
+    for p in src.iterdir():
+        if p.is_file() and p.suffix != ".safetensors":
+            shutil.copy(p, dst / p.name)
+    vals, out = fp4_values()[:8], {}
+    for name, w in load_np(str(src / "model.safetensors")).items():
+        if not name.endswith(("experts.gate_up_proj", "experts.down_proj")):
+            out[name] = w
+            continue
+        g = np.swapaxes(w, 1, 2).reshape(w.shape[0], w.shape[2], -1, 32)  # [E, out, in / 32, 32]
+        e = np.clip(np.ceil(np.log2(np.maximum(np.abs(g).max(-1), 1e-30) / 6.0)), -127, 127).astype(np.int32)
+        v = g / np.ldexp(1.0, e)[..., None]
+        code = (np.abs(np.abs(v)[..., None] - vals).argmin(-1) + 8 * (v < 0)).astype(np.uint8)
+        code = code.reshape(*code.shape[:-1], 16, 2)
+        out[f"{name}_blocks"] = np.ascontiguousarray(code[..., 0] | (code[..., 1] << 4))
+        out[f"{name}_scales"] = np.ascontiguousarray((e + 127).astype(np.uint8))
+    save_np(out, str(dst / "model.safetensors"), metadata={"format": "pt"})
+    config = json.loads((src / "config.json").read_text())
+    skip = ["model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"]
+    config["quantization_config"] = {"quant_method": "mxfp4", "modules_to_not_convert": skip}
+    (dst / "config.json").write_text(json.dumps(config))
+    return dst

@@ -54,6 +54,7 @@ class TensorOp:
     changed_bytes: int = 0  # bytes of the file that differ from the source in this tensor
     expert: int | str | None = None  # mixture of experts: the expert whose neurons these are
     slot: int | None = None  # columns of one expert's matrix inside a stacked [experts, a, b] tensor
+    scales: TensorInfo | None = None  # MXFP4: the E8M0 scales of ``info``'s blocks, read beside them
 
 
 def locus_op(locus, neurons: list[int], alphas: list[float], layer: int, expert=None) -> TensorOp:
@@ -73,10 +74,16 @@ class FloatCheckpoint(Writer):
 
     name, kind = "checkpoint", "edit"
     experts = True  # edits expert neurons of a mixture of experts, in both layouts
+    quantized = False  # takes quantized sources (the ``quantized`` writer)
 
     def check(self, plan: EditPlan) -> None:
         if plan.checkpoint is None:
             raise HeditError(f"{plan.source} is a GGUF file; it is edited into a GGUF file")
+        if plan.checkpoint.quant_method is not None and not self.quantized:
+            raise HeditError(
+                f"{plan.source} is quantized ({plan.checkpoint.quant_method}); it is edited with the quantized "
+                "writer (hedit edit without --format)"
+            )
 
     def ops(self, plan: EditPlan) -> list[TensorOp]:
         """The tensors the plan changes: down_proj columns, or up_proj rows (after the gate rows when

@@ -13,6 +13,7 @@ from hedit.errors import HeditError
 from hedit.io.checkpoint import Checkpoint, open_checkpoint
 from hedit.io.files import hub_snapshot
 from hedit.io.gguf_header import GgufHeader
+from hedit.io.quant import DOWN_COLUMNS
 from hedit.neurons import NeuronSet
 from hedit.registry import Architecture
 
@@ -123,12 +124,18 @@ def make_plan(
         alpha,
         [ckpt.path / f for f in ckpt.weight_files],
         names,
-        resolve_target(target, ckpt.arch, ckpt.quant_method is not None, down_exact, rows=rows),
+        resolve_target(target, ckpt.arch, ckpt.quant_method is not None, _down_exact(ckpt, down_exact), rows=rows),
         ckpt,
     )
 
 
 FLOAT_TYPES = ("F32", "F16", "BF16")
+
+
+def _down_exact(ckpt, down_exact: bool | None) -> bool | None:
+    """The writer's say, else True for a format whose down_proj columns carry the edit in their own codes
+    (MXFP4: ``hedit.io.quant.DOWN_COLUMNS``), else the default of ``resolve_target``."""
+    return True if down_exact is None and ckpt.quant_method in DOWN_COLUMNS else down_exact
 
 
 def _gguf_plan(source: Path, neurons, alpha, allow_negative: bool, target: str) -> EditPlan:

@@ -3,19 +3,26 @@ compressed-tensors pack-quantized, FP8 per channel and MLX (affine: scales and b
 exponents, powers of two and 0 only) keep their integer weights; output channel j of
 each edited ``up_proj`` gets its own scales times alpha (``hedit.io.quant`` finds them), which is exact up
 to the rounding of each new scale. FP8 with one scale shared by many channels holds only alpha 0, by
-zeroing the rows. The stream (kernel copy, rewritten byte ranges) is the float checkpoint's."""
+zeroing the rows. gpt-oss's MXFP4 experts (no exact up row: its SwiGLU clamps up and adds 1) carry the
+edit in the codes of the chosen ``down_proj`` columns, each expert's bytes rewritten apart: exact for
+alpha 0 and for any alpha under which every code of the column has an E2M1 value to go to; others are
+refused with the value that has none. The stream (kernel copy, rewritten byte ranges) is the float
+checkpoint's."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 
+import numpy as np
 import torch
 
 from hedit.edit.checkpoint import FloatCheckpoint, TensorOp
 from hedit.edit.plan import EditPlan
 from hedit.edit.writers import Patch
 from hedit.errors import HeditError
-from hedit.io.quant import detect
+from hedit.io.quant import detect, fp4_scaled_codes, fp4_values
 from hedit.neurons import site_name, split_site
 
 SCALE_DTYPES = ("F32", "F16", "BF16")
@@ -23,6 +30,7 @@ SCALE_DTYPES = ("F32", "F16", "BF16")
 
 class QuantizedCheckpoint(FloatCheckpoint):
     name, kind = "quantized", "edit"
+    quantized = True
     experts = True  # a mixture's experts one tensor per expert (as quantizers write them), by their own scales
 
     def check(self, plan: EditPlan) -> None:
@@ -31,6 +39,8 @@ class QuantizedCheckpoint(FloatCheckpoint):
             raise HeditError(f"{plan.source} is not quantized; it is edited with the checkpoint writer")
 
     def ops(self, plan: EditPlan) -> list[TensorOp]:
+        if plan.target == "down":  # only a format of hedit.io.quant.DOWN_COLUMNS gets here (resolve_target)
+            return _mxfp4_down_ops(plan)
         ckpt, arch, ops = plan.checkpoint, plan.arch, []
         for site, pairs in plan.layers.items():
             layer, expert = split_site(site)
@@ -64,6 +74,13 @@ class QuantizedCheckpoint(FloatCheckpoint):
                 ops.append(TensorOp(f, info, 0, rows, alphas, layer, fmt.format, zero=True, expert=expert))
         return ops
 
+    def _patches(self, plan: EditPlan, ops: list[TensorOp]):
+        if not any(op.format == MXFP4 for op in ops):
+            yield from super()._patches(plan, ops)
+            return
+        for op in ops:  # every op of a --target down plan is an expert's MXFP4 codes
+            yield _mxfp4_patch(plan, op)
+
     def _row_patches(self, plan: EditPlan, op: TensorOp, path):
         if op.format != EXPONENT:
             yield from super()._row_patches(plan, op, path)
@@ -93,9 +110,14 @@ class QuantizedCheckpoint(FloatCheckpoint):
         return err * _integer_range(plan, op) if op.format != "float" and err else err
 
     def how(self, plan: EditPlan) -> str:
+        where = (
+            "the chosen down_proj columns' own FP4 codes"
+            if plan.target == "down"
+            else "the chosen channels' own scales"
+        )
         return (
-            f"The checkpoint stays {plan.checkpoint.quant_method}-quantized: the edit is in the chosen channels' "
-            "own scales, and every other tensor is byte-identical to the source."
+            f"The checkpoint stays {plan.checkpoint.quant_method}-quantized: the edit is in {where}, and every "
+            "other tensor is byte-identical to the source."
         )
 
 
@@ -132,3 +154,69 @@ def _exponent_ops(group, fmt, rows: list[int], alphas: list[float], layer: int, 
         f, info = group[fmt.scale]
         ops.append(TensorOp(f, info, 0, [r for r, _ in scaled], [a for _, a in scaled], layer, EXPONENT, expert=expert))
     return ops
+
+
+MXFP4 = "mxfp4"
+
+
+def _mxfp4_down_ops(plan: EditPlan) -> list[TensorOp]:
+    """One op per edited expert: its slab [out, in / 32, 16] of the layer's ``down_proj_blocks`` (``info``
+    narrowed to those bytes), neuron j its column's nibbles (``hedit.io.quant``, mxfp4)."""
+    ckpt, moe, ops = plan.checkpoint, plan.arch.moe, []
+    for site, pairs in plan.layers.items():
+        layer, expert = split_site(site)
+        if ckpt.experts is None or not isinstance(expert, int):
+            raise HeditError(f"{site_name(site)}: {ckpt.quant_method} holds routed experts only")
+        names = [f"{n}_blocks" for n in moe.stacked["down"]]
+        f, info = ckpt.inside_tensor(layer, names, f"MXFP4 down projection ({' or '.join(names)})")
+        _, sinfo = ckpt.inside_tensor(layer, [f"{n}_scales" for n in moe.stacked["down"]], "MXFP4 scales")
+        e, width = ckpt.experts.num_experts, ckpt.experts.width(layer, expert)
+        shape = info.shape
+        if len(shape) != 4 or info.dtype != "U8" or shape[0] != e or shape[2] * 32 != width or shape[3] != 16:
+            raise HeditError(
+                f"{info.name} has shape {list(shape)} ({info.dtype}), expected U8 [{e}, hidden, {width // 32}, 16] "
+                "(MXFP4 blocks of the experts' down projection, config.json)"
+            )
+        if sinfo.dtype != "U8" or tuple(sinfo.shape) != tuple(shape[:3]):
+            got = f"{list(sinfo.shape)} ({sinfo.dtype})"
+            raise HeditError(f"{sinfo.name} has shape {got}, expected U8 {list(shape[:3])} (the blocks' scales)")
+        slab = info.nbytes // e
+        part = dataclasses.replace(info, shape=tuple(shape[1:]), start=info.start + expert * slab)
+        part = dataclasses.replace(part, end=part.start + slab)
+        per = slab // 16  # one E8M0 scale per 16-byte block
+        scales = dataclasses.replace(sinfo, start=sinfo.start + expert * per, end=sinfo.start + (expert + 1) * per)
+        idx, alphas = [j for j, _ in pairs], [a for _, a in pairs]
+        ops.append(TensorOp(f, part, 1, idx, alphas, layer, MXFP4, expert=expert, scales=scales))
+    return ops
+
+
+def _mxfp4_patch(plan: EditPlan, op: TensorOp) -> Patch:
+    """The expert's slab with each chosen column's codes mapped to alpha times their value; refused in one
+    line when a code has no E2M1 value to go to (the column shares its scales with 31 other neurons)."""
+    rows, groups, _ = op.info.shape
+    path = plan.checkpoint.path / op.file
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        old = np.frombuffer(os.pread(fd, op.info.nbytes, op.info.start), dtype=np.uint8).reshape(rows, groups, 16)
+        scales = np.frombuffer(os.pread(fd, op.scales.nbytes, op.scales.start), dtype=np.uint8).reshape(rows, groups)
+    finally:
+        os.close(fd)
+    new, vals, err = old.copy(), fp4_values(), 0.0
+    for j, a in zip(op.index, op.alphas):
+        g, b, shift = j // 32, (j % 32) // 2, 4 * (j % 2)
+        codes = (old[:, g, b] >> shift) & 0x0F
+        to = fp4_scaled_codes(a)[codes]
+        if (to < 0).any():
+            v = float(vals[codes[int(np.argmax(to < 0))]])
+            raise HeditError(
+                f"{op.info.name}: expert {op.expert} neuron {j}: alpha {a:g} takes an FP4 value {v:g} to {v * a:g}, "
+                "which E2M1 cannot hold, and the column shares its scales with 31 other neurons; alpha 0 is "
+                "exact for every neuron (or edit a dequantized copy)"
+            )
+        diff = np.ldexp(np.abs(vals[to] - np.float32(a) * vals[codes]), scales[:, g].astype(np.int32) - 127)
+        err = max(err, float(diff.max()))
+        keep = new[:, g, b] & (0xF0 if shift == 0 else 0x0F)
+        new[:, g, b] = keep | (to.astype(np.uint8) << shift)
+    op.max_abs_error = err  # against alpha times the dequantized column (the scales stay as they are)
+    op.changed_bytes = int((old != new).sum())
+    return Patch(op.file, op.info.start, new.tobytes())

@@ -140,6 +140,7 @@ class Writer:
         return f".{self.name}"
 
     experts = False  # does it write mixtures of experts (expert neurons, their layouts)?
+    no_experts = ""  # why it cannot, where that is the format's limit rather than hedit's
     down_exact: bool | None = None  # True: down_proj columns of a quantized source are exact (an adapter beside it)
 
     def check(self, plan: EditPlan) -> None:
@@ -193,9 +194,10 @@ def write_artifact(
     )
     writer = writer or get_writer(writer_for(plan))
     if plan.arch.moe is not None and not writer.experts:
+        why = writer.no_experts or "does not take mixture-of-experts models yet"
         raise HeditError(
-            f"the {writer.name} format does not take mixture-of-experts models yet "
-            f"({plan.model_type}); hedit edit --format checkpoint writes their expert neurons"
+            f"the {writer.name} format {why} ({plan.model_type}); hedit edit writes their expert neurons, "
+            "export-adapter --format lora an exact PEFT LoRA of them"
         )
     writer.check(plan)
     out = Path(out)

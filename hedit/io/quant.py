@@ -22,6 +22,12 @@ Formats, by the tensors of one projection (W is [out, in]; an output channel of 
   the same shape, W[o, i] = scales[o, g] * q[o, i] + biases[o, g] (scaling output channel o scales both);
   in ``mxfp4``/``mxfp8`` the scales are uint8 E8M0 exponents (2^(e - 127)), shared by a group of one
   row: a power of two is exact (added to the exponent), 0 zeroes the row's codes (0 is +0 in FP4 and FP8).
+- ``mxfp4`` (gpt-oss's experts, transformers' ``Mxfp4Config``): per MoE layer, ``<name>_blocks`` uint8
+  [E, out, in / 32, 16] (two E2M1 codes a byte, the even input in the low nibble) and ``<name>_scales``
+  uint8 [E, out, in / 32] (E8M0: 2^(s - 127)); W_e[o, i] = FP4[code] * 2^(scale - 127). transformers
+  then transposes to its [E, in, out] parameter. A scale is shared by 32 inputs of one output row, so a
+  ``down_proj`` column (one neuron) is scaled in its codes alone: exact for alpha 0, and for any alpha
+  that takes every code of the column to another E2M1 value (``fp4_scaled_codes``).
 
 In all of them output channel o has scales of its own (``channel_scales``), so multiplying them by
 alpha scales the channel exactly, up to the rounding of the new scale in its dtype. FP8 per-tensor and
@@ -37,6 +43,8 @@ import numpy as np
 from hedit.errors import HeditError
 from hedit.io.safetensors_header import TensorInfo
 
+DOWN_COLUMNS = ("mxfp4",)  # quant methods that store each down_proj value's own code: a column carries the edit
+FP4_E2M1 = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)  # codes 0-7; code 8 + k is -FP4_E2M1[k]
 AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)  # nibble k of an AWQ word holds output column 8c + AWQ_ORDER[k]
 FP8 = ("F8_E4M3", "F8_E5M2")
 
@@ -158,3 +166,32 @@ def dequant_mlx(weight: np.ndarray, scales: np.ndarray, biases: np.ndarray | Non
     s = np.repeat(scales.astype(np.float32), group, axis=1)
     b = np.repeat(biases.astype(np.float32), group, axis=1) if biases is not None else 0.0
     return s * q.astype(np.float32) + b
+
+
+def fp4_values() -> np.ndarray:
+    """The 16 E2M1 values by code (float32)."""
+    mags = np.array(FP4_E2M1, dtype=np.float32)
+    return np.concatenate([mags, -mags])
+
+
+def fp4_scaled_codes(alpha: float) -> np.ndarray:
+    """int16 [16]: the code whose value is alpha times code c's, -1 where E2M1 holds no such value (a code
+    of value 0 keeps its code)."""
+    vals, out = fp4_values(), np.full(16, -1, dtype=np.int16)
+    for c, v in enumerate(vals):
+        want = float(v) * alpha
+        if want == 0:
+            out[c] = c if v == 0 else 0
+        else:
+            hit = np.flatnonzero(vals == np.float32(want))
+            out[c] = hit[0] if hit.size and float(vals[hit[0]]) == want else -1
+    return out
+
+
+def dequant_mxfp4(blocks: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """MXFP4 (float32): ``blocks`` uint8 [..., rows, groups, 16] and E8M0 ``scales`` uint8 [..., rows,
+    groups] to [..., rows, groups * 32], the even input of each byte in its low nibble."""
+    vals = fp4_values()
+    codes = np.stack([blocks & 0x0F, blocks >> 4], axis=-1).reshape(*blocks.shape[:-1], 32)
+    out = np.ldexp(vals[codes], scales.astype(np.int32)[..., None] - 127)
+    return out.reshape(*blocks.shape[:-2], -1).astype(np.float32)

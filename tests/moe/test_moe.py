@@ -153,7 +153,7 @@ def test_bad_expert_neurons_are_refused_in_one_line(tmp_path):
             write_artifact(src, NeuronSet(model_info, neurons, alpha=0.0), tmp_path / "out", progress=False)
         assert not (tmp_path / "out").exists()
     ns = NeuronSet(info, [Neuron(1, 3, expert=2)], alpha=0.0)
-    with pytest.raises(HeditError, match="ia3 format does not take mixture-of-experts models yet"):
+    with pytest.raises(HeditError, match="ia3 format cannot hold expert neurons: PEFT.s IA3 scales nn.Linear"):
         write_artifact(moe, ns, tmp_path / "out", "ia3", progress=False)
     # a hand-written file without num_experts is accepted and checked against the model
     plain = NeuronSet(ModelInfo("qwen3_moe", 3, 32), [Neuron(1, 3, expert=7), Neuron(0, 50)], alpha=0.0)

@@ -1,7 +1,7 @@
-"""A quantized mixture of experts, made by a real quantizer (llmcompressor, FP8 per channel: it quantizes
-each expert as its own Linear): `hedit edit` scales the chosen experts' up channels through their own
-scales, exactly, and leaves every other tensor byte-identical. Needs the quantizer's environment
-(`make quant-env`, which `make test` builds)."""
+"""A quantized mixture of experts, made by a real quantizer (llmcompressor, FP8 per channel and W4A16
+pack-quantized: it quantizes each expert as its own Linear): `hedit edit` scales the chosen experts' up
+channels through their own scales, exactly, and leaves every other tensor byte-identical. Needs the
+quantizer's environment (`make quant-env`, which `make test` builds)."""
 
 import os
 import subprocess
@@ -21,7 +21,7 @@ WORKER = Path(__file__).parents[1] / "workers" / "quantize.py"
 
 
 @pytest.fixture(scope="module")
-def fp8_moe(tmp_path_factory):
+def quant_moe(tmp_path_factory):
     python = os.environ.get("HEDIT_QUANT_PYTHON") or ".venv-quant/bin/python"
     if not Path(python).is_file():
         msg = "no quant-env environment (HEDIT_QUANT_PYTHON or .venv-quant/bin/python); `make quant-env` builds it"
@@ -31,7 +31,12 @@ def fp8_moe(tmp_path_factory):
     out = tmp_path_factory.mktemp("quant-moe")
     r = subprocess.run([python, str(WORKER), str(out), "moe"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    return out / "FP8_DYNAMIC"
+    return out
+
+
+@pytest.fixture(scope="module")
+def fp8_moe(quant_moe):
+    return quant_moe / "FP8_DYNAMIC"
 
 
 def dequant(sd, name):
@@ -42,7 +47,7 @@ def test_fp8_experts_are_edited_through_their_own_scales(fp8_moe, tmp_path):
     src = load_file(fp8_moe / "model.safetensors")
     assert src["model.layers.1.mlp.experts.2.up_proj.weight"].dtype == torch.float8_e4m3fn  # per expert
     picks = [(1, 2, 5), (2, 7, 63), (0, None, 100)]  # layer 0 is dense (mlp_only_layers)
-    ns = NeuronSet(ModelInfo("qwen3_moe", 3, 64, num_experts=8), [Neuron(la, j, expert=e) for la, e, j in picks])
+    ns = NeuronSet(ModelInfo("qwen3_moe", 3, 128, num_experts=8), [Neuron(la, j, expert=e) for la, e, j in picks])
     for alpha in (0.0, 0.5, 1.7):
         r = write_artifact(fp8_moe, ns, tmp_path / f"e{alpha}", alpha=alpha, progress=False)
         assert r.format == "quantized" and r.target == "up"
@@ -67,3 +72,43 @@ def test_fp8_experts_are_edited_through_their_own_scales(fp8_moe, tmp_path):
     with pytest.raises(HeditError, match="shares its scales along the rows of down_proj"):
         write_artifact(fp8_moe, ns, tmp_path / "down", alpha=0.0, target="down", progress=False)
     assert not np.any([p.name == "down" for p in tmp_path.iterdir()])
+
+
+def test_w4a16_experts_are_edited_through_their_own_scales(quant_moe, tmp_path):
+    """compressed-tensors pack-quantized experts (int4 packed along the input, a scale per group of 128):
+    the chosen experts' up channels through their scales, the packed integers untouched; held to the
+    dequantizer that tests/io/test_quant.py holds to compressed-tensors itself."""
+    from hedit.io.quant import dequant_packed
+
+    w4 = quant_moe / "W4A16"
+    src = load_file(w4 / "model.safetensors")
+    assert src["model.layers.1.mlp.experts.2.up_proj.weight_packed"].dtype == torch.int32  # per expert
+    picks = [(1, 2, 5), (2, 7, 127), (0, None, 100)]
+    ns = NeuronSet(ModelInfo("qwen3_moe", 3, 128, num_experts=8), [Neuron(la, j, expert=e) for la, e, j in picks])
+
+    def dq(sd, name):
+        return dequant_packed(sd[name + ".weight_packed"].numpy(), sd[name + ".weight_scale"].float().numpy())
+
+    for alpha in (0.0, 0.5, 1.7):
+        r = write_artifact(w4, ns, tmp_path / f"e{alpha}", alpha=alpha, progress=False)
+        assert r.format == "quantized" and r.target == "up"
+        ed = load_file(tmp_path / f"e{alpha}" / "model.safetensors")
+        for la, e, j in picks:
+            name = f"model.layers.{la}.mlp." + (f"experts.{e}.up_proj" if e is not None else "up_proj")
+            want = dq(src, name)
+            assert np.abs(want[j]).max() > 0
+            want[j] *= alpha
+            scale = src[name + ".weight_scale"]
+            step = 2.0**-8 if scale.dtype == torch.bfloat16 else 2.0**-11  # a new scale's rounding, relative
+            tol = 0.0 if alpha in (0.0, 0.5) else step * 8 * float(scale.float().abs().max()) * alpha  # |q| <= 8
+            assert float(np.abs(dq(ed, name) - want).max()) <= tol, (name, alpha)
+            assert torch.equal(ed[name + ".weight_packed"], src[name + ".weight_packed"])
+        changed = {k for k in src if not torch.equal(src[k], ed[k])}
+        assert changed == {
+            f"model.layers.{la}.mlp." + (f"experts.{e}." if e is not None else "") + "up_proj.weight_scale"
+            for la, e, j in picks
+        }
+    from hedit.check.verify import verify_artifact
+    from hedit.config import VerifyConfig
+
+    assert verify_artifact(w4, ns, 0.0, edited=tmp_path / "e0.0", cfg=VerifyConfig(runtime="structure")).passed

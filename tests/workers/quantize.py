@@ -4,7 +4,8 @@ activations), then decompresses each with compressed-tensors through transformer
 weights, so the tests can hold hedit's dequantizers and edits against the library's own.
 
 Usage: python quantize.py OUT          (llama: W4A16 and FP8_DYNAMIC, each with its dense weights)
-       python quantize.py OUT moe      (a tiny qwen3_moe, FP8_DYNAMIC: llmcompressor quantizes each expert)
+       python quantize.py OUT moe      (a tiny qwen3_moe, FP8_DYNAMIC and W4A16: llmcompressor quantizes
+                                        each expert as its own Linear)
 """
 
 import sys
@@ -57,7 +58,7 @@ def moe(out: Path) -> None:
         "qwen3_moe",
         hidden_size=128,
         intermediate_size=128,
-        moe_intermediate_size=64,
+        moe_intermediate_size=128,  # W4A16 groups 128 inputs: down_proj takes 128
         num_experts=8,
         num_experts_per_tok=2,
         mlp_only_layers=[0],
@@ -71,8 +72,9 @@ def moe(out: Path) -> None:
     )
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(cfg).save_pretrained(out / "src")
-    recipe = QuantizationModifier(targets="Linear", scheme="FP8_DYNAMIC", ignore=["lm_head", "re:.*mlp.gate$"])
-    oneshot(model=str(out / "src"), recipe=recipe, output_dir=str(out / "FP8_DYNAMIC"))
+    for scheme in ("FP8_DYNAMIC", "W4A16"):
+        recipe = QuantizationModifier(targets="Linear", scheme=scheme, ignore=["lm_head", "re:.*mlp.gate$"])
+        oneshot(model=str(out / "src"), recipe=recipe, output_dir=str(out / scheme))
 
 
 if __name__ == "__main__":

@@ -174,7 +174,7 @@ class AdapterWriter(Writer):
         if plan.checkpoint.quant_method is not None:
             raise HeditError(
                 f"{plan.checkpoint.path} is quantized ({plan.checkpoint.quant_method}); hedit builds adapters from "
-                "unquantized weights: export from the unquantized model, or use `hedit edit --target up` here"
+                "unquantized weights: export from the unquantized model, or use `hedit edit` here (exact in its scales)"
             )
 
     def build(self, plan: EditPlan, read: Callable[[int, list[int]], tuple[torch.Tensor, int]]) -> Adapter:

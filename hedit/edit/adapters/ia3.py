@@ -16,6 +16,10 @@ from hedit.edit.writers import Report
 
 class Ia3(AdapterWriter):
     name = "ia3"
+    no_experts = (
+        "cannot hold expert neurons: PEFT's IA3 scales nn.Linear modules, and transformers holds a "
+        "mixture's experts as 3-D parameters, which PEFT targets in LoRA only (target_parameters)"
+    )
 
     def build(self, plan: EditPlan, read: Callable[[int, list[int]], tuple[torch.Tensor, int]]) -> Adapter:
         return build(plan, read)
