@@ -4,6 +4,7 @@ VENV := .venv
 VLLM_VENV := .venv-vllm
 QUANT_VENV := .venv-quant
 LLAMA_VENV := .venv-llama
+LLAMA_CONVERT := $(LLAMA_VENV)/convert/convert_hf_to_gguf.py
 MLX_VENV := .venv-mlx
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
@@ -53,14 +54,23 @@ $(MLX_VENV)/.installed:
 	$(MPIP) install 'mlx[cpu]==0.32.4' mlx-lm==0.32.2
 	touch $@
 
-## llama-env: llama-cpp-python in .venv-llama (builds llama.cpp from source: ~10 min on 2 cores; optional)
-llama-env: $(LLAMA_VENV)/.installed
+## llama-env: llama-cpp-python in .venv-llama (builds llama.cpp from source: ~10 min on 2 cores; optional),
+## and llama.cpp's own converter (convert_hf_to_gguf.py, with its gguf-py) from the same release
+llama-env: $(LLAMA_VENV)/.installed $(LLAMA_CONVERT)
 $(LLAMA_VENV)/.installed:
 	$(PYTHON) -m venv $(LLAMA_VENV)
 	$(LPIP) install --upgrade pip
 	CMAKE_ARGS="-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF \
 		-DLLAMA_BUILD_TOOLS=OFF -DGGML_OPENMP=OFF" $(LPIP) install llama-cpp-python==0.3.36 numpy
 	touch $@
+LLAMA_SRC := llama_cpp_python-0.3.36/vendor/llama.cpp
+$(LLAMA_CONVERT): | $(LLAMA_VENV)/.installed
+	rm -rf $(LLAMA_VENV)/sdist $(LLAMA_VENV)/convert
+	$(LPIP) download --no-deps --no-binary :all: llama-cpp-python==0.3.36 -d $(LLAMA_VENV)/sdist
+	mkdir -p $(LLAMA_VENV)/convert
+	tar xzf $(LLAMA_VENV)/sdist/llama_cpp_python-0.3.36.tar.gz -C $(LLAMA_VENV)/convert --strip-components=3 \
+		$(LLAMA_SRC)/convert_hf_to_gguf.py $(LLAMA_SRC)/gguf-py $(LLAMA_SRC)/conversion
+	rm -rf $(LLAMA_VENV)/sdist
 
 ## test: install everything, then the whole suite, vLLM and quantizer checks included (llama.cpp when built)
 test: install vllm-env quant-env mlx-env

@@ -221,6 +221,8 @@ LLAMA_PYTHON = os.environ.get("HEDIT_LLAMA_PYTHON") or (
     ".venv-llama/bin/python" if Path(".venv-llama/bin/python").is_file() else None
 )
 LLAMA_WORKER = Path(__file__).parent / "workers" / "llama_logits.py"
+# llama.cpp's own converter from the same release (`make llama-env` unpacks it beside the environment)
+LLAMA_CONVERT = Path(os.environ.get("HEDIT_LLAMA_CONVERT") or ".venv-llama/convert/convert_hf_to_gguf.py")
 
 
 def llama_logits(models: list, ids: list[int], tmp_path: Path, python: str | None = None) -> list:
