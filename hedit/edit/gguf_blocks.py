@@ -47,7 +47,7 @@ ROW_SCALES = {
 SPECIAL = {"IQ1_M": (256, 56), "MXFP4": (32, 17)}
 FLOATS = ("F32", "F16", "BF16")
 ROW_TYPES = (*FLOATS, *ROW_SCALES, *SPECIAL)
-ELEMENT_TYPES = (*FLOATS, "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K")
+ELEMENT_TYPES = (*FLOATS, "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K", "MXFP4")
 
 
 def _check_sizes() -> None:
@@ -177,6 +177,20 @@ def _f16(x: np.ndarray) -> np.ndarray:
 
 def _requantize_one(b: np.ndarray, t: str, k: int, a: float, clips: list[int]) -> None:
     """In place: value k of every block (row) of ``b`` re-rounded for alpha ``a``."""
+    if t == "MXFP4":  # E8M0 byte, then 16 bytes: value k in the low nibble of byte k, k + 16 in the high one
+        from hedit.io.quant import fp4_scaled_codes, fp4_values
+
+        byte, shift = 1 + k % 16, 0 if k < 16 else 4
+        codes = (b[:, byte] >> shift) & 0x0F
+        to = fp4_scaled_codes(a)[codes]  # ggml's MXFP4 values are E2M1's doubled, in the same code order
+        if (to < 0).any():
+            v = float(fp4_values()[codes[int(np.argmax(to < 0))]])
+            raise HeditError(
+                f"ffn_down is MXFP4: alpha {a:g} takes an FP4 value {v:g} to {v * a:g}, which E2M1 cannot hold, and "
+                "the value shares its block's scale with 31 others; alpha 0 is exact for every neuron"
+            )
+        b[:, byte] = (b[:, byte] & np.uint8(0xF0 if shift == 0 else 0x0F)) | (to.astype(np.uint8) << shift)
+        return
     if t in ("Q4_0", "Q4_1", "Q5_0", "Q5_1"):
         d = _f16(b[:, 0:2])
         m_off, qh_off, qs_off = _legacy(t)

@@ -148,9 +148,7 @@ def _gguf_plan(source: Path, neurons, alpha, allow_negative: bool, target: str) 
     ns.check_model(arch.model_type, layers, inter, experts)
     tensors = header.tensors
     if experts is not None:  # up rows through their scales unless down is asked for (float: exact; blocks:
-        if target not in TARGETS:  # the chosen values re-rounded, as for dense files)
-            resolve_target(target, arch, True)
-        target = "down" if target == "down" else "up"
+        target = resolve_target(target, arch, True, down_exact=True)  # re-rounded) or up is no neuron (gpt-oss)
     for site in ns.by_layer():
         layer, expert = (site, None) if isinstance(site, int) else site
         for which in ("down", "up") if arch.gated else ("down",):

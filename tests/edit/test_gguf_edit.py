@@ -121,6 +121,22 @@ def test_down_columns_are_re_rounded_under_the_blocks_own_scales(tmp_path, type_
         assert 0 <= err <= np.abs(old).max()
 
 
+def test_mxfp4_down_columns_take_the_alphas_e2m1_holds(tmp_path):
+    """MXFP4 (gpt-oss's experts in its GGUFs): a down column is one FP4 code per row under a scale shared
+    with 31 others, so an alpha is applied to the codes themselves: -1 always maps every code, 1.5 maps
+    0.5 to 0.75, which E2M1 lacks: refused, nothing written."""
+    src = write_gguf(tmp_path / "m.gguf", T.F32, down_type=T.MXFP4)
+    cols = [(1, c) for c in (5, 16, 40, 200)]  # low and high nibbles
+    r = edit_gguf(src, neurons(cols, inter=256), tmp_path / "neg.gguf", -1.0, allow_negative=True, target="down")
+    old, new = deq(tensors(src)["blk.1.ffn_down.weight"]), deq(tensors(tmp_path / "neg.gguf")["blk.1.ffn_down.weight"])
+    want = old.copy()
+    want[:, [c for _, c in cols]] *= -1
+    assert np.array_equal(new, want) and r.max_abs_error == 0.0 and np.abs(old[:, 5]).max() > 0
+    with pytest.raises(HeditError, match=r"ffn_down is MXFP4: alpha 1.5 takes an FP4 value .* E2M1 cannot hold"):
+        edit_gguf(src, neurons(cols, inter=256), tmp_path / "o.gguf", alpha=1.5, progress=False, target="down")
+    assert not (tmp_path / "o.gguf").exists()
+
+
 @pytest.mark.parametrize("type_name", ["Q4_0", "Q4_1", "Q8_0", "Q4_K", "Q6_K"])
 def test_down_values_that_would_clip_are_refused_and_point_to_the_up_target(tmp_path, type_name):
     """Alpha 3 (the amplifying end of the paper's range) pushes re-rounded values past their blocks'

@@ -15,7 +15,8 @@ from hedit.errors import HeditError
 from hedit.io.quant import dequant_mxfp4, fp4_scaled_codes, fp4_values
 from hedit.model.tiny import save_tiny_model
 from hedit.neurons import ModelInfo, Neuron, NeuronSet
-from tests.builders import mxfp4_gpt_oss
+
+from builders import mxfp4_gpt_oss
 
 DOWN = "model.layers.{}.mlp.experts.down_proj"
 PICKS = [(0, 2, 5), (1, 7, 31), (2, 0, 0), (2, 0, 12)]  # (layer, expert, neuron): low and high nibbles
