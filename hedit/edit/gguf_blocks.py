@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from hedit.errors import HeditError
+from hedit.io.quant import scale_fp4_nibbles
 
 # type -> (values per block, bytes per block, byte offsets of the f16 fields that multiply every value)
 ROW_SCALES = {
@@ -178,18 +179,14 @@ def _f16(x: np.ndarray) -> np.ndarray:
 def _requantize_one(b: np.ndarray, t: str, k: int, a: float, clips: list[int]) -> None:
     """In place: value k of every block (row) of ``b`` re-rounded for alpha ``a``."""
     if t == "MXFP4":  # E8M0 byte, then 16 bytes: value k in the low nibble of byte k, k + 16 in the high one
-        from hedit.io.quant import fp4_scaled_codes, fp4_values
-
-        byte, shift = 1 + k % 16, 0 if k < 16 else 4
-        codes = (b[:, byte] >> shift) & 0x0F
-        to = fp4_scaled_codes(a)[codes]  # ggml's MXFP4 values are E2M1's doubled, in the same code order
-        if (to < 0).any():
-            v = float(fp4_values()[codes[int(np.argmax(to < 0))]])
+        byte = 1 + k % 16
+        # ggml's MXFP4 values are E2M1's doubled, in the same code order
+        b[:, byte], bad = scale_fp4_nibbles(b[:, byte], 0 if k < 16 else 4, a)
+        if bad is not None:
             raise HeditError(
-                f"ffn_down is MXFP4: alpha {a:g} takes an FP4 value {v:g} to {v * a:g}, which E2M1 cannot hold, and "
-                "the value shares its block's scale with 31 others; alpha 0 is exact for every neuron"
+                f"ffn_down is MXFP4: alpha {a:g} takes an FP4 value {bad:g} to {bad * a:g}, which E2M1 cannot hold, "
+                "and the value shares its block's scale with 31 others; alpha 0 is exact for every neuron"
             )
-        b[:, byte] = (b[:, byte] & np.uint8(0xF0 if shift == 0 else 0x0F)) | (to.astype(np.uint8) << shift)
         return
     if t in ("Q4_0", "Q4_1", "Q5_0", "Q5_1"):
         d = _f16(b[:, 0:2])

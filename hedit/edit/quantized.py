@@ -22,7 +22,7 @@ from hedit.edit.checkpoint import FloatCheckpoint, TensorOp
 from hedit.edit.plan import EditPlan
 from hedit.edit.writers import Patch
 from hedit.errors import HeditError
-from hedit.io.quant import detect, fp4_scaled_codes, fp4_values
+from hedit.io.quant import detect, fp4_values, scale_fp4_nibbles
 from hedit.neurons import site_name, split_site
 
 SCALE_DTYPES = ("F32", "F16", "BF16")
@@ -203,20 +203,21 @@ def _mxfp4_patch(plan: EditPlan, op: TensorOp) -> Patch:
         os.close(fd)
     new, vals, err = old.copy(), fp4_values(), 0.0
     for j, a in zip(op.index, op.alphas):
-        g, b, shift = j // 32, (j % 32) // 2, 4 * (j % 2)
-        codes = (old[:, g, b] >> shift) & 0x0F
-        to = fp4_scaled_codes(a)[codes]
-        if (to < 0).any():
-            v = float(vals[codes[int(np.argmax(to < 0))]])
+        g, b = j // 32, (j % 32) // 2
+        new[:, g, b], bad = scale_fp4_nibbles(new[:, g, b], 4 * (j % 2), a)
+        if bad is not None:
             raise HeditError(
-                f"{op.info.name}: expert {op.expert} neuron {j}: alpha {a:g} takes an FP4 value {v:g} to {v * a:g}, "
-                "which E2M1 cannot hold, and the column shares its scales with 31 other neurons; alpha 0 is "
-                "exact for every neuron (or edit a dequantized copy)"
+                f"{op.info.name}: expert {op.expert} neuron {j}: alpha {a:g} takes an FP4 value {bad:g} to "
+                f"{bad * a:g}, which E2M1 cannot hold, and the column shares its scales with 31 other neurons; "
+                "alpha 0 is exact for every neuron (or edit a dequantized copy)"
             )
-        diff = np.ldexp(np.abs(vals[to] - np.float32(a) * vals[codes]), scales[:, g].astype(np.int32) - 127)
+        lo, hi = _nibble(old[:, g, b], j % 2), _nibble(new[:, g, b], j % 2)
+        diff = np.ldexp(np.abs(vals[hi] - np.float32(a) * vals[lo]), scales[:, g].astype(np.int32) - 127)
         err = max(err, float(diff.max()))
-        keep = new[:, g, b] & (0xF0 if shift == 0 else 0x0F)
-        new[:, g, b] = keep | (to.astype(np.uint8) << shift)
     op.max_abs_error = err  # against alpha times the dequantized column (the scales stay as they are)
     op.changed_bytes = int((old != new).sum())
     return Patch(op.file, op.info.start, new.tobytes())
+
+
+def _nibble(b: np.ndarray, high: int) -> np.ndarray:
+    return (b >> (4 * high)) & 0x0F

@@ -188,6 +188,16 @@ def fp4_scaled_codes(alpha: float) -> np.ndarray:
     return out
 
 
+def scale_fp4_nibbles(b: np.ndarray, shift: int, alpha: float) -> tuple[np.ndarray, float | None]:
+    """``b`` (uint8) with the E2M1 code at bit ``shift`` (0 or 4) of each byte mapped to the code of alpha
+    times its value, the other nibble kept; and the first value E2M1 has no such code for (None: exact)."""
+    codes = (b >> shift) & 0x0F
+    to = fp4_scaled_codes(alpha)[codes]
+    if (to < 0).any():
+        return b, float(fp4_values()[codes[int(np.argmax(to < 0))]])
+    return (b & np.uint8(0xF0 if shift == 0 else 0x0F)) | (to.astype(np.uint8) << shift), None
+
+
 def dequant_mxfp4(blocks: np.ndarray, scales: np.ndarray) -> np.ndarray:
     """MXFP4 (float32): ``blocks`` uint8 [..., rows, groups, 16] and E8M0 ``scales`` uint8 [..., rows,
     groups] to [..., rows, groups * 32], the even input of each byte in its low nibble."""
