@@ -181,8 +181,8 @@ def _mxfp4_down_ops(plan: EditPlan) -> list[TensorOp]:
             got = f"{list(sinfo.shape)} ({sinfo.dtype})"
             raise HeditError(f"{sinfo.name} has shape {got}, expected U8 {list(shape[:3])} (the blocks' scales)")
         slab = info.nbytes // e
-        part = dataclasses.replace(info, shape=tuple(shape[1:]), start=info.start + expert * slab)
-        part = dataclasses.replace(part, end=part.start + slab)
+        start = info.start + expert * slab
+        part = dataclasses.replace(info, shape=tuple(shape[1:]), start=start, end=start + slab)
         per = slab // 16  # one E8M0 scale per 16-byte block
         scales = dataclasses.replace(sinfo, start=sinfo.start + expert * per, end=sinfo.start + (expert + 1) * per)
         idx, alphas = [j for j, _ in pairs], [a for _, a in pairs]

@@ -64,16 +64,23 @@ def neurons(model_type: str = "qwen3_moe") -> NeuronSet:
     return NeuronSet(ModelInfo(model_type, 3, 32, num_experts=8), [Neuron(la, j, expert=e) for la, e, j in picks])
 
 
-def test_an_edited_moe_gguf_in_llama_cpp_equals_the_intervention(converted, tmp_path):
+def intervention(src, ns, alphas) -> tuple:
     from transformers import AutoModelForCausalLM
 
-    src, files = converted
-    ns = neurons()
     model = AutoModelForCausalLM.from_pretrained(str(src), dtype=torch.float32).eval()
     with torch.no_grad():
         ref = model(torch.tensor([IDS])).logits[0].double().numpy()
-        with scale_neurons(model, ns, 0.0):
-            want = model(torch.tensor([IDS])).logits[0].double().numpy()
+        out = []
+        for a in alphas:
+            with scale_neurons(model, ns, a):
+                out.append(model(torch.tensor([IDS])).logits[0].double().numpy())
+    return ref, out
+
+
+def test_an_edited_moe_gguf_in_llama_cpp_equals_the_intervention(converted, tmp_path):
+    src, files = converted
+    ns = neurons()
+    ref, (want,) = intervention(src, ns, (0.0,))
     effect = float(np.abs(want - ref).max())
     runs = [("f32", "up"), ("f32", "down"), ("q8_0", "up")]
     edited = []
@@ -88,19 +95,6 @@ def test_an_edited_moe_gguf_in_llama_cpp_equals_the_intervention(converted, tmp_
         diff = float(np.abs(logits - want).max())
         assert diff <= 2 * floors[t] + 1e-3, (t, target, diff, floors[t])
         assert float(np.abs(logits - ref).max()) > 2 * diff, (t, target)  # nearer the edit than the source
-
-
-def intervention(src, ns, alphas) -> tuple:
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(str(src), dtype=torch.float32).eval()
-    with torch.no_grad():
-        ref = model(torch.tensor([IDS])).logits[0].double().numpy()
-        out = []
-        for a in alphas:
-            with scale_neurons(model, ns, a):
-                out.append(model(torch.tensor([IDS])).logits[0].double().numpy())
-    return ref, out
 
 
 def test_gpt_oss_gguf_f32_and_mxfp4_in_llama_cpp(tmp_path):

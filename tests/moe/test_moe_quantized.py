@@ -43,28 +43,39 @@ def dequant(sd, name):
     return sd[name + ".weight"].float() * sd[name + ".weight_scale"].float()
 
 
-def test_fp8_experts_are_edited_through_their_own_scales(fp8_moe, tmp_path):
-    src = load_file(fp8_moe / "model.safetensors")
-    assert src["model.layers.1.mlp.experts.2.up_proj.weight"].dtype == torch.float8_e4m3fn  # per expert
-    picks = [(1, 2, 5), (2, 7, 63), (0, None, 100)]  # layer 0 is dense (mlp_only_layers)
-    ns = NeuronSet(ModelInfo("qwen3_moe", 3, 128, num_experts=8), [Neuron(la, j, expert=e) for la, e, j in picks])
+def edits_scale_channels(src_dir, ns, picks, weight: str, dq, tol, tmp_path) -> None:
+    """At alphas 0, 0.5 and 1.7 the chosen (layer, expert, neuron) up channels, dequantized by ``dq``, are
+    alpha times the source's within ``tol(name, alpha, want)``; the quantized ``weight`` is untouched and
+    only the chosen channels' weight_scale tensors change."""
+    src = load_file(src_dir / "model.safetensors")
     for alpha in (0.0, 0.5, 1.7):
-        r = write_artifact(fp8_moe, ns, tmp_path / f"e{alpha}", alpha=alpha, progress=False)
+        r = write_artifact(src_dir, ns, tmp_path / f"e{alpha}", alpha=alpha, progress=False)
         assert r.format == "quantized" and r.target == "up"
         ed = load_file(tmp_path / f"e{alpha}" / "model.safetensors")
         for la, e, j in picks:
             name = f"model.layers.{la}.mlp." + (f"experts.{e}.up_proj" if e is not None else "up_proj")
-            want = dequant(src, name).clone()
+            want = dq(src, name)
+            assert abs(want[j]).max() > 0
             want[j] *= alpha
-            got = dequant(ed, name)
-            tol = 0.0 if alpha in (0.0, 0.5) else 1e-6 * float(want.abs().max())  # a new f32 scale's rounding
-            assert float((got - want).abs().max()) <= tol, (name, alpha)
-            assert torch.equal(ed[name + ".weight"], src[name + ".weight"])  # the FP8 values untouched
+            assert float(abs(dq(ed, name) - want).max()) <= tol(name, alpha, want), (name, alpha)
+            assert torch.equal(ed[f"{name}.{weight}"], src[f"{name}.{weight}"])
         changed = {k for k in src if not torch.equal(src[k], ed[k])}
         assert changed == {
             f"model.layers.{la}.mlp." + (f"experts.{e}." if e is not None else "") + "up_proj.weight_scale"
             for la, e, j in picks
         }
+
+
+def test_fp8_experts_are_edited_through_their_own_scales(fp8_moe, tmp_path):
+    src = load_file(fp8_moe / "model.safetensors")
+    assert src["model.layers.1.mlp.experts.2.up_proj.weight"].dtype == torch.float8_e4m3fn  # per expert
+    picks = [(1, 2, 5), (2, 7, 63), (0, None, 100)]  # layer 0 is dense (mlp_only_layers)
+    ns = NeuronSet(ModelInfo("qwen3_moe", 3, 128, num_experts=8), [Neuron(la, j, expert=e) for la, e, j in picks])
+
+    def tol(name, alpha, want):
+        return 0.0 if alpha in (0.0, 0.5) else 1e-6 * float(want.abs().max())  # a new f32 scale's rounding
+
+    edits_scale_channels(fp8_moe, ns, picks, "weight", dequant, tol, tmp_path)  # the FP8 values untouched
     from hedit.check.verify import verify_artifact
     from hedit.config import VerifyConfig
 
@@ -89,25 +100,12 @@ def test_w4a16_experts_are_edited_through_their_own_scales(quant_moe, tmp_path):
     def dq(sd, name):
         return dequant_packed(sd[name + ".weight_packed"].numpy(), sd[name + ".weight_scale"].float().numpy())
 
-    for alpha in (0.0, 0.5, 1.7):
-        r = write_artifact(w4, ns, tmp_path / f"e{alpha}", alpha=alpha, progress=False)
-        assert r.format == "quantized" and r.target == "up"
-        ed = load_file(tmp_path / f"e{alpha}" / "model.safetensors")
-        for la, e, j in picks:
-            name = f"model.layers.{la}.mlp." + (f"experts.{e}.up_proj" if e is not None else "up_proj")
-            want = dq(src, name)
-            assert np.abs(want[j]).max() > 0
-            want[j] *= alpha
-            scale = src[name + ".weight_scale"]
-            step = 2.0**-8 if scale.dtype == torch.bfloat16 else 2.0**-11  # a new scale's rounding, relative
-            tol = 0.0 if alpha in (0.0, 0.5) else step * 8 * float(scale.float().abs().max()) * alpha  # |q| <= 8
-            assert float(np.abs(dq(ed, name) - want).max()) <= tol, (name, alpha)
-            assert torch.equal(ed[name + ".weight_packed"], src[name + ".weight_packed"])
-        changed = {k for k in src if not torch.equal(src[k], ed[k])}
-        assert changed == {
-            f"model.layers.{la}.mlp." + (f"experts.{e}." if e is not None else "") + "up_proj.weight_scale"
-            for la, e, j in picks
-        }
+    def tol(name, alpha, want):
+        scale = src[name + ".weight_scale"]
+        step = 2.0**-8 if scale.dtype == torch.bfloat16 else 2.0**-11  # a new scale's rounding, relative
+        return 0.0 if alpha in (0.0, 0.5) else step * 8 * float(scale.float().abs().max()) * alpha  # |q| <= 8
+
+    edits_scale_channels(w4, ns, picks, "weight_packed", dq, tol, tmp_path)
     from hedit.check.verify import verify_artifact
     from hedit.config import VerifyConfig
 
