@@ -161,7 +161,10 @@ class Moe:
     one tensor per expert (``per_expert``: names inside a layer, ``{expert}`` its number) and stacked
     3-D tensors [experts, ...] (``stacked``: candidate names inside a layer). ``transposed``: a stacked
     expert matrix is [in, out] (gpt_oss), else [out, in] like a Linear weight; ``interleaved``: gate and up
-    alternate along the gate_up output (gpt_oss), else gate rows come first."""
+    alternate along the gate_up output (gpt_oss), else gate rows come first. ``routing``: where the router's
+    weight g enters, ``output`` (g times each expert's output: most families) or ``input`` (g times each
+    expert's input, as Llama 4 does: its experts module then takes every expert's rows, [E x tokens, H],
+    zero where the router did not send the token, and returns the experts' outputs unweighted)."""
 
     experts: str  # the experts module inside a decoder layer, in transformers
     num_experts: list[str]  # config keys for the number of routed experts, first present wins
@@ -169,11 +172,24 @@ class Moe:
     stacked: dict[str, list[str]]  # "up"/"down" -> tensor names inside a layer, [experts, ...]
     per_expert: dict[str, str] | None = None  # "gate"/"up"/"down" -> tensor name inside a layer, with {expert}
     shared: dict[str, str] | None = None  # module (a dense MLP), intermediate_size key, times (a multiplier key)
-    dense_layers: dict[str, str] | None = None  # {"first": key} or {"listed": key, "sparse_step": key}
+    # {"first": key}, {"listed": key, "sparse_step": key} (dense layers listed) or {"moe_listed": key, "sparse_step":
+    # key} (MoE layers listed; else every sparse_step-th layer is MoE)
+    dense_layers: dict[str, str] | None = None
+    dense_intermediate_size: str = "intermediate_size"  # config key of a dense layer's MLP width
+    routing: str = "output"
     transposed: bool = False
     interleaved: bool = False
     biases: bool = False
     up_exact: bool | str = True  # True, or why scaling an expert's up row is not scaling its neuron
+    # how PEFT's LoRA reads the stacked weights: "linear" ([E, out, in], or transposed where transformers'
+    # experts module says so) or "storage" (a transposed family whose module does not say so, Llama 4's:
+    # PEFT's factors then follow the tensors' own order, B_e [I, r] and A_e [r, H] for down)
+    peft_order: str = "linear"
+
+    def param(self, which: str) -> str:
+        """The experts module's parameter holding ``which`` ("up": gate_up, "down") in transformers, where
+        PEFT targets it (the last ``stacked`` name is transformers' own)."""
+        return self.stacked[which][-1].rsplit(".", 1)[-1]
 
     def shape(self, text: dict[str, Any], layers: int, inter: int, model_type: str) -> ExpertsShape:
         key = next((k for k in self.num_experts if k in text), None)
@@ -188,12 +204,18 @@ class Moe:
         if "listed" in rule:
             step = text.get(rule.get("sparse_step", ""), 1) or 1
             dense = {layer for layer in range(layers) if (layer + 1) % step} | set(text.get(rule["listed"]) or [])
+        if "moe_listed" in rule:
+            listed = text.get(rule["moe_listed"])
+            if listed is None:
+                step = text.get(rule.get("sparse_step", ""), 1) or 1
+                listed = [layer for layer in range(layers) if (layer + 1) % step == 0]
+            dense = set(range(layers)) - set(listed)
         shared = 0
         if self.shared:
             shared = text.get(self.shared["intermediate_size"], 0) or 0
             times = text.get(self.shared.get("times", ""), 1) if "times" in self.shared else 1
             shared = int(shared) * int(times or 0)
-        dense_inter = text.get("intermediate_size", inter)
+        dense_inter = text.get(self.dense_intermediate_size, inter)
         return ExpertsShape(layers, inter, int(experts), frozenset(dense), int(dense_inter), shared)
 
 

@@ -18,9 +18,9 @@ from hedit.check.common import (
     reference_generation,
 )
 from hedit.edit.adapters import read_adapter
-from hedit.edit.adapters.lora import vllm_max_lora_rank
+from hedit.edit.adapters.lora import vllm_expert_lora, vllm_max_lora_rank
 from hedit.edit.plan import make_plan
-from hedit.engine.vllm import TIMEOUT, VllmEngine, find_vllm_python
+from hedit.engine.vllm import TIMEOUT, VllmEngine, check_expert_loras, find_vllm_python
 from hedit.errors import HeditError
 from hedit.neurons import NeuronSet
 
@@ -78,18 +78,31 @@ def verify_vllm(
         if cfg["peft_type"] != "LORA":
             raise HeditError(f"vLLM serves LoRA adapters, not {cfg['peft_type']}: {artifact}")
         rank = vllm_max_lora_rank(cfg["r"])
+    experts = adapter is not None and plan.arch.moe is not None
+    if experts and vllm_expert_lora(plan.arch):
+        raise HeditError(vllm_expert_lora(plan.arch))
+    if experts:  # before the reference's work: vLLM's CPU build cannot start with such an adapter
+        instead = "verify the adapter with --runtime hf or structure, or serve the checkpoint `hedit edit` writes"
+        check_expert_loras(vllm_device(), instead)
     source = plan.checkpoint.path
     prompts = prompt_ids(source, plan.checkpoint.arch.text_config_dict(plan.checkpoint.config)["vocab_size"])
     ref_tokens, ref_logprobs, effect = reference_generation(plan, prompts, new_tokens)
 
     model = Path(edited) if edited is not None else source
     lora = artifact if adapter is not None else None
-    tokens, got_logprobs = greedy_logprobs(python, model, prompts, new_tokens, lora, rank, timeout=timeout)
+    tokens, got_logprobs = greedy_logprobs(
+        python, model, prompts, new_tokens, lora, rank, timeout=timeout, expert_loras=experts
+    )
     total = sum(len(t) for t in ref_tokens)
     agree = sum(a == b for r, g in zip(ref_tokens, tokens) for a, b in zip(r, g))
     diffs = [abs(a - b) for r, g in zip(ref_logprobs, got_logprobs) for a, b in zip(r, g)]
     diff = max(diffs) if diffs and all(math.isfinite(d) for d in diffs) else math.inf
     return VllmResult(str(artifact), agree / total, diff, effect, len(prompts), new_tokens, tolerance)
+
+
+def vllm_device() -> str:
+    """Where verify's vLLM engine runs: $VLLM_TARGET_DEVICE (vLLM's own variable), else the CPU."""
+    return os.environ.get("VLLM_TARGET_DEVICE", "cpu")
 
 
 def greedy_logprobs(
@@ -101,13 +114,22 @@ def greedy_logprobs(
     max_lora_rank: int | None = None,
     dtype: str = "float32",
     timeout: int = TIMEOUT,
+    expert_loras: bool = False,
 ) -> tuple[list[list[int]], list[list[float]]]:
     """Greedy tokens (no end token stops them) and their logprobs from a vLLM engine (``hedit.engine.vllm``)
-    on ``model``, under the LoRA ``lora`` when given, in ``dtype``."""
-    device = os.environ.get("VLLM_TARGET_DEVICE", "cpu")
+    on ``model``, under the LoRA ``lora`` when given (``expert_loras``: on a mixture's experts), in ``dtype``."""
     longest = max(len(p) for p in prompts) + new_tokens + 8
     with VllmEngine(
-        python, model, dtype, 0, longest, max_lora_rank, device=device, kv_cache_bytes=KV_CACHE, timeout=timeout
+        python,
+        model,
+        dtype,
+        0,
+        longest,
+        max_lora_rank,
+        device=vllm_device(),
+        kv_cache_bytes=KV_CACHE,
+        timeout=timeout,
+        expert_loras=expert_loras,
     ) as engine:
         lora = Path(lora).resolve() if lora is not None else None
         out = engine.request(prompts, new_tokens, lora=lora, ignore_eos=True, logprobs=True)
@@ -120,10 +142,9 @@ def sequence_logprobs(
     """vLLM's logprob of every token of each sequence after its first, given the tokens before it
     (teacher-forced: the reference's own sequences, so a near-tie in low precision cannot send the two
     down different continuations), in ``dtype``."""
-    device = os.environ.get("VLLM_TARGET_DEVICE", "cpu")
     longest = max(len(s) for s in seqs) + 8
     with VllmEngine(
-        python, model, dtype, 0, longest, None, device=device, kv_cache_bytes=KV_CACHE, timeout=timeout
+        python, model, dtype, 0, longest, None, device=vllm_device(), kv_cache_bytes=KV_CACHE, timeout=timeout
     ) as e:
         out = e.request(seqs, 1, ignore_eos=True, prompt_logprobs=True)
     return [rows[1:] for rows in out["prompt_logprobs"]]

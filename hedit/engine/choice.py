@@ -123,12 +123,25 @@ def open_engine(
     device: str = "cpu",
     max_lora_rank: int | None = None,
     max_loras: int | None = None,
+    expert_loras: bool = False,
 ):
     """An ``EngineModel`` over a fresh vLLM engine of ``choice`` (close it with ``.engine.close()``);
-    ``max_loras`` adapters (sweep cells) may share its batches."""
+    ``max_loras`` adapters (sweep cells) may share its batches; ``expert_loras``: they carry a mixture's
+    experts (GPU only)."""
     from hedit.engine.decoder import EngineModel
     from hedit.engine.vllm import VllmEngine
 
     kw = {"max_loras": max_loras} if max_loras is not None else {}  # else the engine's own default
-    engine = VllmEngine(choice.python, model_path, choice.dtype, seed, max_model_len, max_lora_rank, cfg, device, **kw)
+    engine = VllmEngine(
+        choice.python,
+        model_path,
+        choice.dtype,
+        seed,
+        max_model_len,
+        max_lora_rank,
+        cfg,
+        device,
+        **kw,
+        expert_loras=expert_loras,
+    )
     return EngineModel(engine, eos_ids(model_path, tokenizer), choice.engine_id, (max_loras or 1) > 1)

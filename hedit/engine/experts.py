@@ -37,10 +37,11 @@ def expert_weights(module: torch.nn.Module, which: str) -> torch.Tensor:
     return module.gate_up_proj if module.has_gate else module.up_proj
 
 
-def down_column_norms(module: torch.nn.Module) -> torch.Tensor:
-    """[experts, I]: ||W_down_e[:, j]|| of every expert's down projection, float32."""
+def down_column_norms(module: torch.nn.Module, transposed: bool) -> torch.Tensor:
+    """[experts, I]: ||W_down_e[:, j]|| of every expert's down projection (``transposed``: [E, I, H],
+    the registry's flag), float32."""
     w = module.down_proj.detach().to(torch.float32)
-    return w.norm(dim=2) if module.is_transposed else w.norm(dim=1)
+    return w.norm(dim=2) if transposed else w.norm(dim=1)
 
 
 def experts_forward(
@@ -78,15 +79,55 @@ def experts_forward(
     return out
 
 
-class ExpertsScope:
-    """While entered, ``module`` runs ``experts_forward`` with ``scale`` and ``capture``."""
+def input_routed_forward(
+    module: torch.nn.Module, rows: torch.Tensor, scale: Scale | None = None, capture: Capture | None = None
+) -> torch.Tensor:
+    """The experts' outputs where the router weights the experts' input (``routing: input``, Llama 4):
+    ``rows`` [E x tokens, H] holds expert e's input g_e,t * x_t in block e, exactly 0 where the router did
+    not send t to e (its score is sigmoid(-inf)); weights ``gate_up_proj`` [E, H, 2I] (gate first) and
+    ``down_proj`` [E, I, H]. An expert's output enters the layer's unweighted, so ``capture`` gets g = 1."""
+    e_count = module.gate_up_proj.shape[0]
+    x = rows.view(e_count, -1, rows.shape[-1])
+    out = torch.zeros_like(x)
+    for e in range(e_count):
+        tok = torch.where(x[e].ne(0).any(dim=-1))[0]
+        if not len(tok):
+            continue
+        gate, up = (x[e, tok] @ module.gate_up_proj[e]).chunk(2, dim=-1)
+        z = up * module.act_fn(gate)
+        if scale is not None:
+            f = scale(e, tok)
+            if f is not None:
+                z = (z.to(torch.float32) * f.to(z.device)).to(z.dtype)
+        if capture is not None:
+            capture(e, tok, torch.ones(len(tok), device=z.device), z)
+        out[e, tok] = (z @ module.down_proj[e]).to(out.dtype)
+    return out.view(-1, rows.shape[-1])
 
-    def __init__(self, module: torch.nn.Module, scale: Scale | None = None, capture: Capture | None = None):
-        self.module, self.scale, self.capture = module, scale, capture
+
+class ExpertsScope:
+    """While entered, ``module`` runs ``experts_forward`` (or ``input_routed_forward``, for ``routing``
+    ``input``: the registry's) with ``scale`` and ``capture``."""
+
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        scale: Scale | None = None,
+        capture: Capture | None = None,
+        routing: str = "output",
+    ):
+        self.module, self.scale, self.capture, self.routing = module, scale, capture, routing
 
     def __enter__(self) -> ExpertsScope:
-        def forward(mod, hidden, top_k_index, top_k_weights, *args, **kwargs):
-            return experts_forward(mod, hidden, top_k_index, top_k_weights, self.scale, self.capture)
+        if self.routing == "input":
+
+            def forward(mod, rows, *args, **kwargs):
+                return input_routed_forward(mod, rows, self.scale, self.capture)
+
+        else:
+
+            def forward(mod, hidden, top_k_index, top_k_weights, *args, **kwargs):
+                return experts_forward(mod, hidden, top_k_index, top_k_weights, self.scale, self.capture)
 
         self.module.forward = types.MethodType(forward, self.module)
         return self

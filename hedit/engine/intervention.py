@@ -168,10 +168,13 @@ class CellScales:
         for site in self.tables:
             hook = _hook(lambda x, site=site: self._factors(site, x))
             self._handles.append(site_module(self.model, site)[0].register_forward_pre_hook(hook))
+        routing = get_architecture(self.model.config.model_type).moe.routing if self.experts else None
         for layer in self.experts:
             module, _ = site_module(self.model, (layer, 0))
             scope = ExpertsScope(
-                module, scale=lambda e, tok, layer=layer: self._expert_scale(layer, self._batch, e, tok)
+                module,
+                scale=lambda e, tok, layer=layer: self._expert_scale(layer, self._batch, e, tok),
+                routing=routing,
             )
             self._scopes.append(scope.__enter__())
         # a mixture's experts see flattened tokens: the batch and length come from the model's input

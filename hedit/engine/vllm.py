@@ -24,6 +24,20 @@ TIMEOUT = 900  # seconds an engine may take to start or to answer one request
 CPU_KV_CACHE = 1 << 30  # bytes of KV cache on CPU (vLLM's CPU build otherwise takes a share of RAM)
 
 
+# Why a LoRA on a mixture's experts needs vLLM on a GPU (seen in vLLM 0.32's CPU build with a tiny qwen3_moe:
+# the engine does not start).
+EXPERT_LORAS_NEED_GPU = (
+    "vLLM's CPU build cannot serve a LoRA on a mixture of experts: with LoRA enabled its fused-MoE layer runs "
+    "Triton kernels, which have no CPU backend (\"module 'triton.language' has no attribute 'float32'\")"
+)
+
+
+def check_expert_loras(device: str, instead: str) -> None:
+    """Refuse, in one line ending with ``instead``, to serve expert LoRAs anywhere but a CUDA GPU."""
+    if not device.startswith("cuda"):
+        raise HeditError(f"{EXPERT_LORAS_NEED_GPU}; {instead}")
+
+
 def find_vllm_python(explicit: str | None = None) -> str:
     """The vLLM environment's Python: ``explicit`` (which must exist), else $HEDIT_VLLM_PYTHON, else
     ./.venv-vllm/bin/python."""
@@ -58,7 +72,9 @@ def model_len(path: str | Path, cap: int = MAX_MODEL_LEN) -> int:
 class VllmEngine:
     """One vLLM engine (``vllm_server.py`` in the vLLM environment). ``max_lora_rank``: vLLM's
     ``--max-lora-rank`` when adapters will be served (the LoRA writer's rule gives it), ``max_loras``
-    adapters at a time; ``max_model_len``: by default the model's own context, at most ``MAX_MODEL_LEN``."""
+    adapters at a time; ``max_model_len``: by default the model's own context, at most ``MAX_MODEL_LEN``;
+    ``expert_loras``: the adapters carry a mixture's experts in PEFT's 3-D layout (``lora.build_experts``),
+    which vLLM loads into its fused-MoE LoRA layer (``--enable-mixed-moe-lora-format``, on a GPU only)."""
 
     def __init__(
         self,
@@ -73,7 +89,10 @@ class VllmEngine:
         max_loras: int = 1,
         kv_cache_bytes: int | None = None,
         timeout: int = TIMEOUT,
+        expert_loras: bool = False,
     ):
+        if expert_loras and max_lora_rank is not None:
+            check_expert_loras(device, "use transformers (--engine hf, or verify --runtime hf)")
         cfg = {
             "model": str(Path(model).resolve()),
             "dtype": dtype,
@@ -87,6 +106,8 @@ class VllmEngine:
             cfg["kv_cache_memory_bytes"] = kv_cache_bytes or CPU_KV_CACHE
         if max_lora_rank is not None:
             cfg |= {"enable_lora": True, "max_lora_rank": max_lora_rank, "max_loras": max_loras}
+            cfg["enable_mixed_moe_lora_format"] = expert_loras
+        self._expert_loras = expert_loras
         self._dir = tempfile.TemporaryDirectory(prefix="hedit-vllm-")
         (Path(self._dir.name) / "engine.json").write_text(json.dumps(cfg))
         self._log = open(Path(self._dir.name) / "vllm.log", "w+")
@@ -172,7 +193,7 @@ class VllmEngine:
         if lora is None:
             return None
         lid = self._lora_ids.setdefault(str(lora), len(self._lora_ids) + 1)
-        return {"name": f"cell{lid}", "id": lid, "path": str(lora)}
+        return {"name": f"cell{lid}", "id": lid, "path": str(lora), "is_3d": self._expert_loras}
 
     def close(self) -> None:
         if self._proc.poll() is None:

@@ -4,6 +4,7 @@ hedit command, answering requests over a pipe.
 Usage: python vllm_server.py ENGINE.json
 ENGINE.json (written by hedit.engine.vllm.VllmEngine, every key present):
   {"model", "dtype", "seed", "max_model_len", "enable_lora", "max_lora_rank", "max_loras",
+   "enable_mixed_moe_lora_format" (with enable_lora),
               "tensor_parallel_size", "pipeline_parallel_size", "distributed_executor_backend",
               "gpu_memory_utilization", "kv_cache_memory_bytes"}
 Then one JSON request per line on stdin, one JSON answer per line on the original stdout (vLLM's own
@@ -13,7 +14,8 @@ output goes to stderr):
    "lora": null | ADAPTER | [null | ADAPTER per prompt]}
   ->  {"outputs": [[[ids] * n] per prompt]} (with "logprobs": the same shape, each generated token's
   logprob; with "prompt_logprobs": per prompt, each prompt token's logprob given the tokens before it,
-  null for the first), where ADAPTER is {"name", "id", "path"}; prompts under
+  null for the first), where ADAPTER is {"name", "id", "path", "is_3d"} (is_3d: a mixture's experts in
+  PEFT's 3-D layout, vLLM's is_3d_lora_weight); prompts under
   different adapters share the engine's batches (up to max_loras adapters at a time)
   {"op": "shutdown"}  ->  {"ok": true}
 Every answer to a failed request is {"error": "..."}; the engine stays up.
@@ -48,6 +50,8 @@ def main(engine_path: str) -> None:
             kwargs[key] = cfg[key]
     if cfg.get("enable_lora"):
         kwargs.update(enable_lora=True, max_lora_rank=cfg["max_lora_rank"], max_loras=cfg["max_loras"])
+        if cfg.get("enable_mixed_moe_lora_format"):
+            kwargs["enable_mixed_moe_lora_format"] = True
     llm = LLM(**kwargs)
     proto.write(json.dumps({"ready": True}) + "\n")
     for line in sys.stdin:
@@ -61,7 +65,9 @@ def main(engine_path: str) -> None:
                 from vllm.lora.request import LoRARequest
 
                 def request(a):
-                    return LoRARequest(a["name"], a["id"], a["path"]) if a else None
+                    if not a:
+                        return None
+                    return LoRARequest(a["name"], a["id"], a["path"], is_3d_lora_weight=a.get("is_3d", False))
 
                 lora = [request(a) for a in lora] if isinstance(lora, list) else request(lora)
             params = SamplingParams(

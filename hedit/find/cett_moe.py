@@ -58,8 +58,8 @@ class MoeCettHooks:
                 continue
             experts, _ = site_module(model, (layer, 0))
             block = model.get_submodule(arch.site_module(layer, 0)[0].rsplit(".", 1)[0])  # the experts' parent
-            norms = down_column_norms(experts)
-            scope = ExpertsScope(experts, capture=self._capture(layer, norms))
+            norms = down_column_norms(experts, arch.moe.transposed)
+            scope = ExpertsScope(experts, capture=self._capture(layer, norms), routing=arch.moe.routing)
             self.scopes.append(scope.__enter__())
             self.handles.append(block.register_forward_hook(self._block_hook(layer)))
             if self.shape.shared_intermediate_size:

@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from hedit.config import Decoding, EngineConfig, SweepConfig
-from hedit.edit.adapters.lora import vllm_max_lora_rank
+from hedit.edit.adapters.lora import vllm_expert_lora, vllm_max_lora_rank
 from hedit.engine.choice import Choice, choose_engine, mix_adapters, open_engine
 from hedit.engine.decoder import EngineModel, cells_share_batches, end_ids, generate_cells, items_per_batch
 from hedit.engine.intervention import CellScales, check_neurons, scale_neurons
 from hedit.engine.prompts import chat_ids
-from hedit.engine.vllm import MAX_LORAS
+from hedit.engine.vllm import MAX_LORAS, check_expert_loras
 from hedit.errors import HeditError
 from hedit.io.atomic import atomic_write_text, check_work
 from hedit.io.hashing import fingerprint
@@ -49,6 +49,7 @@ from hedit.measure.summary import (  # noqa: F401 (re-exported)
 )
 from hedit.neurons import NeuronSet, check_alpha
 from hedit.progress import bar
+from hedit.registry import get_architecture
 from hedit.score.capability import answer_questions, mean_kl, neutral_texts, next_token_logprobs
 from hedit.score.compliance import RULES
 from hedit.score.harness import is_harness_task, task_key
@@ -216,17 +217,18 @@ def run_sweep(
             raise HeditError(f"{path} has no tokenizer; sweep needs one")
         ns.check_model(*checkpoint_shape(path))
         choice = choice or choose_engine("sweep", engine, device)
-        if choice.kind == "vllm" and ns.has_experts:
-            raise HeditError(
-                "sweep on vLLM runs each cell as a LoRA adapter, which hedit does not write for expert neurons "
-                "yet; use --engine hf"
-            )
+        if choice.kind == "vllm" and ns.has_experts:  # each cell is a LoRA on the experts
+            why = vllm_expert_lora(get_architecture(ns.model.model_type))
+            if why:
+                raise HeditError(f"sweep on vLLM runs each cell as a LoRA: {why}; or use --engine hf")
+            check_expert_loras(device, "sweep with --engine hf")
         log(choice.describe())
         if choice.kind == "vllm":
             rank = vllm_max_lora_rank(max(len(v) for v in ns.by_layer().values()))
             # cells share the engine's batches where vLLM batches adapters well (CUDA), else one after another
             cells = 1 + sum(a != 1.0 for a in cfg.alphas) * (1 + cfg.controls) if mix_adapters(device) else 1
-            model = open_engine(choice, path, tok, engine, cfg.seed, None, device, rank, min(cells, MAX_LORAS))
+            loras = min(cells, MAX_LORAS)
+            model = open_engine(choice, path, tok, engine, cfg.seed, None, device, rank, loras, ns.has_experts)
         else:
             model = load_model(path, device=device)
     else:

@@ -44,6 +44,14 @@ MOE = {
     "glm4_moe": _GROUPED,
     "gpt_oss": dict(num_local_experts=8, num_experts_per_tok=2, intermediate_size=32),
     "granitemoe": dict(num_local_experts=8, num_experts_per_tok=2, intermediate_size=32),
+    "llama4_text": dict(  # layers 1 and 3 of 4 mixtures (the dense ones wider), one shared expert each; top-1
+        num_local_experts=8,  # as the released Llama 4 models route (and all vLLM implements for them)
+        num_experts_per_tok=1,
+        intermediate_size=32,
+        intermediate_size_mlp=96,
+        interleave_moe_layer_step=2,
+        num_hidden_layers=4,
+    ),
 }
 VISION = dict(
     hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2, image_size=28, patch_size=14

@@ -65,10 +65,11 @@ def test_vllm_matches_transformers(vllm_python, demo_artifacts, kind):
     assert r.passed
 
 
-@pytest.mark.parametrize("model_type", ["qwen3_moe", "gpt_oss"])
+@pytest.mark.parametrize("model_type", ["qwen3_moe", "gpt_oss", "llama4_text"])
 def test_vllm_serves_an_edited_mixture_of_experts(vllm_python, tmp_path, model_type):
     """Expert neurons edited into a checkpoint (qwen3_moe: one tensor per expert; gpt_oss: stacked,
-    transposed, with biases) give vLLM's greedy tokens and logprobs of the intervention in transformers.
+    transposed, with biases; llama4_text: stacked, transposed, top-1 routing on the experts' input, a shared
+    expert) give vLLM's greedy tokens and logprobs of the intervention in transformers.
     The other families vLLM's CPU build runs are in the README; head_dim 64, as vLLM's CPU attention needs."""
     from transformers import AutoConfig
 

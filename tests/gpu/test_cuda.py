@@ -71,3 +71,35 @@ def test_identify_sweep_and_verify_on_cuda(model, tmp_path, yes_judge):
     edit_checkpoint(model, ns, tmp_path / "e", alpha=0.0, progress=False)
     r = verify(model, ns, 0.0, edited=tmp_path / "e", new_tokens=4, placement={"device": "cuda"})
     assert r.passed
+
+
+def test_vllm_serves_an_expert_lora_on_cuda(tmp_path, monkeypatch):
+    """What vLLM's CPU build cannot do (tests/moe/test_moe_vllm_lora.py): an exact LoRA on a mixture's
+    experts, served by vLLM's fused-MoE LoRA layer, gives the intervention's greedy tokens and logprobs."""
+    from transformers import AutoConfig
+
+    from hedit.check.runtime_vllm import verify_vllm
+    from hedit.edit.adapters import export_adapter
+    from hedit.engine.vllm import find_vllm_python
+    from hedit.errors import HeditError
+    from hedit.neurons import ModelInfo, Neuron, NeuronSet
+    from hedit.registry import get_architecture
+
+    try:
+        python = find_vllm_python()
+    except HeditError as e:
+        pytest.skip(str(e))
+    monkeypatch.setenv("VLLM_TARGET_DEVICE", "cuda")
+    src = add_tokenizer(
+        save_tiny_model(
+            tmp_path / "m", "qwen3_moe", hidden_size=128, head_dim=64, num_attention_heads=2, num_key_value_heads=1
+        )
+    )
+    shape = get_architecture("qwen3_moe").experts_shape(AutoConfig.from_pretrained(src).to_dict())
+    moe = [layer for layer in range(shape.num_layers) if layer not in shape.dense]
+    neurons = [Neuron(layer, j, expert=e) for layer in moe for e in range(shape.num_experts) for j in (1, 7)]
+    info = ModelInfo("qwen3_moe", shape.num_layers, shape.intermediate_size, num_experts=shape.num_experts)
+    ns = NeuronSet(info, neurons, alpha=0.0)
+    export_adapter(src, ns, tmp_path / "lora", "lora")
+    r = verify_vllm(src, ns, vllm_python=python, new_tokens=6, adapter=tmp_path / "lora")
+    assert r.passed and r.token_agreement == 1.0 and r.effect > 0.05, r

@@ -46,6 +46,7 @@ def neuron_set(model_type, shape, alpha=0.0) -> NeuronSet:
 def fold(model, layers):
     """The edit in the weights of a copy, by hand: column j of the site's down projection times alpha."""
     f = copy.deepcopy(model)
+    transposed = get_architecture(model.config.model_type).moe.transposed
     with torch.no_grad():
         for site, pairs in layers.items():
             mod, kind = site_module(f, site)
@@ -53,7 +54,7 @@ def fold(model, layers):
             for j, a in pairs:
                 if kind == "linear":
                     mod.weight[:, j] *= a
-                elif mod.is_transposed:
+                elif transposed:
                     mod.down_proj[expert][j, :] *= a
                 else:
                     mod.down_proj[expert][:, j] *= a

@@ -36,6 +36,7 @@ def hand_cett(model, ids: list[int], positions: list[int]) -> dict:
         hooks.append(
             experts.register_forward_pre_hook(lambda md, a, layer=layer: seen.__setitem__(("route", layer), a))
         )
+        hooks.append(block.register_forward_pre_hook(lambda md, a, layer=layer: seen.__setitem__(("in", layer), a)))
         hooks.append(block.register_forward_hook(lambda md, a, o, layer=layer: seen.__setitem__(("out", layer), o)))
         if shape.shared_intermediate_size:
             sh, _ = site_module(m, (layer, "shared"))
@@ -60,12 +61,24 @@ def hand_cett(model, ids: list[int], positions: list[int]) -> dict:
             w = site_module(m, layer)[0].weight
             out[layer] = (z.abs() * w.norm(dim=0) / y.norm(dim=-1, keepdim=True))[pos].mean(0)
             continue
-        hidden, index, weights = seen[("route", layer)]
-        y = seen[("out", layer)].reshape(len(ids), -1)
+        o = seen[("out", layer)]
+        y = (o[0] if isinstance(o, tuple) else o).reshape(len(ids), -1)
         ynorm = y.norm(dim=-1)
         experts, _ = site_module(m, (layer, 0))
         inter = shape.intermediate_size
-        for e in range(shape.num_experts):
+        if arch.moe.routing == "input":  # Llama 4: sigmoid(top-k router logit) times the expert's input
+            x = seen[("in", layer)][0].reshape(len(ids), -1)
+            block = m.get_submodule(arch.site_module(layer, 0)[0].rsplit(".", 1)[0])
+            logits = x @ block.router.weight.T
+            top = logits.topk(m.config.num_experts_per_tok, dim=-1)
+            for e in range(shape.num_experts):
+                s = (torch.sigmoid(top.values) * (top.indices == e)).sum(-1)  # 0 where e was not routed
+                gu = (x * s[:, None]) @ experts.gate_up_proj[e]  # [H, 2I], gate first
+                z = F.silu(gu[:, :inter]) * gu[:, inter:]  # enters the output unweighted
+                cett = z.abs() * experts.down_proj[e].norm(dim=1) / ynorm[:, None]
+                out[(layer, e)] = cett[pos].mean(0)
+        for e in range(shape.num_experts if arch.moe.routing == "output" else 0):
+            hidden, index, weights = seen[("route", layer)]
             gu = hidden @ experts.gate_up_proj[e].T
             z = F.silu(gu[:, :inter]) * gu[:, inter:]
             g = (weights * (index == e)).sum(-1)  # 0 where e was not routed
@@ -82,7 +95,7 @@ def hand_cett(model, ids: list[int], positions: list[int]) -> dict:
     return {k: v.detach() for k, v in out.items()}
 
 
-@pytest.mark.parametrize("model_type", ["qwen2_moe", "deepseek_v3", "qwen3_moe", "mixtral"])
+@pytest.mark.parametrize("model_type", ["qwen2_moe", "deepseek_v3", "qwen3_moe", "mixtral", "llama4_text"])
 def test_expert_cett_matches_a_hand_computation(model_type):
     model = tiny_model(model_type)
     seqs = [list(range(3, 14)), [5, 9, 2, 40, 41, 7]]

@@ -125,3 +125,30 @@ def test_gpt_oss_gguf_f32_and_mxfp4_in_llama_cpp(tmp_path):
     for (t, a), logits, want, ref in zip(runs, got, wants, refs):
         diff, effect = float(np.abs(logits - want).max()), float(np.abs(want - ref).max())
         assert diff <= 2 * floors[t] + 1e-3 and effect > 10 * diff, (t, a, diff, floors[t], effect)
+
+
+def test_llama4_gguf_in_llama_cpp_equals_the_intervention(tmp_path):
+    """Llama 4's text model (llama.cpp's `llama4`: the converter splits the stacked transposed gate_up into
+    `ffn_gate_exps` / `ffn_up_exps`; top-1 routing that weights the experts' input; a shared expert; dense
+    layers 0 and 2): expert up rows and down columns, F32, against the intervention in transformers."""
+    src = tiny(tmp_path, "llama4_text")
+    gguf = convert(src, tmp_path / "m.gguf", "f32")
+    g = torch.Generator().manual_seed(0)
+    picks = [
+        (la, int(e), int(j))
+        for la in (1, 3)
+        for e in torch.randperm(8, generator=g)[:4]
+        for j in torch.randperm(32, generator=g)[:16]
+    ]
+    ns = NeuronSet(ModelInfo("llama4_text", 4, 32, num_experts=8), [Neuron(la, j, expert=e) for la, e, j in picks])
+    ref, (want,) = intervention(src, ns, (0.0,))
+    edited = [
+        write_artifact(gguf, ns, tmp_path / f"{t}.gguf", alpha=0.0, target=t, progress=False).file
+        for t in ("up", "down")
+    ]
+    plain, *got = llama_logits([gguf, *edited], IDS, tmp_path)
+    floor, effect = float(np.abs(plain - ref).max()), float(np.abs(want - ref).max())
+    assert floor < 1e-2 and effect > 50 * floor, (floor, effect)
+    for target, logits in zip(("up", "down"), got):
+        diff = float(np.abs(logits - want).max())
+        assert diff <= 2 * floor + 1e-3 and float(np.abs(logits - ref).max()) > 2 * diff, (target, diff, floor)

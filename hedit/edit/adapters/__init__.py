@@ -85,9 +85,19 @@ def read_adapter(folder: str | Path, checkpoint: Checkpoint | None = None) -> di
     return cfg
 
 
+def expert_factor_shapes(arch, hidden: int, width: int, k: int) -> dict[str, tuple[tuple, tuple]]:
+    """The (lora_A, lora_B) shapes PEFT gives a MoE layer's experts (``k`` = r x experts) at its two
+    parameter targets, by suffix: "" the down projection, ".base_layer" gate_up (``lora.build_experts``),
+    in the order PEFT reads the family's stacked weights (the registry's ``peft_order``)."""
+    if arch.moe.peft_order == "storage":  # [E, I, H] and [E, H, 2I], read as [E, out, in]
+        return {"": ((k, hidden), (width, k)), ".base_layer": ((k, 2 * width), (hidden, k))}
+    return {"": ((k, width), (hidden, k)), ".base_layer": ((k, hidden), (2 * width, k))}
+
+
 def _check_fit_experts(folder: Path, kind: str, cfg: dict[str, Any], tensors: dict, ckpt: Checkpoint) -> None:
     """``_check_fit`` for a mixture of experts' LoRA: each tensor on a dense or shared down_proj, or on an
-    MoE layer's experts (PEFT's parameter target: rank r per expert), with that site's shapes."""
+    MoE layer's experts' down or gate_up parameter (PEFT's parameter targets: rank r per expert), with
+    that site's shapes."""
     arch, shape = ckpt.arch, ckpt.experts
     hidden = arch.text_config_dict(ckpt.config).get("hidden_size")
     r, n = cfg.get("r", 0), shape.num_experts
@@ -97,8 +107,11 @@ def _check_fit_experts(folder: Path, kind: str, cfg: dict[str, Any], tensors: di
             continue
         path, kind_ = arch.site_module(layer, expert)
         width = shape.width(layer, expert)
-        k = r * n if kind_ == "experts" else r
-        want[f"base_model.model.{path}"] = {"lora_A.weight": (k, width), "lora_B.weight": (hidden, k)}
+        if kind_ != "experts":
+            want[f"base_model.model.{path}"] = {"lora_A.weight": (r, width), "lora_B.weight": (hidden, r)}
+            continue
+        for module, (a, b) in expert_factor_shapes(arch, hidden, width, r * n).items():
+            want[f"base_model.model.{path}{module}"] = {"lora_A.weight": a, "lora_B.weight": b}
     for name, info in tensors.items():
         module, _, suffix = name.rpartition(".lora_")
         shapes = want.get(module, {}) if kind == "LORA" else {}
