@@ -104,12 +104,12 @@ def pack_cols(q: np.ndarray, order=tuple(range(8))) -> np.ndarray:
     return (w << (np.arange(8, dtype=np.uint32) * 4)).sum(axis=2, dtype=np.uint32).view(np.int32)
 
 
-def quantized(tmp_path, fmt: str, seed: int = 0):
-    """A tiny llama checkpoint whose MLP projections are stored in ``fmt``; returns (folder, {name: W})."""
+def quantized(tmp_path, fmt: str, seed: int = 0, model_type: str = "llama", **model):
+    """A tiny ``model_type`` checkpoint (llama by default; ``model``: its config overrides) whose MLP
+    projections, experts' one by one included (the router is left float, as quantizers leave it), are stored
+    in ``fmt``; returns (folder, {name: W})."""
     rng = np.random.default_rng(seed)
-    src = save_tiny_model(
-        tmp_path / "float",
-        "llama",
+    shape = dict(
         hidden_size=Q_HIDDEN,
         intermediate_size=Q_INTER,
         num_hidden_layers=Q_LAYERS,
@@ -117,10 +117,11 @@ def quantized(tmp_path, fmt: str, seed: int = 0):
         num_key_value_heads=2,
         head_dim=32,
     )
+    src = save_tiny_model(tmp_path / "float", model_type, **(shape | model))
     sd = load_file(src / "model.safetensors")
     out, want = {}, {}
     for name, t in sd.items():
-        if ".mlp." not in name:
+        if ".mlp." not in name or not name.endswith("_proj.weight"):
             out[name] = t
             continue
         base = name[: -len(".weight")]

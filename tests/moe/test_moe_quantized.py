@@ -43,10 +43,10 @@ def dequant(sd, name):
     return sd[name + ".weight"].float() * sd[name + ".weight_scale"].float()
 
 
-def edits_scale_channels(src_dir, ns, picks, weight: str, dq, tol, tmp_path) -> None:
+def edits_scale_channels(src_dir, ns, picks, weight: str, dq, tol, tmp_path, scale: str = "weight_scale") -> None:
     """At alphas 0, 0.5 and 1.7 the chosen (layer, expert, neuron) up channels, dequantized by ``dq``, are
     alpha times the source's within ``tol(name, alpha, want)``; the quantized ``weight`` is untouched and
-    only the chosen channels' weight_scale tensors change."""
+    only the chosen channels' ``scale`` tensors change."""
     src = load_file(src_dir / "model.safetensors")
     for alpha in (0.0, 0.5, 1.7):
         r = write_artifact(src_dir, ns, tmp_path / f"e{alpha}", alpha=alpha, progress=False)
@@ -61,7 +61,7 @@ def edits_scale_channels(src_dir, ns, picks, weight: str, dq, tol, tmp_path) -> 
             assert torch.equal(ed[f"{name}.{weight}"], src[f"{name}.{weight}"])
         changed = {k for k in src if not torch.equal(src[k], ed[k])}
         assert changed == {
-            f"model.layers.{la}.mlp." + (f"experts.{e}." if e is not None else "") + "up_proj.weight_scale"
+            f"model.layers.{la}.mlp." + (f"experts.{e}." if e is not None else "") + f"up_proj.{scale}"
             for la, e, j in picks
         }
 
@@ -110,3 +110,28 @@ def test_w4a16_experts_are_edited_through_their_own_scales(quant_moe, tmp_path):
     from hedit.config import VerifyConfig
 
     assert verify_artifact(w4, ns, 0.0, edited=tmp_path / "e0.0", cfg=VerifyConfig(runtime="structure")).passed
+
+
+@pytest.mark.parametrize("fmt", ["gptq", "awq"])
+def test_gptq_and_awq_experts_are_edited_through_their_own_scales(tmp_path, fmt):
+    """GPTQ and AWQ (AutoGPTQ's and AutoAWQ's int4 layouts, a float16 scale per group of 64) on a qwen3_moe
+    whose experts are stored one by one, packed by tests/builders.py (no quantizer here writes them): the
+    chosen experts' up channels through their scales, qweight and qzeros untouched; held to the
+    dequantizers tests/io/test_quant.py checks against what was packed."""
+    from hedit.io.quant import dequant_awq, dequant_gptq
+
+    from builders import quantized
+
+    folder, _ = quantized(tmp_path / "q", fmt, model_type="qwen3_moe", moe_intermediate_size=128, num_hidden_layers=3)
+    picks = [(1, 2, 5), (2, 7, 127), (0, None, 100)]  # layer 0 is dense (mlp_only_layers)
+    ns = NeuronSet(ModelInfo("qwen3_moe", 3, 128, num_experts=8), [Neuron(la, j, expert=e) for la, e, j in picks])
+
+    def dq(sd, name):
+        n = {k: sd[f"{name}.{k}"].numpy() for k in ("qweight", "qzeros", "scales", "g_idx") if f"{name}.{k}" in sd}
+        w = dequant_gptq(**n) if fmt == "gptq" else dequant_awq(n["qweight"], n["qzeros"], n["scales"])
+        return torch.from_numpy(np.asarray(w, dtype=np.float32))
+
+    def tol(name, alpha, want):  # a new float16 scale's rounding, relative, times the largest |q - z| (15)
+        return 0.0 if alpha in (0.0, 0.5) else 2.0**-11 * 15 * float(want.abs().max()) * alpha
+
+    edits_scale_channels(folder, ns, picks, "qweight", dq, tol, tmp_path, scale="scales")
