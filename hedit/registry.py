@@ -201,13 +201,12 @@ class Moe:
         if "first" in rule:
             first = text.get(rule["first"], 0) or 0
             dense = set(range(min(int(first), layers)))
+        step = text.get(rule.get("sparse_step", ""), 1) or 1  # every step-th layer is MoE
         if "listed" in rule:
-            step = text.get(rule.get("sparse_step", ""), 1) or 1
             dense = {layer for layer in range(layers) if (layer + 1) % step} | set(text.get(rule["listed"]) or [])
         if "moe_listed" in rule:
             listed = text.get(rule["moe_listed"])
             if listed is None:
-                step = text.get(rule.get("sparse_step", ""), 1) or 1
                 listed = [layer for layer in range(layers) if (layer + 1) % step == 0]
             dense = set(range(layers)) - set(listed)
         shared = 0

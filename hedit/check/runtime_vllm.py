@@ -79,9 +79,9 @@ def verify_vllm(
             raise HeditError(f"vLLM serves LoRA adapters, not {cfg['peft_type']}: {artifact}")
         rank = vllm_max_lora_rank(cfg["r"])
     experts = adapter is not None and plan.arch.moe is not None
-    if experts and vllm_expert_lora(plan.arch):
-        raise HeditError(vllm_expert_lora(plan.arch))
-    if experts:  # before the reference's work: vLLM's CPU build cannot start with such an adapter
+    if experts:  # before the reference's work: vLLM would misread it, or its CPU build cannot start with it
+        if vllm_expert_lora(plan.arch):
+            raise HeditError(vllm_expert_lora(plan.arch))
         instead = "verify the adapter with --runtime hf or structure, or serve the checkpoint `hedit edit` writes"
         check_expert_loras(vllm_device(), instead)
     source = plan.checkpoint.path

@@ -44,6 +44,12 @@ def down_column_norms(module: torch.nn.Module, transposed: bool) -> torch.Tensor
     return w.norm(dim=2) if transposed else w.norm(dim=1)
 
 
+def _scaled(z: torch.Tensor, scale: Scale | None, expert: int, tok: torch.Tensor) -> torch.Tensor:
+    """Expert ``expert``'s activation at ``tok`` times ``scale``'s factors (in float32), or as it is."""
+    f = scale(expert, tok) if scale is not None else None
+    return z if f is None else (z.to(torch.float32) * f.to(z.device)).to(z.dtype)
+
+
 def experts_forward(
     module: torch.nn.Module,
     hidden: torch.Tensor,
@@ -65,10 +71,7 @@ def experts_forward(
         x = hidden[tok]
         h = _linear(x, up_w[e], up_b[e] if bias else None, transposed)
         z = module._apply_gate(h) if module.has_gate else module.act_fn(h)
-        if scale is not None:
-            f = scale(e, tok)
-            if f is not None:
-                z = (z.to(torch.float32) * f.to(z.device)).to(z.dtype)
+        z = _scaled(z, scale, e, tok)
         g = top_k_weights[tok, pos]
         if capture is not None:
             capture(e, tok, g, z)
@@ -95,10 +98,7 @@ def input_routed_forward(
             continue
         gate, up = (x[e, tok] @ module.gate_up_proj[e]).chunk(2, dim=-1)
         z = up * module.act_fn(gate)
-        if scale is not None:
-            f = scale(e, tok)
-            if f is not None:
-                z = (z.to(torch.float32) * f.to(z.device)).to(z.dtype)
+        z = _scaled(z, scale, e, tok)
         if capture is not None:
             capture(e, tok, torch.ones(len(tok), device=z.device), z)
         out[e, tok] = (z @ module.down_proj[e]).to(out.dtype)

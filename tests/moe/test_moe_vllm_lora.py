@@ -111,6 +111,23 @@ def fake_vllm(tmp_path):
     return str(python)
 
 
+def _expert_lora(tmp_path, model_type: str):
+    """A tiny ``model_type`` with a tokenizer, two neurons at every site, and their LoRA in tmp_path/lora:
+    (model folder, neuron set, the LoRA's card)."""
+    path = add_tokenizer(save_tiny_model(tmp_path / "m", model_type))
+    ns = neuron_set(model_type, experts_shape(AutoModelForCausalLM.from_pretrained(path)))
+    write_artifact(path, ns, tmp_path / "lora", "lora", progress=False)
+    return path, ns, (tmp_path / "lora" / "README.md").read_text()
+
+
+def _sweep_on_vllm(path, ns, out, python: str, device: str):
+    from hedit.config import EngineConfig
+
+    cfg = SweepConfig(alphas=(0.0, 1.0), limit=2, capability=False)
+    engine = EngineConfig(engine="vllm", vllm_python=python)
+    return run_sweep(str(path), ns, out, cfg, engine=engine, progress=False, device=device)
+
+
 def test_a_gpu_engine_is_asked_for_vllms_3d_expert_layout(fake_vllm, tmp_path):
     """On a GPU the engine starts with --enable-mixed-moe-lora-format and each adapter goes as
     is_3d_lora_weight (what vLLM needs to load PEFT's 3-D expert factors into a 2-D model such as qwen3_moe);
@@ -129,27 +146,14 @@ def test_expert_loras_on_vllms_cpu_build_are_refused_in_one_line(fake_vllm, tmp_
     """verify --runtime vllm with an expert adapter, a sweep on vLLM with expert neurons, and an engine
     asked for expert LoRAs on CPU: one line naming vLLM's reason and what to use, before any engine starts
     (the fake server would answer) and nothing written."""
-    from hedit.config import EngineConfig
-
     monkeypatch.delenv("VLLM_TARGET_DEVICE", raising=False)
-    path = add_tokenizer(save_tiny_model(tmp_path / "m", "qwen3_moe"))
-    shape = experts_shape(AutoModelForCausalLM.from_pretrained(path))
-    ns = neuron_set("qwen3_moe", shape)
-    write_artifact(path, ns, tmp_path / "lora", "lora", progress=False)
-    card = (tmp_path / "lora" / "README.md").read_text()  # how to serve it: vLLM on a GPU, 3-D flags
+    path, ns, card = _expert_lora(tmp_path, "qwen3_moe")  # the card: how to serve it, vLLM on a GPU, 3-D flags
     assert "--enable-mixed-moe-lora-format --max-lora-rank 8" in card and '"is_3d_lora_weight": true' in card
     with pytest.raises(HeditError, match=f"{CPU_REFUSAL}.*Triton.*--runtime hf or structure.*hedit edit") as e:
         verify_vllm(path, ns, adapter=tmp_path / "lora", vllm_python=fake_vllm)
     assert "\n" not in str(e.value)
     with pytest.raises(HeditError, match=f"{CPU_REFUSAL}.*sweep with --engine hf"):
-        run_sweep(
-            str(path),
-            ns,
-            tmp_path / "sweep",
-            SweepConfig(alphas=(0.0, 1.0), limit=2, capability=False),
-            engine=EngineConfig(engine="vllm", vllm_python=fake_vllm),
-            progress=False,
-        )
+        _sweep_on_vllm(path, ns, tmp_path / "sweep", fake_vllm, "cpu")
     assert not (tmp_path / "sweep").exists()
     with pytest.raises(HeditError, match=f"{CPU_REFUSAL}.*--engine hf"):
         VllmEngine(fake_vllm, path, max_lora_rank=8, device="cpu", expert_loras=True)
@@ -159,25 +163,11 @@ def test_a_lora_vllm_would_misread_is_for_peft_only(fake_vllm, tmp_path):
     """llama4_text: PEFT reads its stacked experts in their own [E, I, H] order, vLLM reads 3-D factors in
     Linear order, so the card serves it with PEFT only, and verify and sweep on vLLM refuse in one line
     (on a GPU too)."""
-    from hedit.config import EngineConfig
-
-    path = add_tokenizer(save_tiny_model(tmp_path / "m", "llama4_text"))
-    shape = experts_shape(AutoModelForCausalLM.from_pretrained(path))
-    ns = neuron_set("llama4_text", shape)
-    write_artifact(path, ns, tmp_path / "lora", "lora", progress=False)
-    card = (tmp_path / "lora" / "README.md").read_text()
+    path, ns, card = _expert_lora(tmp_path, "llama4_text")
     assert "PEFT stores llama4_text's in its weights' own order" in card and "vllm serve" not in card
     why = "vLLM reads a mixture's 3-D LoRA factors in Linear order.*use the checkpoint `hedit edit` writes"
     with pytest.raises(HeditError, match=why):
         verify_vllm(path, ns, adapter=tmp_path / "lora", vllm_python=fake_vllm)
     with pytest.raises(HeditError, match=f"sweep on vLLM runs each cell as a LoRA: {why}"):
-        run_sweep(
-            str(path),
-            ns,
-            tmp_path / "sweep",
-            SweepConfig(alphas=(0.0, 1.0), limit=2, capability=False),
-            engine=EngineConfig(engine="vllm", vllm_python=fake_vllm),
-            progress=False,
-            device="cuda",
-        )
+        _sweep_on_vllm(path, ns, tmp_path / "sweep", fake_vllm, "cuda")
     assert not (tmp_path / "sweep").exists()

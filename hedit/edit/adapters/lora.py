@@ -75,8 +75,9 @@ class Lora(AdapterWriter):
     def serve(self, plan: EditPlan, out_name: str, report: Report) -> str:
         rank, max_rank = report.info["lora_rank"], report.info["vllm_max_lora_rank"]
         need = f"`--max-lora-rank` must be at least {rank}; {max_rank} is the smallest value vLLM accepts"
-        if vllm_expert_lora(plan.arch):
-            return f"vLLM: {vllm_expert_lora(plan.arch)}.\n"
+        why = vllm_expert_lora(plan.arch)
+        if why:
+            return f"vLLM: {why}.\n"
         if plan.arch.moe is not None:
             module = json.dumps({"name": "hedit", "path": out_name, "is_3d_lora_weight": True})
             return f"""vLLM, on a GPU ({need}). The experts' factors are in PEFT's 3-D layout, which vLLM's
