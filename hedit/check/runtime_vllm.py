@@ -82,7 +82,9 @@ def verify_vllm(
     if experts:  # before the reference's work: vLLM would misread it, or its CPU build cannot start with it
         if vllm_expert_lora(plan.arch):
             raise HeditError(vllm_expert_lora(plan.arch))
-        instead = "verify the adapter with --runtime hf or structure, or serve the checkpoint `hedit edit` writes"
+        instead = (
+            "verify the adapter with --runtime transformers or structure, or serve the checkpoint `hedit edit` writes"
+        )
         check_expert_loras(vllm_device(), instead)
     source = plan.checkpoint.path
     prompts = prompt_ids(source, plan.checkpoint.arch.text_config_dict(plan.checkpoint.config)["vocab_size"])

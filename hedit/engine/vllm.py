@@ -92,7 +92,7 @@ class VllmEngine:
         expert_loras: bool = False,
     ):
         if expert_loras and max_lora_rank is not None:
-            check_expert_loras(device, "use transformers (--engine hf, or verify --runtime hf)")
+            check_expert_loras(device, "use transformers (--engine hf, or verify --runtime transformers)")
         cfg = {
             "model": str(Path(model).resolve()),
             "dtype": dtype,

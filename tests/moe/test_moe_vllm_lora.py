@@ -149,7 +149,8 @@ def test_expert_loras_on_vllms_cpu_build_are_refused_in_one_line(fake_vllm, tmp_
     monkeypatch.delenv("VLLM_TARGET_DEVICE", raising=False)
     path, ns, card = _expert_lora(tmp_path, "qwen3_moe")  # the card: how to serve it, vLLM on a GPU, 3-D flags
     assert "--enable-mixed-moe-lora-format --max-lora-rank 8" in card and '"is_3d_lora_weight": true' in card
-    with pytest.raises(HeditError, match=f"{CPU_REFUSAL}.*Triton.*--runtime hf or structure.*hedit edit") as e:
+    refusal = f"{CPU_REFUSAL}.*Triton.*--runtime transformers or structure.*hedit edit"
+    with pytest.raises(HeditError, match=refusal) as e:
         verify_vllm(path, ns, adapter=tmp_path / "lora", vllm_python=fake_vllm)
     assert "\n" not in str(e.value)
     with pytest.raises(HeditError, match=f"{CPU_REFUSAL}.*sweep with --engine hf"):
