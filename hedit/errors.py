@@ -3,14 +3,20 @@
 
 import re
 
-# scheme://user:password@host or scheme://token@host: the user-info part of a URL
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@'\"]+@")
+# scheme://user:password@host or scheme://token@host: the user-info part of a URL, of any characters up
+# to the last "@" before the path (a password may hold quotes, "@", "?" or "#")
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s]*@")
+# a query or fragment parameter whose name says it carries a credential (?access_token=, &api_key=, ...)
+_SECRET_PARAM = re.compile(
+    r"(?i)([?&;#][a-z0-9_.-]*(?:token|key|secret|passw|pwd|sig|auth|credential|session)[a-z0-9_.-]*=)[^&#\s]*"
+)
 
 
 def redact(text: str) -> str:
-    """``text`` with the user-info of every URL in it replaced by ``***`` (``HF_ENDPOINT`` or a judge URL
-    may carry a password: it is never printed)."""
-    return _USERINFO.sub(r"\1***@", text)
+    """``text`` with the user-info of every URL in it, and the value of every credential-like query
+    parameter, replaced by ``***`` (``HF_ENDPOINT`` or a judge URL may carry a password or a token: it is
+    never printed)."""
+    return _SECRET_PARAM.sub(r"\1***", _USERINFO.sub(r"\1***@", text))
 
 
 class HeditError(Exception):

@@ -33,6 +33,7 @@ class Repo:
         self.refs: dict[str, str] = {}  # branch -> commit
         self.snapshots: dict[str, dict[str, bytes]] = {}  # commit -> files
         self.messages: dict[str, str] = {}
+        self.any_revision = False  # set by HubServer.any_revision: a mirror that answers any revision
 
     def commit(
         self, files: dict[str, bytes], branch: str = "main", message: str = "", deleted: tuple[str, ...] = ()
@@ -46,7 +47,10 @@ class Repo:
         return sha
 
     def resolve(self, rev: str) -> str | None:
-        return self.refs.get(rev) or (rev if rev in self.snapshots else None)
+        found = self.refs.get(rev) or (rev if rev in self.snapshots else None)
+        if found is None and self.any_revision:  # the hostile mirror: any revision string is main
+            return self.refs.get("main")
+        return found
 
 
 class HubServer:
@@ -65,8 +69,11 @@ class HubServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._srv.server_port}"
 
-    def add_folder(self, repo_id: str, folder: Path) -> str:
+    def add_folder(self, repo_id: str, folder: Path, any_revision: bool = False) -> str:
+        """A repo holding ``folder``'s files on main; ``any_revision``: it answers any revision string
+        (``@../../x`` included) with main, as a hostile or careless mirror may."""
         repo = self.repos.setdefault(repo_id, Repo())
+        repo.any_revision = any_revision
         return repo.commit(
             {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
         )

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from hedit.check.common import adapter_format, artifact_path, check_artifact
-from hedit.edit.adapters import ADAPTER_CONFIG
+from hedit.edit.adapters import ADAPTER_CONFIG, canonical_config
 from hedit.edit.output import CARD, PROVENANCE
 from hedit.edit.plan import EditPlan, make_plan
 from hedit.edit.writers import Built, Patches, PatchStream, get_writer, writer_for
@@ -208,8 +208,9 @@ def _built(plan: EditPlan, folder: Path, exp: Built) -> StructureResult:
             res.edited_tensors += 1
     cfg = read_json(folder / config_file)
     config = exp.config
-    if "peft_type" in config:  # PEFT's: the base model's name is the user's to set
-        config = config | {"base_model_name_or_path": cfg.get("base_model_name_or_path")}
+    if "peft_type" in config:  # PEFT's: the base model's name is the user's to set; its sets in any order
+        config = canonical_config(config | {"base_model_name_or_path": cfg.get("base_model_name_or_path")})
+        cfg = canonical_config(cfg) if isinstance(cfg, dict) else cfg
     if config != cfg:
         keys = sorted(k for k in set(config) | set(cfg) if k not in config or k not in cfg or config[k] != cfg[k])
         res.mismatches.append(f"{config_file}: not the one the plan implies ({', '.join(keys[:5])} differ)")

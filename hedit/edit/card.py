@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -94,12 +95,15 @@ def plots_beside(neurons_file: str | Path | None) -> list[Path]:
     folders), to copy into the artifact."""
     if neurons_file is None:
         return []
+    from hedit.io.files import allowed_root, check_inside
+
     folder = Path(neurons_file).parent
+    root = allowed_root(folder)  # the folder, or a cached Hub neuron set's cache folder
     found = []
     for name in EVIDENCE_PLOTS:
         for where in (folder, folder / "sweep", folder / "tune"):
-            if (where / name).is_file():
-                found.append(where / name)
+            if os.path.lexists(where / name):
+                found.append(check_inside(where / name, root, "an evidence plot beside the neurons file"))
                 break
     return found
 

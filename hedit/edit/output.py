@@ -20,7 +20,15 @@ from typing import Any
 from hedit.edit.card import plots_beside, provenance
 from hedit.edit.plan import EditPlan
 from hedit.errors import HeditError
-from hedit.io.atomic import SIDECAR, atomic_dir, atomic_file, atomic_write_text, check_target, is_hedit_output
+from hedit.io.atomic import (
+    SIDECAR,
+    atomic_dir,
+    atomic_file,
+    check_target,
+    fingerprint,
+    is_hedit_output,
+    stage_text,
+)
 from hedit.io.hashing import Hasher
 
 PROVENANCE, CARD = "hedit.json", "README.md"
@@ -66,21 +74,24 @@ def artifact(
                 if w.card is not None:
                     (tmp / CARD).write_text(w.card(plan, out.name, data["evidence"], [p.name for p in plots]))
         else:
-            fresh, wrote = not os.path.lexists(sidecar), False
+            staged = None
             try:
                 with atomic_file(out, overwrite, sources, kind="file") as tmp:
                     w = Writer(tmp)
                     yield w
                     data = provenance(plan, kind, hasher.result(), str(neurons_file) if neurons_file else None, w.info)
-                    # the sidecar first (over nothing, or an earlier sidecar of hedit's): when it cannot
-                    # be written the artifact is not installed either
-                    atomic_write_text(sidecar, json.dumps(data, indent=2) + "\n")
-                    wrote = fresh
-            except BaseException:
-                if wrote:  # the artifact was not installed after all: its new sidecar goes too
+                    data["output"] = fingerprint(tmp)  # what makes x.gguf a hedit output --overwrite may replace
+                    # the sidecar is written before the artifact is installed (a full disk: nothing is), and
+                    # renamed into place after it (until then the previous sidecar still names the previous
+                    # output, which the install checks); a crash between leaves an artifact hedit will not
+                    # overwrite, never a user's file taken for hedit's
+                    staged = stage_text(sidecar, json.dumps(data, indent=2) + "\n")
+                os.replace(staged, sidecar)
+                staged = None
+            finally:
+                if staged is not None:
                     with contextlib.suppress(OSError):
-                        sidecar.unlink()
-                raise
+                        staged.unlink()
     finally:
         hasher.cancel()
 

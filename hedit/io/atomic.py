@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import hashlib
 import json
 import os
 import re
@@ -27,6 +28,7 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from hedit.errors import HeditError
 
@@ -86,7 +88,36 @@ def is_hedit_output(path: Path, kind: str = "any") -> bool:
             if isinstance(data, dict) and any(k in data for k in keys):
                 return True
         return False
-    return kind in ("any", "file") and path.is_file() and Path(f"{path}{SIDECAR}").is_file()
+    return kind in ("any", "file") and is_hedit_file(path)
+
+
+def fingerprint(path: str | Path) -> dict[str, Any]:
+    """What ties a single-file output to its ``.hedit.json`` sidecar: the file's size and a SHA-256 of
+    its first and last MiB (constant time, whatever the file's size)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        h.update(f.read(1 << 20))
+        if size > 2 << 20:
+            f.seek(size - (1 << 20))
+        h.update(f.read(1 << 20))
+    return {"size": size, "sha256_ends": h.hexdigest()}
+
+
+def is_hedit_file(path: Path) -> bool:
+    """``path`` is a file hedit wrote: its sidecar is a regular file (not a link) that hedit wrote, and
+    the fingerprint it records is the file's own. Any other file beside a ``.hedit.json``, even one of
+    hedit's outputs changed since, is the user's."""
+    sidecar = Path(f"{path}{SIDECAR}")
+    try:
+        if path.is_symlink() or not path.is_file() or sidecar.is_symlink() or not sidecar.is_file():
+            return False
+        if sidecar.stat().st_size > 1 << 20:
+            return False
+        data = json.loads(sidecar.read_bytes())
+        return isinstance(data, dict) and "hedit_version" in data and data.get("output") == fingerprint(path)
+    except (OSError, ValueError, RecursionError):
+        return False
 
 
 def is_model_folder(path: Path) -> bool:
@@ -351,8 +382,9 @@ def _temp(target: Path, make):
         raise HeditError(f"cannot write {target}: {e.strerror} ({parent})") from None
 
 
-def atomic_write_text(target: str | Path, text: str | bytes) -> None:
-    """Write a file through a temporary file beside it and a rename: readers see the old or the new."""
+def stage_text(target: str | Path, text: str | bytes) -> Path:
+    """A temporary file beside ``target`` holding ``text``, written and synced, for the caller to rename
+    onto ``target`` (``os.replace``) when the moment comes, or to remove; on any error nothing is left."""
     target = Path(target)
     fd, tmp = _temp(target, tempfile.mkstemp)
     try:
@@ -361,12 +393,23 @@ def atomic_write_text(target: str | Path, text: str | bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
+        return Path(tmp)
     except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         if (disk := disk_error(e, target)) is not None:
             raise disk from None
+        raise
+
+
+def atomic_write_text(target: str | Path, text: str | bytes) -> None:
+    """Write a file through a temporary file beside it and a rename: readers see the old or the new."""
+    tmp = stage_text(target, text)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
         raise
 
 

@@ -28,6 +28,7 @@ LIMITS = {
     "text": 1024 * MiB,  # question files, CSV
     "journal": 8192 * MiB,  # responses and sweep journals
     "recipe": 1 * MiB,
+    "plot": 64 * MiB,  # the PNG plots of a neuron set or an artifact's evidence
 }
 
 
@@ -110,6 +111,17 @@ def allowed_root(folder: Path) -> Path:
     snapshot, that repository's cache folder (its ``blobs/``)."""
     snap = hub_snapshot(folder)
     return (snap[0] if snap else folder).resolve()
+
+
+def check_inside(path: str | Path, root: Path, what: str) -> Path:
+    """``path`` when it, after every link on its way (a linked file or a linked folder above it), stays
+    inside ``root`` (see ``allowed_root``) and is a regular file; else one HeditError. Every file hedit
+    copies into an artifact or pushes passes here: no link out is ever copied or pushed."""
+    path = Path(path)
+    target = path.resolve()
+    if root != target and root not in target.parents:
+        raise HeditError(f"{what}: {path} is a link to outside {root}; hedit never copies or pushes it")
+    return check_regular(path, f"{what}: {path}")
 
 
 def check_model_folder(folder: str | Path) -> Path:

@@ -39,6 +39,44 @@ def check_repo_id(repo_id: str) -> str:
     return repo_id
 
 
+def check_revision(revision: str, spec: str) -> str:
+    """``revision`` when it is a branch, tag or commit name of the Hub's own form (git's ref-name rules:
+    no ``..``, no component starting with ``.`` or ending with ``.lock``, no empty component, at most
+    255 characters), else one HeditError, before any call: huggingface_hub writes ``refs/<revision>``
+    in its cache, so ``@../../x`` would replace a file outside it."""
+    parts = revision.split("/")
+    bad = (
+        not revision
+        or len(revision) > 255
+        or ".." in revision
+        or not re.fullmatch(r"[A-Za-z0-9._/-]+", revision)
+        or revision.endswith(".")
+        or any(not c or c.startswith(".") or c.endswith(".lock") for c in parts)
+    )
+    if bad:
+        raise HeditError(
+            f"{spec[:120]!r}: {revision[:80]!r} is not a revision the Hub has (a branch, tag or commit name; "
+            "no '..', no empty or hidden path component)"
+        )
+    return revision
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """(repo id, revision or None) of ``owner/name[@revision]``, both checked as the Hub checks them
+    (huggingface_hub's own repo-id validator, and ``check_revision``) before any download."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    repo_id, at, revision = spec.partition("@")
+    if not re.fullmatch(r"[^/\s]+/[^/\s]+", repo_id):
+        raise HeditError(f"{spec[:120]!r} is not a Hub id owner/name[@revision]")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        why = str(e).split(". ")[0].strip().rstrip(".")
+        raise HeditError(f"{repo_id[:100]!r} is not a name the Hub accepts ({why[:160]})") from None
+    return repo_id, (check_revision(revision, spec) if at else None)
+
+
 def endpoint() -> str:
     from huggingface_hub import constants
 
@@ -99,7 +137,7 @@ def download(spec: str) -> Path:
     """The local snapshot folder of ``owner/name[@revision]``, downloaded when needed."""
     from huggingface_hub import snapshot_download
 
-    repo_id, _, revision = spec.partition("@")
+    repo_id, revision = parse_spec(spec)
     url = endpoint()
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
     with hub_errors(repo_id, url, revision, offline):

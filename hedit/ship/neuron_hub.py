@@ -15,7 +15,6 @@ so in the card).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -23,7 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hedit.errors import HeditError
-from hedit.io.hub import check_repo_id, endpoint, hub_errors, is_repo_id
+from hedit.io.files import allowed_root, check_inside, read_bytes
+from hedit.io.hub import check_repo_id, check_revision, endpoint, hub_errors, is_repo_id, parse_spec
+from hedit.io.jsonfile import loads
 from hedit.neurons import NeuronSet
 
 NEURONS_FILE, REPORT = "neurons.json", "report.json"
@@ -40,15 +41,17 @@ class NeuronPush:
 
 
 def _local_paths(obj, found: list[str]) -> list[str]:
-    """Strings of a JSON value that look like absolute paths of this machine."""
-    if isinstance(obj, dict):
-        for v in obj.values():
-            _local_paths(v, found)
-    elif isinstance(obj, list):
-        for v in obj:
-            _local_paths(v, found)
-    elif isinstance(obj, str) and (obj.startswith(("/", "~")) or (len(obj) > 2 and obj[1:3] in (":\\", ":/"))):
-        found.append(obj)
+    """Strings of a JSON value that look like absolute paths of this machine (walked without recursion:
+    a value nested as deep as the parser allows is walked too)."""
+    stack = [obj]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+        elif isinstance(v, str) and (v.startswith(("/", "~")) or (len(v) > 2 and v[1:3] in (":\\", ":/"))):
+            found.append(v)
     return found
 
 
@@ -62,7 +65,7 @@ def neuron_files(neurons: str | Path) -> list[Path]:
     extra = sorted(
         p.name + ("/" if p.is_dir() else "")
         for p in folder.iterdir()
-        if p != path and not (p.is_file() and (p.name == REPORT or p.suffix.lower() == ".png"))
+        if p != path and not (p.name == REPORT or p.suffix.lower() == ".png")
     )
     if extra:
         shown = ", ".join(extra[:6]) + (f" and {len(extra) - 6} more" if len(extra) > 6 else "")
@@ -70,10 +73,13 @@ def neuron_files(neurons: str | Path) -> list[Path]:
             f"{folder} holds more than a neuron set ({shown}); a neuron-set repo gets only the neurons file, "
             f"{REPORT} and the PNG plots: copy those into a folder of their own"
         )
-    files = [path] + sorted(p for p in folder.iterdir() if p != path and p.is_file())
+    root = allowed_root(folder)
+    files = [path] + sorted(p for p in folder.iterdir() if p != path)
     for f in files:
+        check_inside(f, root, "a neuron set's file")
+        data = read_bytes(f, f.name, "plot" if f.suffix.lower() == ".png" else "json")  # bounded
         if f.suffix == ".json":
-            local = _local_paths(json.loads(f.read_text()), [])
+            local = _local_paths(loads(data, f.name), [])
             if local:
                 raise HeditError(f"{f.name} names a local path ({local[0][:80]}); a pushed neuron set must not")
     return files
@@ -132,16 +138,20 @@ def push_neurons(
 ) -> NeuronPush:
     """Upload a neuron set (its file, report and plots, and a card) to ``repo_id``."""
     check_repo_id(repo_id)
+    if revision:
+        check_revision(revision, f"{repo_id}@{revision}")
     files = neuron_files(neurons)
     ns = NeuronSet.load(neurons)
-    from hedit.ship.push import upload
+    from hedit.ship.push import check_contents, upload
 
     with tempfile.TemporaryDirectory(prefix="hedit-neurons-") as tmp:
         stage = Path(tmp)
         for f in files:
-            shutil.copyfile(f, stage / (NEURONS_FILE if f == files[0] else f.name))
+            data = read_bytes(f, f.name, "plot" if f.suffix.lower() == ".png" else "json")
+            (stage / (NEURONS_FILE if f == files[0] else f.name)).write_bytes(data)
         plots = sorted(p.name for p in stage.glob("*.png"))
         (stage / "README.md").write_text(neuron_card(ns, repo_id, plots))
+        check_contents(stage, shown=Path(neurons).parent)  # the checks every push runs (pickles by content)
         names = sorted(p.name for p in stage.iterdir())
         info = upload(stage, repo_id, private, revision, commit_message or "hedit: upload neuron set")
     return NeuronPush(repo_id, revision or "main", info, names)
@@ -153,7 +163,7 @@ def fetch_neurons(spec: str) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
-    repo_id, _, revision = spec.partition("@")
+    repo_id, revision = parse_spec(spec)
     url = endpoint()
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
     quiet = are_progress_bars_disabled()
@@ -164,8 +174,11 @@ def fetch_neurons(spec: str) -> Path:
         if not quiet:
             enable_progress_bars()
     path = folder / NEURONS_FILE
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise HeditError(f"{spec} on the Hub holds no {NEURONS_FILE}: not a neuron-set repo")
+    root = allowed_root(folder)  # the repository's cache folder: a cached file linking elsewhere is not used
+    for p in [path, *(q for q in folder.iterdir() if q.name == REPORT or q.suffix.lower() == ".png")]:
+        check_inside(p, root, f"the cached neuron set {spec}")
     return path
 
 
@@ -229,7 +242,9 @@ def forced_copy(neurons: str | Path, spec: str, warning: str) -> Path:
     folder = Path(tempfile.mkdtemp(prefix="hedit-forced-neurons-"))
     atexit.register(shutil.rmtree, folder, True)
     src = Path(neurons)
+    root = allowed_root(src.parent)
     for f in [src, *(p for p in src.parent.iterdir() if p.name == REPORT or p.suffix.lower() == ".png")]:
+        check_inside(f, root, "a neuron set's file")
         shutil.copyfile(f, folder / f.name)
     ns = NeuronSet.load(src)
     ns.provenance = dict(ns.provenance) | {"hub": {"repo": spec, "warning": warning}}

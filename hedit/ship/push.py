@@ -17,7 +17,7 @@ from pathlib import Path
 from hedit.edit.adapters import ADAPTER_CONFIG, read_adapter
 from hedit.errors import HeditError
 from hedit.io.checkpoint import open_checkpoint
-from hedit.io.hub import check_repo_id, endpoint, hub_errors
+from hedit.io.hub import check_repo_id, check_revision, endpoint, hub_errors
 
 # Extensions of formats that can run code when loaded (pickle and its containers), in any letter case.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".npy", ".npz", ".dill", ".pkl.gz")
@@ -80,6 +80,23 @@ class PushResult:
     files: list[str]
 
 
+def check_contents(folder: Path, shown: Path | None = None) -> None:
+    """The content check every push runs (a checkpoint, an adapter, a staged neuron set): no link that
+    leaves the folder, nothing but regular files and folders, no pickle by name or by content. Errors
+    name ``shown`` (the user's folder, when ``folder`` is a staging copy of it)."""
+    shown = shown or folder
+    root = folder.resolve()
+    for p in sorted(folder.rglob("*")):
+        rel = p.relative_to(folder)
+        if p.is_symlink() and root not in p.resolve().parents:
+            raise HeditError(f"{shown}: {rel} is a link to outside the folder; not pushed")
+        if not (p.is_file() or p.is_dir()):
+            raise HeditError(f"{shown}: {rel} is not a regular file (a device or FIFO?); not pushed")
+    pickles = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and is_pickle(p))
+    if pickles:
+        raise HeditError(f"{shown} holds pickle files ({', '.join(pickles)}); hedit pushes safetensors only")
+
+
 def check_folder(folder: str | Path, force: bool = False) -> str:
     """'checkpoint' or 'adapter' when ``folder`` is fit to push, else a HeditError naming the problem."""
     folder = Path(folder)
@@ -91,14 +108,7 @@ def check_folder(folder: str | Path, force: bool = False) -> str:
                 raise HeditError(
                     f"{folder} has no {name} ({what}); it was not written by hedit. Pass --force to push it anyway"
                 )
-    for p in folder.rglob("*"):
-        if p.is_symlink() and folder.resolve() not in p.resolve().parents:
-            raise HeditError(f"{folder}: {p.relative_to(folder)} is a link to outside the folder; not pushed")
-        if not (p.is_file() or p.is_dir()):
-            raise HeditError(f"{folder}: {p.relative_to(folder)} is not a regular file (a device or FIFO?); not pushed")
-    pickles = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and is_pickle(p))
-    if pickles:
-        raise HeditError(f"{folder} holds pickle files ({', '.join(pickles)}); hedit pushes safetensors only")
+    check_contents(folder)
     if (folder / ADAPTER_CONFIG).is_file():
         read_adapter(folder)
         return "adapter"
@@ -115,6 +125,8 @@ def push(
     force: bool = False,
 ) -> PushResult:
     check_repo_id(repo_id)
+    if revision:
+        check_revision(revision, f"{repo_id}@{revision}")
     kind = check_folder(folder, force)
     files = sorted(str(p.relative_to(folder)) for p in Path(folder).rglob("*") if p.is_file())
     info = upload(folder, repo_id, private, revision, commit_message or f"hedit: upload {kind}")

@@ -157,17 +157,17 @@ def test_fp8_edit_served_by_vllm_equals_the_intervention(quantized, tmp_path, vl
 
 def test_w4a16_edit_served_by_vllm_in_bfloat16_equals_the_intervention(quantized, tmp_path, vllm_python):
     """vLLM's CPU int4 kernel (``cpu_gemm_wna16``) runs 16-bit activations only, so the edited W4A16
-    checkpoint is served in bfloat16 and held to the bfloat16 rule ``verify --dtype bfloat16`` uses
-    (``LOW_PRECISION_RTOL`` of the largest reference logit: a few units of bfloat16's 2^-8 rounding) against
-    the float32 intervention on the library's dequantized weights, teacher-forced on the reference's own
-    greedy sequences; the edit moves the logprobs by more than that, and another alpha fails."""
-    from hedit.check.common import LOW_PRECISION_RTOL
+    checkpoint is served in bfloat16 against the float32 intervention on the library's dequantized
+    weights, teacher-forced on the reference's own greedy sequences. The bound is this machine's own
+    bfloat16 noise, measured in the same run as the llama.cpp tests measure theirs: the *unedited*
+    checkpoint served the same way against the unedited float32 model (the floor). The edit may add at
+    most as much again (2x the floor); the edit's effect and another alpha (0.5) must sit far above it."""
     from hedit.check.runtime_vllm import sequence_logprobs
 
     folder, ns = quantized / "W4A16", THIRD
     out = edit_checkpoint(folder, ns, tmp_path / "edited", alpha=0.0, progress=False)
     model = _float_model(folder, load_file(quantized / "W4A16-dense.safetensors"))
-    seqs, ref, wrong, plain, top = [], [], [], [], 0.0
+    seqs, ref, wrong, plain = [], [], [], []
     with torch.no_grad():
         for ids in PROMPTS:
             seq = list(ids)
@@ -178,22 +178,23 @@ def test_w4a16_edit_served_by_vllm_in_bfloat16_equals_the_intervention(quantized
             for alpha, into in ((0.0, ref), (0.5, wrong), (1.0, plain)):
                 with scale_neurons(model, ns.plan(alpha)):
                     logits = model(torch.tensor([seq])).logits[0]
-                top = max(top, logits.abs().max().item()) if alpha == 0.0 else top
                 lp = torch.log_softmax(logits, -1)[torch.arange(len(seq) - 1), torch.tensor(seq[1:])]
                 into.append(lp.numpy())
     got = [np.array(g) for g in sequence_logprobs(vllm_python, out, seqs, dtype="bfloat16")]
+    unedited = [np.array(g) for g in sequence_logprobs(vllm_python, folder, seqs, dtype="bfloat16")]
 
     def worst(a, b):
         return max(float(np.abs(x - y).max()) for x, y in zip(a, b))
 
-    tol = LOW_PRECISION_RTOL * top
+    floor = worst(unedited, plain)
     diff, effect, other = worst(got, ref), worst(plain, ref), worst(got, wrong)
     print(
-        f"\nvLLM W4A16 edit in bfloat16: max abs logprob diff {diff:.2e} (tolerance {tol:.2e}), edit effect "
-        f"{effect:.2e}, against alpha 0.5 {other:.2e}",
+        f"\nvLLM W4A16 edit in bfloat16: max abs logprob diff {diff:.2e} against the unedited floor {floor:.2e} "
+        f"(bound {2 * floor:.2e}), edit effect {effect:.2e}, against alpha 0.5 {other:.2e}",
         file=sys.stderr,
     )
-    assert diff <= tol < effect and other > tol
+    assert 0 < floor and diff <= 2 * floor
+    assert effect > 8 * floor and other > 8 * floor  # the edit and a wrong alpha are far outside the noise
 
 
 def _float_model(folder: Path, dense: dict[str, torch.Tensor]):

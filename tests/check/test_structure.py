@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
@@ -165,3 +166,46 @@ def test_an_adapter_config_that_rescales_the_edit_fails(checkpoint, tmp_path):
     p.write_text(json.dumps(cfg | {"lora_alpha": 2 * cfg["lora_alpha"]}))
     r = verify_structure(src, ns, 0.0, adapter=tmp_path / "a")
     assert not r.passed and r.mismatches == ["adapter_config.json: not the one the plan implies (lora_alpha differ)"]
+
+
+@pytest.mark.parametrize("fmt", ["lora", "ia3"])
+def test_adapters_written_and_checked_under_different_hash_seeds_agree(checkpoint, tmp_path, fmt):
+    """PEFT keeps ``target_modules`` as a set and saves it in hash order: hedit writes it sorted, and the
+    structure check compares it as a set, so a valid adapter passes whatever ``PYTHONHASHSEED`` the
+    writing and the checking processes had (it failed about half the time before)."""
+    import subprocess
+    import sys
+
+    src = checkpoint("llama", torch.float32, False)
+    ns = neuron_set("llama", per_layer=5)
+    ns.save(tmp_path / "n.json")
+    cli = [sys.executable, "-m", "hedit.cli"]
+    env = os.environ.copy()
+    files = []
+    for seed in ("1", "2"):
+        out = tmp_path / f"{fmt}{seed}"
+        env["PYTHONHASHSEED"] = seed
+        w = subprocess.run(
+            [*cli, "export-adapter", src, "--neurons", tmp_path / "n.json", "--alpha", "0.3", "--format", fmt]
+            + ["--out", out],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert w.returncode == 0, w.stderr
+        files.append((out / "adapter_config.json").read_bytes())
+    assert files[0] == files[1]  # the same adapter, byte for byte, under either hash seed
+    env["PYTHONHASHSEED"] = "3"
+    v = subprocess.run(
+        [*cli, "verify", src, "--neurons", tmp_path / "n.json", "--alpha", "0.3", "--adapter", out]
+        + ["--runtime", "structure"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert v.returncode == 0 and "PASS" in v.stdout, v.stdout + v.stderr
+    # an adapter written before this fix, its targets in another order, passes too
+    cfg = json.loads((out / "adapter_config.json").read_text())
+    cfg["target_modules"] = cfg["target_modules"][::-1]
+    (out / "adapter_config.json").write_text(json.dumps(cfg))
+    assert verify_structure(src, ns, 0.3, adapter=out).passed

@@ -191,6 +191,35 @@ def _tokenizer_links_out(w):
     (w / "src" / "tokenizer.json").symlink_to(w / "secret.key")
 
 
+def _neuron_dir(w, links: dict[str, str] | None = None, files: dict[str, bytes | str] | None = None):
+    """``nd/neurons.json`` (a copy of n.json) with ``links`` (name -> target relative to the world) and
+    ``files`` beside it; ``keys/id_rsa`` and ``keys/sweep.png`` are key files outside that folder."""
+    (w / "keys").mkdir(exist_ok=True)
+    _write(w / "keys" / "id_rsa", "PRIVATE KEY")
+    _write(w / "keys" / "sweep.png", "PRIVATE KEY")
+    (w / "nd").mkdir()
+    shutil.copyfile(w / "n.json", w / "nd" / "neurons.json")
+    for name, target in (links or {}).items():
+        (w / "nd" / name).symlink_to(w / target)
+    for name, content in (files or {}).items():
+        _write(w / "nd" / name, content)
+
+
+def _hedit_gguf_sidecar(w, tamper: bool):
+    """out.gguf beside a sidecar hedit could have written (its version, an output fingerprint) that does
+    not fingerprint this out.gguf: the user's own file (``tamper``: one byte of a real output changed)."""
+    _write(w / "out.gguf", (w / "m.gguf").read_bytes())
+    fp = {"size": 1, "sha256_ends": "0" * 64}
+    if tamper:
+        from hedit.io.atomic import fingerprint
+
+        fp = fingerprint(w / "out.gguf")
+        raw = bytearray((w / "out.gguf").read_bytes())
+        raw[-1] ^= 1
+        _write(w / "out.gguf", bytes(raw))
+    _write(w / "out.gguf.hedit.json", json.dumps({"hedit_version": "0", "output": fp}))
+
+
 def _template(w, text):
     (w / "src" / "chat_template.jinja").write_text(text)
 
@@ -825,6 +854,170 @@ CASES = {
         ],
         ["push", "ed", "--repo-id", "me/x"],
         "http://***@127.0.0.1:1",
+    ),
+    # ---- links out of a neurons file's folder are never copied into an artifact or pushed
+    "edit-evidence-plot-links-out": (
+        lambda w: _neuron_dir(w, {"sweep.png": "keys/id_rsa"}),
+        [*EDIT[:3], "nd/neurons.json", *EDIT[4:]],
+        "is a link to outside",
+    ),
+    "edit-evidence-folder-links-out": (
+        lambda w: _neuron_dir(w, {"sweep": "keys"}),
+        [*EDIT[:3], "nd/neurons.json", *EDIT[4:]],
+        "is a link to outside",
+    ),
+    "adapter-evidence-plot-links-out": (
+        lambda w: _neuron_dir(w, {"c_sweep.png": "keys/id_rsa"}),
+        [*ADAPT[:3], "nd/neurons.json", *ADAPT[4:]],
+        "is a link to outside",
+    ),
+    "gguf-evidence-plot-links-out": (
+        lambda w: _neuron_dir(w, {"tune": "keys"}),
+        [*GEDIT[:3], "nd/neurons.json", *GEDIT[4:]],
+        "is a link to outside",
+    ),
+    "push-neurons-report-links-out": (
+        lambda w: _neuron_dir(w, {"report.json": "keys/id_rsa"}),
+        ["push", "nd/neurons.json", "--repo-id", "me/set"],
+        "is a link to outside",
+    ),
+    "push-neurons-plot-links-out": (
+        lambda w: _neuron_dir(w, {"c_sweep.png": "keys/id_rsa"}),
+        ["push", "nd/neurons.json", "--repo-id", "me/set"],
+        "is a link to outside",
+    ),
+    "push-neurons-pickle-named-png": (
+        lambda w: _neuron_dir(w, files={"plot.png": pickle.dumps({"a": 1}, protocol=2)}),
+        ["push", "nd/neurons.json", "--repo-id", "me/set"],
+        "holds pickle files (plot.png)",
+    ),
+    "push-neurons-pickle-protocol-0-png": (
+        lambda w: _neuron_dir(w, files={"plot.png": pickle.dumps([1], protocol=0)}),
+        ["push", "nd/neurons.json", "--repo-id", "me/set"],
+        "holds pickle files (plot.png)",
+    ),
+    "push-neurons-plot-too-large": (
+        lambda w: (
+            _neuron_dir(w, files={"big.png": b"\x89PNG" + b"x" * 5000}),
+            {
+                "attr": [
+                    (
+                        "hedit.io.files",
+                        "LIMITS",
+                        {"json": 1 << 20, "text": 1 << 20, "journal": 1 << 20, "recipe": 1 << 20, "plot": 4096},
+                    )
+                ]
+            },
+        )[1],
+        ["push", "nd/neurons.json", "--repo-id", "me/set"],
+        "is too large",
+    ),
+    "push-neurons-report-not-json": (
+        lambda w: _neuron_dir(w, files={"report.json": "{nope"}),
+        ["push", "nd/neurons.json", "--repo-id", "me/set"],
+        "report.json: not valid JSON",
+    ),
+    "push-neurons-report-utf16": (
+        lambda w: _neuron_dir(w, files={"report.json": '{"a": 1}'.encode("utf-16")}),
+        ["push", "nd/neurons.json", "--repo-id", "me/set"],
+        "report.json is not UTF-8",
+    ),
+    "push-neurons-report-deep": (
+        lambda w: _neuron_dir(w, files={"report.json": "[" * 100000 + "]" * 100000}),
+        ["push", "nd/neurons.json", "--repo-id", "me/set"],
+        "nested too deeply",
+    ),
+    "push-neurons-revision-dots": (
+        lambda w: _neuron_dir(w),
+        ["push", "nd/neurons.json", "--repo-id", "me/set", "--revision", "../../x"],
+        "is not a revision the Hub has",
+    ),
+    # ---- revisions and Hub ids the Hub would not take: refused before any call
+    "neurons-revision-escapes": (
+        lambda w: _write(w / "victim.txt", "mine"),
+        [*EDIT[:3], "me/set@../../../../../victim.txt", *EDIT[4:]],
+        "is not a revision the Hub has",
+    ),
+    "neurons-revision-escapes-online": (
+        lambda w: (
+            _write(w / "victim.txt", "mine"),
+            {"env": {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:1"}},
+        )[1],
+        [*EDIT[:3], "me/set@../../victim.txt", *EDIT[4:]],
+        "is not a revision the Hub has",
+    ),
+    "model-revision-escapes": (None, ["edit", "me/model@../..", *EDIT[2:]], "is not a revision the Hub has"),
+    "model-revision-lock": (None, ["edit", "me/model@main.lock", *EDIT[2:]], "is not a revision the Hub has"),
+    "model-revision-hidden": (None, ["sweep", "me/model@refs/.x", *SWEEP[2:]], "is not a revision the Hub has"),
+    "model-id-dots": (None, ["edit", "me/x..y", *EDIT[2:]], "is not a name the Hub accepts"),
+    "model-id-dashes": (None, ["edit", "me/x--y", *EDIT[2:]], "is not a name the Hub accepts"),
+    "model-id-git": (None, ["verify", "me/x.git", *VERIFY[2:], "--edited", "src"], "is not a name the Hub accepts"),
+    "model-id-long": (None, ["edit", "me/" + "a" * 200, *EDIT[2:]], "is not a name the Hub accepts"),
+    "model-id-dot-dot-online": (
+        lambda w: {"env": {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:1"}},
+        ["edit", "a/..x", *EDIT[2:]],
+        "is not a name the Hub accepts",
+    ),
+    "neurons-id-dots": (None, [*EDIT[:3], "me/x..y", *EDIT[4:]], "is not a name the Hub accepts"),
+    "neurons-id-dashes": (None, [*SWEEP[:3], "me/x--y", *SWEEP[4:]], "is not a name the Hub accepts"),
+    "neurons-id-git": (None, [*EDIT[:3], "me/x.git", *EDIT[4:]], "is not a name the Hub accepts"),
+    "neurons-id-long": (None, [*EDIT[:3], "me/" + "b" * 200, *EDIT[4:]], "is not a name the Hub accepts"),
+    # ---- secrets in URLs, of any characters
+    "model-endpoint-password-with-quote": (
+        lambda w: {"env": {"HF_ENDPOINT": "http://user:quo'teSECRET77@127.0.0.1:1", "HF_HUB_OFFLINE": "0"}},
+        ["edit", "me/model", *EDIT[2:]],
+        "http://***@127.0.0.1:1",
+    ),
+    "model-endpoint-password-with-at": (
+        lambda w: {"env": {"HF_ENDPOINT": "http://us@er:p@SECRET#x@127.0.0.1:1", "HF_HUB_OFFLINE": "0"}},
+        ["edit", "me/model", *EDIT[2:]],
+        "http://***@127.0.0.1:1",
+    ),
+    "neurons-endpoint-token-in-query": (
+        lambda w: {"env": {"HF_ENDPOINT": "http://127.0.0.1:1/?access_token=SECRET42", "HF_HUB_OFFLINE": "0"}},
+        [*EDIT[:3], "me/set", *EDIT[4:]],
+        "access_token=***",
+    ),
+    "judge-url-key-in-query": (
+        None,
+        [
+            *COLLECT,
+            "--judge-url",
+            "http://127.0.0.1:1/v1?api_key=SECRET9&x=1",
+            "--judge-model",
+            "x",
+            "--samples",
+            "1",
+            "--max-new-tokens",
+            "2",
+        ],
+        "api_key=***",
+    ),
+    # ---- a user's GGUF beside a .hedit.json is replaced only when hedit wrote both and they match
+    "gguf-sidecar-empty-object": (
+        lambda w: (_write(w / "out.gguf", "mine"), _write(w / "out.gguf.hedit.json", "{}")),
+        [*GEDIT, "--overwrite"],
+        "out.gguf exists and is not a hedit output",
+    ),
+    "gguf-sidecar-empty-file": (
+        lambda w: (_write(w / "out.gguf", "mine"), _write(w / "out.gguf.hedit.json", "")),
+        [*GEDIT, "--overwrite"],
+        "out.gguf exists and is not a hedit output",
+    ),
+    "gguf-sidecar-other-file": (
+        lambda w: _hedit_gguf_sidecar(w, False),
+        [*GEDIT, "--overwrite"],
+        "out.gguf exists and is not a hedit output",
+    ),
+    "gguf-sidecar-file-changed": (
+        lambda w: _hedit_gguf_sidecar(w, True),
+        [*GEDIT, "--overwrite"],
+        "out.gguf exists and is not a hedit output",
+    ),
+    "gguf-sidecar-is-a-link": (
+        lambda w: (_write(w / "out.gguf", "mine"), (w / "out.gguf.hedit.json").symlink_to(w / "n.json")),
+        [*GEDIT, "--overwrite"],
+        "out.gguf exists and is not a hedit output",
     ),
     # ---- chat templates, tokenizers
     "collect-template-raises": (

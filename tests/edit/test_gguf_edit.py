@@ -2,6 +2,7 @@
 columns re-rounded under fixed scales; checked with gguf-py's dequantizers and transformers' GGUF loader."""
 
 import json
+from pathlib import Path
 
 import gguf
 import numpy as np
@@ -12,6 +13,7 @@ from gguf import GGMLQuantizationType as T
 from hedit.edit.gguf import edit_gguf
 from hedit.edit.gguf_blocks import ELEMENT_TYPES, FLOATS, ROW_SCALES, ROW_TYPES
 from hedit.errors import HeditError
+from hedit.io.atomic import fingerprint
 from hedit.model.builtin import BUILTINS, gguf_path
 from hedit.neurons import ModelInfo, Neuron, NeuronSet
 
@@ -185,6 +187,31 @@ def test_phi3_fused_up_rows_follow_the_gate_rows(tmp_path):
     a, b = tensors(src), tensors(tmp_path / "o.gguf")
     old, new = deq(a["blk.0.ffn_up.weight"]), deq(b["blk.0.ffn_up.weight"])
     assert np.array_equal(new[INTER + 3], 0 * old[INTER + 3]) and np.array_equal(new[3], old[3])
+
+
+def test_overwrite_replaces_hedit_s_own_gguf_only_while_its_sidecar_fingerprints_it(tmp_path):
+    """A GGUF hedit wrote is replaced by --overwrite (its sidecar records the file's fingerprint); once
+    its bytes change, or the sidecar is copied beside another file, it is the user's and is kept."""
+    src = write_gguf(tmp_path / "m.gguf", T.F32)
+    out = tmp_path / "o.gguf"
+    edit_gguf(src, neurons([(0, 1)]), out, 0.0, progress=False)
+    sidecar = json.loads(Path(f"{out}.hedit.json").read_text())
+    assert sidecar["output"] == fingerprint(out) and sidecar["output"]["size"] == out.stat().st_size
+    edit_gguf(src, neurons([(0, 2)]), out, 0.5, overwrite=True, progress=False)  # hedit's own: replaced
+    assert json.loads(Path(f"{out}.hedit.json").read_text())["output"] == fingerprint(out)
+    raw = bytearray(out.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # now the user's edit of it (changed in the middle: size and ends kept)
+    raw[-1] ^= 0xFF
+    out.write_bytes(bytes(raw))
+    with pytest.raises(HeditError, match="not a hedit output"):
+        edit_gguf(src, neurons([(0, 1)]), out, 0.0, overwrite=True, progress=False)
+    assert out.read_bytes() == bytes(raw)
+    other = tmp_path / "other.gguf"
+    other.write_bytes(src.read_bytes())
+    Path(f"{other}.hedit.json").write_text(Path(f"{out}.hedit.json").read_text())  # a sidecar copied beside it
+    with pytest.raises(HeditError, match="not a hedit output"):
+        edit_gguf(src, neurons([(0, 1)]), other, 0.0, overwrite=True, progress=False)
+    assert other.read_bytes() == src.read_bytes()
 
 
 def test_bad_inputs(tmp_path):

@@ -6,7 +6,15 @@ import sys
 import pytest
 
 from hedit.errors import HeditError
-from hedit.io.atomic import atomic_dir, atomic_file, check_target, is_hedit_output, remove_stale, rename_noreplace
+from hedit.io.atomic import (
+    atomic_dir,
+    atomic_file,
+    check_target,
+    fingerprint,
+    is_hedit_output,
+    remove_stale,
+    rename_noreplace,
+)
 
 from conftest import leftovers
 
@@ -132,5 +140,10 @@ def test_what_counts_as_a_hedit_output(tmp_path):
     assert is_hedit_output(tmp_path / "d")
     (tmp_path / "m.gguf").write_text("x")
     assert not is_hedit_output(tmp_path / "m.gguf")
-    (tmp_path / "m.gguf.hedit.json").write_text("{}")
+    (tmp_path / "m.gguf.hedit.json").write_text("{}")  # a sidecar hedit did not write
+    assert not is_hedit_output(tmp_path / "m.gguf")
+    mark = {"hedit_version": "0.1", "output": fingerprint(tmp_path / "m.gguf")}
+    (tmp_path / "m.gguf.hedit.json").write_text(json.dumps(mark))
     assert is_hedit_output(tmp_path / "m.gguf")
+    (tmp_path / "m.gguf").write_text("y")  # changed since: the user's
+    assert not is_hedit_output(tmp_path / "m.gguf")

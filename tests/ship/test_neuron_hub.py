@@ -113,3 +113,40 @@ def test_a_push_takes_only_a_clean_neuron_set(hub, tmp_path):
     assert "team/x" not in hub.repos
     with pytest.raises(HeditError, match="not a neurons file"):
         neuron_files(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["team/evil@../../../../../victim.txt", "team/evil@refs/../../victim.txt", "team/evil@main/../../victim.txt"],
+)
+def test_a_revision_that_leaves_the_cache_is_refused_before_any_call(hub, tmp_path, monkeypatch, spec):
+    """A mirror that answers any revision would have huggingface_hub write ``refs/<revision>`` outside
+    its cache, replacing a file with a commit id: hedit refuses the revision before asking, for a neuron
+    set and for a model alike, and the file and the server's request log stay as they were."""
+    hub.add_folder("team/evil", neuron_folder(tmp_path / "set").parent, any_revision=True)
+    monkeypatch.chdir(tmp_path)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine")
+    asked = len(hub.requests)
+    for argv in (
+        ["edit", "team/tiny", "--neurons", spec, "--alpha", "0", "--out", tmp_path / "o1"],
+        ["edit", spec, "--neurons", tmp_path / "set" / "neurons.json", "--alpha", "0", "--out", tmp_path / "o2"],
+    ):
+        r = run_cli(*argv)
+        assert r.exit_code != 0 and "is not a revision the Hub has" in r.output, r.output
+    assert victim.read_text() == "mine" and len(hub.requests) == asked
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+    # the same mirror's main is fetched as usual: the refusal is the revision's, not the server's
+    assert fetch_neurons("team/evil@main").read_bytes() == (tmp_path / "set" / "neurons.json").read_bytes()
+
+
+def test_a_cached_neuron_set_whose_files_link_out_of_the_cache_is_not_used(hub, tmp_path):
+    nf = neuron_folder(tmp_path / "set")
+    assert run_cli("push", nf, "--repo-id", "team/tiny-neurons").exit_code == 0
+    cached = fetch_neurons("team/tiny-neurons")
+    (tmp_path / "key").write_text("PRIVATE")
+    plot = cached.parent / "c_sweep.png"
+    plot.unlink()
+    plot.symlink_to(tmp_path / "key")  # tampered with after the download
+    with pytest.raises(HeditError, match="is a link to outside"):
+        fetch_neurons("team/tiny-neurons")

@@ -6,6 +6,7 @@ the card frame are shared here.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,26 @@ def edited_indices(plan: EditPlan, pairs: list[tuple[int, float]]) -> tuple[list
 
 ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
 _SUFFIX = {"LORA": ("lora_A.weight", "lora_B.weight"), "IA3": ("ia3_l",)}
+
+
+def canonical_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A PEFT adapter config with its set-valued fields (``target_modules``, ``feedforward_modules``, ...,
+    which PEFT keeps as Python sets and saves in hash order, so in an order that follows
+    ``PYTHONHASHSEED``) as sorted lists: the same adapter always gives the same file and compares equal."""
+    return {
+        k: sorted(v) if k in SET_FIELDS and isinstance(v, list) and all(isinstance(x, str) for x in v) else v
+        for k, v in cfg.items()
+    }
+
+
+SET_FIELDS = ("target_modules", "feedforward_modules", "exclude_modules", "target_parameters", "modules_to_save")
+
+
+def save_config(config, folder: Path) -> None:
+    """PEFT's ``save_pretrained`` of ``config``, then its JSON rewritten in ``canonical_config`` order."""
+    config.save_pretrained(str(folder))
+    path = folder / ADAPTER_CONFIG
+    path.write_text(json.dumps(canonical_config(json.loads(path.read_text())), indent=2, sort_keys=True) + "\n")
 
 
 def read_adapter(folder: str | Path, checkpoint: Checkpoint | None = None) -> dict[str, Any]:
@@ -212,14 +233,14 @@ class AdapterWriter(Writer):
 
         adapter = self.built(plan)
         with tempfile.TemporaryDirectory(prefix="hedit-adapter-") as tmp:
-            adapter.config.save_pretrained(tmp)
+            save_config(adapter.config, Path(tmp))
             config = read_json(Path(tmp) / ADAPTER_CONFIG)
         return Built(adapter.tensors, config, (ADAPTER_CONFIG, ADAPTER_WEIGHTS))
 
     def write(self, plan: EditPlan, dst: Path, progress: bool, name: str) -> Report:
         adapter = self.built(plan)
         save_file(adapter.tensors, dst / ADAPTER_WEIGHTS, metadata={"format": "pt"})
-        adapter.config.save_pretrained(dst)
+        save_config(adapter.config, dst)
         return Report("", "", self.name, plan.target, [], dict(adapter.info))
 
     def card(self, plan: EditPlan, out_name: str, ev: dict[str, Any], plots: list[str], report: Report) -> str:
