@@ -130,8 +130,8 @@ class NeuronSet:
                 raise HeditError(f"neurons[{i}] must be an object with integer 'layer' and 'index'")
             _known(n, NEURON_KEYS, f"neurons[{i}].")
             for key in ("alpha", "weight", "frequency"):
-                if n.get(key) is not None and (not _is_number(n[key]) or not math.isfinite(n[key])):
-                    raise HeditError(f"neurons[{i}].{key} must be a finite number")
+                if n.get(key) is not None and not _is_finite(n[key]):
+                    raise HeditError(f"neurons[{i}].{key} must be a finite number, got {_shown(n[key])}")
             if n.get("frequency") is not None and not 0 <= n["frequency"] <= 1:
                 raise HeditError(f"neurons[{i}].frequency must lie in [0, 1], got {n['frequency']}")
             expert = n.get("expert")
@@ -144,8 +144,8 @@ class NeuronSet:
                 )
             )  # fmt: skip
         alpha = data.get("alpha")
-        if alpha is not None and (not _is_number(alpha) or not math.isfinite(alpha)):
-            raise HeditError("'alpha' must be a finite number")
+        if alpha is not None and not _is_finite(alpha):
+            raise HeditError(f"'alpha' must be a finite number, got {_shown(alpha)}")
         prov = data.get("provenance", {})
         if not isinstance(prov, dict):
             raise HeditError("'provenance' must be an object")
@@ -192,14 +192,16 @@ class NeuronSet:
         moe = self.has_experts
         for n in self.neurons:
             if not 0 <= n.layer < self.model.num_layers:
-                raise HeditError(f"layer {n.layer} out of range: the model has {self.model.num_layers} layers")
+                raise HeditError(f"layer {_shown(n.layer)} out of range: the model has {self.model.num_layers} layers")
             experts = self.model.num_experts
             if isinstance(n.expert, int) and experts is not None and not 0 <= n.expert < experts:
-                raise HeditError(f"expert {n.expert} in layer {n.layer} out of range: the model has {experts} experts")
+                raise HeditError(
+                    f"expert {_shown(n.expert)} in layer {n.layer} out of range: the model has {experts} experts"
+                )
             bounded = not moe or isinstance(n.expert, int)
             if n.index < 0 or (bounded and n.index >= self.model.intermediate_size):
                 raise HeditError(
-                    f"neuron index {n.index} in {site_name(n.site)} out of range: "
+                    f"neuron index {_shown(n.index)} in {site_name(n.site)} out of range: "
                     f"intermediate size is {self.model.intermediate_size}"
                 )
             if (n.site, n.index) in seen:
@@ -293,6 +295,22 @@ def _is_int(x: Any) -> bool:
 
 def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _is_finite(x: Any) -> bool:
+    """A JSON number a float holds finitely: not a bool, not NaN or infinite, and not an integer of 400
+    digits (which ``float`` cannot take)."""
+    if not _is_number(x):
+        return False
+    try:
+        return math.isfinite(float(x))
+    except OverflowError:
+        return False
+
+
+def _shown(x: Any) -> str:
+    text = repr(x)
+    return text if len(text) <= 40 else f"{text[:20]}... ({len(text)} characters)"
 
 
 def _float(x: Any) -> float | None:

@@ -273,12 +273,112 @@ def open_checkpoint(source: str | Path) -> Checkpoint:
                 raise HeditError(f"{info.name} has shape {list(info.shape)}, expected {expected} from config.json")
             if which == "down":
                 down[layer] = (f, info)
+    if quant in ("gptq", "awq", "mlx"):
+        _check_quantized(path, config, arch, quant, modules)
     if experts is not None:
         inter = experts.intermediate_size
     ckpt = Checkpoint(path, config, arch, num_layers, inter, files, headers, down, modules, quant, inside, experts)
+    if experts is not None:
+        _check_expert_layout(path, arch, experts, inside)
     if experts is not None and quant is None:  # a quantized one's tensors are checked as its writer reads them
         _check_experts(ckpt)
     return ckpt
+
+
+def _check_quantized(path: Path, config: dict, arch: Architecture, quant: str, modules: dict) -> None:
+    """A GPTQ, AWQ or MLX checkpoint's quantization settings (bits, group size; MLX's per-module ones too)
+    in range, and every MLP projection's packed tensors of the shapes those settings imply."""
+    from hedit.io.quant import check_layout, detect, quant_params
+
+    where = f"{path}/config.json"
+    if quant == "mlx":
+        q = config["quantization"]
+        top = quant_params(q, f"{where}: quantization", "mlx")
+    else:
+        top = quant_params(
+            config["quantization_config"],
+            f"{where}: quantization_config",
+            quant,
+            ("bits", "w_bit"),
+            ("group_size", "q_group_size"),
+        )
+    for (layer, which), group in sorted(modules.items()):
+        name = arch.module_path(layer, which)
+        params = top
+        if quant == "mlx" and isinstance(q.get(name), dict):
+            params = quant_params(q[name], f"{where}: quantization.{name}", "mlx")
+        fmt = detect({k: v[1] for k, v in group.items()}, quant, name)
+        if fmt is not None:
+            check_layout(fmt, {k: v[1] for k, v in group.items()}, *params, f"{path}: {name}")
+
+
+def check_expert_files(path: str | Path) -> None:
+    """For a mixture of experts of a family hedit knows: ``_check_expert_layout`` on the folder's tensor
+    names (headers only), for the commands that load the model in transformers rather than open it as a
+    checkpoint (sweep, collect, features), so a lost expert tensor is one line there too."""
+    path = Path(path)
+    if not path.is_dir() or not (path / "config.json").is_file():
+        return
+    config = read_config(path)
+    try:
+        arch = get_architecture(config.get("model_type"))
+    except HeditError:
+        return  # a family hedit does not know: the command that needs one says so
+    shape = arch.experts_shape(config)
+    if shape is None:
+        return
+    prefix = re.compile(arch.tensor_prefix)
+    inside = {}
+    for f in weight_files(path):
+        for name in read_header(path / f).tensors:
+            m = prefix.match(name)
+            if m:
+                inside[(int(m.group("layer")), name[m.end() :])] = f
+    _check_expert_layout(path, arch, shape, inside)
+
+
+def _check_expert_layout(path: Path, arch: Architecture, shape, inside: dict) -> None:
+    """Every MoE layer stores its experts in one layout, whole: stacked 3-D tensors, or one tensor set per
+    expert with every expert 0 to E-1 holding the same tensors (``registry.Moe.per_expert``). A checkpoint
+    missing one expert's tensor (any of them: a lost gate_proj too), or holding both layouts in one layer,
+    is refused here, before anything is written: transformers could not load it, or would load one of the
+    two layouts and not say which."""
+    moe = arch.moe
+    stacked = {n for names in moe.stacked.values() for n in names}
+    patterns = {}
+    for which, template in (moe.per_expert or {}).items():
+        before, after = template.rsplit(".", 1)[0].split("{expert}")
+        patterns[which] = re.compile(re.escape(before) + r"(\d+)" + re.escape(after) + r"\.(.+)$")
+    found: dict[int, dict[str, dict[int, set[str]]]] = {}
+    for layer, name in inside:
+        for which, pat in patterns.items():
+            m = pat.match(name)
+            if m:
+                found.setdefault(layer, {}).setdefault(which, {}).setdefault(int(m.group(1)), set()).add(m.group(2))
+    for layer in range(shape.num_layers):
+        per = found.get(layer)
+        if layer in shape.dense:
+            continue
+        both = sorted(n for n in stacked if (layer, n) in inside)
+        if per and both:
+            one = moe.per_expert[next(iter(per))].format(expert=0)
+            raise HeditError(
+                f"{path}: layer {layer} holds its experts both one by one ({one}) and stacked ({both[0]}); "
+                "a checkpoint stores them in one layout"
+            )
+        if not per:
+            continue
+        for which, template in moe.per_expert.items():
+            have = per.get(which, {})
+            ref = next((have[e] for e in sorted(have)), None)
+            for e in range(shape.num_experts):
+                if e not in have or (ref is not None and have[e] != ref):
+                    lost = sorted((ref or {"weight"}) - have.get(e, set()))
+                    missing = template.rsplit(".", 1)[0].format(expert=e) + "." + (lost[0] if lost else "weight")
+                    raise HeditError(
+                        f"{path}: layer {layer} has no {missing} (expert {e} of {shape.num_experts}); a "
+                        "checkpoint with an expert's tensor missing cannot be loaded or edited"
+                    )
 
 
 def _check_experts(ckpt: Checkpoint) -> None:

@@ -37,6 +37,7 @@ per-block scales are shared by many channels: only alpha 0 is exact there (the r
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -92,6 +93,72 @@ def detect(tensors: dict[str, TensorInfo], quant_method: str | None, where: str)
         f"{where}: quantized layout not recognised (tensors: {', '.join(sorted(names))}); hedit edits "
         "GPTQ, AWQ, compressed-tensors pack-quantized, FP8 and MLX checkpoints"
     )
+
+
+# ------------------------------------------------------------------------------------------ layouts
+
+BITS = {"gptq": (2, 3, 4, 8), "awq": (2, 3, 4, 8), "mlx": (2, 3, 4, 5, 6, 8)}
+MAX_GROUP = 1 << 16
+
+
+def quant_params(value: Any, where: str, fmt: str, bits_keys=("bits",), group_keys=("group_size",)) -> tuple[int, int]:
+    """(bits, group size) from a quantization config ``value`` (a dict), checked before any arithmetic:
+    ``bits`` one of the widths ``fmt`` stores, the group size -1 (one group) or 1 to 65536. A string, a
+    bool, a float or a width of 3000 or 1e10 (whose 2 ** bits would run for minutes) is one HeditError."""
+    if not isinstance(value, dict):
+        raise HeditError(f"{where} must be an object, got {type(value).__name__}")
+    bits = next((value[k] for k in bits_keys if k in value), 4)
+    group = next((value[k] for k in group_keys if k in value), -1)
+    if isinstance(bits, bool) or not isinstance(bits, int) or bits not in BITS[fmt]:
+        shown = repr(bits)[:40]
+        raise HeditError(f"{where}: bits must be one of {', '.join(map(str, BITS[fmt]))} for {fmt}, got {shown}")
+    if isinstance(group, bool) or not isinstance(group, int) or not (group == -1 or 1 <= group <= MAX_GROUP):
+        raise HeditError(f"{where}: group_size must be -1 or an integer from 1 to {MAX_GROUP}, got {repr(group)[:40]}")
+    return bits, group
+
+
+def check_layout(fmt: ChannelScales, tensors: dict[str, TensorInfo], bits: int, group: int, where: str) -> None:
+    """The packed weight, scales, zeros and biases of one projection agree with each other and with
+    ``bits`` and ``group`` (the config's): else one HeditError naming the tensor, before anything is read
+    or written. An edit through scales that disagree with their weight would silently scale the wrong
+    channels."""
+
+    def shape(name: str) -> tuple[int, ...]:
+        info = tensors.get(name)
+        if info is None:
+            raise HeditError(f"{where}: no {name} tensor beside the {fmt.format} weight")
+        return tuple(info.shape)
+
+    def bad(name: str, want: str) -> HeditError:
+        return HeditError(
+            f"{where}: {name} has shape {list(shape(name))}, but {bits}-bit values in groups of {group} "
+            f"(config.json) need {want}"
+        )
+
+    per = 32 // bits if 32 % bits == 0 else None
+    if fmt.format in ("gptq", "awq"):
+        q, s = shape("qweight"), shape("scales")
+        if len(q) != 2 or len(s) != 2:
+            raise HeditError(f"{where}: qweight and scales must be 2-D, got {list(q)} and {list(s)}")
+        n_in, n_out = (q[0] * per, q[1]) if fmt.format == "gptq" and per else (q[0], q[1] * (per or 0))
+        groups = 1 if group == -1 else n_in // group if per else s[0]
+        if per and s != (groups, n_out):
+            raise bad("scales", f"[{groups}, {n_out}] beside qweight {list(q)}")
+        if "qzeros" in tensors and per and shape("qzeros") != (groups, n_out // per):
+            raise bad("qzeros", f"[{groups}, {n_out // per}]")
+    elif fmt.format == "mlx":
+        w, s = shape("weight"), shape("scales")
+        if len(w) != 2 or not per:
+            raise HeditError(f"{where}: an MLX weight of shape {list(w)} at {bits} bits is not a layout hedit reads")
+        n_in = w[1] * per
+        if group == -1 or n_in % group or s != (w[0], n_in // group):
+            raise bad("scales", f"[{w[0]}, {n_in // max(group, 1)}] beside weight {list(w)}")
+        if shape("biases") != s:
+            raise bad("biases", f"the scales' shape {list(s)}")
+    elif fmt.format == "mlx-e8m0":
+        w, s = shape("weight"), shape("scales")
+        if len(w) != 2 or len(s) != 2 or s[0] != w[0] or s[1] * group != w[1] * per:
+            raise bad("scales", f"[{w[0]}, {w[1] * (per or 0) // max(group, 1)}] beside weight {list(w)}")
 
 
 # ------------------------------------------------------------------------------------------ dequantizers

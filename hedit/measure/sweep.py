@@ -209,7 +209,7 @@ def run_sweep(
     if cfg.lm_eval:
         from hedit.score.harness import check_tasks
 
-        check_tasks(cfg.lm_eval, cfg.lm_eval_include)
+        check_tasks(cfg.lm_eval, cfg.lm_eval_include, log)
 
     if loaded is None:
         tok = load_tokenizer(path)

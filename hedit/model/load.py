@@ -56,6 +56,10 @@ def load_model(
     "balanced", or a dict) within ``max_memory``, layers that fit nowhere offloaded to ``offload_folder``."""
     check_device(device)
     from transformers import AutoModelForCausalLM
+
+    from hedit.io.checkpoint import check_expert_files
+
+    check_expert_files(path)  # an expert's tensor lost, or two layouts in one layer: one line, not a crash
     from transformers.utils import logging
 
     logging.disable_progress_bar()

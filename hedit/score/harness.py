@@ -66,17 +66,50 @@ def _task_manager(include: str | None, names: Sequence[str] = ()):
     return _index(include)
 
 
-def check_tasks(names: Sequence[str], include: str | Path | None) -> None:
-    """One line for a task lm-eval does not know (before any model runs)."""
+def check_tasks(names: Sequence[str], include: str | Path | None, log=None) -> None:
+    """One line for a task lm-eval does not know, or a local task (``include``) it cannot build (a key
+    its TaskConfig does not take, ``data_files`` that name no file): before any model runs. A local
+    folder whose tasks run Python (``!function``) is said once, naming the file (``log``)."""
     if not names:
         return
     if include is not None and not Path(include).is_dir():
         raise HeditError(f"--lm-eval-include {include}: not a folder of lm-eval task files")
-    known = set(_task_manager(str(include) if include else None, names).all_tasks)
+    manager = _task_manager(str(include) if include else None, names)
+    known = set(manager.all_tasks)
     missing = [n for n in names if n not in known]
     if missing:
         where = f" (nor in {include})" if include else " (a local task needs --lm-eval-include FOLDER)"
         raise HeditError(f"lm-eval knows no task {', '.join(map(repr, missing))}{where}")
+    if include is None:
+        return
+    local = _index(str(include), defaults=False)
+    for name in (n for n in names if n in set(local.all_tasks)):
+        entry = getattr(local, "task_index", {}).get(name)
+        where = getattr(entry, "yaml_path", None) or include
+        _warn_code(Path(where), name, log)
+        try:
+            with _quiet():
+                local.load([name])  # builds the task and reads its data files (local: fast)
+        except Exception as e:  # lm-eval raises TypeError, ValueError, FileNotFoundError, datasets' errors
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise HeditError(f"lm-eval task {name!r} ({where}) cannot be loaded: {why}") from None
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_code(path: Path, name: str, log) -> None:
+    """Say once per file that a local task runs the folder's own Python (``!function`` in its YAML)."""
+    try:
+        text = path.read_text(errors="replace") if path.is_file() else ""
+    except OSError:
+        return
+    if "!function" in text and str(path) not in _WARNED and log is not None:
+        _WARNED.add(str(path))
+        log(
+            f"warning: lm-eval task {name!r} ({path}) uses !function: lm-eval imports and runs the Python "
+            "file beside it. Use task folders you trust"
+        )
 
 
 @contextlib.contextmanager
@@ -120,7 +153,14 @@ def run_tasks(
     ``outcomes`` (the metric per document, in the same order), and every other aggregate in ``all``."""
     lm_eval, HFLM, _ = _import()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    with _quiet():
+    # lm-eval records the working directory's git commit with a bare `git describe`, whose "fatal: not a
+    # git repository" goes straight to the terminal outside a repository: the hash means nothing here
+    import importlib
+    from unittest import mock
+
+    evaluator = importlib.import_module("lm_eval.evaluator")
+    no_git = mock.patch.object(evaluator, "get_git_commit_hash", lambda: None)
+    with _quiet(), no_git:
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
         out = lm_eval.simple_evaluate(
             model=lm,

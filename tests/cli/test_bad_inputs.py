@@ -24,7 +24,7 @@ from gguf import GGMLQuantizationType as T
 
 from hedit.model.tiny import save_tiny_model
 
-from builders import craft_gguf, llama_gguf_metadata, llama_gguf_tensors, write_gguf
+from builders import craft_gguf, llama_gguf_metadata, llama_gguf_tensors, mlx_affine, quantized, write_gguf
 from builders import neurons as gguf_neurons
 from conftest import add_tokenizer, neuron_set, run_cli
 
@@ -218,6 +218,70 @@ def _hedit_gguf_sidecar(w, tamper: bool):
         raw[-1] ^= 1
         _write(w / "out.gguf", bytes(raw))
     _write(w / "out.gguf.hedit.json", json.dumps({"hedit_version": "0", "output": fp}))
+
+
+def _quant(w, fmt: str, fn=None, tensors=None):
+    """``w/q``: a GPTQ (``fmt`` "gptq") or MLX affine ("mlx") copy of a tiny llama, its config changed by
+    ``fn(quantization dict)`` and its tensors by ``tensors(state dict)``; ``w/nq.json`` fits it."""
+    from safetensors.numpy import load_file as load_np
+    from safetensors.numpy import save_file as save_np
+
+    if fmt == "gptq":
+        folder, _ = quantized(w / "qbuild", "gptq")
+        shutil.move(folder, w / "q")
+        shutil.rmtree(w / "qbuild")
+    else:
+        mlx_affine(save_tiny_model(w / "qbuild", "llama"), w / "q")
+        shutil.rmtree(w / "qbuild")
+    cfg = json.loads((w / "q" / "config.json").read_text())
+    for key in ("quantization", "quantization_config"):
+        if key in cfg and fn is not None:
+            fn(cfg[key])
+    (w / "q" / "config.json").write_text(json.dumps(cfg))
+    if tensors is not None:
+        sd = load_np(str(w / "q" / "model.safetensors"))
+        tensors(sd)
+        save_np(sd, str(w / "q" / "model.safetensors"), metadata={"format": "pt"})
+    ns = json.loads((w / "n.json").read_text())
+    ns["model"]["num_layers"], ns["model"]["intermediate_size"] = cfg["num_hidden_layers"], cfg["intermediate_size"]
+    ns["neurons"] = [{"layer": 0, "index": 1}, {"layer": 1, "index": 3}]
+    _write(w / "nq.json", json.dumps(ns))
+
+
+def _moe(w, drop: str | None = None, both: bool = False):
+    """``w/moe``: a tiny qwen3_moe, experts one by one, missing the tensor ``drop`` or also holding the
+    stacked layout of layer 1 (``both``); ``w/nm.json`` fits it."""
+    from safetensors.torch import load_file, save_file
+
+    from hedit.neurons import ModelInfo, Neuron, NeuronSet
+
+    per = add_tokenizer(save_tiny_model(w / "moe", "qwen3_moe"))
+    sd = load_file(per / "model.safetensors")
+    if drop:
+        sd.pop(drop)
+    if both:
+        stacked = load_file(save_tiny_model(w / "st", "qwen3_moe", stacked=True) / "model.safetensors")
+        sd |= {k: v for k, v in stacked.items() if k.startswith("model.layers.1.mlp.experts.") and k.count(".") == 5}
+        shutil.rmtree(w / "st")
+    save_file({k: v.contiguous() for k, v in sd.items()}, per / "model.safetensors", metadata={"format": "pt"})
+    cfg = json.loads((per / "config.json").read_text())
+    experts = cfg.get("num_experts") or cfg["num_local_experts"]
+    info = ModelInfo("qwen3_moe", cfg["num_hidden_layers"], cfg["moe_intermediate_size"], num_experts=experts)
+    NeuronSet(info, [Neuron(1, 2, expert=3), Neuron(1, 4, expert=0)]).save(w / "nm.json")
+
+
+def _lm_task(w, extra: str = "", files: str | None = None):
+    """``w/tasks``: a local lm-eval task ``bad_task`` over ``w/tasks/d.jsonl`` (``files``: its data_files
+    value instead), with ``extra`` YAML lines."""
+    (w / "tasks").mkdir()
+    _write(w / "tasks" / "d.jsonl", json.dumps({"question": "q", "choices": ["a", "b"], "answer": 0}) + "\n")
+    data = files if files is not None else f"\n    test: {w / 'tasks' / 'd.jsonl'}"
+    _write(
+        w / "tasks" / "t.yaml",
+        f"task: bad_task\ndataset_path: json\ndataset_kwargs:\n  data_files: {data}\ntest_split: test\n"
+        "output_type: multiple_choice\ndoc_to_text: '{{question}}'\ndoc_to_choice: '{{choices}}'\n"
+        f"doc_to_target: answer\nmetric_list:\n  - metric: acc\n{extra}",
+    )
 
 
 def _template(w, text):
@@ -1018,6 +1082,151 @@ CASES = {
         lambda w: (_write(w / "out.gguf", "mine"), (w / "out.gguf.hedit.json").symlink_to(w / "n.json")),
         [*GEDIT, "--overwrite"],
         "out.gguf exists and is not a hedit output",
+    ),
+    # ---- quantization settings and tensors that disagree: bounded and checked before any arithmetic
+    "gptq-bits-3000": (
+        lambda w: _quant(w, "gptq", lambda q: q.update(bits=3000)),
+        ["edit", "q", "--neurons", "nq.json", "--alpha", "0", "--out", "out", "--quiet"],
+        "bits must be one of",
+    ),
+    "gptq-bits-1e10": (
+        lambda w: _quant(w, "gptq", lambda q: q.update(bits=1e10)),
+        ["edit", "q", "--neurons", "nq.json", "--alpha", "0", "--out", "out", "--quiet"],
+        "bits must be one of",
+    ),
+    "gptq-bits-1e9-int": (
+        lambda w: _quant(w, "gptq", lambda q: q.update(bits=10**9)),
+        ["verify", "q", "--neurons", "nq.json", "--alpha", "0", "--edited", "q", "--runtime", "structure"],
+        "bits must be one of",
+    ),
+    "gptq-bits-string": (
+        lambda w: _quant(w, "gptq", lambda q: q.update(bits="4")),
+        ["edit", "q", "--neurons", "nq.json", "--alpha", "0", "--out", "out", "--quiet"],
+        "bits must be one of",
+    ),
+    "gptq-group-disagrees": (
+        lambda w: _quant(w, "gptq", lambda q: q.update(group_size=32)),
+        ["edit", "q", "--neurons", "nq.json", "--alpha", "0", "--out", "out", "--quiet"],
+        "scales has shape",
+    ),
+    "gptq-group-huge": (
+        lambda w: _quant(w, "gptq", lambda q: q.update(group_size=10**12)),
+        ["edit", "q", "--neurons", "nq.json", "--alpha", "0", "--out", "out", "--quiet"],
+        "group_size must be -1 or an integer",
+    ),
+    "mlx-bits-1e10": (
+        lambda w: _quant(w, "mlx", lambda q: q.update(bits=1e10)),
+        ["export-adapter", "q", "--neurons", "nq.json", "--alpha", "0", "--format", "mlx-lora", "--out", "out"],
+        "bits must be one of",
+    ),
+    "mlx-bits-3000": (
+        lambda w: _quant(w, "mlx", lambda q: q.update(bits=3000)),
+        ["edit", "q", "--neurons", "nq.json", "--alpha", "0", "--out", "out", "--quiet"],
+        "bits must be one of",
+    ),
+    "mlx-bits-string": (
+        lambda w: _quant(w, "mlx", lambda q: q.update(bits="4")),
+        ["verify", "q", "--neurons", "nq.json", "--alpha", "0", "--edited", "q", "--runtime", "structure"],
+        "bits must be one of",
+    ),
+    "mlx-bits-disagree": (
+        lambda w: _quant(w, "mlx", lambda q: q.update(bits=8)),
+        ["export-adapter", "q", "--neurons", "nq.json", "--alpha", "0", "--format", "mlx-lora", "--out", "out"],
+        "scales has shape",
+    ),
+    "mlx-bits-disagree-edit": (
+        lambda w: _quant(w, "mlx", lambda q: q.update(bits=8)),
+        ["edit", "q", "--neurons", "nq.json", "--alpha", "0", "--out", "out", "--quiet"],
+        "scales has shape",
+    ),
+    "mlx-group-disagrees": (
+        lambda w: _quant(w, "mlx", lambda q: q.update(group_size=64)),
+        ["verify", "q", "--neurons", "nq.json", "--alpha", "0", "--edited", "q", "--runtime", "structure"],
+        "scales has shape",
+    ),
+    "mlx-biases-missing": (
+        lambda w: _quant(w, "mlx", tensors=lambda sd: sd.pop("model.layers.0.mlp.up_proj.biases")),
+        ["export-adapter", "q", "--neurons", "nq.json", "--alpha", "0", "--format", "mlx-lora", "--out", "out"],
+        "without biases",
+    ),
+    "mlx-biases-wrong-shape": (
+        lambda w: _quant(
+            w, "mlx", tensors=lambda sd: sd.update({"model.layers.1.mlp.up_proj.biases": np.zeros((3, 2), np.float16)})
+        ),
+        ["edit", "q", "--neurons", "nq.json", "--alpha", "0", "--out", "out", "--quiet"],
+        "biases has shape",
+    ),
+    "mlx-scales-wrong-shape": (
+        lambda w: _quant(
+            w, "mlx", tensors=lambda sd: sd.update({"model.layers.1.mlp.down_proj.scales": np.ones((2, 2), np.float16)})
+        ),
+        ["edit", "q", "--neurons", "nq.json", "--alpha", "0", "--out", "out", "--quiet"],
+        "scales has shape",
+    ),
+    "mlx-module-bits-override": (
+        lambda w: _quant(
+            w, "mlx", lambda q: q.update({"model.layers.0.mlp.up_proj": {"bits": 1e10, "group_size": 32}})
+        ),
+        ["edit", "q", "--neurons", "nq.json", "--alpha", "0", "--out", "out", "--quiet"],
+        "quantization.model.layers.0.mlp.up_proj: bits must be one of",
+    ),
+    # ---- numbers too large for a float
+    "neuron-alpha-400-digits": (
+        lambda w: _neurons(w, lambda d: d["neurons"][0].update(alpha=int("9" * 400))),
+        EDIT,
+        "neurons[0].alpha must be a finite number",
+    ),
+    "neurons-alpha-400-digits": (
+        lambda w: _neurons(w, lambda d: d.update(alpha=-int("9" * 400))),
+        [*EDIT[:4], *EDIT[6:]],
+        "'alpha' must be a finite number",
+    ),
+    "neuron-index-400-digits": (
+        lambda w: _neurons(w, lambda d: d["neurons"][0].update(index=int("9" * 400))),
+        EDIT,
+        "(400 characters) in layer 0 out of range",
+    ),
+    # ---- mixtures of experts whose files do not hold what the config says
+    "moe-missing-an-expert-up": (
+        lambda w: _moe(w, "model.layers.1.mlp.experts.3.up_proj.weight"),
+        ["edit", "moe", "--neurons", "nm.json", "--alpha", "0", "--out", "out", "--quiet"],
+        "layer 1 has no mlp.experts.3.up_proj.weight (expert 3 of 8)",
+    ),
+    "moe-missing-an-expert-gate": (
+        lambda w: _moe(w, "model.layers.2.mlp.experts.7.gate_proj.weight"),
+        ["edit", "moe", "--neurons", "nm.json", "--alpha", "0", "--target", "down", "--out", "out", "--quiet"],
+        "layer 2 has no mlp.experts.7.gate_proj.weight",
+    ),
+    "moe-missing-an-expert-down-adapter": (
+        lambda w: _moe(w, "model.layers.1.mlp.experts.0.down_proj.weight"),
+        ["export-adapter", "moe", "--neurons", "nm.json", "--alpha", "0", "--out", "out"],
+        "layer 1 has no mlp.experts.0.down_proj.weight",
+    ),
+    "moe-both-layouts": (
+        lambda w: _moe(w, both=True),
+        ["edit", "moe", "--neurons", "nm.json", "--alpha", "0", "--out", "out", "--quiet"],
+        "holds its experts both one by one",
+    ),
+    "moe-both-layouts-sweep": (
+        lambda w: _moe(w, both=True),
+        ["sweep", "moe", "--neurons", "nm.json", "--out", "out", "--quiet"],
+        "holds its experts both one by one",
+    ),
+    # ---- local lm-eval tasks lm-eval cannot build: refused before any model runs
+    "sweep-lm-eval-task-unknown-key": (
+        lambda w: _lm_task(w, "no_such_key: 3\n"),
+        [*SWEEP, "--lm-eval", "bad_task", "--lm-eval-include", "tasks"],
+        "lm-eval task 'bad_task' (tasks/t.yaml) cannot be loaded: TaskConfig",
+    ),
+    "sweep-lm-eval-task-missing-file": (
+        lambda w: _lm_task(w, files="\n    test: tasks/nope.jsonl"),
+        [*SWEEP, "--lm-eval", "bad_task", "--lm-eval-include", "tasks"],
+        "cannot be loaded: Unable to find",
+    ),
+    "tune-lm-eval-task-bad-data-files": (
+        lambda w: _lm_task(w, files="7"),
+        [*TUNE, "--lm-eval", "bad_task", "--lm-eval-include", "tasks"],
+        "lm-eval task 'bad_task' (tasks/t.yaml) cannot be loaded",
     ),
     # ---- chat templates, tokenizers
     "collect-template-raises": (

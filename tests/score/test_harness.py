@@ -156,3 +156,36 @@ def test_cli_flags(tiny, tmp_path):
     assert r.exit_code != 0 and "lm-eval knows no task 'nope_task'" in r.output
     assert not (tmp_path / "o").exists()
     assert "--lm-eval" in run_cli("sweep", "--help").output and "--max-drop" in run_cli("tune", "--help").output
+
+
+def test_local_task_folders_are_checked_before_any_model_runs(tiny, tmp_path, capfd, monkeypatch):
+    """A local task lm-eval cannot build (an unknown key, data_files naming no file) is one line from
+    check_tasks; a task that runs the folder's Python (!function) is said once, naming its file; and a run
+    outside a git repository prints no "fatal: not a git repository" (lm-eval's own git lookup)."""
+    from hedit.score.harness import check_tasks
+
+    rows = items(3)
+    ok = local_task(tmp_path / "ok", rows)
+    said = []
+    check_tasks(["hedit_mc"], ok, said.append)
+    assert said == []
+    bad = local_task(tmp_path / "bad", rows)
+    (bad / "hedit_mc.yaml").write_text((bad / "hedit_mc.yaml").read_text() + "no_such_key: 1\n")
+    with pytest.raises(HeditError, match=r"lm-eval task 'hedit_mc' \(.*hedit_mc.yaml\) cannot be loaded: TaskConfig"):
+        check_tasks(["hedit_mc"], bad)
+    gone = local_task(tmp_path / "gone", rows)
+    (gone / "hedit_mc.jsonl").unlink()
+    with pytest.raises(HeditError, match="cannot be loaded: Unable to find"):
+        check_tasks(["hedit_mc"], gone)
+    code = local_task(tmp_path / "code", rows)
+    (code / "utils.py").write_text("def docs(ds):\n    return ds\n")
+    (code / "hedit_mc.yaml").write_text((code / "hedit_mc.yaml").read_text() + "process_docs: !function utils.docs\n")
+    check_tasks(["hedit_mc"], code, said.append)
+    check_tasks(["hedit_mc"], code, said.append)
+    assert len(said) == 1 and "uses !function" in said[0] and str(code / "hedit_mc.yaml") in said[0]
+    path, model, tok = tiny
+    monkeypatch.chdir(tmp_path)  # not a git repository
+    capfd.readouterr()
+    run_tasks(model, tok, ["hedit_mc"], limit=2, include=ok)
+    out = capfd.readouterr()
+    assert "fatal" not in out.out + out.err
