@@ -177,11 +177,21 @@ def _bounds(value: Any, meta: Any, where: str) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return
     if meta.get("min") is not None and value < meta["min"]:
-        raise HeditError(f"{where} must be at least {meta['min']:g}, got {value:g}")
+        raise HeditError(f"{where} must be at least {meta['min']:g}, got {_exact(value)}")
     if meta.get("max") is not None and value > meta["max"]:
-        raise HeditError(f"{where} must be at most {meta['max']:g}, got {value:g}")
+        raise HeditError(f"{where} must be at most {meta['max']:g}, got {_exact(value)}")
     if meta.get("above") is not None and not value > meta["above"]:
-        raise HeditError(f"{where} must be greater than {meta['above']:g}, got {value:g}")
+        raise HeditError(f"{where} must be greater than {meta['above']:g}, got {_exact(value)}")
+
+
+def _exact(value: float) -> str:
+    """A value as short as it reads back exactly, never rounded onto the bound it broke (100.0000001 is
+    not "100"); a huge integer short."""
+    short = f"{value:g}"
+    if float(short) == value:
+        return short
+    text = repr(value)
+    return text if len(text) <= 40 else f"{value:.6g}"
 
 
 def _nonempty(value: tuple, where: str) -> None:
@@ -320,6 +330,8 @@ class Evaluation(Decoding):
             raise HeditError(f"suites lists a suite twice: {', '.join(self.suites)}")
         if len(set(self.lm_eval)) != len(self.lm_eval):
             raise HeditError(f"lm_eval lists a task twice: {', '.join(self.lm_eval)}")
+        if any(not t.strip() for t in self.lm_eval):
+            raise HeditError("lm_eval names an empty task (an empty --lm-eval, or ',,' in the list)")
 
 
 @dataclass(frozen=True)
@@ -370,8 +382,10 @@ class Bounds(Settings):
                 value = float(points)
             except ValueError:
                 value = float("nan")
-            if not sep or not name or not value >= 0:
+            if not sep or not name or not value >= 0 or value == float("inf"):
                 raise HeditError(f"max_drop takes TASK=POINTS with POINTS >= 0, got {item!r}")
+            if name in out:
+                raise HeditError(f"max_drop gives task {name!r} twice ({out[name]:g} and {value:g} points)")
             out[name] = value
         return out
 
@@ -388,7 +402,13 @@ class TuneConfig(Evaluation, Bounds):
 
     def check(self) -> None:
         super().check()
-        self.drops()  # Bounds' own check (Evaluation's does not chain to it)
+        drops = self.drops()  # Bounds' own check (Evaluation's does not chain to it)
+        unrun = sorted(set(drops) - set(self.lm_eval))
+        if unrun:
+            raise HeditError(
+                f"max_drop bounds lm-eval task {', '.join(map(repr, unrun))}, which this tune does not run "
+                f"(lm_eval: {', '.join(self.lm_eval) or 'none'})"
+            )
         _nonempty(self.alphas, "alphas")
         object.__setattr__(self, "alphas", tuple(sorted(self.alphas)))
 
@@ -444,6 +464,8 @@ class ProbeConfig(Settings):
         _nonempty(self.c_grid, "c_grid")
         if len(self.c_bounds) != 2 or self.c_bounds[0] >= self.c_bounds[1]:
             raise HeditError(f"c_bounds must be two numbers, low < high, got {list(self.c_bounds)}")
+        if self.select == "stable" and not self.stability:
+            raise HeditError("select 'stable' needs stability selection (stability above 0)")
 
     @property
     def probe(self) -> ProbeConfig:

@@ -283,10 +283,17 @@ def check_alpha(alpha: float, allow_negative: bool = False) -> None:
         raise HeditError(f"alpha must be a finite number, got {alpha}")
     if abs(alpha) > MAX_ALPHA:
         raise HeditError(
-            f"alpha {alpha:g} is out of range: hedit takes alphas up to {MAX_ALPHA:g} (the paper's are 0 to 3)"
+            f"alpha {_number(alpha)} is out of range: hedit takes alphas from -{MAX_ALPHA:g} to {MAX_ALPHA:g} "
+            "(the paper's are 0 to 3)"
         )
     if alpha < 0 and not allow_negative:
         raise HeditError(f"alpha {alpha} is negative; pass --allow-negative-alpha if you mean it")
+
+
+def _number(x: float) -> str:
+    """``x`` as short as it reads back exactly (1e5 as "100000", 100.0000001 never as "100")."""
+    short = f"{x:g}"
+    return short if float(short) == x else repr(x)
 
 
 def _is_int(x: Any) -> bool:

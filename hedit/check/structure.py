@@ -275,6 +275,13 @@ def _gguf(source: Path, neurons, alpha, edited: Path, allow_negative: bool) -> S
     plan = make_plan(source, neurons, alpha, allow_negative, "down" if target == "auto" else target)
     if not out.is_file() or out.stat().st_size != source.stat().st_size:
         raise HeditError(f"{out} is missing or not the size of {source}")
+    if out.resolve() == source.resolve():
+        raise HeditError(f"--edited {edited} is the source itself; give the GGUF hedit edit wrote")
+    if not sidecar.is_file():
+        raise HeditError(
+            f"{out} has no {sidecar.name} beside it (the provenance hedit edit writes): it is not a GGUF hedit "
+            "wrote, or its sidecar was not copied with it"
+        )
     if target == "auto":
         raise HeditError(f"{sidecar} does not say which target the edit used")
     res = StructureResult(str(out), "gguf", len(plan.gguf.tensors), 0, source.stat().st_size)

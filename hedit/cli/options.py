@@ -65,13 +65,18 @@ def settings_options(cls: type[Settings], exclude: tuple[str, ...] = (), **defau
                 else:
                     kw.update(is_flag=True, default=False, show_default=False)
             elif typing.get_origin(kind) is tuple:
-                kw.update(type=str, default=",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in default))
+                text = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in default)
+                # an empty default stays None, so that an empty value given (--lm-eval '') is told apart
+                kw.update(type=str, default=text or None, show_default=bool(text))
             else:
                 kw.update(type=kind, default=default)
             f = click.option(flag, fld.name, **kw)(f)
         return f
 
     return decorate
+
+
+EMPTY_MEANS_NONE = ("suites",)  # list settings where an empty value is a choice ("--suites ''": capability only)
 
 
 def build(cls: type[Settings], kwargs: dict[str, Any], **extra: Any) -> Any:
@@ -84,9 +89,14 @@ def build(cls: type[Settings], kwargs: dict[str, Any], **extra: Any) -> Any:
         elif fld.name in kwargs:
             value = kwargs.pop(fld.name)
             kind = _base(hints[fld.name])
+            if typing.get_origin(kind) is tuple and value is None:
+                continue  # not given: the field's own default
             if typing.get_origin(kind) is tuple:
                 item = typing.get_args(kind)[0]
                 flag = fld.metadata.get("flag") or f"--{fld.name.replace('_', '-')}"
+                if isinstance(value, str) and not value.strip() and fld.name not in EMPTY_MEANS_NONE:
+                    what = "numbers" if item is float else "names"
+                    raise HeditError(f"{flag} takes comma-separated {what}, got an empty value")
                 value = _floats(value, flag) if item is float else _strings(value, flag)
             values[fld.name] = value
     return cls(**values)

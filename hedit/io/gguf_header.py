@@ -13,12 +13,14 @@ a malformed or truncated file is one HeditError, never another exception.
 from __future__ import annotations
 
 import mmap
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hedit.errors import HeditError
+from hedit.io.files import check_regular
 from hedit.registry import Architecture, architecture_for_gguf
 
 # value type -> struct format (scalars); 8 = string, 9 = array
@@ -107,8 +109,9 @@ def read_gguf_header(path: str | Path) -> GgufHeader:
     from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
     path = Path(path)
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise HeditError(f"source not found: {path}")
+    check_regular(path)  # a FIFO, a device or a folder named .gguf is named as what it is, never opened to wait
     where = str(path)
     try:
         with open(path, "rb") as f:

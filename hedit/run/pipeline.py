@@ -10,7 +10,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -40,7 +42,18 @@ def run_recipe(recipe: Recipe, progress: bool = True, log=print, grader=None) ->
     check_device(recipe.device)  # a recipe written for a GPU box fails here, not after the first stage
     work = Path(recipe.work)
     check_work(work, [("model", recipe.model)])
+    fresh = not os.path.lexists(work)
     work.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run(recipe, work, progress, log, grader)
+    except BaseException:
+        if fresh:  # a recipe that failed before any stage wrote a thing leaves no empty work folder
+            with contextlib.suppress(OSError):
+                work.rmdir()
+        raise
+
+
+def _run(recipe: Recipe, work: Path, progress: bool, log, grader) -> dict[str, Any]:
     stamps = Stamps(work)
     out: dict[str, Any] = {"work": str(work)}
 
@@ -187,22 +200,25 @@ def run_recipe(recipe: Recipe, progress: bool = True, log=print, grader=None) ->
                 "artifact": stamps.result(f"export:{kind}"),
                 "runtime": vc.runtime,
                 "new_tokens": vc.new_tokens,
+                "tolerance": vc.tolerance,
+                "dtype": vc.dtype,
             }
             if stamps.fresh(f"verify:{kind}", vin):
                 res = stamps.result(f"verify:{kind}")
             else:
-                res = _verify(source, neurons, kind, target, vc.runtime, vc.new_tokens)
+                res = _verify(source, neurons, kind, target, vc)
                 stamps.done(f"verify:{kind}", vin, res)
             results[kind] = res
-            log(f"      {kind}: {'PASS' if res['passed'] else 'FAIL'}")
+            word = {True: "PASS", False: "FAIL", None: f"SKIPPED ({res.get('skipped')})"}[res["passed"]]
+            log(f"      {kind}: {word} in {res.get('runtime', vc.runtime)}")
     else:
         log("[5/5] verify: off")
     out["verify"] = results
     atomic_write_text(work / "verify.json", json.dumps(results, indent=2) + "\n")
     _reproduce(recipe, work, source, neurons, {k: stamps.result(f"export:{k}") for k in artifacts}, out)
-    if results and not all(r["passed"] for r in results.values()):
+    if any(r["passed"] is False for r in results.values()):
         raise HeditError(
-            f"verification failed for {', '.join(k for k, r in results.items() if not r['passed'])}; "
+            f"verification failed for {', '.join(k for k, r in results.items() if r['passed'] is False)}; "
             f"see {work / 'verify.json'}"
         )
     return out
@@ -228,17 +244,19 @@ class SharedModel:
         return self._pair
 
 
-def _verify(source: Path, neurons: Path, kind: str, target: Path, runtime: str, new_tokens: int) -> dict[str, Any]:
+def _verify(source: Path, neurons: Path, kind: str, target: Path, vc) -> dict[str, Any]:
+    """One artifact checked as ``hedit verify`` checks it, in the recipe's runtime with its tolerance,
+    dtype and tokens (``verify_artifact``: one dispatch for the command and the recipe). A check that
+    cannot run there (IA3 in vLLM, which serves LoRA only) is recorded as skipped (``passed`` null), never
+    as passed."""
+    from hedit.check.verify import verify_artifact
+    from hedit.config import VerifyConfig
+
+    if vc.runtime == "vllm" and kind == "ia3":
+        return {"passed": None, "runtime": vc.runtime, "skipped": "vLLM serves LoRA adapters, not IA3"}
+    cfg = VerifyConfig(runtime=vc.runtime, new_tokens=vc.new_tokens, tolerance=vc.tolerance, dtype=vc.dtype)
     kw = {"edited": target} if kind == "edited" else {"adapter": target}
-    if runtime == "vllm":
-        if kind == "ia3":
-            return {"passed": True, "skipped": "vLLM serves LoRA adapters, not IA3"}
-        from hedit.check.runtime_vllm import verify_vllm
-
-        return verify_vllm(source, neurons, new_tokens=new_tokens, **kw).to_dict()
-    from hedit.check.verify import verify
-
-    return verify(source, neurons, new_tokens=new_tokens, **kw).to_dict()
+    return verify_artifact(source, neurons, cfg=cfg, **kw).to_dict() | {"runtime": vc.runtime}
 
 
 def _reproduce(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hedit.edit.adapters import ADAPTER_CONFIG, read_adapter
+from hedit.edit.adapters.mlx_lora import WEIGHTS as MLX_WEIGHTS
 from hedit.errors import HeditError
 from hedit.io.checkpoint import open_checkpoint
 from hedit.io.hub import check_repo_id, check_revision, endpoint, hub_errors
@@ -76,7 +77,7 @@ class PushResult:
     repo_id: str
     revision: str
     commit_url: str
-    kind: str  # "checkpoint" or "adapter"
+    kind: str  # what check_folder says the folder is
     files: list[str]
 
 
@@ -98,7 +99,8 @@ def check_contents(folder: Path, shown: Path | None = None) -> None:
 
 
 def check_folder(folder: str | Path, force: bool = False) -> str:
-    """'checkpoint' or 'adapter' when ``folder`` is fit to push, else a HeditError naming the problem."""
+    """What ``folder`` is ('checkpoint', 'adapter', 'GGUF', 'gguf-lora adapter', 'mlx-lora adapter': every
+    folder hedit writes) when it is fit to push, else a HeditError naming the problem."""
     folder = Path(folder)
     if not folder.is_dir():
         raise HeditError(f"not a folder: {folder}")
@@ -109,6 +111,20 @@ def check_folder(folder: str | Path, force: bool = False) -> str:
                     f"{folder} has no {name} ({what}); it was not written by hedit. Pass --force to push it anyway"
                 )
     check_contents(folder)
+    ggufs = sorted(folder.glob("*.gguf"))
+    if ggufs and not (folder / "config.json").is_file():  # `edit X.gguf --out DIR`, or a gguf-lora folder
+        from hedit.io.gguf_header import read_gguf_header
+
+        for g in ggufs:
+            read_gguf_header(g)  # a GGUF file llama.cpp can read, or its one-line error
+        return "gguf-lora adapter" if (folder / "adapter.gguf").is_file() else "GGUF"
+    if (folder / MLX_WEIGHTS).is_file():  # export-adapter --format mlx-lora
+        from hedit.io.jsonfile import expect, read_json
+        from hedit.io.safetensors_header import read_header
+
+        expect(read_json(folder / ADAPTER_CONFIG), dict, str(folder / ADAPTER_CONFIG))
+        read_header(folder / MLX_WEIGHTS)
+        return "mlx-lora adapter"
     if (folder / ADAPTER_CONFIG).is_file():
         read_adapter(folder)
         return "adapter"

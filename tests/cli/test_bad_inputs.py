@@ -661,7 +661,7 @@ CASES = {
         "come from another model",
     ),
     # ---- sweep, tune
-    "sweep-alphas-empty": (None, [*SWEEP, "--alphas", ""], "alphas is empty"),
+    "sweep-alphas-empty": (None, [*SWEEP, "--alphas", ""], "--alphas takes comma-separated numbers, got an empty"),
     "sweep-alphas-twice": (None, [*SWEEP, "--alphas", "0,0"], "lists a value twice"),
     "sweep-alphas-nan": (None, [*SWEEP, "--alphas", "0,nan"], "must be a finite number"),
     "sweep-limit-zero": (None, [*SWEEP, "--limit", "0"], "limit must be at least 1"),
@@ -1227,6 +1227,35 @@ CASES = {
         lambda w: _lm_task(w, files="7"),
         [*TUNE, "--lm-eval", "bad_task", "--lm-eval-include", "tasks"],
         "lm-eval task 'bad_task' (tasks/t.yaml) cannot be loaded",
+    ),
+    # ---- the cause named right
+    "verify-gguf-without-sidecar": (
+        lambda w: _write(w / "e.gguf", (w / "m.gguf").read_bytes()),
+        ["verify", "m.gguf", "--neurons", "n.json", "--alpha", "0", "--edited", "e.gguf", "--runtime", "structure"],
+        "e.gguf has no e.gguf.hedit.json beside it",
+    ),
+    "verify-gguf-source-as-edited": (
+        None,
+        ["verify", "m.gguf", "--neurons", "n.json", "--alpha", "0", "--edited", "m.gguf", "--runtime", "structure"],
+        "is the source itself",
+    ),
+    "gguf-source-fifo": (
+        lambda w: os.mkfifo(w / "f.gguf"),
+        ["edit", "f.gguf", *GEDIT[2:]],
+        "f.gguf is a FIFO (named pipe), not a regular file",
+    ),
+    "alpha-just-over-the-bound": (None, [*EDIT[:5], "100.0000001", *EDIT[6:]], "alpha 100.0000001 is out of range"),
+    "sweep-lm-eval-empty": (None, [*SWEEP, "--lm-eval", ""], "--lm-eval takes comma-separated names, got an empty"),
+    "tune-max-drop-twice": (
+        None,
+        [*TUNE, "--lm-eval", "x", "--max-drop", "x=1,x=2"],
+        "max_drop gives task 'x' twice",
+    ),
+    "tune-max-drop-task-not-run": (None, [*TUNE, "--max-drop", "arc_easy=2"], "which this tune does not run"),
+    "identify-select-stable-without-stability": (
+        None,
+        ["identify", "src", "--work", "out", "--select", "stable", "--stability", "0", "--quiet"],
+        "select 'stable' needs stability selection",
     ),
     # ---- chat templates, tokenizers
     "collect-template-raises": (

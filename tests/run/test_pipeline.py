@@ -147,3 +147,45 @@ def test_a_device_this_machine_lacks_stops_before_any_work(setup, monkeypatch):
     assert r.exit_code == 1
     assert r.output.strip() == "hedit: error: device 'cuda': torch sees no CUDA GPU on this machine"
     assert not work.exists()
+
+
+def test_the_recipe_s_verify_runtime_tolerance_and_dtype_are_the_ones_that_run(setup, monkeypatch):
+    """`verify: {runtime, tolerance, dtype}` reach hedit verify's own dispatch (each runtime's function is
+    recorded when called); IA3 in vLLM, which cannot run there, is recorded as skipped, never as passed."""
+    import hedit.check.verify as verify
+
+    recipe, work = setup
+    base = ["run", str(recipe), "--quiet", "--set", "tune.enabled=false", "--set", "tune.alpha=0"]
+    assert run_cli(*base, "--set", "verify.enabled=false").exit_code == 0  # identify and export, once
+    ran = []
+    for name, fn in list(verify.RUNTIMES.items()):
+        monkeypatch.setitem(
+            verify.RUNTIMES, name, lambda *a, _n=name, _f=fn, **k: ran.append((_n, a[6])) or _f(*a, **k)
+        )
+
+    def fake_vllm(*a, **k):  # vLLM's own run is tested in tests/check; here only the dispatch matters
+        ran.append(("vllm", a[6]))
+        return type("R", (), {"to_dict": lambda self: {"passed": True}})()
+
+    monkeypatch.setitem(verify.RUNTIMES, "vllm", fake_vllm)
+    for runtime in ("structure", "transformers", "vllm"):
+        ran.clear()
+        r = run_cli(*base, "--set", f"verify.runtime={runtime}", "--set", "verify.tolerance=0.5")
+        assert r.exit_code == 0, r.output
+        done = json.loads((work / "verify.json").read_text())
+        expected = {"edited", "lora"} | ({"ia3"} if runtime != "vllm" else set())
+        assert {n for n, _ in ran} == {runtime} and len(ran) == len(expected), (runtime, ran)
+        assert all(cfg.runtime == runtime and cfg.tolerance == 0.5 for _, cfg in ran)
+        assert all(done[k]["passed"] is True and done[k]["runtime"] == runtime for k in expected)
+        if runtime == "vllm":
+            assert done["ia3"]["passed"] is None and "LoRA" in done["ia3"]["skipped"]
+    ran.clear()
+    r = run_cli(*base, "--set", "verify.dtype=bfloat16", "--set", "export.lora=false", "--set", "export.ia3=false")
+    assert r.exit_code == 0 and ran and all(cfg.dtype == "bfloat16" for _, cfg in ran), r.output
+
+
+def test_a_recipe_that_fails_before_any_stage_leaves_no_work_folder(setup):
+    recipe, work = setup
+    r = run_cli("run", str(recipe), "--set", "identify.questions=nope.jsonl")
+    assert r.exit_code == 1 and "nope.jsonl" in r.output
+    assert not work.exists()

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+from pathlib import Path
 
 import pytest
 from huggingface_hub import snapshot_download
@@ -172,3 +173,36 @@ def test_a_torch_zip_is_a_pickle_and_links_out_are_refused(hub, artifacts, tmp_p
     with pytest.raises(HeditError, match="link to outside the folder"):
         push(folder, "team/x")
     assert hub.requests == []
+
+
+def test_every_folder_hedit_writes_is_pushed(hub, tmp_path):
+    """A GGUF edited into a folder, a gguf-lora adapter and an mlx-lora adapter are pushed as they are
+    (their files readable by llama.cpp's and safetensors' headers), and come back byte for byte; a GGUF
+    folder whose file is not a GGUF is refused with nothing sent."""
+    from gguf import GGMLQuantizationType as T
+
+    from hedit.edit.gguf import edit_gguf
+
+    from builders import mlx_affine, write_gguf
+    from builders import neurons as gguf_neurons
+
+    g = write_gguf(tmp_path / "m.gguf", T.Q8_0)
+    edit_gguf(g, gguf_neurons([(0, 1), (1, 3)]), tmp_path / "gdir", 0.0, progress=False)
+    src = add_tokenizer(save_tiny_model(tmp_path / "src", "llama"))
+    nf = tmp_path / "n.json"
+    neuron_set("llama", per_layer=2).save(nf)
+    export_adapter(src, nf, tmp_path / "glora", "gguf-lora", alpha=0.0)
+    mlx = mlx_affine(save_tiny_model(tmp_path / "float", "llama"), tmp_path / "mlx")
+    export_adapter(mlx, nf, tmp_path / "mlora", "mlx-lora", alpha=0.0)
+    for folder, kind in (("gdir", "GGUF"), ("glora", "gguf-lora adapter"), ("mlora", "mlx-lora adapter")):
+        r = push(tmp_path / folder, f"team/{folder}")
+        assert r.kind == kind and any(f.endswith((".gguf", ".safetensors")) for f in r.files), (folder, r.files)
+        got = snapshot_download(f"team/{folder}", endpoint=hub.url, cache_dir=str(tmp_path / "dl"), token=TOKEN)
+        back = {k: v for k, v in digests(Path(got)).items() if k != ".gitattributes"}
+        assert digests(tmp_path / folder) == back
+    bad = tmp_path / "gdir"
+    next(bad.glob("*.gguf")).write_bytes(b"not a gguf")
+    asked = len(hub.requests)
+    with pytest.raises(HeditError, match="GGUF"):
+        push(bad, "team/bad")
+    assert len(hub.requests) == asked
