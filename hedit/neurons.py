@@ -189,7 +189,7 @@ class NeuronSet:
         """Every neuron inside the declared shape, none listed twice. In a mixture of experts a dense
         layer's and the shared expert's widths are the model's (``check_model`` checks them)."""
         seen = set()
-        moe = self.has_experts
+        moe = self.has_experts or _moe_family(self.model.model_type)
         for n in self.neurons:
             if not 0 <= n.layer < self.model.num_layers:
                 raise HeditError(f"layer {_shown(n.layer)} out of range: the model has {self.model.num_layers} layers")
@@ -288,6 +288,17 @@ def check_alpha(alpha: float, allow_negative: bool = False) -> None:
         )
     if alpha < 0 and not allow_negative:
         raise HeditError(f"alpha {alpha} is negative; pass --allow-negative-alpha if you mean it")
+
+
+def _moe_family(model_type: str) -> bool:
+    """A family the registry describes as a mixture of experts: a neuron without ``expert`` there sits in
+    a dense layer, whose width is the model's to check (``check_model``), not the experts' width."""
+    from hedit.registry import get_architecture
+
+    try:
+        return get_architecture(model_type).moe is not None
+    except HeditError:
+        return False
 
 
 def _number(x: float) -> str:

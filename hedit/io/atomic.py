@@ -362,9 +362,9 @@ def disk_error(e: BaseException, target: Path) -> HeditError | None:
     code = e.errno if isinstance(e, OSError) else None
     text = str(e)
     if code == errno.ENOSPC or "No space left on device" in text or "os error 28" in text:
-        return HeditError(f"no space left on the device writing {target}; nothing was written")
+        return HeditError(f"no space left on the device writing {target}; no part of {target.name} was left")
     if code in (errno.EROFS, errno.EDQUOT):
-        return HeditError(f"cannot write {target}: {e.strerror}; nothing was written")
+        return HeditError(f"cannot write {target}: {e.strerror}; no part of {target.name} was left")
     return None
 
 
@@ -378,7 +378,7 @@ def _temp(target: Path, make):
         if e.errno == errno.ENAMETOOLONG:
             raise HeditError(f"cannot write {target}: the name is too long for the file system") from None
         if e.errno == errno.ENOSPC:
-            raise HeditError(f"no space left on the device to write {target}; nothing was written") from None
+            raise HeditError(f"no space left on the device to write {target}; no part of it was left") from None
         raise HeditError(f"cannot write {target}: {e.strerror} ({parent})") from None
 
 

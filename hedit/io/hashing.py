@@ -14,6 +14,7 @@ import threading
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from pathlib import Path
 
+from hedit.errors import HeditError
 from hedit.io.files import hub_snapshot
 from hedit.paths import cache_dir
 
@@ -83,18 +84,32 @@ class Hasher:
         self._stop = threading.Event()
         self._jobs: dict[str, Future[str] | str] = {}
         self._new: dict[str, str] = {}
+        self._paths = list(paths)
+        self._keys = {p.name: _key(p) for p in paths}  # size, mtime and inode before any byte is read
         for p in paths:
             known = _known(p, cache)
             self._jobs[p.name] = known if known else self._pool.submit(self._run, p)
 
     def _run(self, p: Path) -> str:
         digest = sha256_file(p, self._stop)
-        self._new[_key(p)] = digest
+        self._new[self._keys[p.name]] = digest
         return digest
 
     def result(self) -> dict[str, str]:
+        """The digests; a source file that changed while hedit read it (its size, mtime or inode differ
+        from before) is one HeditError: the artifact would mix two versions and its hash name neither."""
         out = {name: (j if isinstance(j, str) else j.result()) for name, j in self._jobs.items()}
         self._pool.shutdown()
+        for p in self._paths:
+            try:
+                same = _key(p) == self._keys[p.name]
+            except OSError:
+                same = False
+            if not same:
+                raise HeditError(
+                    f"the source file {p} changed while hedit read it; nothing was written: edit it again once "
+                    "it is no longer being written"
+                )
         _store_cache(self._new)
         return out
 

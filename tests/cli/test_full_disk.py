@@ -123,6 +123,10 @@ def test_sweep_on_a_full_disk_leaves_only_whole_files(world, tmp_path):
             "sweep", world / "src", "--neurons", world / "n.json", "--alphas", "0", "--controls", "0", "--limit",
             "2", "--suites", "false-premise", "--max-new-tokens", "2", "--engine", "hf", "--out", disk / "s", "--quiet",
         )  # fmt: skip
-        assert "no space left on the device" in one_line(r)
+        line = one_line(r)
+        assert "no space left on the device" in line and "nothing was written" not in line
         left = whole(disk)
         assert "s/sweep.png" not in left or os.path.getsize(disk / "s" / "sweep.png") > 1000
+        named = line.split("writing ", 1)[1].split(";")[0]
+        assert os.path.relpath(named, disk) not in left  # the file the line names is the one not left
+        assert f"no part of {os.path.basename(named)} was left" in line

@@ -85,3 +85,50 @@ def test_a_sharded_hub_snapshot_is_edited_with_its_digests_from_the_blob_names(c
     write_artifact(snap, neuron_set(), tmp_path / "out", alpha=0.0)
     got = json.loads((tmp_path / "out" / "hedit.json").read_text())["source"]["weight_sha256"]
     assert got == {k: v for k, v in want.items() if k.endswith(".safetensors")} and len(got) > 1
+
+
+def test_a_source_changed_while_it_is_read_is_refused_and_not_cached(tmp_path, monkeypatch):
+    """The digest is of the bytes read: when the file's size, mtime or inode move while hedit reads it, the
+    edit stops with one line instead of recording a hash of neither version (nor caching it)."""
+    import pytest
+
+    from hedit.errors import HeditError
+
+    p = tmp_path / "w.safetensors"
+    p.write_bytes(b"one" * 1000)
+    real = hashing.sha256_file
+
+    def reads_then_changes(path, stop=None):
+        digest = real(path, stop)
+        path.write_bytes(b"two" * 1001)  # another process rewrote the file meanwhile
+        return digest
+
+    monkeypatch.setattr(hashing, "sha256_file", reads_then_changes)
+    with pytest.raises(HeditError, match="changed while hedit read it; nothing was written"):
+        Hasher([p]).result()
+    monkeypatch.setattr(hashing, "sha256_file", real)
+    assert Hasher([p]).result()[p.name] == hashlib.sha256(b"two" * 1001).hexdigest()  # nothing stale cached
+
+
+def test_an_edit_whose_source_changes_midway_writes_nothing(checkpoint, tmp_path, monkeypatch):
+    from hedit.edit.checkpoint import edit_checkpoint
+    from hedit.errors import HeditError
+
+    from conftest import neuron_set
+
+    src = checkpoint("llama", shards=True)
+    real = hashing.sha256_file
+    shard = sorted(src.glob("*.safetensors"))[0]
+
+    def touched(path, stop=None):
+        digest = real(path, stop)
+        if path.name == shard.name:
+            os.utime(shard, ns=(1, 1))  # the same bytes, but its mtime moved: hedit cannot tell it stayed
+        return digest
+
+    monkeypatch.setattr(hashing, "sha256_file", touched)
+    import pytest
+
+    with pytest.raises(HeditError, match="changed while hedit read it"):
+        edit_checkpoint(src, neuron_set(), tmp_path / "a", alpha=0.0, progress=False)
+    assert not (tmp_path / "a").exists() and not [p for p in tmp_path.iterdir() if ".hedit-" in p.name]

@@ -264,3 +264,18 @@ def test_origin_ranks_unchanged_expert_neurons_lowest(model_type, tmp_path):
     assert max(p["rank"] for p in r["per_neuron"]) <= (len(ns.neurons) + 1) / (n - 1)  # the lowest ranks
     assert h["p_lower_than_random"] == pytest.approx(1 / 301)
     assert {(p["layer"], p["expert"]) for p in r["per_neuron"]} == set(keep)
+
+
+def test_a_dense_layer_neuron_needs_no_num_experts(tmp_path):
+    """In a mixture, a neuron without ``expert`` sits in a dense layer, as wide as the model's dense MLP
+    (96 here, the experts 32): a set without ``model.num_experts`` is held to that width, not the experts'."""
+    from safetensors.torch import load_file
+
+    moe = save_tiny_model(tmp_path / "moe", "qwen3_moe")  # layer 0 dense (96), experts 32 wide
+    ns = NeuronSet(ModelInfo("qwen3_moe", 3, 32), [Neuron(0, 50, alpha=0.0)])
+    write_artifact(moe, ns, tmp_path / "e", target="down", progress=False)
+    got = load_file(tmp_path / "e" / "model.safetensors")["model.layers.0.mlp.down_proj.weight"]
+    want = load_file(moe / "model.safetensors")["model.layers.0.mlp.down_proj.weight"]
+    assert torch.equal(got[:, 50], torch.zeros_like(got[:, 50])) and torch.equal(got[:, 49], want[:, 49])
+    with pytest.raises(HeditError, match="neuron index 500 in layer 0 out of range: its width is 96"):
+        write_artifact(moe, NeuronSet(ns.model, [Neuron(0, 500)]), tmp_path / "f", alpha=0.0, progress=False)
