@@ -394,8 +394,42 @@ class Bounds(Settings):
         return Bounds(self.max_accuracy_drop, self.max_kl, self.max_over_refusal, self.max_drop)
 
 
+METHODS = ("sweep", "fit")
+CANDIDATES = ("probe", "stable", "attribution", "probe+attribution")
+
+
 @dataclass(frozen=True)
-class TuneConfig(Evaluation, Bounds):
+class FitSettings(Settings):
+    """``tune --method fit``: one alpha per neuron, learned by gradient descent under the KL budget."""
+
+    method: str = setting(
+        "sweep",
+        "sweep: one alpha for every H-neuron, chosen from a sweep (the paper's edit); fit: one alpha per "
+        "neuron, learned by gradient descent on the suites' faithful-vs-compliant pairs under the KL budget.",
+        choices=METHODS,
+    )
+    candidates: str = setting(
+        "probe+attribution",
+        "fit: the neurons it may move: the H-neurons (probe), the stable ones, the top --k by attribution "
+        "over every MLP neuron, or the H-neurons plus --k attribution neurons.",
+        choices=CANDIDATES,
+    )
+    k: int | None = setting(None, "fit: attribution neurons to take (default: as many as the H-neurons).", min=1)
+    holdout: float = setting(
+        0.5, "fit: share of each suite's items held out of the fit; every reported effect is on them.", above=0, max=0.9
+    )
+    steps: int = setting(40, "fit: gradient steps per penalty round.", min=1, max=10_000)
+    lr: float = setting(0.05, "fit: Adam's learning rate on the scales.", above=0, max=10)
+    controls: int = setting(
+        3, "fit: random neuron sets (the candidates' per-site counts) fitted the same way.", min=0, max=20
+    )
+    max_fit_neurons: int = setting(
+        100_000, "fit: the most neurons one fit moves (attribution over a wide model needs --k).", min=1, cli=False
+    )
+
+
+@dataclass(frozen=True)
+class TuneConfig(Evaluation, Bounds, FitSettings):
     """The tuning sweep (no controls, capability always) and its bounds."""
 
     alphas: tuple[float, ...] = setting(TUNE_ALPHAS, "Candidate alphas (comma-separated; 1 is added).")

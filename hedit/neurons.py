@@ -54,6 +54,7 @@ class Neuron:
     weight: float | None = None  # probe weight, for information
     expert: Expert = None  # mixture of experts: the routed expert's number, or "shared"
     frequency: float | None = None  # stability selection: the share of half-sample refits that chose it
+    source: str | None = None  # tune --method fit: where the neuron came from ("probe", "stable", "attribution")
 
     @property
     def site(self) -> Site:
@@ -134,13 +135,15 @@ class NeuronSet:
                     raise HeditError(f"neurons[{i}].{key} must be a finite number, got {_shown(n[key])}")
             if n.get("frequency") is not None and not 0 <= n["frequency"] <= 1:
                 raise HeditError(f"neurons[{i}].frequency must lie in [0, 1], got {n['frequency']}")
+            if n.get("source") is not None and n["source"] not in SOURCES:
+                raise HeditError(f"neurons[{i}].source must be one of {', '.join(SOURCES)}, got {_shown(n['source'])}")
             expert = n.get("expert")
             if expert is not None and not (_is_int(expert) or expert == "shared"):
                 raise HeditError(f'neurons[{i}].expert must be an expert\'s number or "shared", got {expert!r}')
             neurons.append(
                 Neuron(
                     n["layer"], n["index"], _float(n.get("alpha")), _float(n.get("weight")), expert,
-                    _float(n.get("frequency")),
+                    _float(n.get("frequency")), n.get("source"),
                 )
             )  # fmt: skip
         alpha = data.get("alpha")
@@ -163,6 +166,8 @@ class NeuronSet:
                 d["weight"] = n.weight
             if n.frequency is not None:
                 d["frequency"] = n.frequency
+            if n.source is not None:
+                d["source"] = n.source
             neurons.append(d)
         return {
             "format": FORMAT,
@@ -178,6 +183,24 @@ class NeuronSet:
         from hedit.io.atomic import atomic_write_text
 
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    def at_strength(self, t: float) -> NeuronSet:
+        """The set with every per-neuron alpha moved along its own direction, alpha_j(t) = 1 + t (alpha_j - 1)
+        (t = 1: as written; 0: no edit; a fitted set's dose-response). A set without per-neuron alphas is
+        one HeditError: its edit is the command's alpha."""
+        import dataclasses
+
+        if not math.isfinite(t) or not -MAX_STRENGTH <= t <= MAX_STRENGTH:
+            raise HeditError(
+                f"strength {_number(t)} is out of range: it runs from -{MAX_STRENGTH:g} to {MAX_STRENGTH:g}"
+            )
+        if not any(n.alpha is not None for n in self.neurons):
+            raise HeditError("--strength scales per-neuron alphas (a fitted set: tune --method fit); this set has none")
+        neurons = [
+            n if n.alpha is None else dataclasses.replace(n, alpha=1.0 + t * (n.alpha - 1.0)) for n in self.neurons
+        ]
+        prov = dict(self.provenance) | {"strength": t}
+        return NeuronSet(self.model, neurons, self.alpha, prov)
 
     # ---------------------------------------------------------------- checks
     @property
@@ -266,7 +289,8 @@ class NeuronSet:
 
 TOP_KEYS = ("format", "version", "model", "alpha", "neurons", "provenance")
 MODEL_KEYS = ("model_type", "num_layers", "intermediate_size", "name_or_path", "revision", "num_experts")
-NEURON_KEYS = ("layer", "expert", "index", "alpha", "weight", "frequency")
+NEURON_KEYS = ("layer", "expert", "index", "alpha", "weight", "frequency", "source")
+SOURCES = ("probe", "stable", "attribution", "control")
 
 
 def _known(obj: dict, keys: tuple[str, ...], where: str) -> None:
@@ -275,6 +299,7 @@ def _known(obj: dict, keys: tuple[str, ...], where: str) -> None:
         raise HeditError(f"unknown key '{where}{unknown[0]}' (known: {', '.join(keys)})")
 
 
+MAX_STRENGTH = 10.0  # at_strength: beyond 10 times a fitted edit is a typo, and its alphas leave [-100, 100] soon
 MAX_ALPHA = 100.0  # the paper scales by 0 to 3; beyond 100 an alpha can only be a typo (1e5 for 1.5)
 
 

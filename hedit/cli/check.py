@@ -13,10 +13,12 @@ from hedit.cli.options import (
     NEG,
     NEURONS,
     SOURCE,
+    STRENGTH,
     build,
     placement_from,
     placement_options,
     settings_options,
+    with_strength,
 )
 from hedit.config import VerifyConfig
 
@@ -25,6 +27,7 @@ from hedit.config import VerifyConfig
 @SOURCE
 @NEURONS
 @ALPHA
+@STRENGTH
 @click.option("--edited", type=click.Path(path_type=str), help="Edited checkpoint from `hedit edit`.")
 @click.option("--adapter", type=click.Path(path_type=str), help="Adapter from `hedit export-adapter`.")
 @settings_options(VerifyConfig)
@@ -33,11 +36,12 @@ from hedit.config import VerifyConfig
 @placement_options
 @NEG
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def verify(source, neurons, alpha, edited, adapter, vllm_python, device, allow_negative, as_json, **kw):
+def verify(source, neurons, alpha, strength, edited, adapter, vllm_python, device, allow_negative, as_json, **kw):
     """Check in float32 that an artifact equals SOURCE with the runtime intervention (or, --runtime
     structure, byte for byte against the plan without loading a model)."""
     from hedit.check.verify import verify_artifact
 
+    neurons = with_strength(neurons, strength)
     place = {"device": device} | placement_from(kw)
     cfg = build(VerifyConfig, kw)
     res = verify_artifact(source, neurons, alpha, edited, adapter, allow_negative, cfg, vllm_python, place)

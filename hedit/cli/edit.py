@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from hedit.cli.options import ALPHA, NEG, NEURONS, OVERWRITE, QUIET, SOURCE, TARGET
+from hedit.cli.options import ALPHA, NEG, NEURONS, OVERWRITE, QUIET, SOURCE, STRENGTH, TARGET, with_strength
 from hedit.edit.writers import ADAPTERS as ADAPTER_FORMATS
 
 OUT = click.option("--out", required=True, type=click.Path(path_type=str), help="Output folder (created).")
@@ -17,17 +17,19 @@ OUT = click.option("--out", required=True, type=click.Path(path_type=str), help=
 @SOURCE
 @NEURONS
 @ALPHA
+@STRENGTH
 @OUT
 @TARGET
 @OVERWRITE
 @NEG
 @QUIET
-def edit(source, neurons, alpha, out, target, overwrite, allow_negative, quiet):
+def edit(source, neurons, alpha, strength, out, target, overwrite, allow_negative, quiet):
     """Fold alpha into the weights of SOURCE, streaming: a safetensors checkpoint folder (built-in name,
     folder or Hub id; float or GPTQ/AWQ/compressed-tensors/FP8) gives a folder; a .gguf file gives a
     .gguf file (--out x.gguf) or a pushable folder with the GGUF and its model card."""
     from hedit.edit import edit_model
 
+    neurons = with_strength(neurons, strength)
     r = edit_model(source, neurons, out, alpha, overwrite, allow_negative, progress=not quiet, target=target)
     if not str(source).endswith(".gguf"):
         click.echo(f"wrote edited checkpoint to {r}")
@@ -45,17 +47,19 @@ def edit(source, neurons, alpha, out, target, overwrite, allow_negative, quiet):
 @SOURCE
 @NEURONS
 @ALPHA
+@STRENGTH
 @click.option("--format", "fmt", type=click.Choice(list(ADAPTER_FORMATS)), default="lora", show_default=True)
 @OUT
 @TARGET
 @OVERWRITE
 @NEG
-def export_adapter(source, neurons, alpha, fmt, out, target, overwrite, allow_negative):
+def export_adapter(source, neurons, alpha, strength, fmt, out, target, overwrite, allow_negative):
     """Write an adapter that applies the edit on top of SOURCE: an exact PEFT LoRA or IA3, or a llama.cpp
     LoRA in GGUF (gguf-lora) whose --lora-scaled S sets alpha when the model is served, or an mlx-lm LoRA
     (mlx-lora) over an MLX checkpoint."""
     from hedit.edit.adapters import export_adapter as run
 
+    neurons = with_strength(neurons, strength)
     path = run(source, neurons, out, fmt, alpha, overwrite, allow_negative, target)
     side = path / "hedit.json" if path.is_dir() else Path(f"{path}.hedit.json")
     info = json.loads(side.read_text())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from hedit.cli.options import (
@@ -10,12 +12,14 @@ from hedit.cli.options import (
     NEG,
     NEURONS,
     QUIET,
+    STRENGTH,
     SUITE_FILE,
     build,
     judge_from,
     judge_options,
     settings_options,
     suite_files,
+    with_strength,
 )
 from hedit.config import EngineConfig, SweepConfig, TuneConfig
 from hedit.errors import HeditError
@@ -31,6 +35,7 @@ from hedit.errors import HeditError
     type=click.Path(path_type=str),
     help="Folder for cells.jsonl (resumable), sweep.json and sweep.png.",
 )
+@STRENGTH
 @settings_options(SweepConfig)
 @settings_options(EngineConfig)
 @SUITE_FILE
@@ -38,12 +43,13 @@ from hedit.errors import HeditError
 @DEVICE
 @QUIET
 @judge_options
-def sweep(model, neurons, out, suite_files, allow_negative, device, quiet, **kw):
+def sweep(model, neurons, strength, out, suite_files, allow_negative, device, quiet, **kw):
     """Compliance (per suite) and capability of MODEL at each alpha, H-neurons next to random controls."""
     from hedit.measure.summary import dose_lines, table
     from hedit.measure.sweep import run_sweep
 
     cfg, engine = build(SweepConfig, kw), build(EngineConfig, kw)
+    neurons = with_strength(neurons, strength)
     summary = run_sweep(
         model,
         neurons,
@@ -99,6 +105,13 @@ def tune(model, neurons, work, out, suite_files, allow_negative, device, quiet, 
     if out is None and click.get_current_context().meta.get(HUB_NEURONS):
         raise HeditError(f"--neurons {click.get_current_context().meta[HUB_NEURONS]} is a Hub neuron set: give --out")
     cfg, engine = build(TuneConfig, kw), build(EngineConfig, kw)
+    if cfg.method == "fit":
+        from hedit.choose.tune_fit import tune_fit
+
+        tune_fit(model, neurons, work, cfg, out, _files(suite_files), judge_from(kw), progress=not quiet,
+                 log=click.echo, device=device, allow_negative=allow_negative)  # fmt: skip
+        click.echo(f"wrote the fitted alphas into {out or neurons} (report: {Path(work) / 'fit.json'}, fit.png)")
+        return
     d = run(
         model,
         neurons,

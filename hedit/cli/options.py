@@ -198,6 +198,27 @@ def NEURONS(f):  # noqa: N802 (a decorator like the options beside it)
     )(f)
 
 
+STRENGTH = click.option(
+    "--strength",
+    type=float,
+    default=None,
+    help="A fitted set (per-neuron alphas, tune --method fit) at strength T: each alpha_j becomes "
+    "1 + T (alpha_j - 1) (1: as fitted, 0: no edit).",
+)
+
+
+def with_strength(neurons: str, strength: float | None) -> str:
+    """``neurons`` itself, or with ``--strength`` a temporary copy of it at that strength (the user's file is
+    never changed); the copy's provenance records the strength."""
+    if strength is None:
+        return neurons
+    from hedit.neurons import NeuronSet
+    from hedit.ship.neuron_hub import transformed_copy
+
+    NeuronSet.load(neurons).at_strength(strength)  # its one-line error before any copy
+    return str(transformed_copy(neurons, lambda ns: ns.at_strength(strength)))
+
+
 ALPHA = click.option(
     "--alpha",
     type=float,

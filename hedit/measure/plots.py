@@ -47,7 +47,8 @@ def plot(summary: dict[str, Any], path: str | Path) -> None:
         }.get(task, "compliance rate")
         if is_harness_task(task):
             label = next((h["metric"] for h in hs if h.get("metric")), "score")
-        ax.set(title=task, xlabel="alpha", ylabel=label)
+        xlabel = "alpha (fitted set: its alphas at strength 1 - alpha)" if summary.get("fitted_set") else "alpha"
+        ax.set(title=task, xlabel=xlabel, ylabel=label)
         if task != KL:
             ax.set_ylim(-0.02, 1.02)
         ax.axvline(1.0, color="grey", lw=0.6)

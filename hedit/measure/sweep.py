@@ -73,8 +73,14 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _scale(layers: dict[int, list[int]], alpha: float) -> dict[int, list[tuple[int, float]]]:
-    return {layer: [(i, alpha) for i in idx] for layer, idx in layers.items()}
+def _scale(layers: dict, alpha: float) -> dict[int, list[tuple[int, float]]]:
+    """A cell: every neuron of ``layers`` at ``alpha``; for a fitted set (``layers`` holding (index, alpha_j)
+    pairs), each neuron moved along its own direction, alpha_j(v) = 1 + (1 - v)(alpha_j - 1): v = 1 is no
+    edit, v = 0 the fit, and a set fitted to 0 everywhere sweeps exactly as the uniform one."""
+    return {
+        layer: [(i[0], 1.0 + (1.0 - alpha) * (i[1] - 1.0)) if isinstance(i, tuple) else (i, alpha) for i in idx]
+        for layer, idx in layers.items()
+    }
 
 
 # ------------------------------------------------------------------------------------------ running
@@ -320,6 +326,9 @@ def _run(
     h = ns.by_layer()
     experts = checkpoint_shape(path)[3] if path is not None else None
     controls = control_sets(ns, cfg.controls, cfg.seed, experts)
+    fitted = any(n.alpha is not None for n in ns.neurons)
+    if fitted:  # a fitted set sweeps its own alphas (``_scale``); one without an alpha stays at 1 there
+        h = {site: [(j, a) for j, a in pairs] for site, pairs in ns.plan(1.0).items()}
     sets = {"h": h} | {f"control-{k}": c for k, c in enumerate(controls)}
     settings = {
         "model": str(model_name),
@@ -408,6 +417,7 @@ def _run(
         "h_neurons": len(ns.neurons),
         "per_layer": {str(k): len(v) for k, v in h.items()},
         "controls_per_layer": "same as H-neurons",
+        "fitted_set": fitted,  # the alpha axis v runs the set's own alphas at strength 1 - v (``_scale``)
         "decoding": cfg.decoding.to_dict(),
     }
     atomic_write_text(out / "sweep.json", json.dumps(summary, indent=2) + "\n")

@@ -85,7 +85,18 @@ def _run(recipe: Recipe, work: Path, progress: bool, log, grader) -> dict[str, A
     # 2. tune ----------------------------------------------------------------------------------------------
     neurons = work / "neurons.json"
     tc = recipe.tune
-    if tc.enabled:
+    if tc.enabled and tc.method == "fit":
+        from hedit.choose.tune_fit import tune_fit
+
+        log(f"[2/5] tune: fit one alpha per neuron ({tc.candidates}) on {', '.join(tc.suites)}")
+        shutil.copyfile(found, neurons)
+        report = tune_fit(
+            recipe.model, neurons, work / "tune", tc, judge=grader, progress=progress, log=lambda m: log(f"      {m}"),
+            loaded=loaded, device=recipe.device,
+        )  # fmt: skip
+        out["tune"] = {"method": "fit", "neurons": report["neurons"], "kl": report["budget"]["kl"],
+                       "verdict": report["verdict"]}  # fmt: skip
+    elif tc.enabled:
         log(f"[2/5] tune alpha over {tc.alphas} on {', '.join(tc.suites) or 'capability only'}")
         shutil.copyfile(found, neurons)
         decision = tune(

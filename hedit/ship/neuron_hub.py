@@ -237,16 +237,26 @@ def check_found_on(ns: NeuronSet, source: str, force: bool = False) -> str | Non
 def forced_copy(neurons: str | Path, spec: str, warning: str) -> Path:
     """A copy of a fetched neuron set (file, report, plots) whose provenance carries ``warning``, so the
     card of what is made from it says the set was applied to another model; removed when hedit exits."""
+
+    def warn(ns: NeuronSet) -> NeuronSet:
+        ns.provenance = dict(ns.provenance) | {"hub": {"repo": spec, "warning": warning}}
+        return ns
+
+    return transformed_copy(neurons, warn)
+
+
+def transformed_copy(neurons: str | Path, change) -> Path:
+    """A copy of a neuron set's file (with its report and plots beside it) as ``change(NeuronSet)`` returns
+    it, in a temporary folder removed when hedit exits: what a command applies without touching the user's
+    file (``--force`` on a Hub set, ``--strength`` on a fitted one)."""
     import atexit
 
-    folder = Path(tempfile.mkdtemp(prefix="hedit-forced-neurons-"))
+    folder = Path(tempfile.mkdtemp(prefix="hedit-neurons-copy-"))
     atexit.register(shutil.rmtree, folder, True)
     src = Path(neurons)
     root = allowed_root(src.parent)
     for f in [src, *(p for p in src.parent.iterdir() if p.name == REPORT or p.suffix.lower() == ".png")]:
         check_inside(f, root, "a neuron set's file")
         shutil.copyfile(f, folder / f.name)
-    ns = NeuronSet.load(src)
-    ns.provenance = dict(ns.provenance) | {"hub": {"repo": spec, "warning": warning}}
-    ns.save(folder / src.name)
+    change(NeuronSet.load(src)).save(folder / src.name)
     return folder / src.name
