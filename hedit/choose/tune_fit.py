@@ -90,6 +90,58 @@ def _uniform_at(model, cap: Capability, h: dict[Site, list[int]], kl: float) -> 
     return hi
 
 
+def prepare(model, tok, suites, cfg: TuneConfig, judge) -> tuple[dict, list, Capability]:
+    """(suite -> (fit items, held-out items), the fit items' pairs, the capability the budget is held on).
+    False premise and jailbreak pairs need the model's own replies at alpha 1 to the fit items."""
+    for s in suites:
+        check_fields(s.name, s.items)  # a suite without what its pair needs: one line before any work
+    parts = {s.name: split(s.name, s.items, cfg.holdout, cfg.seed) for s in suites}
+    pairs = []
+    for s in suites:
+        fit_items = parts[s.name][0]
+        replies = None
+        if s.name in ("false-premise", JAILBREAK):  # the model's own reply at alpha 1 is the compliant one
+            recs = run_suite(model, tok, s.name, fit_items, cfg.decoding, cfg.batch_size, judge)
+            replies = {r["id"]: (r["replies"][0], r["label"]) for r in recs}
+        pairs += make_pairs(s.name, fit_items, tok, cfg.chat_template, replies)
+    if not pairs:
+        raise HeditError("no fit pairs: every fit item was already resisted at alpha 1, or lacks its fields")
+    return parts, pairs, _capability(model, tok, cfg.chat_template)
+
+
+def held_out(model, tok, suites, parts, cells: dict[str, dict], cap: Capability, cfg: TuneConfig, judge):
+    """Per suite and cell, on the held-out items only: complied and resisted rates and their paired changes
+    against the cell ``none``; held-out trivia accuracy and KL per cell. Every cell decodes in the same
+    batches (``CellScales``)."""
+    names = list(cells)
+    report_suites = {}
+    for s in suites:
+        held = parts[s.name][1]
+        if not held:
+            continue
+        with CellScales(model, [cells[n] for n in names]) as scales:
+            per = run_suite(model, tok, s.name, held, cfg.decoding, cfg.batch_size, judge, None, scales)
+        rates = {n: _rates(r) for n, r in zip(names, per)}
+        none_c, none_r = rates["none"]
+        row = {}
+        for n in names:
+            c, r = rates[n]
+            row[n] = {
+                "complied": float(np.mean(c)) if c else None,
+                "resisted": float(np.mean(r)) if r else None,
+                "items": len(c),
+                "complied_change": paired_difference([(np.array(none_c), np.array(c))], seed=cfg.seed),
+                "resisted_change": paired_difference([(np.array(none_r), np.array(r))], seed=cfg.seed),
+            }
+        report_suites[s.name] = row
+    trivia = [(it.question, it.answers) for it in trivia_items("heldout")[: cfg.limit or 64]]
+    with CellScales(model, [cells[n] for n in names]) as scales:
+        answers = answer_questions(model, tok, trivia, cfg.decoding, cfg.batch_size, None, None, scales)
+    acc = {n: float(np.mean([lab == CORRECT for _, lab in a])) for n, a in zip(names, answers)}
+    kls = {n: (0.0 if not cells[n] else measure_kl(model, cap, cells[n])) for n in names}
+    return report_suites, acc, kls
+
+
 def tune_fit(
     model_name: str,
     neurons_path: str | Path,
@@ -135,25 +187,6 @@ def tune_fit(
         model, tok = loaded() if callable(loaded) else loaded
     check_neurons(model, ns)
     model.eval().requires_grad_(False)
-    started = time.monotonic()
-    # 1. split by item; pairs from the fit part only
-    for s in suites:
-        check_fields(s.name, s.items)  # a suite without what its pair needs: one line before any work
-    parts = {s.name: split(s.name, s.items, cfg.holdout, cfg.seed) for s in suites}
-    pairs = []
-    for s in suites:
-        fit_items = parts[s.name][0]
-        replies = None
-        if s.name in ("false-premise", JAILBREAK):  # the model's own reply at alpha 1 is the compliant one
-            recs = run_suite(model, tok, s.name, fit_items, cfg.decoding, cfg.batch_size, judge)
-            replies = {r["id"]: (r["replies"][0], r["label"]) for r in recs}
-        pairs += make_pairs(s.name, fit_items, tok, cfg.chat_template, replies)
-    if not pairs:
-        raise HeditError("no fit pairs: every fit item was already resisted at alpha 1, or lacks its fields")
-    log(f"fit: {len(pairs)} pairs from {sum(len(p[0]) for p in parts.values())} fit items; "
-        f"{sum(len(p[1]) for p in parts.values())} items held out")  # fmt: skip
-    cap = _capability(model, tok, cfg.chat_template)
-    # 2. candidates, the fit, the controls
     from hedit.engine.trainable import all_sites
 
     total = sum(len(v) for v in all_sites(model).values())
@@ -163,6 +196,12 @@ def tune_fit(
         )
     if cfg.k is not None and cfg.k > cfg.max_fit_neurons:
         raise HeditError(f"--k {cfg.k} is more neurons than one fit moves ({cfg.max_fit_neurons})")
+    started = time.monotonic()
+    # 1. split by item; pairs from the fit part only
+    parts, pairs, cap = prepare(model, tok, suites, cfg, judge)
+    log(f"fit: {len(pairs)} pairs from {sum(len(p[0]) for p in parts.values())} fit items; "
+        f"{sum(len(p[1]) for p in parts.values())} items held out")  # fmt: skip
+    # 2. candidates, the fit, the controls
     sites, origin = candidates(cfg.candidates, ns, model, pairs, cfg.k)
     rounds = cfg.steps * 4 * (1 + cfg.controls)
     info = ModelInfo(ns.model.model_type, ns.model.num_layers, ns.model.intermediate_size,
@@ -195,32 +234,8 @@ def tune_fit(
     # 3. held-out evaluation
     cells = {"none": {}, "fit": fit.alphas, "uniform": {s: [(j, uniform) for j in idx] for s, idx in h.items()}}
     cells |= {k: v.alphas for k, v in fits.items() if k != "fit"}
-    names = list(cells)
-    report_suites = {}
-    for s in suites:
-        held = parts[s.name][1]
-        if not held:
-            continue
-        with CellScales(model, [cells[n] for n in names]) as scales:
-            per = run_suite(model, tok, s.name, held, cfg.decoding, cfg.batch_size, judge, None, scales)
-        rates = {n: _rates(r) for n, r in zip(names, per)}
-        none_c, none_r = rates["none"]
-        row = {}
-        for n in names:
-            c, r = rates[n]
-            row[n] = {
-                "complied": float(np.mean(c)) if c else None,
-                "resisted": float(np.mean(r)) if r else None,
-                "items": len(c),
-                "complied_change": paired_difference([(np.array(none_c), np.array(c))], seed=cfg.seed),
-                "resisted_change": paired_difference([(np.array(none_r), np.array(r))], seed=cfg.seed),
-            }
-        report_suites[s.name] = row
-    with CellScales(model, [cells[n] for n in names]) as scales:
-        answers = answer_questions(model, tok, trivia, cfg.decoding, cfg.batch_size, None, None, scales)
-    acc = {n: float(np.mean([lab == CORRECT for _, lab in a])) for n, a in zip(names, answers)}
-    kls = {n: (0.0 if n == "none" else measure_kl(model, cap, cells[n])) for n in names}
-    report = _report(cfg, ns, fit, fits, sites, origin, uniform, report_suites, acc, kls, parts, started)
+    report_suites, acc, kls = held_out(model, tok, suites, parts, cells, cap, cfg, judge)
+    report = _report(cfg, fit, fits, origin, uniform, report_suites, acc, kls, parts, started)
     # 4. write
     neurons = _fitted_neurons(fit.alphas, origin, ns)
     fitted = NeuronSet(ns.model, neurons, None, dict(ns.provenance) | {"fit": report | {"report": "fit.json"}})
@@ -249,7 +264,7 @@ def _fitted_neurons(alphas, origin, ns: NeuronSet) -> list[Neuron]:
     return out
 
 
-def _report(cfg, ns, fit, fits, sites, origin, uniform, suites, acc, kls, parts, started) -> dict[str, Any]:
+def _report(cfg, fit, fits, origin, uniform, suites, acc, kls, parts, started) -> dict[str, Any]:
     alphas = [a for pairs in fit.alphas.values() for _, a in pairs]
     by_source: dict[str, list[float]] = {}
     for site, pairs in fit.alphas.items():

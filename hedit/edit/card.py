@@ -20,7 +20,7 @@ from typing import Any
 from hedit import __version__
 from hedit.edit.plan import EditPlan
 
-EVIDENCE_PLOTS = ("neurons_per_layer.png", "c_sweep.png", "confounds.png", "stability.png", "sweep.png")
+EVIDENCE_PLOTS = ("neurons_per_layer.png", "c_sweep.png", "confounds.png", "stability.png", "sweep.png", "fit.png")
 INTRO = (
     "H-neurons are the few MLP neurons whose activations predict when a model hallucinates "
     "(Gao et al., *H-Neurons: On the Existence, Impact, and Origin of Hallucination-Associated Neurons "
@@ -84,9 +84,11 @@ def evidence(ns) -> dict[str, Any]:
         out["tune"] = {
             k: tune[k] for k in ("alpha", "reason", "bounds", "candidates", "paired", "compliance_at_1") if k in tune
         }
-    for key in ("sweep", "verify", "hub"):
-        if isinstance(prov.get(key), dict):
+    for key in ("sweep", "verify", "hub", "fit", "strength"):
+        if isinstance(prov.get(key), (dict, float, int)) and not isinstance(prov.get(key), bool):
             out[key] = prov[key]
+    if isinstance(out.get("fit"), dict):  # the report without its item lists and optimisation history
+        out["fit"] = {k: v for k, v in out["fit"].items() if k not in ("split", "history")}
     return out
 
 
@@ -101,7 +103,7 @@ def plots_beside(neurons_file: str | Path | None) -> list[Path]:
     root = allowed_root(folder)  # the folder, or a cached Hub neuron set's cache folder
     found = []
     for name in EVIDENCE_PLOTS:
-        for where in (folder, folder / "sweep", folder / "tune"):
+        for where in (folder, folder / "sweep", folder / "tune", folder / "fit"):
             if os.path.lexists(where / name):
                 found.append(check_inside(where / name, root, "an evidence plot beside the neurons file"))
                 break
@@ -133,6 +135,45 @@ def _change_text(plan: EditPlan) -> str:
         "each chosen neuron's activation, the input of `mlp.down_proj`, is multiplied by its alpha "
         f"(0 silences it, 1 leaves it unchanged). The scale is folded into {where}."
     )
+
+
+def fit_lines(fit: dict[str, Any] | None, strength: float | None) -> list[str]:
+    """The card's lines for per-neuron alphas from ``tune --method fit``: the alphas by source, the budget,
+    and per suite the held-out effect against no edit, the uniform alpha at equal KL and fitted controls."""
+    try:
+        return _fit_lines(fit, strength)
+    except (KeyError, TypeError, ValueError, AttributeError):  # a hand-edited report: the card goes without it
+        return []
+
+
+def _fit_lines(fit: dict[str, Any] | None, strength: float | None) -> list[str]:
+    if not isinstance(fit, dict) or "heldout" not in fit:
+        return []
+    src = ", ".join(
+        f"{k} {v['neurons']} (mean |alpha - 1| {v['mean_abs_change']:.2f})" for k, v in fit["by_source"].items()
+    )
+    b = fit["budget"]
+    out = [
+        f"- **Fitted alphas** (`tune --method fit`, {fit['candidates']}): {fit['neurons']} neurons, {src}; alphas "
+        f"{fit['alphas']['min']:.2f} to {fit['alphas']['max']:.2f}; KL {b['kl']:.4f} under the bound {b['max_kl']:g}"
+        + (f"; written at strength {strength:g}" if strength is not None else "")
+        + "."
+    ]
+    for name, row in fit["heldout"].items():
+        f, n = row["fit"], row["none"]
+        if f.get("complied") is None:
+            continue
+        ch = f["complied_change"]
+        ctl = [row[k]["complied"] for k in row if k.startswith("control-") and row[k]["complied"] is not None]
+        out.append(
+            f"- **{name}**, held-out items ({f['items']}): complied {n['complied']:.3f} -> {f['complied']:.3f} "
+            f"({100 * ch['mean']:+.1f} points [{100 * ch['ci95'][0]:+.1f}, {100 * ch['ci95'][1]:+.1f}]), resisted "
+            f"{n['resisted']:.3f} -> {f['resisted']:.3f}; one uniform alpha at equal KL "
+            f"{row['uniform']['complied']:.3f}"
+            + (f"; random sets fitted the same way {min(ctl):.3f}-{max(ctl):.3f}" if ctl else "")
+            + f". {fit['verdict'].get(name, '')}"
+        )
+    return out
 
 
 def evidence_text(ev: dict[str, Any], plots: list[str]) -> str:
@@ -199,6 +240,7 @@ def evidence_text(ev: dict[str, Any], plots: list[str]) -> str:
             which = {"fit": "the single fit's neurons", "stable": "the stable set"}.get(probe.get("select"))
             used = f". This edit uses {which}." if which else "."
             lines.append(line + used)
+    lines += fit_lines(ev.get("fit"), ev.get("strength"))
     tune = ev.get("tune")
     if tune:
         lines.append(f"- **Alpha**: {tune.get('alpha')}: {tune.get('reason', '')}")

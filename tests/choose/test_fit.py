@@ -129,12 +129,12 @@ def test_tune_fit_never_fits_on_held_out_items_and_writes_a_fitted_set(tiny, tmp
     real = tf.fit_scales
     monkeypatch.setattr(tf, "fit_scales", lambda m, s, pairs, *a, **k: seen.append(pairs) or real(m, s, pairs, *a, **k))
     r = run_cli(
-        "tune", src, "--neurons", root / "n.json", "--method", "fit", "--work", tmp_path / "w", "--out",
+        "tune", src, "--neurons", root / "n.json", "--method", "fit", "--work", tmp_path / "fit", "--out",
         tmp_path / "f.json", "--limit", "8", "--steps", "3", "--controls", "1", "--max-new-tokens", "4",
         "--suites", "misleading-context,false-premise", "--quiet",
     )  # fmt: skip
     assert r.exit_code == 0, r.output
-    report = json.loads((tmp_path / "w" / "fit.json").read_text())
+    report = json.loads((tmp_path / "fit" / "fit.json").read_text())
     held = {i for ids in report["split"]["heldout_items"].values() for i in ids}
     fit_ids = {i for ids in report["split"]["fit_items"].values() for i in ids}
     assert held and fit_ids and held.isdisjoint(fit_ids)
@@ -143,10 +143,17 @@ def test_tune_fit_never_fits_on_held_out_items_and_writes_a_fitted_set(tiny, tmp
     sources = {n.source for n in ns.neurons}
     assert sources == {"probe", "attribution"} and all(n.alpha is not None for n in ns.neurons)
     assert len([n for n in ns.neurons if n.source == "attribution"]) == len(NeuronSet.load(root / "n.json").neurons)
-    assert ns.provenance["fit"]["split"] == report["split"] and (tmp_path / "w" / "fit.png").stat().st_size > 5000
+    assert ns.provenance["fit"]["split"] == report["split"] and (tmp_path / "fit" / "fit.png").stat().st_size > 5000
     assert set(report["heldout"]["misleading-context"]) == {"none", "fit", "uniform", "control-0"}
     assert report["budget"]["kl"] <= report["budget"]["max_kl"]
     assert "fitted" in r.output and "held out" in r.output
+    # the edit's card carries the fit: alphas by source, the held-out effect, and fit.png as evidence
+    e = run_cli("edit", src, "--neurons", tmp_path / "f.json", "--out", tmp_path / "e", "--quiet")
+    assert e.exit_code == 0, e.output
+    card = (tmp_path / "e" / "README.md").read_text()
+    assert "**Fitted alphas**" in card and "held-out items" in card and "evidence/fit.png" in card
+    assert (tmp_path / "e" / "evidence" / "fit.png").is_file()
+    assert "heldout_items" not in (tmp_path / "e" / "hedit.json").read_text()  # the item lists stay in fit.json
 
 
 def test_a_fitted_set_writes_into_every_format_and_verifies(tiny, tmp_path):
