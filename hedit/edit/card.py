@@ -110,8 +110,11 @@ def plots_beside(neurons_file: str | Path | None) -> list[Path]:
     return found
 
 
-def _front_matter(base: str, library: str, tags: list[str]) -> str:
-    lines = ["---", f"base_model: {base}", f"library_name: {library}", "tags:"]
+def _front_matter(base: str | None, library: str, tags: list[str], relation: str) -> str:
+    """The card's YAML metadata as the Hub reads it: ``base_model`` only when it is a Hub id (a local
+    folder's name would be a broken link), ``base_model_relation`` (adapter or finetune)."""
+    lines = ["---"] + ([f"base_model: {base}", f"base_model_relation: {relation}"] if base else [])
+    lines += [f"library_name: {library}", "tags:"]
     lines += [f"- {t}" for t in tags]
     return "\n".join(lines + ["---", ""])
 
@@ -283,7 +286,7 @@ def card(
     plan: EditPlan, library: str, tags: list[str], title: str, how: str, use: str, ev: dict[str, Any], plots: list[str]
 ) -> str:
     return (
-        _front_matter(plan.base_model, library, tags)
+        _front_matter(plan.hub_base, library, tags, "adapter" if library == "peft" or "lora" in tags else "finetune")
         + f"""
 # {title}
 

@@ -50,13 +50,23 @@ class EditPlan:
     @property
     def base_model(self) -> str:
         """A Hub id for model cards when one is known, else the source's folder or file name."""
+        return self.hub_base or self.source.resolve().name
+
+    @property
+    def hub_base(self) -> str | None:
+        """The source's Hub id (a model card's ``base_model``): a Hub id the neurons file or the source
+        names, a built-in model's weights' id, or a Hub cache snapshot's repo; None for a local folder."""
+        from hedit.model.builtin import builtin_hub_id
+
         for cand in [self.neurons.model.name_or_path, *self.known_names]:
+            if isinstance(cand, str) and builtin_hub_id(cand):
+                return builtin_hub_id(cand)
             if isinstance(cand, str) and _HUB_ID.match(cand) and not Path(cand).exists():
                 return cand
         snap = hub_snapshot(self.source)  # a Hub cache snapshot: .../models--owner--name/snapshots/<sha>
         if snap and snap[0].name.startswith("models--"):
             return snap[0].name[len("models--") :].replace("--", "/", 1)
-        return self.source.resolve().name
+        return None
 
 
 def load_neurons(neurons: str | Path | NeuronSet) -> NeuronSet:

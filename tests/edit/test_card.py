@@ -20,7 +20,7 @@ def test_card_front_matter_and_text(checkpoint):
     plan = make_plan(checkpoint("llama"), neuron_set(per_layer=2, layers=[1]), 0.0)
     card = edited_card(plan, "my-model")
     front, body = card.split("---\n")[1], card.split("---\n")[2]
-    assert front.splitlines()[:3] == [f"base_model: {plan.source.name}", "library_name: transformers", "tags:"]
+    assert front.splitlines()[:2] == ["library_name: transformers", "tags:"]  # a local folder: no base_model
     assert "- hedit" in front
     assert "2 MLP neurons in 1 of 3 layers" in body and "alpha = 0" in body and "vllm serve my-model" in body
     assert "arXiv 2512.01797" in body and "No evidence travels with this edit" in body
@@ -77,3 +77,44 @@ def test_the_confound_check_goes_into_the_card(checkpoint):
         "- **Confound check**: a length-only classifier reaches AUROC 0.612; on a length-matched subset "
         "(0 answers) the probe's AUROC is n/a; 2 H-neurons correlate more with length than with hallucination."
     ) in card
+
+
+def test_cards_name_the_hub_id_and_the_relation_and_the_hub_s_own_parser_takes_them(checkpoint, tmp_path, monkeypatch):
+    """base_model is the source's Hub id (a built-in name's weights too) or absent for a local folder;
+    base_model_relation says adapter or finetune; library_name is peft for PEFT adapters; and
+    huggingface_hub's ModelCard parses every card hedit writes into its ModelCardData and sends it to the
+    validate-yaml endpoint (here the loopback Hub server's)."""
+    import huggingface_hub
+    from huggingface_hub import ModelCard
+
+    from hub_server import serving
+
+    from hedit.edit.adapters import export_adapter
+    from hedit.edit.checkpoint import edit_checkpoint
+
+    src = checkpoint("llama")
+    local = neuron_set(per_layer=2)
+    named = replace(local, model=replace(local.model, name_or_path="smollm2-135m-instruct"))
+    hub = replace(local, model=replace(local.model, name_or_path="team/tiny"))
+    for ns, base in ((local, None), (named, "HuggingFaceTB/SmolLM2-135M-Instruct"), (hub, "team/tiny")):
+        ns.save(tmp_path / "n.json")
+        out = tmp_path / f"x{len(list(tmp_path.iterdir()))}"
+        out.mkdir()
+        for kind, (path, library, relation) in {
+            "edit": (out / "e", "transformers", "finetune"),
+            "lora": (out / "l", "peft", "adapter"),
+            "ia3": (out / "i", "peft", "adapter"),
+            "gguf-lora": (out / "g", "gguf", "adapter"),
+        }.items():
+            if kind == "edit":
+                edit_checkpoint(src, tmp_path / "n.json", path, alpha=0.0, progress=False)
+            else:
+                export_adapter(src, tmp_path / "n.json", path, kind, alpha=0.0)
+            card = ModelCard.load(path / "README.md")
+            with serving(tmp_path / "hub", monkeypatch) as server:
+                server.token = None  # validate-yaml is a read: no token needed
+                monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", server.url)
+                card.validate(repo_type="model")
+            data = card.data.to_dict()
+            assert data.get("base_model") == base and data["library_name"] == library, (kind, data)
+            assert data.get("base_model_relation") == (relation if base else None), (kind, data)

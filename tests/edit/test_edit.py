@@ -122,7 +122,7 @@ def test_provenance_and_card(checkpoint, tmp_path, neurons_file):
     assert str(tmp_path) not in (tmp_path / "out" / "hedit.json").read_text()  # no local path is ever pushed
     card = (tmp_path / "out" / "README.md").read_text()
     front = card.split("---")[1]
-    assert "library_name: transformers" in front and "- hedit" in front and "base_model:" in front
+    assert "library_name: transformers" in front and "- hedit" in front and "base_model:" not in front  # a local source
     assert "4 MLP neurons in 2 of 3 layers" in card and "vllm serve out" in card
 
 
