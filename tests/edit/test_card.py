@@ -87,10 +87,10 @@ def test_cards_name_the_hub_id_and_the_relation_and_the_hub_s_own_parser_takes_t
     import huggingface_hub
     from huggingface_hub import ModelCard
 
-    from hub_server import serving
-
     from hedit.edit.adapters import export_adapter
     from hedit.edit.checkpoint import edit_checkpoint
+
+    from hub_server import serving
 
     src = checkpoint("llama")
     local = neuron_set(per_layer=2)
