@@ -76,7 +76,7 @@ def experts_forward(
         if capture is not None:
             capture(e, tok, g, z)
         y = _linear(z, module.down_proj[e], module.down_proj_bias[e] if bias else None, transposed)
-        if module.has_post_expert_norm:
+        if getattr(module, "has_post_expert_norm", False):  # transformers 5.20 on; none before
             y = module.post_expert_norm(y)
         out.index_add_(0, tok, (y * g.unsqueeze(-1)).to(out.dtype))
     return out
