@@ -196,9 +196,7 @@ class NeuronSet:
             )
         if not any(n.alpha is not None for n in self.neurons):
             raise HeditError("--strength scales per-neuron alphas (a fitted set: tune --method fit); this set has none")
-        neurons = [
-            n if n.alpha is None else dataclasses.replace(n, alpha=1.0 + t * (n.alpha - 1.0)) for n in self.neurons
-        ]
+        neurons = [n if n.alpha is None else dataclasses.replace(n, alpha=along(n.alpha, t)) for n in self.neurons]
         prov = dict(self.provenance) | {"strength": t}
         return NeuronSet(self.model, neurons, self.alpha, prov)
 
@@ -313,6 +311,11 @@ def check_alpha(alpha: float, allow_negative: bool = False) -> None:
         )
     if alpha < 0 and not allow_negative:
         raise HeditError(f"alpha {alpha} is negative; pass --allow-negative-alpha if you mean it")
+
+
+def along(alpha: float, t: float) -> float:
+    """``alpha`` at strength ``t``: 1 + t (alpha - 1), exactly ``alpha`` at t = 1 and exactly 1 at t = 0."""
+    return alpha if t == 1 else 1.0 if t == 0 else 1.0 + t * (alpha - 1.0)
 
 
 def _moe_family(model_type: str) -> bool:

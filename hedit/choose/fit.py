@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from hedit.choose.pairs import Pair, continuation_logprob, margins
 from hedit.engine.trainable import TrainableScales, all_sites
 from hedit.errors import HeditError
-from hedit.neurons import NeuronSet, Site
+from hedit.neurons import NeuronSet, Site, along
 
 ALPHA_RANGE = (0.0, 3.0)
 ROUNDS = 4  # penalty rounds (x4 each) before the strength is backed off
@@ -117,7 +117,7 @@ class FitResult:
 
 
 def at_strength(alphas: dict[Site, list[tuple[int, float]]], t: float) -> dict[Site, list[tuple[int, float]]]:
-    return {site: [(j, 1.0 + t * (a - 1.0)) for j, a in pairs] for site, pairs in alphas.items()}
+    return {site: [(j, along(a, t)) for j, a in pairs] for site, pairs in alphas.items()}
 
 
 def measure_kl(model, cap: Capability, plan: dict[Site, list[tuple[int, float]]]) -> float:

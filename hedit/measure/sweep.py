@@ -47,7 +47,7 @@ from hedit.measure.summary import (  # noqa: F401 (re-exported)
     summarize,
     table,
 )
-from hedit.neurons import NeuronSet, check_alpha
+from hedit.neurons import NeuronSet, along, check_alpha
 from hedit.progress import bar
 from hedit.registry import get_architecture
 from hedit.score.capability import answer_questions, mean_kl, neutral_texts, next_token_logprobs
@@ -78,7 +78,7 @@ def _scale(layers: dict, alpha: float) -> dict[int, list[tuple[int, float]]]:
     pairs), each neuron moved along its own direction, alpha_j(v) = 1 + (1 - v)(alpha_j - 1): v = 1 is no
     edit, v = 0 the fit, and a set fitted to 0 everywhere sweeps exactly as the uniform one."""
     return {
-        layer: [(i[0], 1.0 + (1.0 - alpha) * (i[1] - 1.0)) if isinstance(i, tuple) else (i, alpha) for i in idx]
+        layer: [(i[0], along(i[1], 1.0 - alpha)) if isinstance(i, tuple) else (i, alpha) for i in idx]
         for layer, idx in layers.items()
     }
 

@@ -265,3 +265,16 @@ def test_cells_sharing_batches_give_the_replies_of_cells_run_alone(tmp_path, mon
     twice = [len(r) == 2 for cell, rs in replies.items() if cell[2] == "sycophancy" for r in rs]
     assert 0 < sum(twice) < len(twice)  # some rows of the shared batches took a second turn, some did not
     assert shared["results"] == alone["results"]
+
+
+def test_a_fitted_set_sweeps_its_own_alphas_along_the_alpha_axis():
+    """v = 1 is no edit, v = 0 the fit, and a set fitted to 0 everywhere sweeps as the uniform one."""
+    from hedit.measure.sweep import _scale
+
+    fitted = {0: [(3, 0.2), (7, 1.8)], 2: [(1, 0.0)]}
+    assert _scale(fitted, 1.0) == {0: [(3, 1.0), (7, 1.0)], 2: [(1, 1.0)]}
+    assert _scale(fitted, 0.0) == fitted
+    assert _scale(fitted, 0.5) == {0: [(3, 0.6), (7, 1.4)], 2: [(1, 0.5)]}
+    zeros = {0: [(3, 0.0), (7, 0.0)]}
+    for v in (0.0, 0.5, 1.5, 3.0):
+        assert _scale(zeros, v) == _scale({0: [3, 7]}, v)  # the paper's uniform sweep, exactly
