@@ -34,6 +34,9 @@ class Architecture:
     gguf_arch: str | None = None  # GGUF general.architecture that loads as this model_type
     note: str = ""
     moe: Moe | None = None  # a mixture of experts: where its experts live (``Moe``)
+    # the transformers Auto class that loads a checkpoint of this model_type whole, with its language model's
+    # layers at layers_module (a vision-language model that AutoModelForCausalLM refuses)
+    auto_class: str = "AutoModelForCausalLM"
 
     def __post_init__(self):
         if isinstance(self.moe, dict):
@@ -142,6 +145,34 @@ class Architecture:
         if self.moe.up_exact is not True:
             parts.append("--target down only")
         return f"{self.layers_module}.N.{self.moe.experts} ({'; '.join(parts)})"
+
+    def table_row(self) -> str:
+        """The README's architectures table row (``hedit architectures --markdown``; a test holds the README
+        to it): the module the neurons live in, and what is special about the family, from this data."""
+        notes = []
+        if self.moe is not None:
+            notes.append("mixture of experts")
+            if self.moe.shared:
+                notes.append(f"shared expert {self.moe.shared['module']}")
+            if self.moe.dense_layers:
+                notes.append(f"dense layers {self.down_proj}")
+            notes.append("per-expert and stacked tensors" if self.moe.per_expert else "stacked tensors")
+            if self.moe.transposed:
+                notes.append("transposed")
+            if self.moe.routing == "input":
+                notes.append("the router weights the experts' input")
+        if self.text_config:
+            notes.append("language model only, never the vision tower")
+        if self.up_fused:
+            notes.append("gate and up fused")
+        if not self.gated or (self.moe is not None and self.moe.up_exact is not True):
+            notes.append("--target down only")
+        if self.auto_class != "AutoModelForCausalLM":
+            notes.append(f"loaded as `{self.auto_class}`")
+        if self.gguf_arch:
+            notes.append(f"GGUF `{self.gguf_arch}`")
+        where = self.moe.experts if self.moe is not None else self.down_proj
+        return f"| {self.model_type} | `{self.layers_module}.N.{where}` | {'; '.join(notes)} |"
 
     def experts_shape(self, config: dict[str, Any]) -> ExpertsShape | None:
         """Where the experts are, layer by layer, for a mixture of experts; None for a dense model."""

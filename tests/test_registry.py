@@ -39,7 +39,8 @@ def test_gemma3_matches_both_checkpoint_layouts_and_never_the_vision_tower():
 
 
 def test_unknown_and_moe_architectures_are_named_in_the_error():
-    with pytest.raises(HeditError, match="'gpt2' is not supported; supported: cohere2, deepseek_v3, exaone4, gemma2"):
+    supported = "supported: apertus, cohere2, deepseek_v3, exaone4, exaone4_5, gemma2"
+    with pytest.raises(HeditError, match=f"'gpt2' is not supported; {supported}"):
         get_architecture("gpt2")
     with pytest.raises(HeditError, match="'phimoe' is not supported: it is a mixture-of-experts"):
         get_architecture("phimoe")
@@ -52,3 +53,14 @@ def test_config_without_layer_count_is_an_error():
         get_architecture("llama").shape({"intermediate_size": 8})
     with pytest.raises(HeditError, match="per-layer intermediate sizes"):
         get_architecture("llama").shape({"num_hidden_layers": 2, "intermediate_size": [8, 8]})
+
+
+def test_the_readme_s_architectures_table_is_the_registry_s():
+    """The README's table is `hedit architectures --markdown`, row for row: a new JSON file needs its row."""
+    from pathlib import Path
+
+    from conftest import run_cli
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = run_cli("architectures", "--markdown").output.strip()
+    assert table.count("\n") > 30 and table in readme

@@ -33,19 +33,23 @@ def run_cmd(recipe, overrides, model, work, quiet, **kw):
         + ([f"work={json.dumps(work)}"] if work else [])
     )
     r = run_recipe(load_recipe(recipe, extra), not quiet, click.echo, judge_from(kw))
+    tuned = r["tune"]
+    edit = f"alpha {tuned['alpha']:g}" if "alpha" in tuned else f"{tuned['neurons']} fitted alphas"
     click.echo(
-        f"done: artifacts in {r['work']}: {', '.join(r['artifacts']) or 'none'}; "
-        f"alpha {r['tune']['alpha']:g}; {r['work']}/reproduce.json"
+        f"done: artifacts in {r['work']}: {', '.join(r['artifacts']) or 'none'}; {edit}; {r['work']}/reproduce.json"
     )
 
 
 @click.command()
-def architectures():
+@click.option("--markdown", is_flag=True, help="The README's table (model_type, neurons at, notes).")
+def architectures(markdown):
     """List the supported model_types and where their neurons live."""
     from hedit.registry import architectures as archs
 
+    if markdown:
+        click.echo("| model_type | neurons at | notes |\n| --- | --- | --- |")
     for a in archs().values():
-        click.echo(f"{a.model_type:12s} {a.describe()}")
+        click.echo(a.table_row() if markdown else f"{a.model_type:12s} {a.describe()}")
 
 
 COMMANDS = [run_cmd, architectures]

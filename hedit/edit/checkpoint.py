@@ -200,10 +200,11 @@ class FloatCheckpoint(Writer):
         return Report("", "", self.name, plan.target, tensors, info)
 
     def card(self, plan: EditPlan, out_name: str, ev: dict[str, Any], plots: list[str], report: Report) -> str:
+        auto = plan.arch.auto_class
         use = f"""transformers:
 ```python
-from transformers import AutoModelForCausalLM, AutoTokenizer
-model = AutoModelForCausalLM.from_pretrained("{out_name}")
+from transformers import {auto}, AutoTokenizer
+model = {auto}.from_pretrained("{out_name}")
 tokenizer = AutoTokenizer.from_pretrained("{out_name}")
 ```
 vLLM:

@@ -55,8 +55,6 @@ def load_model(
     """A model on ``device``, or placed by accelerate over several devices with ``device_map`` ("auto",
     "balanced", or a dict) within ``max_memory``, layers that fit nowhere offloaded to ``offload_folder``."""
     check_device(device)
-    from transformers import AutoModelForCausalLM
-
     from hedit.io.checkpoint import check_expert_files
 
     check_expert_files(path)  # an expert's tensor lost, or two layouts in one layer: one line, not a crash
@@ -72,12 +70,30 @@ def load_model(
         if offload_folder is not None:
             kw["offload_folder"] = str(offload_folder)
     try:
-        model = AutoModelForCausalLM.from_pretrained(
+        model = auto_class(path).from_pretrained(
             str(path), dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True, **kw
         )
     except (OSError, ValueError) as e:
         raise HeditError(f"cannot load model {path}: {str(e).splitlines()[0]}") from None
     return (model if device_map is not None else model.to(device)).eval()
+
+
+def auto_class(path: str | Path):
+    """The transformers Auto class for the checkpoint at ``path``: its registry entry's ``auto_class``,
+    AutoModelForCausalLM for a family hedit does not know (the command that needs one says so)."""
+    import transformers
+
+    from hedit.io.checkpoint import read_config
+    from hedit.registry import get_architecture
+
+    name = "AutoModelForCausalLM"
+    p = Path(path)
+    if p.is_dir() and (p / "config.json").is_file():
+        try:
+            name = get_architecture(read_config(p).get("model_type")).auto_class
+        except HeditError:
+            pass
+    return getattr(transformers, name)
 
 
 def input_device(model: torch.nn.Module) -> torch.device:

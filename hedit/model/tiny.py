@@ -52,37 +52,51 @@ MOE = {
         interleave_moe_layer_step=2,
         num_hidden_layers=4,
     ),
+    # dense families whose text model needs more than TEXT
+    "exaone4_5": dict(model_type="exaone4"),  # its text_config must name its model_type
 }
 VISION = dict(
     hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2, image_size=28, patch_size=14
 )
+_QWEN_VISION = dict(  # Qwen-VL style towers (depth / num_heads), merged to the text width
+    depth=1, hidden_size=32, intermediate_size=48, num_heads=2, patch_size=14, out_hidden_size=TEXT["hidden_size"]
+)
+# Multimodal families: the language model's config goes in text_config, beside a tiny vision tower
+MULTIMODAL = {
+    "gemma3": dict(
+        vision_config=VISION, mm_tokens_per_image=4, image_token_index=255, boi_token_index=253, eoi_token_index=254
+    ),
+    "mistral3": dict(vision_config=VISION | dict(head_dim=16), image_token_index=255),  # a Pixtral tower
+    "exaone4_5": dict(
+        vision_config=_QWEN_VISION | dict(num_key_value_heads=2, window_size=28, fullatt_block_indexes=[0]),
+        image_token_id=255,
+        video_token_id=254,
+    ),
+}
 
 
 def tiny_config(model_type: str, tie_word_embeddings: bool | None = None, **overrides):
-    """A small config of ``model_type``; gemma3 gets a tiny vision tower too."""
+    """A small config of ``model_type``; a multimodal family (``MULTIMODAL``) gets a tiny vision tower too."""
     from transformers import AutoConfig
 
     text = TEXT | MOE.get(model_type, {}) | overrides
     if tie_word_embeddings is not None:
         text["tie_word_embeddings"] = tie_word_embeddings
-    if model_type == "gemma3":
-        return AutoConfig.for_model(
-            "gemma3",
-            text_config=text,
-            vision_config=VISION,
-            mm_tokens_per_image=4,
-            image_token_index=255,
-            boi_token_index=253,
-            eoi_token_index=254,
-        )
+    if model_type in MULTIMODAL:
+        return AutoConfig.for_model(model_type, text_config=text, **MULTIMODAL[model_type])
     return AutoConfig.for_model(model_type, **text)
 
 
 def tiny_model(model_type: str, seed: int = 0, **kw) -> torch.nn.Module:
-    from transformers import AutoModelForCausalLM
+    """A random tiny model of ``model_type``, of the class hedit loads its checkpoints as (``auto_class``)."""
+    import transformers
 
+    from hedit.registry import architectures
+
+    arch = architectures().get(model_type)
+    cls = getattr(transformers, arch.auto_class if arch else "AutoModelForCausalLM")
     torch.manual_seed(seed)
-    return AutoModelForCausalLM.from_config(tiny_config(model_type, **kw)).eval()
+    return cls.from_config(tiny_config(model_type, **kw)).eval()
 
 
 def save_tiny_model(

@@ -246,9 +246,9 @@ class AdapterWriter(Writer):
     def card(self, plan: EditPlan, out_name: str, ev: dict[str, Any], plots: list[str], report: Report) -> str:
         use = f"""PEFT:
 ```python
-from transformers import AutoModelForCausalLM
+from transformers import {plan.arch.auto_class}
 from peft import PeftModel
-base = AutoModelForCausalLM.from_pretrained("{plan.base_model}")
+base = {plan.arch.auto_class}.from_pretrained("{plan.base_model}")
 model = PeftModel.from_pretrained(base, "{out_name}")
 ```
 {self.serve(plan, out_name, report)}"""
