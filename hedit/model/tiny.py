@@ -52,6 +52,12 @@ MOE = {
         interleave_moe_layer_step=2,
         num_hidden_layers=4,
     ),
+    "minimax_m2": dict(num_local_experts=8, num_experts_per_tok=2, intermediate_size=32),
+    "hunyuan_v1_moe": dict(num_experts=8, moe_topk=2, intermediate_size=32),  # shared_mlp as wide as an expert
+    "dots1": _GROUPED | dict(n_shared_experts=2),  # two shared experts fused: 64 wide
+    "mistral4": _GROUPED  # multi-head latent attention as deepseek_v3's; head_dim is qk_nope + qk_rope
+    | dict(kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=16)
+    | dict(num_key_value_heads=4),
     # dense families whose text model needs more than TEXT
     "exaone4_5": dict(model_type="exaone4"),  # its text_config must name its model_type
 }

@@ -6,11 +6,11 @@ import dataclasses
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
 
 from hedit.edit.writers import write_artifact
 from hedit.engine.intervention import CellScales, experts_shape, scale_neurons, site_module
 from hedit.errors import HeditError
+from hedit.model.load import auto_class
 from hedit.model.tiny import save_tiny_model, tiny_model
 from hedit.neurons import ModelInfo, Neuron, NeuronSet, split_site
 from hedit.registry import get_architecture
@@ -18,6 +18,11 @@ from hedit.registry import get_architecture
 from conftest import MOE_ARCHS
 
 IDS = torch.tensor([[1, 5, 9, 33, 7, 8, 100, 3], [4, 4, 5, 6, 7, 8, 9, 10]])
+
+
+def _load(path):
+    """A checkpoint as hedit loads it: the registry's Auto class."""
+    return auto_class(path).from_pretrained(path)
 
 
 def every_site(shape, alphas=(0.0, 2.5)) -> dict:
@@ -90,7 +95,7 @@ def test_hooks_equal_folded_weights(model_type):
 def moe_checkpoint(request, tmp_path_factory):
     mt = request.param
     path = save_tiny_model(tmp_path_factory.mktemp(mt) / "m", mt)
-    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    model = _load(path).eval()
     return mt, path, model, experts_shape(model)
 
 
@@ -103,7 +108,7 @@ def test_edited_checkpoint_equals_the_intervention(moe_checkpoint, tmp_path):
     for target in ("down", "up") if up_ok else ("down",):
         r = write_artifact(path, ns, tmp_path / target, target=target, progress=False)
         assert r.target == target and len(r.tensors) == len(every_site(shape))
-        got = AutoModelForCausalLM.from_pretrained(tmp_path / target).eval()
+        got = _load(tmp_path / target).eval()
         with torch.no_grad():
             assert torch.allclose(got(IDS).logits, want, atol=1e-5), (mt, target)
     auto = write_artifact(path, ns, tmp_path / "auto", progress=False)
@@ -123,7 +128,7 @@ def test_stacked_layout_is_read_and_written(model_type, tmp_path):
 
     with safe_open(stacked / "model.safetensors", "pt") as f:
         assert "model.layers.1.mlp.experts.down_proj" in f.keys()
-    model = AutoModelForCausalLM.from_pretrained(stacked).eval()
+    model = _load(stacked).eval()
     ns = neuron_set(model_type, experts_shape(model), alpha=0.5)
     with torch.no_grad(), scale_neurons(model, ns):
         want = model(IDS).logits
@@ -132,7 +137,7 @@ def test_stacked_layout_is_read_and_written(model_type, tmp_path):
             out = tmp_path / f"{src.name}-{target}"
             write_artifact(src, ns, out, target=target, progress=False)
             with torch.no_grad():
-                got = AutoModelForCausalLM.from_pretrained(out).eval()(IDS).logits
+                got = _load(out).eval()(IDS).logits
             assert torch.allclose(got, want, atol=1e-5), (src.name, target)
 
 
@@ -252,7 +257,7 @@ def test_origin_ranks_unchanged_expert_neurons_lowest(model_type, tmp_path):
     base = save_tiny_model(tmp_path / "base", model_type)
     keep = {(1, 3): [2, 9], (2, 0): [5]} | ({(0, "shared"): [4]} if model_type == "qwen2_moe" else {})
     inst = _moved_except(base, tmp_path / "inst", keep)
-    shape = experts_shape(AutoModelForCausalLM.from_pretrained(base))
+    shape = experts_shape(_load(base))
     ns = NeuronSet(
         ModelInfo(model_type, shape.num_layers, shape.intermediate_size, num_experts=shape.num_experts),
         [Neuron(la, j, expert=e) for (la, e), idx in keep.items() for j in idx],
