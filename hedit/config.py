@@ -555,7 +555,7 @@ class VerifyConfig(Settings):
     tolerance: float | None = setting(
         None,
         "Max abs logit (transformers; default 1e-4, or 1e-5 of the largest "
-        "logit if more; in bfloat16/float16 1% of it) or logprob (vllm, default 1e-3) difference.",
+        "logit if more; in bfloat16/float16 8 units in its last place) or logprob (vllm, default 1e-3) difference.",
         min=0,
         max=10,
     )

@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 
 from hedit.check.common import (
-    LOW_PRECISION_RTOL,
     RTOL,
     TOLERANCE,
     VACUOUS,
@@ -28,6 +27,7 @@ from hedit.check.common import (
     compare_logits,
     greedy,
     logits,
+    low_precision_tolerance,
     prompt_ids,
 )
 from hedit.edit.plan import make_plan
@@ -80,7 +80,7 @@ def verify(
     """``placement``: load_model's ``device``/``device_map``/``max_memory``/``offload_folder``, for models
     larger than one device. ``dtype``: both models run in it (float32 by default, exact); in bfloat16 or
     float16 the folded weights and the intervention round differently, so the default tolerance is
-    ``LOW_PRECISION_RTOL`` of the largest reference logit."""
+    ``LOW_PRECISION_ULPS`` units in the last place of the largest reference logit."""
     place = placement or {}
     torch_dtype = getattr(torch, dtype)
     artifact_path(edited, adapter)
@@ -113,8 +113,11 @@ def verify(
         model = load_model(edited, torch_dtype, trust_remote_code, **place)
 
     if tolerance is None:
-        rtol = RTOL if torch_dtype == torch.float32 else LOW_PRECISION_RTOL
-        tolerance = max(TOLERANCE, rtol * max(r.float().abs().max().item() for r in ref))
+        largest = max(r.float().abs().max().item() for r in ref)
+        if torch_dtype == torch.float32:
+            tolerance = max(TOLERANCE, RTOL * largest)
+        else:
+            tolerance = max(TOLERANCE, low_precision_tolerance(torch_dtype, largest))
     diff, agree, untied = 0.0, 0, 0
     for ids, seq, r in zip(prompts, seqs, ref):
         d, a, u = compare_logits(logits(model, seq), r, seq, len(ids), tolerance)

@@ -169,8 +169,9 @@ def test_artifacts_of_another_model_and_bad_tolerances_are_refused(checkpoint, t
 
 
 def test_verify_in_bfloat16_halves_memory_and_still_catches_a_wrong_edit(checkpoint, tmp_path):
-    """--dtype bfloat16: both models run in bf16; the default tolerance follows bf16 rounding (1% of the
-    largest logit), which a right edit meets and a wrong one does not."""
+    """--dtype bfloat16: both models run in bf16; the default tolerance follows bf16 rounding (8 units in the
+    last place of the largest logit), which a right edit meets with room (its own rounding is 2x below
+    the bound at most) and a wrong one does not (by far)."""
     from hedit.check.verify import verify_artifact
     from hedit.config import VerifyConfig
 
@@ -184,10 +185,10 @@ def test_verify_in_bfloat16_halves_memory_and_still_catches_a_wrong_edit(checkpo
         r = verify_artifact(src, ns, 0.3, cfg=cfg, **kw)
         assert r.passed, r
         ref = verify(src, ns, 0.3, new_tokens=4, **kw)  # float32: exact, so bf16's diff is its rounding
-        assert ref.max_abs_logit_diff < 1e-4 < r.max_abs_logit_diff <= r.tolerance
-        assert r.tolerance > 1e-4  # 1% of the largest logit: above float32's floor
+        assert ref.max_abs_logit_diff < 1e-4 < r.max_abs_logit_diff <= r.tolerance / 2  # 2x room at least
+        assert r.tolerance > 1e-4  # bf16 units: above float32's floor
     wrong = verify_artifact(src, ns, 0.3, edited=tmp_path / "e2", cfg=cfg)
-    assert not wrong.passed and wrong.max_abs_logit_diff > wrong.tolerance
+    assert not wrong.passed and wrong.max_abs_logit_diff > 10 * wrong.tolerance
     from conftest import run_cli
 
     ns.save(tmp_path / "n.json")
