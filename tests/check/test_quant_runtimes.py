@@ -3,8 +3,9 @@ against the quantization library's own decompression and served by vLLM's CPU bu
 
 vLLM's CPU build here runs compressed-tensors FP8 (per-channel weights, dynamic per-token FP8
 activations) and W4A16. Its int4 kernel has no float32 path ("cpu_gemm_wna16" not implemented for
-'Float'): it takes 16-bit activations, so the W4A16 edit is served in bfloat16 and held to the bfloat16
-rule against the float32 intervention on the library's decompressed weights. The FP8 reference is the
+'Float'): it takes 16-bit activations, so the W4A16 edit is served in bfloat16 and held, against the
+float32 intervention on the library's decompressed weights, to a floor measured in the same run (the
+unedited checkpoint served the same way). The FP8 reference is the
 dequantized source in transformers (float32) with the same per-token FP8 rounding of every projection's
 input and hedit's runtime intervention: vLLM's greedy tokens and logprobs must equal it.
 """
