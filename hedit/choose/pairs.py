@@ -105,23 +105,29 @@ def make_pairs(suite: str, items: Sequence[Item], tokenizer, chat_template: bool
 
 
 def continuation_logprob(model, seqs: Sequence[tuple[Sequence[int], Sequence[int]]], pad: int = 0) -> torch.Tensor:
-    """Mean token log-probability of each continuation given its prompt, teacher-forced in one right-padded
-    batch (differentiable: the fit's gradients flow through it)."""
+    """Mean token log-probability of each continuation given its prompt, teacher-forced in one batch
+    (differentiable: the fit's gradients flow through it). Rows are left-padded, with position ids that
+    skip the padding as hedit's decoder gives them, so every continuation ends the row and the output
+    head runs on the last ``max continuation + 1`` positions only (``logits_to_keep``), not on every
+    prompt token: the head is most of a small model's cost."""
     full = [list(p) + list(c) for p, c in seqs]
     width = max(len(s) for s in full)
+    keep = max(len(c) for _, c in seqs) + 1
     device = next(model.parameters()).device
     ids = torch.full((len(full), width), pad, dtype=torch.long)
     mask = torch.zeros((len(full), width), dtype=torch.long)
     for r, s in enumerate(full):
-        ids[r, : len(s)] = torch.tensor(s)
-        mask[r, : len(s)] = 1
-    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-    lp = torch.log_softmax(logits, dim=-1)
-    out = []
-    for r, (p, c) in enumerate(seqs):
-        pos = torch.arange(len(p) - 1, len(p) + len(c) - 1, device=lp.device)
-        out.append(lp[r, pos, torch.tensor(list(c), device=lp.device)].mean())
-    return torch.stack(out)
+        ids[r, width - len(s) :] = torch.tensor(s)
+        mask[r, width - len(s) :] = 1
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
+                logits_to_keep=keep).logits  # fmt: skip
+    lp = torch.log_softmax(out.float(), dim=-1)  # [rows, keep, vocab]: positions width-keep .. width-1
+    res = []
+    for r, (_, c) in enumerate(seqs):
+        at = torch.arange(keep - 1 - len(c), keep - 1, device=lp.device)  # the positions that predict c
+        res.append(lp[r, at, torch.tensor(list(c), device=lp.device)].mean())
+    return torch.stack(res)
 
 
 def margins(model, pairs: Sequence[Pair], batch: int = 16, pad: int = 0) -> torch.Tensor:

@@ -272,3 +272,19 @@ def test_an_unreachable_budget_names_the_closest():
         HeditError, match=r"no edit of these neurons meets the budget KL <= 0: the closest, .* costs KL"
     ):
         fit_scales(model, {LAYER: [PLANT]}, pairs, cap, max_kl=0.0, steps=5, penalty=1e-3)
+
+
+def test_continuation_logprobs_in_a_left_padded_batch_equal_each_sequence_alone():
+    """The batch keeps only the last positions for the output head: each row's mean continuation
+    log-probability equals the unpadded sequence's, computed alone over every position."""
+    from hedit.choose.pairs import continuation_logprob
+
+    model = tiny_model("llama")
+    seqs = [((3, 4, 5, 6), (7, 8)), ((9, 10), (11,)), ((12, 13, 14, 15, 16, 17), (18, 19, 20))]
+    with torch.no_grad():
+        got = continuation_logprob(model, seqs)
+    for (p, c), g in zip(seqs, got):
+        with torch.no_grad():
+            lp = torch.log_softmax(model(torch.tensor([list(p) + list(c)])).logits[0].float(), -1)
+        want = torch.stack([lp[len(p) - 1 + i, t] for i, t in enumerate(c)]).mean()
+        assert abs(float(g) - float(want)) < 1e-5
