@@ -42,7 +42,7 @@ class Capability:
     neutral: list[list[int]]
     ref: list[torch.Tensor]  # [tokens, vocab] log-probabilities per text, unedited
     trivia: list[tuple[tuple[int, ...], tuple[int, ...]]]
-    trivia_nll: float
+    trivia_nll: list[float] | float  # each trivia answer's unedited negative log-likelihood (or their mean)
 
 
 def _padded(seqs: Sequence[Sequence[int]], device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,10 +70,14 @@ def kl_of(model, cap: Capability, which: Sequence[int] | None = None) -> torch.T
     return total / sum(len(cap.neutral[i]) for i in which)
 
 
-def trivia_nll(model, cap: Capability) -> torch.Tensor:
-    if not cap.trivia:
+def trivia_rise(model, cap: Capability, which: Sequence[int]) -> torch.Tensor:
+    """How much the edit raises the mean negative log-likelihood of the trivia answers ``which`` (0 if it
+    lowers it): the answers' part of the capability cost, a few per step like the neutral texts."""
+    if not cap.trivia or not which:
         return torch.zeros(())
-    return -continuation_logprob(model, cap.trivia).mean()
+    ref = cap.trivia_nll if isinstance(cap.trivia_nll, list) else [cap.trivia_nll] * len(cap.trivia)
+    nll = -continuation_logprob(model, [cap.trivia[i] for i in which]).mean()
+    return F.relu(nll - sum(ref[i] for i in which) / len(which))
 
 
 def task_loss(model, pairs: Sequence[Pair]) -> torch.Tensor:
@@ -137,8 +141,8 @@ def fit_scales(
     lr: float = 0.05,
     penalty: float = 1.0,
     allow_negative: bool = False,
-    batch: int = 16,
-    kl_batch: int = 8,
+    batch: int = 8,
+    kl_batch: int = 4,
     tick=None,
 ) -> FitResult:
     """Scales for ``sites`` minimising the task loss on ``pairs`` under the KL budget (module docstring)."""
@@ -152,9 +156,10 @@ def fit_scales(
         for _ in range(steps):
             chunk = [pairs[(step * batch + i) % len(pairs)] for i in range(min(batch, len(pairs)))]
             which = [(step * kl_batch + i) % len(cap.neutral) for i in range(min(kl_batch, len(cap.neutral)))]
+            asked = [(step * kl_batch + i) % len(cap.trivia) for i in range(min(kl_batch, len(cap.trivia)))]
             with scales:
                 task = task_loss(model, chunk)
-                cost = kl_of(model, cap, which) + F.relu(trivia_nll(model, cap) - cap.trivia_nll)
+                cost = kl_of(model, cap, which) + trivia_rise(model, cap, asked)
                 (task + penalty * cost).backward()
             opt.step()
             opt.zero_grad()

@@ -54,7 +54,7 @@ def _capability(model, tok, chat_template: bool) -> Capability:
     from hedit.choose.pairs import continuation_logprob
 
     with torch.no_grad():
-        nll = float(-continuation_logprob(model, trivia).mean()) if trivia else 0.0
+        nll = [float(-v) for v in continuation_logprob(model, trivia)] if trivia else []
     return Capability(neutral, ref, trivia, nll)
 
 
