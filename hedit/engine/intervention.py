@@ -188,12 +188,17 @@ class CellScales:
         self._placed = {k: v for k, v in self._placed.items() if k[2] != 2}  # flattened factors follow the length
 
     def __exit__(self, *exc) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
-        for scope in self._scopes:
-            scope.__exit__()
-        self._scopes.clear()
+        release(self._handles, self._scopes)
+
+
+def release(handles: list, scopes: list) -> None:
+    """Remove the hooks and leave the experts scopes a set of scales entered (emptying both lists)."""
+    for h in handles:
+        h.remove()
+    handles.clear()
+    for scope in scopes:
+        scope.__exit__()
+    scopes.clear()
 
 
 def _check_layer(layer: int, num_layers: int) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from hedit.engine.experts import ExpertsScope
-from hedit.engine.intervention import _hook, experts_shape, model_shape, site_module, site_width
+from hedit.engine.intervention import _hook, experts_shape, model_shape, release, site_module, site_width
 from hedit.neurons import Site, split_site
 from hedit.registry import get_architecture
 
@@ -98,9 +98,4 @@ class TrainableScales:
         return self
 
     def __exit__(self, *exc) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
-        for scope in self._scopes:
-            scope.__exit__()
-        self._scopes.clear()
+        release(self._handles, self._scopes)

@@ -27,15 +27,20 @@ def is_repo_id(text: str) -> bool:
 def check_repo_id(repo_id: str) -> str:
     """``repo_id`` when the Hub would take it as a repository name (huggingface_hub's own rule: no
     ``..``, ``--``, leading ``.``, ``.git`` ending, at most 96 characters), else one HeditError."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
     if not is_repo_id(repo_id) or "@" in repo_id:
         raise HeditError(f"--repo-id must look like owner/name, got {repo_id!r}")
+    return _hub_name(repo_id, "--repo-id ")
+
+
+def _hub_name(repo_id: str, label: str = "") -> str:
+    """``repo_id`` when huggingface_hub's own validator takes it, else one HeditError (``label`` first)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
     try:
         validate_repo_id(repo_id)
     except HFValidationError as e:
         why = str(e).split(". ")[0].strip().rstrip(".")
-        raise HeditError(f"--repo-id {repo_id[:100]!r} is not a name the Hub accepts ({why[:160]})") from None
+        raise HeditError(f"{label}{repo_id[:100]!r} is not a name the Hub accepts ({why[:160]})") from None
     return repo_id
 
 
@@ -64,17 +69,10 @@ def check_revision(revision: str, spec: str) -> str:
 def parse_spec(spec: str) -> tuple[str, str | None]:
     """(repo id, revision or None) of ``owner/name[@revision]``, both checked as the Hub checks them
     (huggingface_hub's own repo-id validator, and ``check_revision``) before any download."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
     repo_id, at, revision = spec.partition("@")
     if not re.fullmatch(r"[^/\s]+/[^/\s]+", repo_id):
         raise HeditError(f"{spec[:120]!r} is not a Hub id owner/name[@revision]")
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as e:
-        why = str(e).split(". ")[0].strip().rstrip(".")
-        raise HeditError(f"{repo_id[:100]!r} is not a name the Hub accepts ({why[:160]})") from None
-    return repo_id, (check_revision(revision, spec) if at else None)
+    return _hub_name(repo_id), (check_revision(revision, spec) if at else None)
 
 
 def endpoint() -> str:
