@@ -1,7 +1,7 @@
 """A small Hub-compatible HTTP server for tests, on 127.0.0.1: just the endpoints the huggingface_hub
 client uses to create a model repo and a branch, upload (regular files inline in the commit, large
 files through the git-LFS batch API with the basic transfer), and read it back (repo info, tree,
-resolve). Repos live in memory. The client's Xet upload path needs Xet storage, which this server
+resolve), for model repos and (read side only, ``add_dataset``) dataset repos. Repos live in memory. The client's Xet upload path needs Xet storage, which this server
 does not speak: tests set the client's own ``HF_HUB_DISABLE_XET`` switch, so it uses git-LFS.
 
 Failures are injected with ``server.fail = (status, path_fragment)``: requests whose path contains
@@ -78,6 +78,12 @@ class HubServer:
             {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
         )
 
+    def add_dataset(self, repo_id: str, files: dict[str, bytes], branch: str = "main") -> str:
+        """A dataset repo (``hf://datasets/<repo_id>``) holding ``files`` (path in the repo -> bytes) on
+        ``branch``; returns the commit id."""
+        repo = self.repos.setdefault(f"datasets/{repo_id}", Repo())
+        return repo.commit(files, branch)
+
     def __enter__(self) -> HubServer:
         self._thread.start()
         return self
@@ -142,8 +148,19 @@ class HubServer:
                     return self._lfs_put(parts[1])
                 if self.command == "POST" and len(parts) >= 2 and parts[1].endswith(".git"):
                     return self._lfs_batch(parts[0] + "/" + parts[1][:-4], json.loads(self._body()))
-                if parts[:2] == ["api", "models"] and len(parts) >= 6:
-                    repo_id, kind, rest = "/".join(parts[2:4]), parts[4], "/".join(parts[5:])
+                if (
+                    self.command == "GET"
+                    and len(parts) == 4
+                    and parts[0] == "api"
+                    and parts[1] in ("models", "datasets")
+                ):
+                    key = ("datasets/" if parts[1] == "datasets" else "") + "/".join(parts[2:4])
+                    if key not in hub.repos:
+                        return self._error(404, f"Repository {key} not found")
+                    return self._info("/".join(parts[2:4]), hub.repos[key], "revision", "main")
+                if parts[0] == "api" and len(parts) >= 6 and parts[1] in ("models", "datasets"):
+                    prefix = "datasets/" if parts[1] == "datasets" else ""
+                    repo_id, kind, rest = prefix + "/".join(parts[2:4]), parts[4], "/".join(parts[5:])
                     repo = hub.repos.get(repo_id)
                     if repo is None:
                         self._body()
@@ -158,6 +175,13 @@ class HubServer:
                         return self._info(repo_id, repo, kind, parts[5])
                 if self.command in ("GET", "HEAD") and len(parts) >= 5 and parts[2] == "resolve":
                     return self._resolve("/".join(parts[:2]), parts[3], "/".join(parts[4:]))
+                if (
+                    self.command in ("GET", "HEAD")
+                    and len(parts) >= 6
+                    and parts[0] == "datasets"
+                    and parts[3] == "resolve"
+                ):
+                    return self._resolve("/".join(parts[:3]), parts[4], "/".join(parts[5:]))
                 self._body()
                 self._error(404, f"no route {self.command} {path}", code="NoRoute")
 
@@ -304,7 +328,7 @@ TOKEN = "hf_test_secret_token_0123456789"
 def serving(tmp_path: Path, monkeypatch):
     """A HubServer that requires ``TOKEN``, with huggingface_hub pointed at it (endpoint, token, a cache of
     the test's own, online, git-LFS uploads: the server does not speak Xet)."""
-    import huggingface_hub
+    import huggingface_hub.constants
 
     with HubServer() as server:
         server.token = TOKEN

@@ -22,8 +22,10 @@ QUESTIONS = click.option(
     "--questions",
     type=click.Path(path_type=str),
     default=None,
-    help="Question file (.jsonl, .json, .csv, .parquet; BioASQ JSON too), or a bundled set by name: trivia "
-    "(the default) or fabricated (things that do not exist).",
+    help="Question file (.jsonl, .json, .csv, .parquet; BioASQ JSON too), a Hub dataset's split "
+    "(hf://datasets/OWNER/NAME[@REV][:CONFIG][/SPLIT], e.g. "
+    "hf://datasets/mandarjoshi/trivia_qa:rc.nocontext/validation), or a bundled set by name: trivia (the "
+    "default) or fabricated (things that do not exist).",
 )
 LIMIT = click.option("--limit", type=int, default=None, help="Only the first N questions.")
 
@@ -101,7 +103,7 @@ def features(model, responses, out, device, quiet, **kw):
     "--qa-questions",
     default=None,
     type=click.Path(path_type=str),
-    help="Questions for the QA check (default: the bundled trivia held-out split).",
+    help="Questions for the QA check: a file or hf://datasets/... (default: the bundled trivia held-out split).",
 )
 @click.option("--qa-limit", type=int, default=None, help="Only the first N QA questions.")
 @click.option(

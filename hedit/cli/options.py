@@ -333,5 +333,6 @@ SUITE_FILE = click.option(
     "suite_files",
     multiple=True,
     metavar="NAME=PATH",
-    help="Use PATH (JSONL, CSV, FalseQA CSV, ...) for suite NAME instead of the bundled set.",
+    help="Use PATH for suite NAME instead of the bundled set: a file (JSONL, JSON, CSV, Parquet; FaithEval, FalseQA, "
+    "SycophancyEval, AdvBench, HarmBench, JailbreakBench layouts) or a Hub dataset's split (hf://datasets/...).",
 )

@@ -82,8 +82,11 @@ def endpoint() -> str:
 
 
 @contextlib.contextmanager
-def hub_errors(repo_id: str, url: str, revision: str | None = None, offline: bool = False) -> Iterator[None]:
-    """Turns the Hub client's errors into one-line HeditErrors (which never carry the token)."""
+def hub_errors(
+    repo_id: str, url: str, revision: str | None = None, offline: bool = False, what: str = "model"
+) -> Iterator[None]:
+    """Turns the Hub client's errors into one-line HeditErrors (which never carry the token); ``what``
+    the repository is (model, dataset) names it in the messages."""
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
@@ -104,7 +107,7 @@ def hub_errors(repo_id: str, url: str, revision: str | None = None, offline: boo
                 f"the Hub at {url} refused the credentials (401): set HF_TOKEN or run `hf auth login`"
             ) from None
         raise HeditError(
-            f"no model {repo_id} on the Hub at {url} (a private one needs a token: HF_TOKEN or `hf auth login`)"
+            f"no {what} {repo_id} on the Hub at {url} (a private one needs a token: HF_TOKEN or `hf auth login`)"
         ) from None
     except LocalEntryNotFoundError as e:
         why = "the Hub is offline (HF_HUB_OFFLINE)" if offline else f"cannot reach the Hub at {url}"

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from hedit.errors import HeditError
+from hedit.io import hub_data
 from hedit.io.files import check_regular
 from hedit.io.jsonfile import jsonl, read_json, read_text
 
@@ -140,6 +141,36 @@ def _bioasq(path: Path, data: dict[str, Any]) -> Iterator[tuple[int, Any]]:
         )
 
 
+# the columns a question row is read from: a Parquet file's other columns (TriviaQA's search results and
+# entity pages, most of its bytes) are never read
+ROW_KEYS = (
+    "question",
+    "question_id",
+    "id",
+    "answer",
+    "answers",
+    "answer.aliases",
+    "answer.normalized_aliases",
+    "split",
+    "domain",
+    "unanswerable",
+)
+
+
+def parquet_rows(path: Path, columns: tuple[str, ...] | None = None, name: str | None = None) -> list[dict]:
+    """The rows of a Parquet file as dicts (only ``columns`` among its own, when given)."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise HeditError("reading Parquet needs pyarrow: pip install pyarrow") from None
+    try:
+        f = pq.ParquetFile(path)
+        keep = None if columns is None else [c for c in f.schema_arrow.names if c in columns]
+        return f.read(columns=keep).to_pylist()
+    except Exception as e:  # pyarrow raises its own error types for a file that is not Parquet
+        raise HeditError(f"{name or path} is not a readable Parquet file: {str(e).splitlines()[0][:200]}") from None
+
+
 def _rows(path: Path) -> Iterator[tuple[int, Any]]:
     suffix = path.suffix.lower()
     if suffix == ".json":
@@ -167,36 +198,39 @@ def _rows(path: Path) -> Iterator[tuple[int, Any]]:
         except csv.Error as e:
             raise HeditError(f"{path}: not a valid CSV file ({e})") from None
     elif suffix == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise HeditError("reading Parquet needs pyarrow: pip install pyarrow") from None
-        try:
-            table = pq.read_table(path)
-        except Exception as e:  # pyarrow raises its own error types for a file that is not Parquet
-            raise HeditError(f"{path} is not a readable Parquet file: {str(e).splitlines()[0][:200]}") from None
-        for n, row in enumerate(table.to_pylist(), 1):
-            yield n, row
+        yield from enumerate(parquet_rows(path, ROW_KEYS), 1)
     else:
         raise HeditError(f"{path}: unknown question-file type {suffix!r} (use .jsonl, .json, .csv or .parquet)")
 
 
 def load_questions(path: str | Path, split: str | None = None) -> list[Question]:
-    """All questions of a file; a malformed row is an error naming its line (or row) number."""
-    path = Path(path)
-    if not path.exists():
-        raise HeditError(f"question file not found: {path}")
-    check_regular(path, f"question file {path}")
-    kind = "line" if path.suffix.lower() in (".jsonl", ".csv") else "row"
-    out = []
-    for n, row in _rows(path):
-        out.append(parse_row(row, f"{path}:{n}" if kind == "line" else f"{path}: row {n}", n))
+    """All questions of a file, or of a Hub dataset's split (``hf://datasets/...``: ``hedit.io.hub_data``);
+    a malformed row is an error naming its file and line (or row) number."""
+    if hub_data.is_dataset(str(path)):
+        label, files = str(path), hub_data.fetch(str(path))
+        sources = [(f, f"{label} ({f.name})" if len(files) > 1 else label) for f in files]
+    else:
+        path = Path(path)
+        if not path.exists():
+            raise HeditError(f"question file not found: {path}")
+        check_regular(path, f"question file {path}")
+        label, sources = str(path), [(path, str(path))]
+    out: list[Question] = []
+    for file, where in sources:
+        kind = "line" if file.suffix.lower() in (".jsonl", ".csv") else "row"
+        try:
+            rows = list(_rows(file))
+        except HeditError as e:  # name the dataset, not the cache's blob path
+            raise HeditError(str(e).replace(str(file), where)) from None
+        for n, row in rows:
+            at = f"{where}:{n}" if kind == "line" else f"{where}: row {n}"
+            out.append(parse_row(row, at, n if len(sources) == 1 else len(out) + 1))
     if not out:
-        raise HeditError(f"{path}: no questions")
+        raise HeditError(f"{label}: no questions")
     seen: set[str] = set()
     for q in out:
         if q.qid in seen:
-            raise HeditError(f"{path}: question_id {q.qid!r} appears twice")
+            raise HeditError(f"{label}: question_id {q.qid!r} appears twice")
         seen.add(q.qid)
     if split is not None:
         out = [q for q in out if q.split == split]

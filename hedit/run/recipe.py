@@ -18,15 +18,23 @@ import yaml
 
 from hedit.config import EngineConfig, IdentifyConfig, Settings, SweepConfig, TuneConfig, VerifyConfig, setting
 from hedit.errors import HeditError
+from hedit.io import hub_data
 from hedit.io.jsonfile import expect, read_text
 
 
 @dataclass(frozen=True)
 class IdentifySection(IdentifyConfig):
     questions: str = setting(
-        "bundled", "'bundled' (the team's trivia set) or a question file (TriviaQA, NQ-Open, flat)."
+        "bundled",
+        "'bundled' (the team's trivia set), a question file (TriviaQA, NQ-Open, flat) or a Hub dataset's split "
+        "(hf://datasets/OWNER/NAME[@REVISION][:CONFIG][/SPLIT]).",
     )
     limit: int | None = setting(None, "Only the first N questions.", min=1)
+
+    def check(self) -> None:
+        super().check()
+        if hub_data.is_dataset(self.questions):  # its form now; the download when the recipe runs
+            hub_data.parse(self.questions)
 
 
 @dataclass(frozen=True)

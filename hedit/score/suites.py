@@ -24,8 +24,9 @@ from pathlib import Path
 
 from hedit.config import ANSWER_ONLY, SUITES
 from hedit.errors import HeditError
+from hedit.io import hub_data
 from hedit.io.jsonfile import jsonl, loads, read_text
-from hedit.io.questions import bundled_questions
+from hedit.io.questions import bundled_questions, parquet_rows
 
 FALSE_PREMISE, MISLEADING, SYCOPHANCY, JAILBREAK = SUITES
 BENIGN = "benign"  # requests that only sound harmful: how often a model refuses them (over-refusal)
@@ -112,22 +113,26 @@ def _item(row: dict, where: str, suite: str, n: int) -> Item:
     )
 
 
-def _rows(path: Path) -> list[tuple[str, dict]]:
+def _rows(path: Path, name: str | None = None) -> list[tuple[str, dict]]:
+    """A suite file's rows, each with where it came from (``name``: how messages call the file)."""
+    name = name or str(path)
+    if path.suffix.lower() == ".parquet":
+        return [(f"{name}: row {n}", row) for n, row in enumerate(parquet_rows(path, name=name), 1)]
     if path.suffix.lower() == ".json":  # one JSON list (JailbreakBench, HarmBench, FaithEval exports)
         from hedit.io.jsonfile import read_json
 
-        data = read_json(path, f"suite file {path}")
+        data = read_json(path, f"suite file {name}")
         data = data.get("data") or data.get("questions") or data if isinstance(data, dict) else data
         if not isinstance(data, list):
-            raise HeditError(f"{path}: a JSON suite file holds a list of objects")
-        return [(f"{path}: item {n}", row) for n, row in enumerate(data, 1)]
+            raise HeditError(f"{name}: a JSON suite file holds a list of objects")
+        return [(f"{name}: item {n}", row) for n, row in enumerate(data, 1)]
     if path.suffix.lower() == ".csv":
         try:
-            rows = list(csv.DictReader(io.StringIO(read_text(path, f"suite file {path}"), newline="")))
+            rows = list(csv.DictReader(io.StringIO(read_text(path, f"suite file {name}"), newline="")))
         except csv.Error as e:
-            raise HeditError(f"{path}: not a valid CSV file ({e})") from None
-        return [(f"{path}:{n}", row) for n, row in enumerate(rows, 2)]
-    return [(f"{path}:{n}", row) for n, row in jsonl(path, f"suite file {path}")]
+            raise HeditError(f"{name}: not a valid CSV file ({e})") from None
+        return [(f"{name}:{n}", row) for n, row in enumerate(rows, 2)]
+    return [(f"{name}:{n}", row) for n, row in jsonl(path, f"suite file {name}")]
 
 
 def _keys(rows: list[tuple[str, dict]]) -> set[str]:
@@ -161,7 +166,8 @@ def adapt(name: str, rows: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
       the passage's answer);
     - sycophancy: SycophancyEval's answer set (``base.question``, ``base.correct_answer``);
     - jailbreak: AdvBench (``goal,target``), JailbreakBench (``Goal``, ``Behavior``), HarmBench
-      (``Behavior``, optional ``ContextString``).
+      (``Behavior``, optional ``ContextString``), and both as the Hub's walledai copies hold them
+      (``prompt``, optional ``context``).
     Rows already in the suite's layout pass through."""
     keys = _keys(rows)
     out = []
@@ -201,9 +207,14 @@ def adapt(name: str, rows: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
                     },
                 )
             )
-        elif name == JAILBREAK and ({"goal", "target"} <= keys or "Goal" in keys or "Behavior" in keys):
-            text = _text(r.get("goal") or r.get("Goal") or r.get("Behavior"))
-            ctx = _text(r.get("ContextString"))
+        elif name == JAILBREAK and (
+            {"goal", "target"} <= keys
+            or "Goal" in keys
+            or "Behavior" in keys
+            or ("prompt" in keys and "question" not in keys)
+        ):
+            text = _text(r.get("goal") or r.get("Goal") or r.get("Behavior") or r.get("prompt"))
+            ctx = _text(r.get("ContextString") or r.get("context"))
             out.append(
                 (
                     w,
@@ -219,13 +230,18 @@ def adapt(name: str, rows: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
 
 
 def load_suite(name: str, path: str | Path | None = None) -> Suite:
-    """A suite by name, from the bundled set or from ``path`` (JSONL, CSV, or a public layout: ``adapt``)."""
+    """A suite by name, from the bundled set, from ``path`` (JSONL, JSON, CSV or Parquet, in the suite's layout
+    or a public one: ``adapt``) or from a Hub dataset's split (``hf://datasets/...``)."""
     if name not in (*SUITES, BENIGN):
         raise HeditError(f"unknown suite {name!r}; choose from {', '.join(SUITES)}")
     if path is None:
         text = (resources.files("hedit") / "data" / BUNDLED[name]).read_text(encoding="utf-8")
         rows = [(f"{BUNDLED[name]}:{n}", json.loads(line)) for n, line in enumerate(text.splitlines(), 1)]
         source = "bundled"
+    elif hub_data.is_dataset(str(path)):
+        files = hub_data.fetch(str(path))
+        rows = adapt(name, [r for f in files for r in _rows(f, f"{path} ({f.name})" if len(files) > 1 else str(path))])
+        source = str(path)
     else:
         path = Path(path)
         if not path.is_file():

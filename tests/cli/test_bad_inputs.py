@@ -1026,6 +1026,37 @@ CASES = {
     "neurons-id-dashes": (None, [*SWEEP[:3], "me/x--y", *SWEEP[4:]], "is not a name the Hub accepts"),
     "neurons-id-git": (None, [*EDIT[:3], "me/x.git", *EDIT[4:]], "is not a name the Hub accepts"),
     "neurons-id-long": (None, [*EDIT[:3], "me/" + "b" * 200, *EDIT[4:]], "is not a name the Hub accepts"),
+    # ---- data by Hub id (hf://datasets/...): its form, before any call; offline and not cached; out of reach
+    "questions-dataset-form": (
+        None,
+        [*COLLECT[:3], "hf://datasets/trivia_qa", *COLLECT[4:]],
+        "is not a Hub dataset id",
+    ),
+    "questions-dataset-revision-escapes": (
+        lambda w: _write(w / "victim.txt", "mine"),
+        [*COLLECT[:3], "hf://datasets/me/qa@..%2F..%2Fvictim.txt/train", *COLLECT[4:]],
+        "is not a revision the Hub has",
+    ),
+    "questions-dataset-id-dots": (
+        None,
+        ["identify", "src", "--questions", "hf://datasets/me/x..y", "--work", "out"],
+        "is not a name the Hub accepts",
+    ),
+    "questions-dataset-offline": (
+        lambda w: {"env": {"HF_HUB_CACHE": str(w / "out-cache")}},
+        [*COLLECT[:3], "hf://datasets/me/qa:rc/train", *COLLECT[4:]],
+        "the Hub is offline (HF_HUB_OFFLINE) and me/qa is not in the local cache",
+    ),
+    "qa-questions-dataset-unreachable": (
+        lambda w: {"env": {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:1"}},
+        [*PROBE, "--qa-model", "src", "--qa-questions", "hf://datasets/me/qa/validation"],
+        "cannot reach the Hub at http://127.0.0.1:1",
+    ),
+    "suite-file-dataset-unreachable": (
+        lambda w: {"env": {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:1"}},
+        [*SWEEP, "--suite-file", "misleading-context=hf://datasets/Salesforce/FaithEval-counterfactual-v1.0"],
+        "cannot reach the Hub at http://127.0.0.1:1",
+    ),
     # ---- secrets in URLs, of any characters
     "model-endpoint-password-with-quote": (
         lambda w: {"env": {"HF_ENDPOINT": "http://user:quo'teSECRET77@127.0.0.1:1", "HF_HUB_OFFLINE": "0"}},

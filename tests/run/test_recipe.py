@@ -4,6 +4,7 @@ import pytest
 
 from hedit.errors import HeditError
 from hedit.io.hub import is_repo_id
+from hedit.io.hub_data import parse
 from hedit.model.builtin import BUILTINS
 from hedit.run.recipe import Recipe, load_recipe
 
@@ -27,6 +28,14 @@ def test_the_five_recipes_load():
         if p.stem != "smollm2-135m-instruct":  # the paper's sampling; the demo model uses gentler settings
             assert (r.identify.samples, r.identify.temperature, r.identify.max_new_tokens) == (10, 1.0, 50)
             assert r.sweep.alphas == (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
+            # the paper's data by Hub id: TriviaQA rc.nocontext train, the first 10,000 questions
+            spec = parse(r.identify.questions)
+            assert (spec.repo_id, spec.config, spec.split, r.identify.limit) == (
+                "mandarjoshi/trivia_qa",
+                "rc.nocontext",
+                "train",
+                10000,
+            )
 
 
 def test_defaults_are_the_papers():
@@ -69,6 +78,8 @@ def test_command_line_overrides_the_recipe(tmp_path):
         ("identify:\n  mode: 2-vs-2\n", [], "identify.mode must be"),
         ("tune:\n  suites: [harmful]\n", [], "tune.suites: unknown value 'harmful'"),
         ("verify:\n  runtime: llama.cpp\n", [], "verify.runtime must be"),
+        ("identify:\n  questions: hf://datasets/trivia_qa\n", [], "is not a Hub dataset id of the form"),
+        ("", ["identify.questions=hf://datasets/a/b@..%2Fx"], "is not a revision the Hub has"),
     ],
 )
 def test_bad_recipes_name_the_problem(tmp_path, text, overrides, message):
