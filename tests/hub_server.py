@@ -1,8 +1,9 @@
 """A small Hub-compatible HTTP server for tests, on 127.0.0.1: just the endpoints the huggingface_hub
 client uses to create a model repo and a branch, upload (regular files inline in the commit, large
 files through the git-LFS batch API with the basic transfer), and read it back (repo info, tree,
-resolve), for model repos and (read side only, ``add_dataset``) dataset repos. Repos live in memory. The client's Xet upload path needs Xet storage, which this server
-does not speak: tests set the client's own ``HF_HUB_DISABLE_XET`` switch, so it uses git-LFS.
+resolve), for model repos and (read side only, ``add_dataset``) dataset repos. Repos live in memory.
+The client's Xet upload path needs Xet storage, which this server does not speak: tests set the
+client's own ``HF_HUB_DISABLE_XET`` switch, so it uses git-LFS.
 
 Failures are injected with ``server.fail = (status, path_fragment)``: requests whose path contains
 the fragment get ``status``, or a dropped connection when ``status`` is 0. ``server.token`` set:
