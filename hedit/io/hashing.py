@@ -75,8 +75,9 @@ class Hasher:
     """Hashes files in background threads; ``result()`` waits and stores new digests in the cache.
 
     ``hedit edit`` starts one and then copies the same files with the kernel: the copy and the hashing
-    run on different cores and share the page cache (1.28x a plain copy for a cold 2.15 GB edit, against
-    2.4-4.4x for one pass that hashed each chunk while writing it; ``benchmarks/bench_edit.py``)."""
+    run on different cores and share the page cache (a cold 2.15 GB edit read from the disk: 0.74x a plain
+    copy; from the page cache on 2 cores, where SHA-256 costs more core-time than the copy, 2.3x against a
+    floor of 1.7x: ``benchmarks/bench_edit.py``, README "Editing")."""
 
     def __init__(self, paths: list[Path], threads: int | None = None):
         cache = _load_cache()
