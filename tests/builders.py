@@ -286,10 +286,11 @@ def write_moe_gguf(path, up_type: T = T.Q8_0, seed: int = 0, arch: str = "qwen2m
 MOE_EXPERTS = 4
 
 
-def mlx_affine(src: Path, dst: Path, bits: int = 4, group: int = 32) -> Path:
+def mlx_affine(src: Path, dst: Path, bits: int = 4, group: int = 32, float_modules: tuple[str, ...] = ()) -> Path:
     """A copy of a float checkpoint in mlx-lm's affine layout (what `mlx_lm convert -q` writes): every MLP
     projection as uint32 words of ``bits``-bit values packed little-endian along the input, with a float16
-    scale and bias per group of ``group`` inputs; config.json gains ``quantization``."""
+    scale and bias per group of ``group`` inputs; config.json gains ``quantization``. ``float_modules``
+    stay float (no scales, no config entry), as a quantization predicate that skips them leaves them."""
     import shutil
 
     from safetensors.numpy import load_file as load_np
@@ -301,7 +302,7 @@ def mlx_affine(src: Path, dst: Path, bits: int = 4, group: int = 32) -> Path:
             shutil.copy(p, dst / p.name)
     out, per = {}, 32 // bits
     for name, w in load_np(str(src / "model.safetensors")).items():
-        if ".mlp." not in name or not name.endswith(".weight"):
+        if ".mlp." not in name or not name.endswith(".weight") or name[: -len(".weight")] in float_modules:
             out[name] = w
             continue
         g = w.reshape(w.shape[0], -1, group)

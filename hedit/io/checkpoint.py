@@ -274,7 +274,7 @@ def open_checkpoint(source: str | Path) -> Checkpoint:
             if which == "down":
                 down[layer] = (f, info)
     if quant in ("gptq", "awq", "mlx"):
-        _check_quantized(path, config, arch, quant, modules)
+        _check_quantized(path, config, arch, quant, modules, inter)
     if experts is not None:
         inter = experts.intermediate_size
     ckpt = Checkpoint(path, config, arch, num_layers, inter, files, headers, down, modules, quant, inside, experts)
@@ -285,9 +285,10 @@ def open_checkpoint(source: str | Path) -> Checkpoint:
     return ckpt
 
 
-def _check_quantized(path: Path, config: dict, arch: Architecture, quant: str, modules: dict) -> None:
+def _check_quantized(path: Path, config: dict, arch: Architecture, quant: str, modules: dict, inter: int) -> None:
     """A GPTQ, AWQ or MLX checkpoint's quantization settings (bits, group size; MLX's per-module ones too)
-    in range, and every MLP projection's packed tensors of the shapes those settings imply."""
+    in range, and every MLP projection's packed tensors of the shapes those settings imply (``inter``:
+    down_proj's input width; up's and gate's is the config's hidden size)."""
     from hedit.io.quant import check_layout, detect, quant_params
 
     where = f"{path}/config.json"
@@ -308,8 +309,21 @@ def _check_quantized(path: Path, config: dict, arch: Architecture, quant: str, m
         if quant == "mlx" and isinstance(q.get(name), dict):
             params = quant_params(q[name], f"{where}: quantization.{name}", "mlx")
         fmt = detect({k: v[1] for k, v in group.items()}, quant, name)
+        if quant == "mlx" and name in q:  # mlx-lm's per-module entry decides how it loads the module
+            if q[name] is False and fmt is not None:
+                raise HeditError(
+                    f"{where}: quantization.{name} is false (the module left unquantized), but its weight is "
+                    "stored quantized (scales beside it); mlx-lm could not load it"
+                )
+            if q[name] is not False and fmt is None:
+                raise HeditError(
+                    f"{where}: quantization.{name} asks for a quantized module, but its weight is stored in "
+                    "float (no scales beside it); mlx-lm could not load it"
+                )
         if fmt is not None:
-            check_layout(fmt, {k: v[1] for k, v in group.items()}, *params, f"{path}: {name}")
+            hidden = (config.get("text_config") or config).get("hidden_size")
+            in_dim = inter if which == "down" else hidden if isinstance(hidden, int) else None
+            check_layout(fmt, {k: v[1] for k, v in group.items()}, *params, f"{path}: {name}", in_dim)
 
 
 def check_expert_files(path: str | Path) -> None:

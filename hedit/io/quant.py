@@ -117,11 +117,14 @@ def quant_params(value: Any, where: str, fmt: str, bits_keys=("bits",), group_ke
     return bits, group
 
 
-def check_layout(fmt: ChannelScales, tensors: dict[str, TensorInfo], bits: int, group: int, where: str) -> None:
+def check_layout(
+    fmt: ChannelScales, tensors: dict[str, TensorInfo], bits: int, group: int, where: str, in_dim: int | None = None
+) -> None:
     """The packed weight, scales, zeros and biases of one projection agree with each other and with
     ``bits`` and ``group`` (the config's): else one HeditError naming the tensor, before anything is read
-    or written. An edit through scales that disagree with their weight would silently scale the wrong
-    channels."""
+    or written; where they agree on other settings for the module's input width ``in_dim`` (as mlx-lm
+    infers them), the error names those. An edit through scales that disagree with their weight would
+    silently scale the wrong channels."""
 
     def shape(name: str) -> tuple[int, ...]:
         info = tensors.get(name)
@@ -152,6 +155,13 @@ def check_layout(fmt: ChannelScales, tensors: dict[str, TensorInfo], bits: int, 
             raise HeditError(f"{where}: an MLX weight of shape {list(w)} at {bits} bits is not a layout hedit reads")
         n_in = w[1] * per
         if group == -1 or n_in % group or s != (w[0], n_in // group):
+            stored = _mlx_stored(w, s, in_dim)
+            if stored is not None:  # the tensors are consistent, with other settings than the config's
+                raise HeditError(
+                    f"{where}: config.json's quantization says {bits}-bit values in groups of {group}, but the "
+                    f"tensors hold {stored[0]}-bit values in groups of {stored[1]} (weight {list(w)}, scales "
+                    f"{list(s)}); fix the config to match them"
+                )
             raise bad("scales", f"[{w[0]}, {n_in // max(group, 1)}] beside weight {list(w)}")
         if shape("biases") != s:
             raise bad("biases", f"the scales' shape {list(s)}")
@@ -159,6 +169,15 @@ def check_layout(fmt: ChannelScales, tensors: dict[str, TensorInfo], bits: int, 
         w, s = shape("weight"), shape("scales")
         if len(w) != 2 or len(s) != 2 or s[0] != w[0] or s[1] * group != w[1] * per:
             raise bad("scales", f"[{w[0]}, {w[1] * (per or 0) // max(group, 1)}] beside weight {list(w)}")
+
+
+def _mlx_stored(w: tuple[int, ...], s: tuple[int, ...], in_dim: int | None) -> tuple[int, int] | None:
+    """(bits, group) that an MLX weight and its scales hold for a module ``in_dim`` wide (mlx-lm's own
+    ``infer_quant_config`` arithmetic), or None when ``in_dim`` is unknown or they fit no layout."""
+    if in_dim is None or len(s) != 2 or s[0] != w[0] or not s[1] or in_dim % s[1] or (w[1] * 32) % in_dim:
+        return None
+    bits, group = (w[1] * 32) // in_dim, in_dim // s[1]
+    return (bits, group) if bits in (2, 4, 8) and group in (32, 64, 128) else None
 
 
 # ------------------------------------------------------------------------------------------ dequantizers

@@ -248,6 +248,19 @@ def _quant(w, fmt: str, fn=None, tensors=None):
     _write(w / "nq.json", json.dumps(ns))
 
 
+def _unquantize(module: str):
+    """A tensors hook for ``_quant``: ``module`` stored as a float weight (no scales, no biases), as MLX
+    leaves a module its quantization skipped."""
+
+    def hook(sd):
+        sd.pop(f"{module}.scales")
+        sd.pop(f"{module}.biases")
+        packed = sd.pop(f"{module}.weight")
+        sd[f"{module}.weight"] = np.zeros((packed.shape[0], packed.shape[1] * 8), np.float16)
+
+    return hook
+
+
 def _moe(w, drop: str | None = None, both: bool = False):
     """``w/moe``: a tiny qwen3_moe, experts one by one, missing the tensor ``drop`` or also holding the
     stacked layout of layer 1 (``both``); ``w/nm.json`` fits it."""
@@ -1163,17 +1176,17 @@ CASES = {
     "mlx-bits-disagree": (
         lambda w: _quant(w, "mlx", lambda q: q.update(bits=8)),
         ["export-adapter", "q", "--neurons", "nq.json", "--alpha", "0", "--format", "mlx-lora", "--out", "out"],
-        "scales has shape",
+        "says 8-bit values in groups of 32, but the tensors hold 4-bit values in groups of 32",
     ),
     "mlx-bits-disagree-edit": (
         lambda w: _quant(w, "mlx", lambda q: q.update(bits=8)),
         ["edit", "q", "--neurons", "nq.json", "--alpha", "0", "--out", "out", "--quiet"],
-        "scales has shape",
+        "says 8-bit values in groups of 32, but the tensors hold 4-bit values",
     ),
     "mlx-group-disagrees": (
         lambda w: _quant(w, "mlx", lambda q: q.update(group_size=64)),
         ["verify", "q", "--neurons", "nq.json", "--alpha", "0", "--edited", "q", "--runtime", "structure"],
-        "scales has shape",
+        "says 4-bit values in groups of 64, but the tensors hold 4-bit values in groups of 32",
     ),
     "mlx-biases-missing": (
         lambda w: _quant(w, "mlx", tensors=lambda sd: sd.pop("model.layers.0.mlp.up_proj.biases")),
@@ -1200,6 +1213,36 @@ CASES = {
         ),
         ["edit", "q", "--neurons", "nq.json", "--alpha", "0", "--out", "out", "--quiet"],
         "quantization.model.layers.0.mlp.up_proj: bits must be one of",
+    ),
+    "mlx-float-module-config-says-quantized": (
+        lambda w: _quant(
+            w,
+            "mlx",
+            lambda q: q.update({"model.layers.0.mlp.up_proj": {"bits": 4, "group_size": 32}}),
+            tensors=_unquantize("model.layers.0.mlp.up_proj"),
+        ),
+        ["edit", "q", "--neurons", "nq.json", "--alpha", "0", "--out", "out", "--quiet"],
+        "quantization.model.layers.0.mlp.up_proj asks for a quantized module, but its weight is stored in float",
+    ),
+    "mlx-float-module-config-says-quantized-adapter": (
+        lambda w: _quant(
+            w,
+            "mlx",
+            lambda q: q.update({"model.layers.1.mlp.down_proj": True}),
+            _unquantize("model.layers.1.mlp.down_proj"),
+        ),
+        ["export-adapter", "q", "--neurons", "nq.json", "--alpha", "0", "--format", "mlx-lora", "--out", "out"],
+        "asks for a quantized module, but its weight is stored in float",
+    ),
+    "mlx-quantized-module-config-says-not": (
+        lambda w: _quant(w, "mlx", lambda q: q.update({"model.layers.0.mlp.up_proj": False})),
+        ["edit", "q", "--neurons", "nq.json", "--alpha", "0", "--out", "out", "--quiet"],
+        "quantization.model.layers.0.mlp.up_proj is false (the module left unquantized), but its weight is stored",
+    ),
+    "mlx-quantized-module-config-says-not-verify": (
+        lambda w: _quant(w, "mlx", lambda q: q.update({"model.layers.1.mlp.gate_proj": False})),
+        ["verify", "q", "--neurons", "nq.json", "--alpha", "0", "--edited", "q", "--runtime", "structure"],
+        "is false (the module left unquantized), but its weight is stored quantized",
     ),
     # ---- numbers too large for a float
     "neuron-alpha-400-digits": (

@@ -178,3 +178,32 @@ def test_mlx_lora_adapter_equals_the_intervention_in_mlx(mlx_models, tmp_path, b
     print(r.summary())
     assert r.passed, r.summary()
     assert r.max_abs_logit_diff < r.tolerance < r.effect
+
+
+def test_a_module_left_in_float_is_edited_as_float_beside_quantized_ones(tmp_path):
+    """mlx-lm quantizes a module only where its scales are stored (or its config entry says so): a module a
+    quantization predicate skipped stays a float weight. Its rows are scaled exactly; the others' scales."""
+    from hedit.model.tiny import save_tiny_model
+
+    from builders import mlx_affine
+    from conftest import INTER, LAYERS
+
+    up0 = "model.layers.0.mlp.up_proj"
+    src = mlx_affine(save_tiny_model(tmp_path / "f", "llama"), tmp_path / "q", float_modules=(up0,))
+    ns = NeuronSet(ModelInfo("llama", LAYERS, INTER, "tiny"), [Neuron(0, 1), Neuron(0, 5), Neuron(1, 3)])
+    nf = tmp_path / "n.json"
+    ns.save(nf)
+    out = edit_checkpoint(src, nf, tmp_path / "e", alpha=0.25, progress=False)
+    formats = {t["name"]: t["format"] for t in json.loads((out / "hedit.json").read_text())["tensors"]}
+    assert formats[f"{up0}.weight"] == "float" and formats["model.layers.1.mlp.up_proj.scales"] == "mlx"
+    a, b = load_file(str(src / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    want = a[f"{up0}.weight"].astype(np.float32)
+    want[[1, 5]] *= 0.25
+    assert np.array_equal(b[f"{up0}.weight"].astype(np.float32), want)
+    k = "model.layers.1.mlp.up_proj."
+    old = dequant_mlx(a[k + "weight"], a[k + "scales"], a[k + "biases"], 4, 32)
+    new = dequant_mlx(b[k + "weight"], b[k + "scales"], b[k + "biases"], 4, 32)
+    old[3] *= 0.25
+    assert np.allclose(new, old, rtol=0, atol=1e-6)
+    assert verify_artifact(src, nf, 0.25, edited=out, cfg=VerifyConfig(runtime="structure")).passed
+    assert not verify_artifact(src, nf, 0.5, edited=out, cfg=VerifyConfig(runtime="structure")).passed
