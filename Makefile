@@ -94,10 +94,11 @@ lint: install
 	$(BIN)/ruff format --check hedit tests benchmarks
 
 ## test-floor: the declared floors exactly (.ci/floors.txt: transformers 5.16.1, vLLM 0.32's own floor, ...)
-## in .venv-floor, and the tests that exercise transformers, PEFT, safetensors and gguf there (~6 min)
+## in .venv-floor, and the tests that exercise transformers, PEFT, safetensors, gguf, huggingface-hub and pyarrow
+## there (~6 min)
 FLOOR_TESTS := tests/engine tests/find/test_features.py tests/edit tests/check/test_verify.py \
 	tests/check/test_structure.py tests/moe/test_moe.py tests/moe/test_moe_cett.py tests/choose/test_fit.py \
-	tests/test_versions.py
+	tests/io/test_hub_data.py tests/io/test_questions.py tests/test_versions.py
 test-floor: $(FLOOR_VENV)/.installed
 	$(FLOOR_VENV)/bin/python -m pytest -q -m "not vllm" $(FLOOR_TESTS)
 $(FLOOR_VENV)/.installed: pyproject.toml .ci/floors.txt

@@ -37,10 +37,14 @@ class Architecture:
     # the transformers Auto class that loads a checkpoint of this model_type whole, with its language model's
     # layers at layers_module (a vision-language model that AutoModelForCausalLM refuses)
     auto_class: str = "AutoModelForCausalLM"
+    # configs of this model_type that hedit refuses, as data: each {"when": [keys], "why": reason}, refused
+    # when every key is set (truthy) in the language model's config, with the reason a user reads
+    refuse: tuple[dict[str, Any], ...] = ()
 
     def __post_init__(self):
         if isinstance(self.moe, dict):
             object.__setattr__(self, "moe", Moe(**self.moe))
+        object.__setattr__(self, "refuse", tuple(self.refuse))
 
     @property
     def gated(self) -> bool:
@@ -117,6 +121,9 @@ class Architecture:
         """(num_layers, intermediate_size) read from a config.json dict; a mixture of experts' intermediate
         size is its experts' (``experts_shape`` tells the rest)."""
         text = self.text_config_dict(config)
+        for rule in self.refuse:
+            if all(text.get(k) for k in rule["when"]):
+                raise HeditError(f"{self.model_type} with {' and '.join(rule['when'])}: {rule['why']}")
         key = self.moe.intermediate_size if self.moe else "intermediate_size"
         try:
             layers, inter = text["num_hidden_layers"], text[key]
@@ -171,6 +178,7 @@ class Architecture:
             notes.append(f"loaded as `{self.auto_class}`")
         if self.gguf_arch:
             notes.append(f"GGUF `{self.gguf_arch}`")
+        notes += [f"refused with {' and '.join(r['when'])}" for r in self.refuse]
         where = self.moe.experts if self.moe is not None else self.down_proj
         return f"| {self.model_type} | `{self.layers_module}.N.{where}` | {'; '.join(notes)} |"
 

@@ -291,6 +291,8 @@ def decode(
     )
     if k and window and max(len(p) for p in prompts) + max_new_tokens >= window:
         k = 0  # a sliding-window cache drops its oldest keys, which a prefix filled apart cannot survive
+    if k and "linear_attention" in (getattr(model.config.get_text_config(), "layer_types", None) or ()):
+        k = 0  # a recurrent state (Qwen3.5's Gated DeltaNet) would read [prefix | pads | rest]'s pads as input
     if k:  # the prompts' common start (a chat template's system turn): its KV once per cell, copied to every row
         heads = sorted(set(rc.tolist())) if rc is not None else [0]
         if scales is not None:
@@ -303,9 +305,9 @@ def decode(
             logits_to_keep=1,
         )
         if rc is None:
-            cache.batch_repeat_interleave(len(prompts))
+            rows(cache, torch.zeros(len(prompts), dtype=torch.long, device=dev))
         else:
-            cache.batch_select_indices(torch.tensor([heads.index(c) for c in rc.tolist()], device=dev))
+            rows(cache, torch.tensor([heads.index(c) for c in rc.tolist()], device=dev))
     if scales is not None:
         scales.select(rc)
     tail, tmask = left_pad([p[k:] for p in prompts], pad)  # [prefix | pads | rest]: the pads are masked out
@@ -317,7 +319,7 @@ def decode(
     ).logits[:, -1]
     ids = torch.cat([torch.tensor(prompts[0][:k], dtype=torch.long, device=dev).expand(len(prompts), k), tail], 1)
     if n > 1:
-        cache.batch_repeat_interleave(n)
+        rows(cache, torch.arange(len(prompts), device=dev).repeat_interleave(n))
         mask, ids, logits = (t.repeat_interleave(n, dim=0) for t in (mask, ids, logits))
         if scales is not None:
             rc = rc.repeat_interleave(n)
@@ -340,7 +342,7 @@ def decode(
             break
         if bool(done.any()):
             keep = torch.nonzero(~done).flatten()
-            cache.batch_select_indices(keep)
+            rows(cache, keep)
             live = [live[i] for i in keep.tolist()]
             mask, nxt, seqs, begun = mask[keep], nxt[keep], seqs[keep], begun[keep]
             if scales is not None:
@@ -354,6 +356,13 @@ def decode(
         ).logits[:, -1]
         nxt = logits.argmax(-1) if pick is None else pick(seqs, logits)
     return out
+
+
+def rows(cache, index: torch.Tensor) -> None:
+    """Keep (or repeat) the cache's batch rows ``index``, in that order, in every layer: key/value layers
+    and the convolution and recurrent states of linear-attention layers alike (their layers have no
+    ``batch_select_indices``; ``reorder_cache`` is an ``index_select`` on each)."""
+    cache.reorder_cache(index)
 
 
 def cache_keyword(model) -> str:

@@ -31,6 +31,23 @@ _GROUPED = dict(  # deepseek_v3 and glm4_moe: a shared expert, the first layer d
     n_group=1,
     topk_group=1,
 )
+# Gemma 4: sliding layers with a full-attention last layer of a wider head, per-layer embeddings (small)
+_GEMMA4 = dict(
+    global_head_dim=32,
+    hidden_size_per_layer_input=8,
+    vocab_size_per_layer_input=256,
+    sliding_window=16,
+    layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+)
+# Qwen3.5: two Gated DeltaNet (linear attention) layers, then a full-attention one
+_QWEN3_5 = dict(
+    layer_types=["linear_attention", "linear_attention", "full_attention"],
+    linear_num_key_heads=2,
+    linear_num_value_heads=4,
+    linear_key_head_dim=16,
+    linear_value_head_dim=16,
+)
+_QWEN3_5_MOE = dict(num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=48)
 MOE = {
     "qwen3_moe": dict(num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32, mlp_only_layers=[0]),
     "qwen2_moe": dict(
@@ -60,6 +77,12 @@ MOE = {
     | dict(num_key_value_heads=4),
     # dense families whose text model needs more than TEXT
     "exaone4_5": dict(model_type="exaone4"),  # its text_config must name its model_type
+    "gemma4_text": _GEMMA4,
+    "gemma4": _GEMMA4 | dict(model_type="gemma4_text"),
+    "qwen3_5_text": _QWEN3_5,
+    "qwen3_5": _QWEN3_5 | dict(model_type="qwen3_5_text"),
+    "qwen3_5_moe_text": _QWEN3_5 | _QWEN3_5_MOE,
+    "qwen3_5_moe": _QWEN3_5 | _QWEN3_5_MOE | dict(model_type="qwen3_5_moe_text"),
 }
 VISION = dict(
     hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2, image_size=28, patch_size=14
@@ -75,6 +98,17 @@ MULTIMODAL = {
     "mistral3": dict(vision_config=VISION | dict(head_dim=16), image_token_index=255),  # a Pixtral tower
     "exaone4_5": dict(
         vision_config=_QWEN_VISION | dict(num_key_value_heads=2, window_size=28, fullatt_block_indexes=[0]),
+        image_token_id=255,
+        video_token_id=254,
+    ),
+    "gemma4": dict(vision_config=None, audio_config=None),  # towers optional: hedit never edits them
+    "qwen3_5": dict(
+        vision_config=_QWEN_VISION | dict(patch_size=4, num_position_embeddings=16),
+        image_token_id=255,
+        video_token_id=254,
+    ),
+    "qwen3_5_moe": dict(
+        vision_config=_QWEN_VISION | dict(patch_size=4, num_position_embeddings=16),
         image_token_id=255,
         video_token_id=254,
     ),

@@ -1244,6 +1244,25 @@ CASES = {
         ["verify", "q", "--neurons", "nq.json", "--alpha", "0", "--edited", "q", "--runtime", "structure"],
         "is false (the module left unquantized), but its weight is stored quantized",
     ),
+    # ---- families hedit names and refuses, with the reason (registry "refuse")
+    "gemma4-moe-variant": (
+        lambda w: save_tiny_model(
+            w / "g4", "gemma4_text", enable_moe_block=True, num_experts=4, top_k_experts=2, moe_intermediate_size=32
+        ),
+        ["edit", "g4", *EDIT[2:]],
+        "gemma4_text with enable_moe_block: Gemma 4's mixture-of-experts variant is not mapped yet",
+    ),
+    "gemma4-double-wide-mlp": (
+        lambda w: save_tiny_model(
+            w / "g4",
+            "gemma4",
+            use_double_wide_mlp=True,
+            num_kv_shared_layers=1,  # the last layer reuses layer 1's cache: both full attention
+            layer_types=["sliding_attention", "full_attention", "full_attention"],
+        ),
+        ["export-adapter", "g4", *ADAPT[2:]],
+        "gemma4 with use_double_wide_mlp and num_kv_shared_layers: the layers that reuse another layer's KV cache",
+    ),
     # ---- numbers too large for a float
     "neuron-alpha-400-digits": (
         lambda w: _neurons(w, lambda d: d["neurons"][0].update(alpha=int("9" * 400))),

@@ -73,7 +73,14 @@ def test_sampling_is_seeded(tiny):
 @pytest.mark.parametrize("shared", [False, True])
 @pytest.mark.parametrize(
     "arch, kw",
-    [("llama", {}), ("qwen3", {}), ("gemma3_text", {"sliding_window": 4}), ("gemma3_text", {"sliding_window": 64})],
+    [
+        ("llama", {}),
+        ("qwen3", {}),
+        ("gemma3_text", {"sliding_window": 4}),
+        ("gemma3_text", {"sliding_window": 64}),
+        ("qwen3_5_text", {}),  # Gated DeltaNet layers: a recurrent state, no KV rows, no shared prefix
+        ("gemma4_text", {}),  # per-layer embeddings, sliding layers, a wider full-attention head
+    ],
 )
 def test_pruned_greedy_gives_generates_tokens(arch, kw, shared):
     """The sweep's greedy decoder drops finished replies from the batch; every reply must still be the
@@ -243,7 +250,8 @@ def test_sampler_draws_from_the_warped_distribution():
 
 
 @pytest.mark.parametrize(
-    "arch, kw", [("llama", {}), ("qwen3", {}), ("gemma3_text", {"sliding_window": 64}), ("phi3", {})]
+    "arch, kw",
+    [("llama", {}), ("qwen3", {}), ("gemma3_text", {"sliding_window": 64}), ("phi3", {}), ("qwen3_5_text", {})],
 )
 def test_cells_in_one_batch_give_each_cells_replies(arch, kw):
     """A sweep decodes the prompts of several cells (neuron sets x alphas) in one batch: each reply must

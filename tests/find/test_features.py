@@ -44,10 +44,14 @@ def test_cett_matches_float64_reference(model_type):
     got = batch_features(model, hooks, batch, ("answer", "other"), pad_id=0)
     hooks.remove()
     assert got.shape == (2, 2, LAYERS * INTER)
+    # the float32 forward through a Gated DeltaNet's chunked recurrence (Qwen3.5) drifts up to 1.3e-4 from
+    # float64 before any CETT is computed (measured); every other family holds 1e-4
+    recurrent = "linear_attention" in (getattr(model.config.get_text_config(), "layer_types", None) or ())
+    rtol = 5e-4 if recurrent else 1e-4
     for b, it in enumerate(batch):
         for r, region in enumerate(("answer", "other")):
             ref = reference_cett(model, it.ids, it.masks[region])
-            assert torch.allclose(got[r, b].double(), ref, rtol=1e-4, atol=1e-7), (model_type, b, region)
+            assert torch.allclose(got[r, b].double(), ref, rtol=rtol, atol=1e-7), (model_type, b, region)
 
 
 def test_left_padding_does_not_change_a_row():
