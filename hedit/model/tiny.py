@@ -48,6 +48,14 @@ _QWEN3_5 = dict(
     linear_value_head_dim=16,
 )
 _QWEN3_5_MOE = dict(num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=48)
+# DeepSeek V3.2 and GLM-5: deepseek_v3's latent attention and experts, plus a sparse-attention indexer that
+# keeps index_topk keys per query (8 here, so that prompts of more tokens exercise it)
+_DEEPSEEK_V3 = (
+    _GROUPED
+    | dict(kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=16, head_dim=8)
+    | dict(num_key_value_heads=4)  # multi-head latent attention: as many key/value heads as query heads
+)
+_DSA = dict(index_n_heads=4, index_head_dim=16, index_topk=8, q_lora_rank=16)
 MOE = {
     "qwen3_moe": dict(num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32, mlp_only_layers=[0]),
     "qwen2_moe": dict(
@@ -55,9 +63,7 @@ MOE = {
     ),
     "mixtral": dict(num_local_experts=8, num_experts_per_tok=2, intermediate_size=32),
     "olmoe": dict(num_experts=8, num_experts_per_tok=2, intermediate_size=32),
-    "deepseek_v3": _GROUPED
-    | dict(kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=16, head_dim=8)
-    | dict(num_key_value_heads=4),  # multi-head latent attention: as many key/value heads as query heads
+    "deepseek_v3": _DEEPSEEK_V3,
     "glm4_moe": _GROUPED,
     "gpt_oss": dict(num_local_experts=8, num_experts_per_tok=2, intermediate_size=32),
     "granitemoe": dict(num_local_experts=8, num_experts_per_tok=2, intermediate_size=32),
@@ -75,6 +81,9 @@ MOE = {
     "mistral4": _GROUPED  # multi-head latent attention as deepseek_v3's; head_dim is qk_nope + qk_rope
     | dict(kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=16)
     | dict(num_key_value_heads=4),
+    "deepseek_v32": _DEEPSEEK_V3 | _DSA,
+    "glm_moe_dsa": _DEEPSEEK_V3 | _DSA,
+    "qwen3_next": _QWEN3_5 | _QWEN3_5_MOE,
     # dense families whose text model needs more than TEXT
     "exaone4_5": dict(model_type="exaone4"),  # its text_config must name its model_type
     "gemma4_text": _GEMMA4,

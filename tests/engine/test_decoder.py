@@ -80,6 +80,8 @@ def test_sampling_is_seeded(tiny):
         ("gemma3_text", {"sliding_window": 64}),
         ("qwen3_5_text", {}),  # Gated DeltaNet layers: a recurrent state, no KV rows, no shared prefix
         ("gemma4_text", {}),  # per-layer embeddings, sliding layers, a wider full-attention head
+        ("deepseek_v32", {}),  # a sparse-attention indexer whose keys sit in the cache beside the layer's
+        ("qwen3_next", {}),  # linear attention with a mixture of experts
     ],
 )
 def test_pruned_greedy_gives_generates_tokens(arch, kw, shared):
