@@ -39,7 +39,7 @@ def test_gemma3_matches_both_checkpoint_layouts_and_never_the_vision_tower():
 
 
 def test_unknown_and_moe_architectures_are_named_in_the_error():
-    supported = "supported: apertus, cohere2, deepseek_v3, dots1, exaone4, exaone4_5, gemma2"
+    supported = "supported: apertus, cohere2, deepseek_v3, deepseek_v32, dots1, exaone4, exaone4_5, gemma2"
     with pytest.raises(HeditError, match=f"'gpt2' is not supported; {supported}"):
         get_architecture("gpt2")
     with pytest.raises(HeditError, match="'phimoe' is not supported: it is a mixture-of-experts"):
