@@ -232,9 +232,11 @@ class NeuronSet:
     def check_model(self, model_type: str, num_layers: int, intermediate_size: int, experts=None) -> None:
         """A clear error when this set was made for a model of another shape. ``experts``: the model's
         ``ExpertsShape`` (a mixture of experts), against which every neuron's site and index are checked."""
+        from hedit.registry import language_model_type
+
         mine = (self.model.model_type, self.model.num_layers, self.model.intermediate_size)
         theirs = (model_type, num_layers, intermediate_size)
-        if mine != theirs:
+        if (language_model_type(mine[0]), *mine[1:]) != (language_model_type(theirs[0]), *theirs[1:]):
             raise HeditError(
                 "neurons file was made for another model: "
                 f"{mine[0]} with {mine[1]} layers x {mine[2]} neurons, "

@@ -40,6 +40,9 @@ class Architecture:
     # configs of this model_type that hedit refuses, as data: each {"when": [keys], "why": reason}, refused
     # when every key is set (truthy) in the language model's config, with the reason a user reads
     refuse: tuple[dict[str, Any], ...] = ()
+    # the model_type of the language model hedit loads from such a checkpoint, where transformers loads it as
+    # another family's model (Llama 4's: llama4_text); a neuron set of either fits the other
+    text_model_type: str | None = None
 
     def __post_init__(self):
         if isinstance(self.moe, dict):
@@ -328,6 +331,13 @@ def architectures() -> dict[str, Architecture]:
 def _unsupported() -> dict[str, str]:
     data = json.loads((_files() / "_unsupported.json").read_text())
     return {k: v for k, v in data.items() if not k.startswith("_")}
+
+
+def language_model_type(model_type: str) -> str:
+    """The model_type whose layers hold ``model_type``'s neurons once loaded (``text_model_type``), so that
+    a neuron set found on Llama 4 as released fits its text model and the other way round."""
+    arch = architectures().get(model_type)
+    return arch.text_model_type if arch is not None and arch.text_model_type else model_type
 
 
 def get_architecture(model_type: str | None) -> Architecture:

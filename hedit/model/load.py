@@ -69,12 +69,27 @@ def load_model(
         }
         if offload_folder is not None:
             kw["offload_folder"] = str(offload_folder)
-    try:
-        model = auto_class(path).from_pretrained(
-            str(path), dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True, **kw
+    level = logging.get_verbosity()
+    logging.set_verbosity_error()  # transformers' load report: unexpected keys (a vision tower beside the
+    try:  # language model hedit loads, as Llama 4's) are no news; missing ones are an error, below
+        model, info = auto_class(path).from_pretrained(
+            str(path),
+            dtype=dtype,
+            trust_remote_code=trust_remote_code,
+            use_safetensors=True,
+            output_loading_info=True,
+            **kw,
         )
     except (OSError, ValueError) as e:
         raise HeditError(f"cannot load model {path}: {str(e).splitlines()[0]}") from None
+    finally:
+        logging.set_verbosity(level)
+    missing = sorted(info.get("missing_keys") or ())
+    if missing:  # transformers would run them as random weights
+        raise HeditError(
+            f"cannot load model {path}: {len(missing)} weight(s) the model needs are not in the checkpoint "
+            f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})"
+        )
     return (model if device_map is not None else model.to(device)).eval()
 
 

@@ -121,14 +121,23 @@ MULTIMODAL = {
         image_token_id=255,
         video_token_id=254,
     ),
+    "llama4": dict(
+        vision_config=VISION | dict(projector_input_dim=32, projector_output_dim=64, vision_output_dim=32),
+        image_token_index=255,
+    ),
 }
+# Families whose checkpoints are saved by another class than the one hedit loads them with: Llama 4 as
+# released (Llama4ForConditionalGeneration: language_model.model.layers.N beside vision_model.*), loaded
+# as its text model (Llama4ForCausalLM; transformers maps the names)
+SAVED_AS = {"llama4": "AutoModelForImageTextToText"}
+TEXT_OF = {"llama4": "llama4_text"}  # a multimodal family whose text model's tiny settings are another's
 
 
 def tiny_config(model_type: str, tie_word_embeddings: bool | None = None, **overrides):
     """A small config of ``model_type``; a multimodal family (``MULTIMODAL``) gets a tiny vision tower too."""
     from transformers import AutoConfig
 
-    text = TEXT | MOE.get(model_type, {}) | overrides
+    text = TEXT | MOE.get(TEXT_OF.get(model_type, model_type), {}) | overrides
     if tie_word_embeddings is not None:
         text["tie_word_embeddings"] = tie_word_embeddings
     if model_type in MULTIMODAL:
@@ -160,7 +169,16 @@ def save_tiny_model(
     """Save a random tiny model as a safetensors checkpoint (sharded when ``max_shard_size`` is set).
     ``stacked``: a mixture's experts as the 3-D tensors transformers holds in memory (as checkpoints saved
     that way store them), where ``save_pretrained`` writes one tensor per expert."""
-    model = tiny_model(model_type, seed, **kw).to(dtype)
+    if model_type in SAVED_AS:
+        import transformers
+
+        torch.manual_seed(seed)
+        cls = getattr(transformers, SAVED_AS[model_type])
+        model = cls.from_config(tiny_config(model_type, **kw)).eval()
+    else:
+        model = tiny_model(model_type, seed, **kw)
+    if dtype != torch.float32:  # (a float32 model stays as built: Llama 4's vision rope buffer is complex)
+        model = model.to(dtype)
     extra = {"max_shard_size": max_shard_size} if max_shard_size else {}
     model.save_pretrained(str(path), **extra)
     if stacked:
