@@ -32,6 +32,7 @@ from hedit.edit.writers import Patch, Patches, PatchStream, Report, TensorEdit, 
 from hedit.errors import HeditError
 from hedit.io.checkpoint import INDEX
 from hedit.io.clone import clone_file
+from hedit.io.files import pwrite_all
 from hedit.io.safetensors_header import TensorInfo, read_slices, read_tensor
 from hedit.neurons import NeuronSet, split_site
 from hedit.progress import bar
@@ -224,17 +225,11 @@ def _apply(path: Path, patches) -> None:
     try:
         for q in patches:
             fd = os.open(path, os.O_WRONLY) if fd is None else fd
-            _pwrite(fd, q.data, q.offset)
+            pwrite_all(fd, q.data, q.offset)
             del q  # released before the next patch is made
     finally:
         if fd is not None:
             os.close(fd)
-
-
-def _pwrite(fd: int, data, offset: int) -> None:
-    view, done = memoryview(data).cast("B"), 0
-    while done < len(view):
-        done += os.pwrite(fd, view[done:], offset + done)
 
 
 def _picked(t: torch.Tensor, op: TensorOp) -> torch.Tensor:

@@ -32,6 +32,7 @@ from hedit.edit.plan import EditPlan
 from hedit.edit.writers import Patch, Patches, Report, TensorEdit, Writer, write_artifact
 from hedit.errors import HeditError
 from hedit.io.clone import clone_file
+from hedit.io.files import pwrite_all
 from hedit.io.gguf_header import GgufHeader, GgufTensor, gguf_shape, read_gguf_header  # noqa: F401 (re-exported)
 from hedit.neurons import NeuronSet, split_site
 from hedit.progress import bar
@@ -213,7 +214,7 @@ class Gguf(Writer):
             with bar(len(_tensor_names(plan)), "edit gguf", "tensor", progress) as pbar:
                 done = 0
                 for patch in self.expected(plan, records).patches:
-                    os.pwrite(fd, patch.data, patch.offset)
+                    pwrite_all(fd, patch.data, patch.offset)
                     if len(records) > done:
                         pbar.update(len(records) - done)
                         done = len(records)

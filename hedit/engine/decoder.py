@@ -291,8 +291,9 @@ def decode(
     )
     if k and window and max(len(p) for p in prompts) + max_new_tokens >= window:
         k = 0  # a sliding-window cache drops its oldest keys, which a prefix filled apart cannot survive
-    if k and "linear_attention" in (getattr(model.config.get_text_config(), "layer_types", None) or ()):
-        k = 0  # a recurrent state (Qwen3.5's Gated DeltaNet) would read [prefix | pads | rest]'s pads as input
+    if k and not set(getattr(model.config.get_text_config(), "layer_types", None) or ()) <= KV_LAYERS:
+        k = 0  # a recurrent or convolution state (Gated DeltaNet, Mamba-2, LFM2's short convolutions) would read
+        # [prefix | pads | rest]'s pads as input: only layers that keep keys and values share a prefix
     if k:  # the prompts' common start (a chat template's system turn): its KV once per cell, copied to every row
         heads = sorted(set(rc.tolist())) if rc is not None else [0]
         if scales is not None:
@@ -356,6 +357,10 @@ def decode(
         ).logits[:, -1]
         nxt = logits.argmax(-1) if pick is None else pick(seqs, logits)
     return out
+
+
+# layer types whose cache holds only keys and values (one row per token, masked pads skipped)
+KV_LAYERS = {"full_attention", "sliding_attention", "chunked_attention", "indexed_attention"}
 
 
 def rows(cache, index: torch.Tensor) -> None:

@@ -32,6 +32,7 @@ from hedit.engine.intervention import down_proj_module, experts_shape, model_sha
 from hedit.errors import HeditError
 from hedit.find.spans import answer_positions
 from hedit.io.atomic import check_target
+from hedit.io.files import pwrite_all
 from hedit.io.jsonfile import expect, loads, read_json
 from hedit.model.load import input_device
 from hedit.progress import bar
@@ -293,7 +294,7 @@ def _write_zeros(fd: int, size: int, path: Path) -> None:
     while pos < size:
         n = min(len(block), size - pos)
         try:
-            os.pwrite(fd, block[:n], pos)
+            pwrite_all(fd, block[:n], pos)
         except OSError as e:
             raise OSError(e.errno, e.strerror, str(path)) from None
         pos += n

@@ -12,6 +12,7 @@ gigabytes, neither is ever read without a bound.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import stat
@@ -92,6 +93,18 @@ def check_regular(path: str | Path, what: str | None = None) -> Path:
     """``path`` when it is (or links to) a regular file; else one HeditError."""
     os.close(open_regular(path, what))
     return Path(path)
+
+
+def pwrite_all(fd: int, data, offset: int) -> None:
+    """All of ``data`` written at ``offset``: ``os.pwrite`` may write fewer bytes than asked (a signal, a
+    filesystem's own limit), and the rest follows; a write that makes no progress is an OSError, not a
+    loop without end. Every positional write of hedit (edited rows, tensors, GGUF blocks, features)."""
+    view, done = memoryview(data).cast("B"), 0
+    while done < len(view):
+        n = os.pwrite(fd, view[done:], offset + done)
+        if n <= 0:
+            raise OSError(errno.EIO, f"a write at byte {offset + done} wrote nothing")
+        done += n
 
 
 # ------------------------------------------------------------------------------------------ model folders

@@ -213,10 +213,9 @@ def write_tensor(fd: int, info: TensorInfo, tensor: torch.Tensor) -> None:
     """Overwrite one tensor's bytes in place; dtype and shape must be unchanged."""
     if tensor.dtype != torch_dtype(info) or tuple(tensor.shape) != info.shape:
         raise ValueError(f"{info.name}: dtype or shape changed")
-    data = memoryview(tensor.contiguous().view(torch.uint8).numpy()).cast("B")
-    done = 0
-    while done < len(data):
-        done += os.pwrite(fd, data[done:], info.start + done)
+    from hedit.io.files import pwrite_all
+
+    pwrite_all(fd, tensor.contiguous().view(torch.uint8).numpy(), info.start)
 
 
 def slot_info(info: TensorInfo, slot: int | None) -> TensorInfo:

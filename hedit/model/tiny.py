@@ -84,6 +84,8 @@ MOE = {
     "deepseek_v32": _DEEPSEEK_V3 | _DSA,
     "glm_moe_dsa": _DEEPSEEK_V3 | _DSA,
     "qwen3_next": _QWEN3_5 | _QWEN3_5_MOE,
+    # Falcon-H1: a small Mamba-2 mixer (the default is 128 heads of a 256-wide state)
+    "falcon_h1": dict(mamba_d_ssm=64, mamba_n_heads=8, mamba_d_head=8, mamba_d_state=16, mamba_chunk_size=16),
     # dense families whose text model needs more than TEXT
     "exaone4_5": dict(model_type="exaone4"),  # its text_config must name its model_type
     "gemma4_text": _GEMMA4,

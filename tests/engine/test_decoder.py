@@ -82,6 +82,8 @@ def test_sampling_is_seeded(tiny):
         ("gemma4_text", {}),  # per-layer embeddings, sliding layers, a wider full-attention head
         ("deepseek_v32", {}),  # a sparse-attention indexer whose keys sit in the cache beside the layer's
         ("qwen3_next", {}),  # linear attention with a mixture of experts
+        ("falcon_h1", {}),  # Mamba-2 beside attention in every layer
+        ("olmo_hybrid", {}),
     ],
 )
 def test_pruned_greedy_gives_generates_tokens(arch, kw, shared):

@@ -147,3 +147,25 @@ def test_what_counts_as_a_hedit_output(tmp_path):
     assert is_hedit_output(tmp_path / "m.gguf")
     (tmp_path / "m.gguf").write_text("y")  # changed since: the user's
     assert not is_hedit_output(tmp_path / "m.gguf")
+
+
+def test_pwrite_all_finishes_short_writes_and_refuses_a_write_of_nothing(tmp_path, monkeypatch):
+    """``os.pwrite`` may write fewer bytes than asked: every positional write of hedit goes on from there."""
+    import os
+
+    from hedit.io import files
+
+    real = os.pwrite
+    calls = []
+    monkeypatch.setattr(os, "pwrite", lambda fd, data, off: calls.append(off) or real(fd, bytes(data)[:3], off))
+    p = tmp_path / "f"
+    p.write_bytes(b"." * 20)
+    fd = os.open(p, os.O_WRONLY)
+    try:
+        files.pwrite_all(fd, b"abcdefghij", 5)
+        monkeypatch.setattr(os, "pwrite", lambda fd, data, off: 0)
+        with pytest.raises(OSError, match="a write at byte 2 wrote nothing"):
+            files.pwrite_all(fd, b"xy", 2)
+    finally:
+        os.close(fd)
+    assert p.read_bytes() == b"....." + b"abcdefghij" + b"....." and calls == [5, 8, 11, 14]
