@@ -214,8 +214,9 @@ class Moe:
     stacked: dict[str, list[str]]  # "up"/"down" -> tensor names inside a layer, [experts, ...]
     per_expert: dict[str, str] | None = None  # "gate"/"up"/"down" -> tensor name inside a layer, with {expert}
     shared: dict[str, str] | None = None  # module (a dense MLP), intermediate_size key, times (a multiplier key)
-    # {"first": key}, {"listed": key, "sparse_step": key} (dense layers listed) or {"moe_listed": key, "sparse_step":
-    # key} (MoE layers listed; else every sparse_step-th layer is MoE)
+    # {"first": key}, {"listed": key, "sparse_step": key} (dense layers listed), {"moe_listed": key, "sparse_step":
+    # key} (MoE layers listed; else every sparse_step-th layer is MoE), {"types": key} (a list of "dense"/"sparse"
+    # per layer) or {"interval": key, "start": key, "end": key} (MoE every interval-th layer in [start, end])
     dense_layers: dict[str, str] | None = None
     dense_intermediate_size: str = "intermediate_size"  # config key of a dense layer's MLP width
     routing: str = "output"
@@ -246,6 +247,14 @@ class Moe:
         step = text.get(rule.get("sparse_step", ""), 1) or 1  # every step-th layer is MoE
         if "listed" in rule:
             dense = {layer for layer in range(layers) if (layer + 1) % step} | set(text.get(rule["listed"]) or [])
+        if "types" in rule:  # a list naming each layer's MLP (exaone_moe's mlp_layer_types): MoE where "sparse"
+            kinds = text.get(rule["types"]) or []
+            dense = {layer for layer in range(layers) if layer >= len(kinds) or kinds[layer] != "sparse"}
+        if "interval" in rule:  # MoE every interval-th layer from start to end (-1: the last), as Ernie 4.5's
+            every = text.get(rule["interval"], 1) or 1
+            start, end = text.get(rule["start"], 0) or 0, text.get(rule["end"], -1)
+            end = layers - 1 if end in (None, -1) else end
+            dense = {layer for layer in range(layers) if not ((layer + 1) % every == 0 and start <= layer <= end)}
         if "moe_listed" in rule:
             listed = text.get(rule["moe_listed"])
             if listed is None:

@@ -39,9 +39,9 @@ def test_gemma3_matches_both_checkpoint_layouts_and_never_the_vision_tower():
 
 
 def test_unknown_and_moe_architectures_are_named_in_the_error():
-    supported = "supported: apertus, cohere2, deepseek_v3, deepseek_v32, dots1, exaone4, exaone4_5, gemma2"
-    with pytest.raises(HeditError, match=f"'gpt2' is not supported; {supported}"):
+    with pytest.raises(HeditError, match="'gpt2' is not supported; supported: apertus, cohere2, ") as e:
         get_architecture("gpt2")
+    assert str(e.value).endswith(", ".join(sorted(architectures())))  # every family, in order
     with pytest.raises(HeditError, match="'phimoe' is not supported: it is a mixture-of-experts"):
         get_architecture("phimoe")
     with pytest.raises(HeditError, match="no model_type"):

@@ -84,6 +84,10 @@ MOE = {
     "deepseek_v32": _DEEPSEEK_V3 | _DSA,
     "glm_moe_dsa": _DEEPSEEK_V3 | _DSA,
     "qwen3_next": _QWEN3_5 | _QWEN3_5_MOE,
+    "exaone_moe": dict(num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32, num_shared_experts=1)
+    | dict(mlp_layer_types=["dense", "sparse", "sparse"], sliding_window=64),
+    "ernie4_5_moe": dict(moe_num_experts=8, moe_k=2, moe_intermediate_size=32, moe_num_shared_experts=2)
+    | dict(moe_layer_start_index=1),
     # Falcon-H1: a small Mamba-2 mixer (the default is 128 heads of a 256-wide state)
     "falcon_h1": dict(mamba_d_ssm=64, mamba_n_heads=8, mamba_d_head=8, mamba_d_state=16, mamba_chunk_size=16),
     # dense families whose text model needs more than TEXT
