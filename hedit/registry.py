@@ -43,6 +43,10 @@ class Architecture:
     # the model_type of the language model hedit loads from such a checkpoint, where transformers loads it as
     # another family's model (Llama 4's: llama4_text); a neuron set of either fits the other
     text_model_type: str | None = None
+    # a dense MLP narrower than the config's intermediate_size, by the rule LFM2 (and LLaMA 1) size it with:
+    # {"auto_adjust": key, "multiplier": key, "multiple_of": key}: where the auto_adjust key is true, 2/3 of
+    # it, times the multiplier (if set) rounded up to a multiple of multiple_of
+    ffn_rule: dict[str, str] | None = None
 
     def __post_init__(self):
         if isinstance(self.moe, dict):
@@ -132,6 +136,12 @@ class Architecture:
             layers, inter = text["num_hidden_layers"], text[key]
         except KeyError as e:
             raise HeditError(f"config.json has no {e.args[0]!r} for model_type {self.model_type!r}") from None
+        if self.ffn_rule and not self.moe and isinstance(inter, int) and text.get(self.ffn_rule["auto_adjust"]):
+            inter = int(2 * inter / 3)
+            mult = text.get(self.ffn_rule["multiplier"])
+            if mult is not None:
+                step = int(text.get(self.ffn_rule["multiple_of"]) or 1)
+                inter = step * ((int(mult * inter) + step - 1) // step)
         if isinstance(inter, list):
             raise HeditError(
                 f"{self.model_type}: per-layer intermediate sizes are not supported (intermediate_size={inter!r})"

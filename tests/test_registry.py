@@ -64,3 +64,13 @@ def test_the_readme_s_architectures_table_is_the_registry_s():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     table = run_cli("architectures", "--markdown").output.strip()
     assert table.count("\n") > 30 and table in readme
+
+
+def test_lfm2_s_mlp_width_follows_its_sizing_rule():
+    """LFM2-1.2B's config says intermediate_size 12288 with block_auto_adjust_ff_dim: its w1/w2/w3 are 8192
+    wide (2/3 of it, times 1.0, rounded up to 256), as Lfm2MLP builds them."""
+    lfm2 = get_architecture("lfm2")
+    config = dict(num_hidden_layers=16, intermediate_size=12288, block_auto_adjust_ff_dim=True)
+    assert lfm2.shape(config | dict(block_ffn_dim_multiplier=1.0, block_multiple_of=256)) == (16, 8192)
+    assert lfm2.shape(config | dict(block_ffn_dim_multiplier=1.5, block_multiple_of=256)) == (16, 12288)
+    assert lfm2.shape(config | dict(block_auto_adjust_ff_dim=False)) == (16, 12288)

@@ -84,6 +84,12 @@ MOE = {
     "deepseek_v32": _DEEPSEEK_V3 | _DSA,
     "glm_moe_dsa": _DEEPSEEK_V3 | _DSA,
     "qwen3_next": _QWEN3_5 | _QWEN3_5_MOE,
+    # LFM2: convolution blocks around an attention layer; its MLP is 2/3 of intermediate_size (144 -> 96, a
+    # multiple of 32)
+    "lfm2": dict(
+        intermediate_size=144, block_auto_adjust_ff_dim=True, block_ffn_dim_multiplier=1.0, block_multiple_of=32
+    )
+    | dict(layer_types=["conv", "full_attention", "conv"]),
     "exaone_moe": dict(num_experts=8, num_experts_per_tok=2, moe_intermediate_size=32, num_shared_experts=1)
     | dict(mlp_layer_types=["dense", "sparse", "sparse"], sliding_window=64),
     "ernie4_5_moe": dict(moe_num_experts=8, moe_k=2, moe_intermediate_size=32, moe_num_shared_experts=2)

@@ -84,6 +84,7 @@ def test_sampling_is_seeded(tiny):
         ("qwen3_next", {}),  # linear attention with a mixture of experts
         ("falcon_h1", {}),  # Mamba-2 beside attention in every layer
         ("olmo_hybrid", {}),
+        ("lfm2", {}),  # short-convolution blocks beside attention
     ],
 )
 def test_pruned_greedy_gives_generates_tokens(arch, kw, shared):
