@@ -53,14 +53,15 @@ def edit(source, neurons, alpha, strength, out, target, overwrite, allow_negativ
 @TARGET
 @OVERWRITE
 @NEG
-def export_adapter(source, neurons, alpha, strength, fmt, out, target, overwrite, allow_negative):
+@QUIET
+def export_adapter(source, neurons, alpha, strength, fmt, out, target, overwrite, allow_negative, quiet):
     """Write an adapter that applies the edit on top of SOURCE: an exact PEFT LoRA or IA3, or a llama.cpp
     LoRA in GGUF (gguf-lora) whose --lora-scaled S sets alpha when the model is served, or an mlx-lm LoRA
     (mlx-lora) over an MLX checkpoint."""
     from hedit.edit.adapters import export_adapter as run
 
     neurons = with_strength(neurons, strength)
-    path = run(source, neurons, out, fmt, alpha, overwrite, allow_negative, target)
+    path = run(source, neurons, out, fmt, alpha, overwrite, allow_negative, target, progress=not quiet)
     side = path / "hedit.json" if path.is_dir() else Path(f"{path}.hedit.json")
     info = json.loads(side.read_text())
     msg = f"wrote {fmt} adapter to {path}"

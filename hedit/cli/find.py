@@ -64,7 +64,8 @@ def collect(model, questions, split, out, limit, device, quiet, **kw):
     help="Keep as many correct as hallucinated questions.",
 )
 @click.option("--seed", type=int, default=SamplingConfig.defaults()["seed"], show_default=True)
-def filter_cmd(responses, out, do_balance, seed):
+@QUIET
+def filter_cmd(responses, out, do_balance, seed, quiet):
     """Keep questions answered consistently right or consistently wrong; balance the two classes."""
     from hedit.find.collect import class_counts, filter_file
 

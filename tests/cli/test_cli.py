@@ -128,7 +128,7 @@ def test_write_failing_half_way_leaves_nothing(checkpoint, tmp_path, neurons_fil
     if command == "edit":
         import hedit.edit.checkpoint
 
-        real, calls = hedit.edit.checkpoint._pwrite, []
+        real, calls = hedit.edit.checkpoint.pwrite_all, []
 
         def flaky(fd, data, offset):
             calls.append(offset)
@@ -136,7 +136,7 @@ def test_write_failing_half_way_leaves_nothing(checkpoint, tmp_path, neurons_fil
                 raise OSError(28, "No space left on device")
             real(fd, data, offset)
 
-        monkeypatch.setattr(hedit.edit.checkpoint, "_pwrite", flaky)
+        monkeypatch.setattr(hedit.edit.checkpoint, "pwrite_all", flaky)
     else:
 
         def full(*a, **k):
@@ -244,3 +244,13 @@ def test_generation_uses_no_deprecated_api(tiny_chat, tmp_path):
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "deprecated" not in r.stderr.lower() and "Warning" not in r.stderr, r.stderr
+
+
+def test_every_command_that_writes_takes_quiet():
+    """Scripts pass --quiet to every command that writes (--out or --work): none may refuse it."""
+    from hedit.cli import main
+
+    for name, cmd in main.commands.items():
+        opts = {o for p in cmd.params for o in getattr(p, "opts", [])}
+        if opts & {"--out", "--work"}:
+            assert "--quiet" in opts, name

@@ -272,10 +272,11 @@ def export_adapter(
     overwrite: bool = False,
     allow_negative: bool = False,
     target: str = "auto",
+    progress: bool = True,
 ) -> Path:
     """Write a PEFT adapter that applies the edit on top of the unmodified ``source``
     (``hedit.edit.writers.write_artifact`` with format ``fmt``, which gives the full report)."""
     if fmt not in FORMATS:
         raise HeditError(f"unknown adapter format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    write_artifact(source, neurons, out, fmt, alpha, overwrite, allow_negative, target=target)
+    write_artifact(source, neurons, out, fmt, alpha, overwrite, allow_negative, progress=progress, target=target)
     return Path(out)
