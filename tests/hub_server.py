@@ -7,7 +7,8 @@ client's own ``HF_HUB_DISABLE_XET`` switch, so it uses git-LFS.
 
 Failures are injected with ``server.fail = (status, path_fragment)``: requests whose path contains
 the fragment get ``status``, or a dropped connection when ``status`` is 0. ``server.token`` set:
-write requests need ``Authorization: Bearer <token>`` (else 401).
+write requests need ``Authorization: Bearer <token>``, and any request bearing another token gets 401, as
+the Hub answers an invalid token even on a public read.
 """
 
 from __future__ import annotations
@@ -138,7 +139,9 @@ class HubServer:
                 path = unquote(urlparse(self.path).path)
                 parts = path.strip("/").split("/")
                 write = self.command == "POST"  # PUT goes to the LFS upload URL, pre-signed on the real Hub
-                if write and hub.token and self.headers.get("Authorization") != f"Bearer {hub.token}":
+                auth = self.headers.get("Authorization")
+                wrong = auth is not None and auth != f"Bearer {hub.token}"  # the Hub refuses a bad token, reads too
+                if hub.token and (wrong or (write and auth is None)) and parts[0] != "lfs-upload":
                     self._body()
                     return self._error(401, "Invalid credentials in Authorization header", code="Unauthorized")
                 if self.command == "POST" and path == "/api/repos/create":

@@ -82,7 +82,7 @@ def test_cli_push_never_shows_the_token(hub, artifacts):
         assert TOKEN.encode() not in p.read_bytes()
     hub.token = "another"
     r = run_cli("push", str(edited), "--repo-id", "team/cli")
-    assert r.exit_code == 1 and "refused the credentials (401)" in r.output and TOKEN not in r.output
+    assert r.exit_code == 1 and "refused the credentials (401)" in r.output and TOKEN not in r.output, r.output
 
 
 @pytest.mark.parametrize(
