@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from hedit.choose.fit import candidates, fit_scales
-from hedit.choose.tune_fit import _as_set, _uniform_at, held_out, prepare
+from hedit.choose.tune_fit import as_neuron_set, held_out, prepare, uniform_alpha_at
 from hedit.config import TuneConfig
 from hedit.engine.intervention import experts_shape
 from hedit.measure.controls import control_sets
@@ -69,12 +69,12 @@ def main(argv=None) -> int:
         print(f"  {name}: {sum(len(v) for v in sites.values())} neurons, KL {r.kl:.4f}, strength {r.strength:.2f}, "
               f"{seconds[name]} s")  # fmt: skip
     default_sites = candidates("probe+attribution", ns, model, pairs, None)[0]
-    for k, c in enumerate(control_sets(_as_set(ns.model, default_sites), a.controls, 1, experts_shape(model))):
+    for k, c in enumerate(control_sets(as_neuron_set(ns.model, default_sites), a.controls, 1, experts_shape(model))):
         t = time.monotonic()
         r = fit_scales(model, c, pairs, cap, cfg.max_kl, cfg.steps, cfg.lr)
         edits[f"random, fitted ({k})"], seconds[f"random, fitted ({k})"] = r.alphas, round(time.monotonic() - t, 1)
     kl_fit = max(1e-9, _kl(model, cap, edits["fit: probe+attribution"]))
-    u = _uniform_at(model, cap, h, kl_fit)
+    u = uniform_alpha_at(model, cap, h, kl_fit)
     uniform = {s: [(j, u) for j in i] for s, i in h.items()}
     silenced = {s: [(j, 0.0) for j in i] for s, i in h.items()}
     cells = {"none": {}, "uniform alpha 0 (the paper's)": silenced, f"uniform alpha {u:.2f} (KL of the fit)": uniform}

@@ -58,7 +58,8 @@ def _capability(model, tok, chat_template: bool) -> Capability:
     return Capability(neutral, ref, trivia, nll)
 
 
-def _as_set(model_info: ModelInfo, sites: dict[Site, list[int]]) -> NeuronSet:
+def as_neuron_set(model_info: ModelInfo, sites: dict[Site, list[int]]) -> NeuronSet:
+    """The neurons of ``sites`` (site -> indices) as a neuron set of ``model_info``'s model."""
     neurons = [Neuron(split_site(s)[0], j, expert=split_site(s)[1]) for s, idx in sites.items() for j in idx]
     return NeuronSet(model_info, neurons)
 
@@ -74,7 +75,7 @@ def _accuracy(model, tok, trivia, cfg, plan) -> float:
     return float(np.mean([lab == CORRECT for _, lab in answers])) if answers else 1.0
 
 
-def _uniform_at(model, cap: Capability, h: dict[Site, list[int]], kl: float) -> float:
+def uniform_alpha_at(model, cap: Capability, h: dict[Site, list[int]], kl: float) -> float:
     """The uniform alpha u in [0, 1] on the H-neurons whose KL matches ``kl`` (bisection; 0 if silencing
     them costs less)."""
     plan = lambda u: {s: [(j, u) for j in idx] for s, idx in h.items()}  # noqa: E731
@@ -208,7 +209,7 @@ def tune_fit(
                      num_experts=ns.model.num_experts)  # fmt: skip
     from hedit.engine.intervention import experts_shape
 
-    controls = control_sets(_as_set(info, sites), cfg.controls, cfg.seed + 1, experts_shape(model))
+    controls = control_sets(as_neuron_set(info, sites), cfg.controls, cfg.seed + 1, experts_shape(model))
     fits = {}
     with bar(rounds, "fit", "step", progress) as pbar:
         for name, s in [("fit", sites)] + [(f"control-{i}", c) for i, c in enumerate(controls)]:
@@ -230,7 +231,7 @@ def tune_fit(
         fit.alphas, fit.strength = at_strength(fit.alphas, 0.5), fit.strength * 0.5
         fit.kl = measure_kl(model, cap, fit.alphas)
         log(f"fit: held-out trivia accuracy fell {drop:.1f} points > {cfg.max_accuracy_drop:g}: strength halved")
-    uniform = _uniform_at(model, cap, h, fit.kl)
+    uniform = uniform_alpha_at(model, cap, h, fit.kl)
     # 3. held-out evaluation
     cells = {"none": {}, "fit": fit.alphas, "uniform": {s: [(j, uniform) for j in idx] for s, idx in h.items()}}
     cells |= {k: v.alphas for k, v in fits.items() if k != "fit"}
