@@ -142,6 +142,8 @@ class Architecture:
             if mult is not None:
                 step = int(text.get(self.ffn_rule["multiple_of"]) or 1)
                 inter = step * ((int(mult * inter) + step - 1) // step)
+        if isinstance(inter, list) and inter and all(w == inter[0] for w in inter) and len(inter) == layers:
+            inter = inter[0]  # one width per layer, all equal (Gemma 3n's config writes it so)
         if isinstance(inter, list):
             raise HeditError(
                 f"{self.model_type}: per-layer intermediate sizes are not supported (intermediate_size={inter!r})"

@@ -51,8 +51,12 @@ def test_unknown_and_moe_architectures_are_named_in_the_error():
 def test_config_without_layer_count_is_an_error():
     with pytest.raises(HeditError, match="num_hidden_layers"):
         get_architecture("llama").shape({"intermediate_size": 8})
-    with pytest.raises(HeditError, match="per-layer intermediate sizes"):
-        get_architecture("llama").shape({"num_hidden_layers": 2, "intermediate_size": [8, 8]})
+    with pytest.raises(HeditError, match="per-layer intermediate sizes"):  # MLPs of two widths
+        get_architecture("llama").shape({"num_hidden_layers": 2, "intermediate_size": [8, 16]})
+    with pytest.raises(HeditError, match="per-layer intermediate sizes"):  # a list that is not one per layer
+        get_architecture("llama").shape({"num_hidden_layers": 3, "intermediate_size": [8, 8]})
+    # one width per layer, all the same (Gemma 3n's configs): that width
+    assert get_architecture("gemma3n_text").shape({"num_hidden_layers": 2, "intermediate_size": [8, 8]}) == (2, 8)
 
 
 def test_the_readme_s_architectures_table_is_the_registry_s():

@@ -99,6 +99,11 @@ MOE = {
     # dense families whose text model needs more than TEXT
     "exaone4_5": dict(model_type="exaone4"),  # its text_config must name its model_type
     "gemma4_text": _GEMMA4,
+    # Gemma 3n: its config turns intermediate_size into a per-layer list; no KV sharing across 3 layers; the
+    # first layer's gate sparsified as the released models' first layers are
+    "gemma3n_text": dict(hidden_size_per_layer_input=8, vocab_size_per_layer_input=256, num_kv_shared_layers=0)
+    | dict(laurel_rank=8, activation_sparsity_pattern=[0.95, 0.0, 0.0])
+    | dict(layer_types=["sliding_attention", "sliding_attention", "full_attention"], sliding_window=16),
     "gemma4": _GEMMA4 | dict(model_type="gemma4_text"),
     "qwen3_5_text": _QWEN3_5,
     "qwen3_5": _QWEN3_5 | dict(model_type="qwen3_5_text"),

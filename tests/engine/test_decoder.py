@@ -85,6 +85,7 @@ def test_sampling_is_seeded(tiny):
         ("falcon_h1", {}),  # Mamba-2 beside attention in every layer
         ("olmo_hybrid", {}),
         ("lfm2", {}),  # short-convolution blocks beside attention
+        ("gemma3n_text", {}),  # AltUp streams, LAuReL, per-layer embeddings, a sparsified gate
     ],
 )
 def test_pruned_greedy_gives_generates_tokens(arch, kw, shared):
