@@ -47,6 +47,8 @@ class Architecture:
     # {"auto_adjust": key, "multiplier": key, "multiple_of": key}: where the auto_adjust key is true, 2/3 of
     # it, times the multiplier (if set) rounded up to a multiple of multiple_of
     ffn_rule: dict[str, str] | None = None
+    # the config writes intermediate_size as a list, one width per layer (Gemma 3n): taken when all are equal
+    per_layer_widths: bool = False
 
     def __post_init__(self):
         if isinstance(self.moe, dict):
@@ -142,7 +144,7 @@ class Architecture:
             if mult is not None:
                 step = int(text.get(self.ffn_rule["multiple_of"]) or 1)
                 inter = step * ((int(mult * inter) + step - 1) // step)
-        if isinstance(inter, list) and inter and all(w == inter[0] for w in inter) and len(inter) == layers:
+        if self.per_layer_widths and isinstance(inter, list) and len(inter) == layers and len(set(inter)) == 1:
             inter = inter[0]  # one width per layer, all equal (Gemma 3n's config writes it so)
         if isinstance(inter, list):
             raise HeditError(

@@ -55,8 +55,13 @@ def test_config_without_layer_count_is_an_error():
         get_architecture("llama").shape({"num_hidden_layers": 2, "intermediate_size": [8, 16]})
     with pytest.raises(HeditError, match="per-layer intermediate sizes"):  # a list that is not one per layer
         get_architecture("llama").shape({"num_hidden_layers": 3, "intermediate_size": [8, 8]})
+    with pytest.raises(HeditError, match="per-layer intermediate sizes"):  # a family whose config has no list
+        get_architecture("llama").shape({"num_hidden_layers": 2, "intermediate_size": [8, 8]})
     # one width per layer, all the same (Gemma 3n's configs): that width
-    assert get_architecture("gemma3n_text").shape({"num_hidden_layers": 2, "intermediate_size": [8, 8]}) == (2, 8)
+    gemma3n = get_architecture("gemma3n_text")
+    assert gemma3n.shape({"num_hidden_layers": 2, "intermediate_size": [8, 8]}) == (2, 8)
+    with pytest.raises(HeditError, match="per-layer intermediate sizes"):
+        gemma3n.shape({"num_hidden_layers": 2, "intermediate_size": [8, 16]})
 
 
 def test_the_readme_s_architectures_table_is_the_registry_s():
