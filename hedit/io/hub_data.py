@@ -112,7 +112,7 @@ def _patterns(data_files) -> dict[str, list[str]]:
 
 
 def _glob(pattern: str, names: list[str]) -> list[str]:
-    pattern = pattern.lstrip("./")
+    pattern = pattern.removeprefix("./")
     return [n for n in names if fnmatch.fnmatchcase(n, pattern) or fnmatch.fnmatchcase(n, pattern.replace("**/", ""))]
 
 
